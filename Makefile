@@ -1,0 +1,25 @@
+# famfs-py: `make demo` sets up this machine and mounts a famfs on an emulated device;
+# `make test` runs the whole test suite. Both install what they need first.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup demo test lint bench clean
+
+setup:
+	./scripts/setup.sh
+
+demo: setup
+	./scripts/demo.sh
+
+test: setup
+	$(PY) -m pytest -q -m "not slow" tests
+
+lint: setup
+	$(VENV)/bin/ruff check famfs_py mkfs tests bench
+	$(VENV)/bin/ruff format --check famfs_py mkfs tests bench
+
+bench: setup
+	$(PY) -m bench --quick
+
+clean:
+	rm -rf $(VENV) .pytest_cache

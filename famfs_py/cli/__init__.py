@@ -1,0 +1,1 @@
+"""The famfs-py command line: one module per command, dispatched by main."""

@@ -1,0 +1,112 @@
+"""Shared pieces of the command line: parser construction, argument types, device lookup."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from famfs_py.errors import FamfsError
+
+EXIT_USAGE = 2
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse with `-h/--help/-?`, exit codes in the epilog, and usage errors exiting 2."""
+
+    def __init__(self, *args: Any, exit_codes: str | None = None, **kwargs: Any) -> None:
+        kwargs.setdefault("add_help", False)
+        kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
+        if exit_codes:
+            epilog = kwargs.get("epilog")
+            codes = "exit codes:\n" + exit_codes.strip("\n")
+            kwargs["epilog"] = f"{epilog}\n\n{codes}" if epilog else codes
+        super().__init__(*args, **kwargs)
+        self.add_argument("-h", "--help", "-?", action="help", help="show this help and exit")
+
+
+def parse_size(text: str) -> int:
+    """Sizes as upstream takes them: decimal or 0x..., with k/m/g (1024-based) suffixes."""
+    value = text.strip().lower()
+    multiplier = 1
+    suffixes = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
+    if value and value[-1] in suffixes:  # never a hex digit, so 0x2m is 2 MiB
+        multiplier = suffixes[value[-1]]
+        value = value[:-1]
+    try:
+        number = int(value, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a size (e.g. 4096, 2m, 0x200000)"
+        ) from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a size cannot be negative") from None
+    return number * multiplier
+
+
+def parse_mode(text: str) -> int:
+    try:
+        mode = int(text, 8)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an octal mode (e.g. 0644)") from None
+    if not 0 <= mode <= 0o7777:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a file mode (0000..7777)") from None
+    return mode
+
+
+def parse_id(text: str) -> int:
+    try:
+        value = int(text, 10)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a numeric id") from None
+    if not 0 <= value < 1 << 32:
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range for an id") from None
+    return value
+
+
+def print_json(data: object) -> None:
+    json.dump(data, sys.stdout, indent=2, sort_keys=False)
+    sys.stdout.write("\n")
+
+
+def resolve_device_or_fail(spec: str, root: str | None = None, exit_code: int = 1) -> Any:
+    """The DaxDevice `spec` names, or a FamfsError that says where it was looked for."""
+    from famfs_py.dax.device import resolve_device
+
+    try:
+        return resolve_device(spec, root)
+    except OSError as exc:
+        raise FamfsError(
+            f"{exc.strerror} (give daxX.Y, /dev/daxX.Y, or an emulated node; "
+            "emulated devices: set --root or FAMFS_PY_DAX_ROOT)",
+            exit_code,
+            exc.errno,
+        ) from None
+
+
+def add_root_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--root",
+        metavar="DIR",
+        help="emulation root of emulated devices (default: $FAMFS_PY_DAX_ROOT, else real "
+        "devices under /sys, then /run/famfs-py/emul)",
+    )
+
+
+def add_system_uuid_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--system-uuid",
+        metavar="UUID",
+        help="act as the host with this system UUID (default: $FAMFS_PY_SYSTEM_UUID, else "
+        "/opt/famfs/system_uuid)",
+    )
+
+
+def this_host_uuid(args: argparse.Namespace) -> Any:
+    from famfs_py.fs.identity import system_uuid
+
+    try:
+        return system_uuid(getattr(args, "system_uuid", None))
+    except (ValueError, OSError) as exc:
+        raise FamfsError(f"cannot tell this host's system UUID: {exc}", EXIT_USAGE) from None

@@ -1,0 +1,107 @@
+"""`famfs-py`: dispatch to one command module, imported only when that command runs.
+
+Every user error is one line on stderr and a documented exit code; never a traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from famfs_py.errors import FamfsError
+
+PROG = "famfs-py"
+
+# command -> (module under famfs_py.cli, one-line summary)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "mkfs": ("mkfs_cmd", "make a famfs filesystem on a dax device"),
+    "mount": ("mount_cmd", "mount a famfs device (starts the daemon)"),
+    "umount": ("umount_cmd", "unmount and wait for the daemon to exit"),
+    "status": ("status_cmd", "show a mount's role, log, capacity and health"),
+    "mkdir": ("mkdir_cmd", "create a directory (master only)"),
+    "creat": ("creat_cmd", "create and allocate a file (master only)"),
+    "cp": ("cp_cmd", "copy files into famfs (master only)"),
+    "verify": ("verify_cmd", "verify a file against its seeded pattern"),
+    "logplay": ("logplay_cmd", "replay the log into a mount now"),
+    "fsck": ("fsck_cmd", "check a famfs device or mount"),
+    "getmap": ("getmap_cmd", "print a file's extents"),
+    "flush": ("flush_cmd", "flush files' data to memory"),
+    "check": ("check_cmd", "check that a mount's files are intact"),
+    "clone": ("clone_cmd", "cross-link a file (testing fsck)"),
+    "chkread": ("chkread_cmd", "read files back and report errors"),
+    "dax": ("dax_cmd", "create, list, reconfigure and remove (emulated) dax devices"),
+}
+
+
+def _usage() -> str:
+    lines = [f"usage: {PROG} COMMAND [options] ...", "", "commands:"]
+    for name, (module, summary) in COMMANDS.items():
+        if _available(module):
+            lines.append(f"  {name:<9} {summary}")
+    lines += [
+        "",
+        f"'{PROG} COMMAND --help' describes a command and its exit codes.",
+        "exit codes: 0 success; 2 usage error; otherwise as each command documents.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _available(module: str) -> bool:
+    return importlib.util.find_spec(f"famfs_py.cli.{module}") is not None
+
+
+def configure_logging(debug: bool = False) -> None:
+    level = logging.DEBUG if debug or os.environ.get("FAMFS_PY_DEBUG") else logging.WARNING
+    logging.basicConfig(level=level, format=f"{PROG}: %(levelname)s: %(message)s")
+
+
+def run_command(prog: str, module_name: str, argv: Sequence[str]) -> int:
+    module = importlib.import_module(f"famfs_py.cli.{module_name}")
+    parser = module.build_parser(prog)
+    args = parser.parse_args(list(argv))
+    configure_logging(getattr(args, "debug", False))
+    try:
+        return int(module.run(args) or 0)
+    except FamfsError as exc:
+        print(f"{prog}: {exc.message}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 1
+    except Exception as exc:  # a bug, not a user error: still one line unless debugging
+        if getattr(args, "debug", False) or os.environ.get("FAMFS_PY_DEBUG"):
+            raise
+        print(
+            f"{prog}: internal error: {type(exc).__name__}: {exc} "
+            "(rerun with FAMFS_PY_DEBUG=1 for details, and please report it)",
+            file=sys.stderr,
+        )
+        return 70
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "-?"):
+        (sys.stdout if argv else sys.stderr).write(_usage())
+        return 0 if argv else 2
+    if argv[0] == "--version":
+        from famfs_py import __version__
+
+        print(f"{PROG} {__version__}")
+        return 0
+    name = argv[0]
+    entry = COMMANDS.get(name)
+    if entry is None or not _available(entry[0]):
+        sys.stderr.write(f"{PROG}: unknown command {name!r}\n\n{_usage()}")
+        return 2
+    return run_command(f"{PROG} {name}", entry[0], argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,246 @@
+"""Emulated dax devices: a sysfs-shaped tree under an emulation root, memory in /dev/shm.
+
+Each device's node `<root>/dev/daxX.Y` is a symlink to a link name of its own for the backing
+file; sharing one memory between two roots (two simulated hosts) is a second hard link to the
+same file, so the memory lives until the last device using it is removed.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import secrets
+import shutil
+from pathlib import Path
+
+from famfs_py.dax import holder
+from famfs_py.dax.device import NAME_RE, DaxDevice, device_in_root, resolve_device
+from famfs_py.dax.sysfs import MODE_DRIVERS, MODES, format_badblocks, read_badblocks_file
+
+log = logging.getLogger(__name__)
+
+SHM_DIR = Path("/dev/shm")
+DEFAULT_ALIGN = 2 << 20
+INJECTED = "badblocks.injected"  # emulation-only: the subset of badblocks that was injected
+FAKE_MAJOR = 252
+FAKE_PHYS_BASE = 0x1_0000_0000
+
+
+def _write(path: Path, text: str) -> None:
+    path.write_text(text)
+
+
+def _setup_root(root: Path) -> None:
+    for driver in MODE_DRIVERS.values():
+        (root / "sys" / "bus" / "dax" / "drivers" / driver).mkdir(parents=True, exist_ok=True)
+    (root / "sys" / "bus" / "dax" / "devices").mkdir(parents=True, exist_ok=True)
+    (root / "dev").mkdir(exist_ok=True)
+    (root / "run").mkdir(exist_ok=True)
+
+
+def _bind(device: DaxDevice, mode: str) -> None:
+    """Point the device's `driver` link at the driver for `mode` (atomically)."""
+    link = device.sysfs_dir / "driver"
+    if mode == "disabled":
+        if link.is_symlink():
+            link.unlink()
+        return
+    tmp = device.sysfs_dir / f".driver.{secrets.token_hex(4)}"
+    os.symlink(f"../../drivers/{MODE_DRIVERS[mode]}", tmp)
+    os.replace(tmp, link)
+
+
+def _owned_link(backing: Path) -> Path:
+    return backing.parent / f"famfs-py.{secrets.token_hex(8)}"
+
+
+def create(
+    name: str,
+    size: int | None,
+    root: Path,
+    *,
+    backing: str | None = None,
+    share: str | None = None,
+    mode: str = "famfs",
+    align: int = DEFAULT_ALIGN,
+) -> DaxDevice:
+    """Create emulated device `name` under `root`; see `famfs-py dax create --help`."""
+    if not NAME_RE.match(name):
+        raise ValueError(f"device name {name!r} is not of the form daxX.Y")
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r} (one of {', '.join(MODES)})")
+    if backing and share:
+        raise ValueError("give --backing or --share, not both")
+    _setup_root(root)
+    device = device_in_root(name, root)
+    if device.exists():
+        raise FileExistsError(errno.EEXIST, f"{device.describe()} already exists")
+
+    source: Path | None = None
+    if share:
+        shared = resolve_device(share, root if "/" not in share else None)
+        if not shared.emulated or not os.path.exists(shared.node):
+            raise FileNotFoundError(errno.ENOENT, f"{share}: no emulated device to share")
+        source = Path(os.path.realpath(shared.node))
+    elif backing:
+        source = Path(backing).absolute()
+        if not source.exists():
+            if size is None:
+                raise ValueError(f"backing file {backing} does not exist: give --size")
+            with open(source, "wb") as f:
+                f.truncate(size)
+    if source is not None:
+        actual = source.stat().st_size
+        if size is None:
+            size = actual
+        elif actual < size:
+            raise ValueError(f"backing file {source} holds {actual} bytes, less than {size}")
+    if size is None or size <= 0:
+        raise ValueError("give a device size (--size)")
+    if size % align:
+        raise ValueError(f"size {size} is not a multiple of the alignment {align}")
+
+    if source is None:
+        link = SHM_DIR / f"famfs-py.{secrets.token_hex(8)}"
+        with open(link, "xb") as f:
+            f.truncate(size)
+    else:
+        link = _owned_link(source)
+        os.link(source, link)
+
+    devdir = device.sysfs_dir
+    try:
+        devdir.mkdir(parents=True)
+        region, instance = (int(x) for x in NAME_RE.match(name).groups())  # type: ignore[union-attr]
+        start = FAKE_PHYS_BASE * (region + 1) + (instance << 40)
+        _write(devdir / "size", f"{size}\n")
+        _write(devdir / "align", f"{align}\n")
+        _write(devdir / "resource", f"{start:#x}\n")
+        _write(devdir / "numa_node", "0\n")
+        _write(devdir / "target_node", f"{region + 1}\n")
+        _write(devdir / "modalias", "dax:t0\n")
+        _write(devdir / "dev", f"{FAKE_MAJOR}:{region * 16 + instance}\n")
+        mapping = devdir / "mapping0"
+        mapping.mkdir()
+        _write(mapping / "start", f"{start:#x}\n")
+        _write(mapping / "end", f"{start + size - 1:#x}\n")
+        _write(mapping / "page_offset", "0x0\n")
+        _write(devdir / "badblocks", "")
+        _write(devdir / INJECTED, "")
+        _bind(device, mode)
+        os.symlink(link, device.node)
+    except BaseException:
+        shutil.rmtree(devdir, ignore_errors=True)
+        link.unlink(missing_ok=True)
+        raise
+    log.info("created %s (%d bytes, %s, memory %s)", device.path, size, mode, link)
+    return device
+
+
+def describe(device: DaxDevice) -> dict[str, object]:
+    """daxctl-style JSON object for one device."""
+    out: dict[str, object] = {
+        "chardev": device.name,
+        "size": device.size,
+        "target_node": device.sysfs.read_int(device.name, "target_node"),
+        "align": device.align,
+        "mode": device.mode,
+    }
+    if device.driver is None:
+        out["state"] = "disabled"
+    if device.emulated:
+        out["path"] = device.path
+        out["memory"] = os.path.realpath(device.node)
+        info = holder.holder_info(device)
+        if info is not None:
+            out["holder"] = info.get("holder")
+            out["holder_pid"] = info.get("pid")
+        bad = device.badblocks()
+        if bad:
+            out["badblocks"] = [{"offset": o, "length": n} for o, n in bad]
+    return out
+
+
+def _pre_remove(device: DaxDevice) -> int | None:
+    """Tell the holder (if any) the device is going away; never wait for permission."""
+    if holder.holder_info(device) is None:
+        return None
+    rc = holder.notify_failure(
+        device, 0, holder.WHOLE_DEVICE, holder.MF_MEM_PRE_REMOVE, locked=True
+    )
+    log.info("pre-remove of %s delivered to its holder: rc %d", device.path, rc)
+    return rc
+
+
+def reconfigure(device: DaxDevice, mode: str) -> int | None:
+    """Change the device's mode (unbind + bind). Returns the pre-remove delivery's result
+    when a holder was told, else None."""
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r} (one of {', '.join(MODES)})")
+    with holder.device_lock(device, exclusive=True):
+        if not device.exists():
+            raise FileNotFoundError(errno.ENODEV, f"{device.describe()} does not exist")
+        current = device.mode
+        if mode == current:
+            return None
+        if mode == "system-ram" and current == "famfs":
+            raise PermissionError(
+                errno.EPERM,
+                f"{device.describe()} is in famfs mode: it must be in devdax mode first",
+            )
+        rc = _pre_remove(device)
+        _bind(device, mode)
+    log.info("reconfigured %s: %s -> %s", device.path, current, mode)
+    return rc
+
+
+def remove(device: DaxDevice) -> int | None:
+    """Remove the device; a holder is told first (pre-remove) and then loses it."""
+    with holder.device_lock(device, exclusive=True):
+        if not device.exists():
+            raise FileNotFoundError(errno.ENODEV, f"{device.describe()} does not exist")
+        rc = _pre_remove(device)
+        link = Path(os.readlink(device.node)) if device.node.is_symlink() else None
+        device.node.unlink(missing_ok=True)
+        shutil.rmtree(device.sysfs_dir, ignore_errors=True)
+        if link is not None:
+            link.unlink(missing_ok=True)
+    log.info("removed %s", device.path)
+    return rc
+
+
+def inject_error(device: DaxDevice, offset: int, length: int, flags: int) -> int:
+    """Record a memory error in `badblocks` and deliver it to the holder. Returns 0 or the
+    kernel's errno: ENXIO (device dead), EOPNOTSUPP (no holder: still recorded), or the
+    holder's answer."""
+    if not device.exists():
+        return errno.ENXIO
+    size = device.size
+    if offset < 0 or length <= 0 or offset + length > size:
+        raise ValueError(f"range {offset:#x}+{length:#x} is outside the device ({size:#x} bytes)")
+    flags |= holder.MF_SW_SIMULATED
+    with holder.device_lock(device, exclusive=False):
+        text = format_badblocks([(offset, length)])
+        with open(device.sysfs_dir / "badblocks", "a") as f:
+            f.write(text)
+        with open(device.sysfs_dir / INJECTED, "a") as f:
+            f.write(text)
+    return holder.notify_failure(device, offset, length, flags)
+
+
+def clear_errors(device: DaxDevice) -> int:
+    """Forget injected errors (only while nobody holds the device). Returns how many."""
+    with holder.device_lock(device, exclusive=True):
+        if not device.exists():
+            raise FileNotFoundError(errno.ENODEV, f"{device.describe()} does not exist")
+        if holder.holder_info(device) is not None:
+            raise OSError(
+                errno.EBUSY,
+                f"{device.describe()} is {holder.describe_holder(device)}: unmount it first",
+            )
+        injected = read_badblocks_file(device.sysfs_dir / INJECTED)
+        remaining = [r for r in device.badblocks() if r not in injected]
+        _write(device.sysfs_dir / "badblocks", format_badblocks(remaining))
+        _write(device.sysfs_dir / INJECTED, "")
+    return len(injected)

@@ -1,0 +1,339 @@
+"""The holder layer: claim, release and memory-failure delivery, as the kernel's dax core does.
+
+`claim` is fs_dax_get(): alive -> driver -> exclusive holder -> ops, each failure undoing
+exactly what was done. `Claim.release` is fs_put_dax(). `notify_failure` is
+dax_holder_notify_failure(): it reaches the holder's callback in whatever process holds the
+claim. Exclusivity is an flock on an open file, so the OS releases it when the holder dies.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import json
+import logging
+import os
+import secrets
+import socket
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Protocol
+
+from famfs_py.dax.device import DaxDevice
+
+log = logging.getLogger(__name__)
+
+# memory-failure flags, kernel values (include/linux/mm.h)
+MF_ACTION_REQUIRED = 1 << 1
+MF_MUST_KILL = 1 << 2
+MF_SW_SIMULATED = 1 << 5
+MF_MEM_PRE_REMOVE = 1 << 7
+MF_FLAG_NAMES = {
+    "action-required": MF_ACTION_REQUIRED,
+    "must-kill": MF_MUST_KILL,
+    "sw-simulated": MF_SW_SIMULATED,
+    "pre-remove": MF_MEM_PRE_REMOVE,
+}
+WHOLE_DEVICE = (1 << 64) - 1  # the length a pre-remove notification carries
+
+HOLDER_LOCK = "holder.lock"
+HOLDER_INFO = "holder"
+DELIVERY_TIMEOUT = 10.0  # seconds a holder's callback may take before the reporter gives up
+_PEERCRED = struct.Struct("3i")
+
+
+class HolderOps(Protocol):
+    """What a holder registers (struct dax_holder_operations)."""
+
+    def notify_failure(self, offset: int, length: int, flags: int) -> int:
+        """Handle a memory failure; return 0 or a positive errno."""
+        ...
+
+
+def _lock_file(path: Path, create: bool) -> int | None:
+    flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+    try:
+        return os.open(path, flags, 0o644)
+    except FileNotFoundError:
+        return None
+
+
+@contextlib.contextmanager
+def device_lock(device: DaxDevice, exclusive: bool) -> Iterator[None]:
+    """The device's read/write lock (dax_read_lock for the alive guard; reconfigure and
+    remove take it exclusively)."""
+    device.state_lock_path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(device.state_lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+        yield
+    finally:
+        os.close(fd)
+
+
+def dead_reason(device: DaxDevice) -> str | None:
+    """Why the device cannot be used by a filesystem at all (None: it is alive)."""
+    if not device.exists():
+        return f"{device.describe()} does not exist"
+    driver = device.driver
+    if driver is None:
+        return f"{device.describe()} is disabled (no driver bound)"
+    if driver == "kmem":
+        return f"{device.describe()} is in system-ram mode (onlined as memory)"
+    if device.emulated and not os.path.exists(device.node):
+        return f"{device.describe()} has no memory node {device.node}"
+    return None
+
+
+@contextlib.contextmanager
+def alive_guard(device: DaxDevice) -> Iterator[None]:
+    """Scoped guard: holds the device's read lock and fails with ENODEV unless it is alive
+    (dax_read_lock() + dax_alive(); the lock is dropped when the block ends)."""
+    with device_lock(device, exclusive=False):
+        reason = dead_reason(device)
+        if reason:
+            raise OSError(errno.ENODEV, reason)
+        yield
+
+
+class Claim:
+    """A device held by one holder, until `release`."""
+
+    def __init__(self, device: DaxDevice, holder: str, lock_fd: int) -> None:
+        self.device = device
+        self.holder = holder
+        self._lock_fd: int | None = lock_fd
+        self._token = secrets.token_hex(8)
+        self._listener: _FailureListener | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._lock_fd is not None
+
+    def _write_info(self, socket_name: str | None) -> None:
+        info = {
+            "pid": os.getpid(),
+            "holder": self.holder,
+            "token": self._token,
+            "socket": socket_name,
+            "since": time.time(),
+        }
+        path = self.device.holder_dir / HOLDER_INFO
+        tmp = path.with_name(f".{HOLDER_INFO}.{os.getpid()}")
+        tmp.write_text(json.dumps(info) + "\n")
+        tmp.replace(path)
+
+    def release(self) -> None:
+        """fs_put_dax(): stop receiving failures and drop the claim; safe to call twice and
+        after the device is gone."""
+        if self._listener is not None:
+            self._listener.stop()
+            self._listener = None
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is None:
+            return
+        try:
+            info = self.device.holder_dir / HOLDER_INFO
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                if json.loads(info.read_text()).get("token") == self._token:
+                    info.unlink()
+        except (OSError, ValueError):
+            pass
+        finally:
+            os.close(fd)
+        log.info("released %s (holder %s)", self.device.path, self.holder)
+
+    def __enter__(self) -> Claim:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def claim(
+    device: DaxDevice,
+    holder: str,
+    ops: HolderOps | None = None,
+    *,
+    allow_devdax: bool = False,
+) -> Claim:
+    """fs_dax_get(): take `device` for `holder`, registering `ops` for memory failures.
+
+    ENODEV: missing, disabled or system-ram. EOPNOTSUPP: bound to a driver other than
+    fsdev_dax (devdax is accepted on a real device only with `allow_devdax`). EBUSY: held.
+    """
+    with alive_guard(device):
+        driver = device.driver
+        if driver != "fsdev_dax":
+            devdax_ok = driver == "device_dax" and allow_devdax and not device.emulated
+            if not devdax_ok:
+                hint = (
+                    "use --devdax to accept a real device in devdax mode"
+                    if driver == "device_dax" and not device.emulated
+                    else "reconfigure it to famfs mode"
+                )
+                raise OSError(
+                    errno.EOPNOTSUPP,
+                    f"{device.describe()} is in {device.mode} mode, not famfs ({hint})",
+                )
+            log.warning(
+                "%s is in devdax mode: the kernel does not stop other processes from "
+                "mapping it while famfs-py holds it",
+                device.path,
+            )
+        device.holder_dir.mkdir(parents=True, exist_ok=True)
+        fd = _lock_file(device.holder_dir / HOLDER_LOCK, create=True)
+        assert fd is not None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise OSError(
+                errno.EBUSY, f"{device.describe()} is busy: {describe_holder(device)}"
+            ) from None
+        held = Claim(device, holder, fd)
+        try:
+            socket_name = None
+            if ops is not None:
+                held._listener = _FailureListener(device, ops)
+                socket_name = held._listener.name
+            held._write_info(socket_name)
+        except BaseException:
+            held.release()
+            raise
+    log.info("claimed %s for %s", device.path, holder)
+    return held
+
+
+def holder_info(device: DaxDevice) -> dict[str, object] | None:
+    """The current holder's diagnostics (pid, holder, socket), or None if unclaimed."""
+    fd = _lock_file(device.holder_dir / HOLDER_LOCK, create=False)
+    if fd is None:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            pass  # held by someone
+        else:
+            return None
+        for _ in range(50):  # a claim in progress writes its info right after locking
+            try:
+                return json.loads((device.holder_dir / HOLDER_INFO).read_text())
+            except (FileNotFoundError, ValueError):
+                time.sleep(0.01)
+        return {"pid": None, "holder": "unknown", "socket": None}
+    finally:
+        os.close(fd)
+
+
+def describe_holder(device: DaxDevice) -> str:
+    info = holder_info(device)
+    if info is None:
+        return "not claimed"
+    return f"claimed by {info.get('holder')} (pid {info.get('pid')})"
+
+
+def notify_failure(
+    device: DaxDevice,
+    offset: int,
+    length: int,
+    flags: int,
+    *,
+    timeout: float = DELIVERY_TIMEOUT,
+    locked: bool = False,
+) -> int:
+    """dax_holder_notify_failure(): deliver a memory failure to the device's holder.
+
+    Returns 0 or an errno: ENXIO if the device is dead, EOPNOTSUPP if nobody holds it (or the
+    holder registered no ops), else the holder callback's result. `locked`: the caller
+    already holds the device lock (reconfigure/remove deliver pre-remove under it).
+    """
+    guard = contextlib.nullcontext() if locked else device_lock(device, exclusive=False)
+    with guard:
+        if not device.exists() or (not locked and dead_reason(device)):
+            return errno.ENXIO
+        info = holder_info(device)
+        if info is None or not info.get("socket"):
+            return errno.EOPNOTSUPP
+        return _send_failure(str(info["socket"]), offset, length, flags, timeout)
+
+
+def _send_failure(name: str, offset: int, length: int, flags: int, timeout: float) -> int:
+    request = json.dumps({"offset": offset, "length": length, "flags": flags}).encode()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC) as sock:
+        sock.settimeout(timeout)
+        try:
+            sock.connect("\0" + name)
+            sock.send(request)
+            reply = sock.recv(4096)
+        except (ConnectionRefusedError, FileNotFoundError):
+            return errno.EOPNOTSUPP  # the holder is going away
+        except TimeoutError:
+            return errno.ETIMEDOUT
+        except OSError as exc:
+            return exc.errno or errno.EIO
+    try:
+        return int(json.loads(reply)["rc"])
+    except (ValueError, KeyError, TypeError):
+        return errno.EIO
+
+
+class _FailureListener:
+    """Receives failure notifications for one claim and runs the holder's callback."""
+
+    def __init__(self, device: DaxDevice, ops: HolderOps) -> None:
+        self.device = device
+        self.ops = ops
+        self.name = f"famfs-py/holder/{device.name}/{os.getpid()}/{secrets.token_hex(6)}"
+        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        self._sock.bind("\0" + self.name)
+        self._sock.listen(16)
+        self._stopping = False
+        self._thread = threading.Thread(
+            target=self._serve, name=f"holder-{device.name}", daemon=True
+        )
+        self._thread.start()
+
+    def _allowed(self, conn: socket.socket) -> bool:
+        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+        _pid, uid, _gid = _PEERCRED.unpack(creds)
+        return uid in (0, os.geteuid())
+
+    def _serve(self) -> None:
+        while not self._stopping:
+            try:
+                conn, _ = self._sock.accept()
+            except OSError:
+                return
+            with conn:
+                self._handle(conn)
+
+    def _handle(self, conn: socket.socket) -> None:
+        try:
+            if not self._allowed(conn):
+                conn.send(json.dumps({"rc": errno.EPERM}).encode())
+                return
+            request = json.loads(conn.recv(4096))
+            offset, length, flags = (int(request[k]) for k in ("offset", "length", "flags"))
+        except (OSError, ValueError, KeyError, TypeError):
+            return
+        try:
+            rc = int(self.ops.notify_failure(offset, length, flags) or 0)
+        except Exception:
+            log.exception("notify_failure callback failed for %s", self.device.path)
+            rc = errno.EIO
+        with contextlib.suppress(OSError):
+            conn.send(json.dumps({"rc": rc}).encode())
+
+    def stop(self) -> None:
+        self._stopping = True
+        with contextlib.suppress(OSError):
+            self._sock.shutdown(socket.SHUT_RDWR)
+        self._sock.close()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout=5)

@@ -1,0 +1,1 @@
+"""The famfs filesystem model: log replay and append, allocation, namespace, mkfs, fsck."""

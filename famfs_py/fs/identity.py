@@ -1,0 +1,42 @@
+"""This host's system UUID, which decides whether it is a filesystem's master or a client."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+
+SYSTEM_UUID_FILE = Path("/opt/famfs/system_uuid")  # shared with upstream famfs
+SYSTEM_UUID_ENV = "FAMFS_PY_SYSTEM_UUID"
+
+
+def parse_uuid(text: str, what: str = "system UUID") -> uuid.UUID:
+    try:
+        return uuid.UUID(text.strip())
+    except ValueError:
+        raise ValueError(f"{what} {text.strip()!r} is not a UUID") from None
+
+
+def system_uuid(override: str | None = None, *, create: bool = True) -> uuid.UUID:
+    """The system UUID: `override`, else $FAMFS_PY_SYSTEM_UUID, else /opt/famfs/system_uuid
+    (created, mode 0444, when missing and `create`)."""
+    text = override or os.environ.get(SYSTEM_UUID_ENV)
+    if text:
+        return parse_uuid(text)
+    try:
+        return parse_uuid(SYSTEM_UUID_FILE.read_text(), f"{SYSTEM_UUID_FILE} holds")
+    except FileNotFoundError:
+        if not create:
+            raise
+    new = uuid.uuid4()
+    SYSTEM_UUID_FILE.parent.mkdir(parents=True, exist_ok=True)
+    tmp = SYSTEM_UUID_FILE.with_name(f".system_uuid.{os.getpid()}")
+    tmp.write_text(f"{new}\n")
+    tmp.chmod(0o444)
+    try:
+        os.link(tmp, SYSTEM_UUID_FILE)  # never replace one another process just wrote
+    except FileExistsError:
+        tmp.unlink()
+        return parse_uuid(SYSTEM_UUID_FILE.read_text(), f"{SYSTEM_UUID_FILE} holds")
+    tmp.unlink()
+    return new

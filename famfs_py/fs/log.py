@@ -1,0 +1,189 @@
+"""The metadata log in device memory: read the superblock and header, replay entries into a
+namespace and bitmap, and (master only) append entries crash-safely.
+
+Replay applies entries in order. A CRC or seqnum failure is retried once (a master may be
+writing it) and then stops replay there, as upstream does; every later entry's extents are
+still marked in the bitmap so space is never handed out twice. Entries whose path or extents
+are unusable are counted as bad and skipped.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+from famfs_py import omf
+from famfs_py.dax.memory import DeviceMemory
+from famfs_py.fs.alloc import Bitmap
+from famfs_py.fs.namespace import Inode, Namespace, NamespaceError
+
+log = logging.getLogger(__name__)
+
+RETRY_DELAY = 0.005  # seconds before re-reading an entry that failed its CRC
+
+
+class LogFull(Exception):
+    """Every log slot is used."""
+
+
+@dataclass(frozen=True)
+class BadEntry:
+    index: int
+    reasons: tuple[str, ...]
+    corrupt: bool  # CRC/seqnum failure (replay stops) rather than an unusable entry
+
+    def describe(self) -> str:
+        return f"log entry {self.index}: {'; '.join(self.reasons)}"
+
+
+@dataclass
+class ReplayStats:
+    applied: int = 0  # entries examined
+    files: int = 0
+    dirs: int = 0
+    sum_file_sizes: int = 0
+    bad: list[BadEntry] = field(default_factory=list)
+    new_inodes: list[Inode] = field(default_factory=list)
+    stopped_at: int | None = None  # index of the corrupt entry replay stopped at
+
+
+def read_superblock(mem: DeviceMemory) -> omf.Superblock:
+    return omf.Superblock.unpack(mem.read(0, omf.SUPERBLOCK_STRUCT_SIZE))
+
+
+def read_log_header(mem: DeviceMemory, sb: omf.Superblock) -> omf.LogHeader:
+    return omf.LogHeader.unpack(mem.read(sb.log_offset, omf.LOG_HEADER_SIZE))
+
+
+class Log:
+    """The log of one mounted (or checked) filesystem and what replaying it built."""
+
+    def __init__(self, mem: DeviceMemory, sb: omf.Superblock, header: omf.LogHeader) -> None:
+        self.mem = mem
+        self.sb = sb
+        self.header = header
+        self.namespace = Namespace.new(sb)
+        self.bitmap = Bitmap(sb.dev_size, sb.alloc_unit, sb.log_offset + sb.log_len)
+        self.next_index = 0  # next entry replay will look at
+        self.stopped_at: int | None = None
+        self.bad: dict[int, BadEntry] = {}
+        self._marked_beyond = 0  # entries past a stop whose extents are already marked
+
+    # -- reading -------------------------------------------------------------------------
+    def committed(self) -> int:
+        """Number of committed entries according to the header now in memory."""
+        raw = self.mem.read(self.sb.log_offset + omf.COUNTERS_OFFSET, 16)
+        next_index = int.from_bytes(raw[8:16], "little")
+        return min(next_index, self.header.slots)
+
+    def _read_entries(self, start: int, stop: int) -> bytes:
+        offset = self.sb.log_offset + omf.entry_offset(start)
+        return self.mem.read(offset, (stop - start) * omf.LOG_ENTRY_SIZE)
+
+    def _read_entry(self, index: int) -> bytes:
+        return self._read_entries(index, index + 1)
+
+    # -- replay --------------------------------------------------------------------------
+    def replay(self, *, stop_at_corrupt: bool = True, upto: int | None = None) -> ReplayStats:
+        """Apply the committed entries not applied yet."""
+        stats = ReplayStats()
+        end = self.committed() if upto is None else upto
+        if self.stopped_at is not None and stop_at_corrupt:
+            # a corrupt entry may just have been completed by the master
+            if not omf.entry_crc_ok(self._read_entry(self.stopped_at)):
+                return stats
+            self.stopped_at = None
+        start = self.next_index
+        if start >= end:
+            return stats
+        raw = self._read_entries(start, end)
+        size = omf.LOG_ENTRY_SIZE
+        for index in range(start, end):
+            chunk = raw[(index - start) * size : (index - start + 1) * size]
+            if not omf.entry_crc_ok(chunk):
+                time.sleep(RETRY_DELAY)
+                chunk = self._read_entry(index)
+            entry = omf.LogEntry.unpack(chunk)
+            if entry.crc != entry.computed_crc() or entry.seqnum != index:
+                bad = BadEntry(index, tuple(omf.entry_problems(entry, index, 0, 1)), True)
+                self._record_bad(bad, stats)
+                if stop_at_corrupt:
+                    self.stopped_at = index
+                    stats.stopped_at = index
+                    self._mark_beyond(raw, start, index + 1, end)
+                    return stats
+                self.next_index = index + 1
+                continue
+            self._apply(index, entry, stats)
+            self.next_index = index + 1
+        return stats
+
+    def _record_bad(self, bad: BadEntry, stats: ReplayStats) -> None:
+        if bad.index not in self.bad:
+            log.warning("%s", bad.describe())
+        self.bad[bad.index] = bad
+        stats.bad.append(bad)
+
+    def _apply(self, index: int, entry: omf.LogEntry, stats: ReplayStats) -> None:
+        stats.applied += 1
+        payload = entry.payload
+        if isinstance(payload, omf.AddDaxdevMeta):
+            return  # multi-device famfs is future work upstream too
+        if isinstance(payload, omf.RawPayload):
+            reason = f"unknown entry type {entry.entry_type}"
+            self._record_bad(BadEntry(index, (reason,), False), stats)
+            return
+        problems = omf.entry_problems(entry, index, self.sb.dev_size, self.sb.alloc_unit)
+        if isinstance(payload, omf.FileMeta) and not isinstance(payload.fmap, omf.UnknownFmap):
+            for ext in omf.fmap_extents(payload.fmap):
+                if ext.offset + ext.length <= self.sb.dev_size:
+                    self.bitmap.mark(ext)
+        if not problems:
+            try:
+                inode = self.namespace.add(index, payload)
+            except NamespaceError as exc:
+                problems = [str(exc)]
+            else:
+                stats.new_inodes.append(inode)
+                if inode.is_dir:
+                    stats.dirs += 1
+                else:
+                    stats.files += 1
+                    stats.sum_file_sizes += inode.size
+                return
+        self._record_bad(BadEntry(index, tuple(problems), False), stats)
+
+    def _mark_beyond(self, raw: bytes, start: int, first: int, end: int) -> None:
+        """Mark the extents of CRC-valid entries after a stop, so they are never reused."""
+        size = omf.LOG_ENTRY_SIZE
+        for index in range(max(first, self._marked_beyond), end):
+            chunk = raw[(index - start) * size : (index - start + 1) * size]
+            if not omf.entry_crc_ok(chunk):
+                continue
+            payload = omf.LogEntry.unpack(chunk).payload
+            if isinstance(payload, omf.FileMeta):
+                for ext in omf.fmap_extents(payload.fmap):
+                    if ext.offset + ext.length <= self.sb.dev_size:
+                        self.bitmap.mark(ext)
+        self._marked_beyond = max(self._marked_beyond, end)
+
+    # -- appending (master) ----------------------------------------------------------------
+    def append(self, payload: omf.FileMeta | omf.MkdirMeta) -> int:
+        """Write one entry at the next slot, then commit it by bumping the header counters
+        (a crash in between leaves a valid log without the entry). Returns its index."""
+        index = self.committed()
+        if index != self.next_index:
+            raise RuntimeError(f"log has {index} entries but {self.next_index} were replayed")
+        if index >= self.header.slots:
+            raise LogFull(f"the log is full ({self.header.slots} entries)")
+        entry = omf.LogEntry.new(index, payload)
+        self.mem.write(self.sb.log_offset + omf.entry_offset(index), entry.pack())
+        self.mem.write(
+            self.sb.log_offset + omf.COUNTERS_OFFSET, omf.pack_counters(index + 1, index + 1)
+        )
+        return index
+
+    @property
+    def slots(self) -> int:
+        return self.header.slots

@@ -1,0 +1,124 @@
+"""mkfs: write a famfs superblock and an empty log, byte-compatible with upstream mkfs.famfs.
+
+The device is claimed for the whole operation, and every refusal happens before a byte is
+written.
+"""
+
+from __future__ import annotations
+
+import errno
+import uuid
+from dataclasses import dataclass
+
+from famfs_py import omf
+from famfs_py.dax import holder
+from famfs_py.dax.device import DaxDevice
+from famfs_py.dax.memory import DeviceMemory
+from famfs_py.errors import FamfsError
+from famfs_py.fs.log import read_superblock
+
+EXIT_FAILURE = 2  # mkfs exits 2 on every failure
+
+
+@dataclass(frozen=True)
+class MkfsResult:
+    device: str
+    dev_size: int
+    log_len: int
+    log_slots: int
+    free_bytes: int
+    killed: bool
+    superblock: omf.Superblock | None
+
+
+def _fail(message: str, code: int | None = None) -> FamfsError:
+    return FamfsError(message, EXIT_FAILURE, code)
+
+
+def check_log_len(log_len: int, dev_size: int) -> None:
+    if not omf.valid_log_len(log_len):
+        raise _fail(
+            f"log length {log_len} is not a power of two of at least 8 MiB "
+            "(use -l 8m, 16m, 32m, ...)",
+            errno.EINVAL,
+        )
+    if omf.LOG_OFFSET + log_len + omf.ALLOC_UNIT > dev_size:
+        raise _fail(f"a log of {log_len} bytes does not fit on a {dev_size}-byte device")
+
+
+def mkfs(
+    device: DaxDevice,
+    *,
+    system_uuid: uuid.UUID,
+    force: bool = False,
+    kill: bool = False,
+    log_len: int = omf.DEFAULT_LOG_LEN,
+    allow_small: bool = False,
+    allow_devdax: bool = False,
+    fs_uuid: uuid.UUID | None = None,
+    dev_uuid: uuid.UUID | None = None,
+) -> MkfsResult:
+    """Make (or with `kill`, unmake) a famfs on `device`. Raises FamfsError on refusal."""
+    try:
+        claim = holder.claim(device, "mkfs.famfs-py", allow_devdax=allow_devdax)
+    except OSError as exc:
+        raise _fail(_claim_message(device, exc), exc.errno) from None
+    with claim:
+        dev_size = device.size
+        if not kill:
+            if dev_size < omf.MIN_DEVICE_SIZE and not (allow_small and device.emulated):
+                raise _fail(
+                    f"{device.path} holds {dev_size} bytes; famfs needs at least 4 GiB",
+                    errno.EINVAL,
+                )
+            check_log_len(log_len, dev_size)
+        with DeviceMemory(device.node, dev_size, writable=True) as mem:
+            old = read_superblock(mem)
+            has_fs = old.magic == omf.SUPER_MAGIC
+            if kill:
+                if not has_fs:
+                    raise _fail(f"{device.path} holds no famfs superblock to kill")
+                if not force:
+                    raise _fail(f"{device.path}: -k kills the filesystem; add -f to confirm")
+                mem.write(0, bytes(8))  # zero the magic only
+                return MkfsResult(device.path, dev_size, old.log_len, 0, 0, True, None)
+            if has_fs and not force:
+                if old.system_uuid != system_uuid and not old.problems():
+                    raise _fail(
+                        f"{device.path} holds a famfs filesystem that belongs to another host "
+                        f"(system UUID {old.system_uuid}); use -f to overwrite it",
+                        errno.EEXIST,
+                    )
+                raise _fail(
+                    f"{device.path} already holds a famfs filesystem "
+                    f"(version {old.version}); use -f to overwrite it",
+                    errno.EEXIST,
+                )
+            sb = omf.Superblock.new(
+                dev_size=dev_size,
+                dev_name=f"/dev/{device.name}",  # what the host calls it (emulated too)
+                system_uuid=system_uuid,
+                log_len=log_len,
+                fs_uuid=fs_uuid,
+                dev_uuid=dev_uuid,
+            )
+            header = omf.LogHeader.new(log_len)
+            # log first, superblock last: a crash mid-mkfs leaves no valid superblock
+            mem.write(sb.log_offset, header.pack().ljust(log_len, b"\0"))
+            mem.write(0, sb.pack().ljust(omf.SUPERBLOCK_SIZE, b"\0"))
+    reserved = omf.LOG_OFFSET + log_len
+    return MkfsResult(
+        device.path,
+        dev_size,
+        log_len,
+        header.slots,
+        (dev_size // omf.ALLOC_UNIT) * omf.ALLOC_UNIT - reserved,
+        False,
+        sb,
+    )
+
+
+def _claim_message(device: DaxDevice, exc: OSError) -> str:
+    if exc.errno == errno.EBUSY:
+        return f"{exc.strerror}; unmount it before running mkfs"
+    return exc.strerror or str(exc)

@@ -1,0 +1,180 @@
+"""The namespace a log describes: directories and files with stable inode numbers.
+
+A logged object's inode number is FIRST_ENTRY_INO + its log index, so numbers are stable for
+a mount and across remounts. `.meta/.superblock` and `.meta/.log` are read-only files over
+the raw superblock region and log.
+"""
+
+from __future__ import annotations
+
+import stat
+from dataclasses import dataclass, field
+
+from famfs_py import omf
+from famfs_py.fs.fmap import FileMap
+
+ROOT_INO = 1
+META_INO = 2
+SUPERBLOCK_INO = 3
+LOG_INO = 4
+FIRST_ENTRY_INO = 16
+META_DIR = ".meta"
+
+
+class NamespaceError(Exception):
+    """A log entry cannot be applied to the namespace (its reason is the message)."""
+
+
+@dataclass(eq=False)
+class Inode:
+    ino: int
+    name: str
+    parent: int
+    is_dir: bool
+    mode: int  # permission bits only
+    uid: int
+    gid: int
+    size: int = 0
+    filemap: FileMap | None = None
+    meta: omf.FileMeta | None = None  # the logged file (None for directories, .meta files)
+    children: dict[str, int] | None = None
+    entry_index: int | None = None
+    read_only: bool = False  # .meta files: never writable
+
+    @property
+    def st_mode(self) -> int:
+        return (stat.S_IFDIR if self.is_dir else stat.S_IFREG) | self.mode
+
+    @property
+    def nlink(self) -> int:
+        return 2 if self.is_dir else 1
+
+
+@dataclass
+class Namespace:
+    inodes: dict[int, Inode] = field(default_factory=dict)
+    files: int = 0
+    dirs: int = 0
+
+    @classmethod
+    def new(cls, sb: omf.Superblock) -> Namespace:
+        ns = cls()
+        ns.inodes[ROOT_INO] = Inode(ROOT_INO, "", ROOT_INO, True, 0o755, 0, 0, children={})
+        ns._attach(Inode(META_INO, META_DIR, ROOT_INO, True, 0o755, 0, 0, children={}))
+        region = omf.SimpleFmap((omf.Extent(0, omf.SUPERBLOCK_SIZE),))
+        log = omf.SimpleFmap((omf.Extent(sb.log_offset, sb.log_len),))
+        for ino, name, fmap, size in (
+            (SUPERBLOCK_INO, ".superblock", region, omf.SUPERBLOCK_SIZE),
+            (LOG_INO, ".log", log, sb.log_len),
+        ):
+            ns._attach(
+                Inode(
+                    ino,
+                    name,
+                    META_INO,
+                    False,
+                    0o444,
+                    0,
+                    0,
+                    size=size,
+                    filemap=FileMap(fmap, size),
+                    read_only=True,
+                )
+            )
+        return ns
+
+    def _attach(self, inode: Inode) -> None:
+        parent = self.inodes[inode.parent]
+        assert parent.children is not None
+        parent.children[inode.name] = inode.ino
+        self.inodes[inode.ino] = inode
+
+    def lookup(self, parent_ino: int, name: str) -> Inode | None:
+        parent = self.inodes.get(parent_ino)
+        if parent is None or parent.children is None:
+            return None
+        ino = parent.children.get(name)
+        return None if ino is None else self.inodes[ino]
+
+    def resolve(self, relpath: str) -> Inode | None:
+        """The inode at a path relative to the root ("" is the root)."""
+        inode: Inode | None = self.inodes[ROOT_INO]
+        for part in relpath.split("/"):
+            if not part or part == ".":
+                continue
+            if inode is None:
+                return None
+            inode = self.lookup(inode.ino, part)
+        return inode
+
+    def path_of(self, ino: int) -> str:
+        parts = []
+        while ino != ROOT_INO:
+            inode = self.inodes[ino]
+            parts.append(inode.name)
+            ino = inode.parent
+        return "/".join(reversed(parts))
+
+    def _parent_for(self, relpath: str) -> tuple[Inode, str]:
+        head, _, name = relpath.rpartition("/")
+        if not head and name == META_DIR:
+            raise NamespaceError(f"{relpath}: {META_DIR} is reserved")
+        parent = self.resolve(head)
+        if parent is None:
+            raise NamespaceError(f"{relpath}: parent directory {head!r} does not exist")
+        if not parent.is_dir:
+            raise NamespaceError(f"{relpath}: parent {head!r} is a file")
+        if parent.ino == META_INO:
+            raise NamespaceError(f"{relpath}: {META_DIR} is reserved")
+        assert parent.children is not None
+        if name in parent.children:
+            raise NamespaceError(f"{relpath}: already exists")
+        return parent, name
+
+    def check_new(self, relpath: str) -> None:
+        """Raise NamespaceError unless `relpath` could be created now."""
+        problem = omf.path_problem(relpath)
+        if problem:
+            raise NamespaceError(f"{relpath}: {problem}")
+        self._parent_for(relpath)
+
+    def add(self, index: int, payload: omf.FileMeta | omf.MkdirMeta) -> Inode:
+        """Apply logged entry `index`; NamespaceError says why it cannot be applied."""
+        problem = omf.path_problem(payload.relpath)
+        if problem:
+            raise NamespaceError(f"{payload.relpath!r}: {problem}")
+        parent, name = self._parent_for(payload.relpath)
+        ino = FIRST_ENTRY_INO + index
+        if isinstance(payload, omf.MkdirMeta):
+            inode = Inode(
+                ino,
+                name,
+                parent.ino,
+                True,
+                payload.mode & 0o7777,
+                payload.uid,
+                payload.gid,
+                children={},
+                entry_index=index,
+            )
+            self.dirs += 1
+        else:
+            inode = Inode(
+                ino,
+                name,
+                parent.ino,
+                False,
+                payload.mode & 0o7777,
+                payload.uid,
+                payload.gid,
+                size=payload.size,
+                filemap=FileMap(payload.fmap, payload.size),
+                meta=payload,
+                entry_index=index,
+            )
+            self.files += 1
+        self._attach(inode)
+        return inode
+
+    def logged_files(self) -> list[Inode]:
+        return [i for i in self.inodes.values() if i.meta is not None]
