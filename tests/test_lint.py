@@ -8,8 +8,9 @@ from conftest import BIN, REPO
 
 
 def test_ruff_check_is_clean():
+    paths = [p for p in ("famfs_py", "mkfs", "tests", "bench") if (REPO / p).is_dir()]
     result = subprocess.run(
-        [str(BIN / "ruff"), "check", "famfs_py", "mkfs", "tests", "bench"],
+        [str(BIN / "ruff"), "check", *paths],
         cwd=REPO,
         capture_output=True,
         text=True,

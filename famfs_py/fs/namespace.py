@@ -7,6 +7,7 @@ the raw superblock region and log.
 
 from __future__ import annotations
 
+import errno
 import stat
 from dataclasses import dataclass, field
 
@@ -22,7 +23,11 @@ META_DIR = ".meta"
 
 
 class NamespaceError(Exception):
-    """A log entry cannot be applied to the namespace (its reason is the message)."""
+    """A path cannot be added to the namespace (its reason is the message)."""
+
+    def __init__(self, message: str, code: int = errno.EINVAL) -> None:
+        super().__init__(message)
+        self.errno = code
 
 
 @dataclass(eq=False)
@@ -118,24 +123,27 @@ class Namespace:
     def _parent_for(self, relpath: str) -> tuple[Inode, str]:
         head, _, name = relpath.rpartition("/")
         if not head and name == META_DIR:
-            raise NamespaceError(f"{relpath}: {META_DIR} is reserved")
+            raise NamespaceError(f"{relpath}: {META_DIR} is reserved", errno.EPERM)
         parent = self.resolve(head)
         if parent is None:
-            raise NamespaceError(f"{relpath}: parent directory {head!r} does not exist")
+            raise NamespaceError(
+                f"{relpath}: parent directory {head!r} does not exist", errno.ENOENT
+            )
         if not parent.is_dir:
-            raise NamespaceError(f"{relpath}: parent {head!r} is a file")
+            raise NamespaceError(f"{relpath}: parent {head!r} is a file", errno.ENOTDIR)
         if parent.ino == META_INO:
-            raise NamespaceError(f"{relpath}: {META_DIR} is reserved")
+            raise NamespaceError(f"{relpath}: {META_DIR} is reserved", errno.EPERM)
         assert parent.children is not None
         if name in parent.children:
-            raise NamespaceError(f"{relpath}: already exists")
+            raise NamespaceError(f"{relpath}: already exists", errno.EEXIST)
         return parent, name
 
     def check_new(self, relpath: str) -> None:
         """Raise NamespaceError unless `relpath` could be created now."""
         problem = omf.path_problem(relpath)
         if problem:
-            raise NamespaceError(f"{relpath}: {problem}")
+            code = errno.ENAMETOOLONG if "longer" in problem else errno.EINVAL
+            raise NamespaceError(f"{relpath}: {problem}", code)
         self._parent_for(relpath)
 
     def add(self, index: int, payload: omf.FileMeta | omf.MkdirMeta) -> Inode:
