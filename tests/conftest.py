@@ -194,3 +194,65 @@ def ref_device(ref_images, host_factory, tmp_path):
         return host
 
     return make
+
+
+# -- mounts ----------------------------------------------------------------------------------
+class Mounts:
+    """Mounts made by one test; all are unmounted and their daemons gone at teardown."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        self.tmp_path = tmp_path
+        self.log_dir = tmp_path / "logs"
+        self.made: list[tuple[Path, int | None]] = []
+
+    def mount(
+        self,
+        host: Host,
+        mountpoint: Path | str | None = None,
+        *args: str,
+        device: str = "dax0.0",
+        expect_ok: bool = True,
+    ) -> Path:
+        mp = Path(mountpoint) if mountpoint else self.tmp_path / f"mnt-{host.root.name}"
+        mp.mkdir(exist_ok=True)
+        result = host.cli("mount", *args, device, mp, env={"FAMFS_PY_LOG_DIR": str(self.log_dir)})
+        pid = None
+        if "daemon pid" in result.stdout:
+            pid = int(result.stdout.split("daemon pid ")[1].split(",")[0])
+        self.made.append((mp, pid))
+        if expect_ok:
+            assert result.returncode == 0, result.out + self.logs()
+            assert_no_traceback(result)
+        self.last = result
+        return mp
+
+    def logs(self) -> str:
+        if not self.log_dir.is_dir():
+            return ""
+        return "\n".join(p.read_text(errors="replace") for p in self.log_dir.glob("*.log"))
+
+    def cleanup(self) -> None:
+        for mp, pid in reversed(self.made):
+            if _is_mounted(mp):
+                subprocess.run(["fusermount3", "-u", "-z", str(mp)], capture_output=True)
+            if pid is not None:
+                try:
+                    os.kill(pid, 9)
+                except ProcessLookupError:
+                    pass
+
+
+def _is_mounted(mp: Path) -> bool:
+    real = os.path.realpath(mp)
+    with open("/proc/self/mountinfo") as f:
+        return any(line.split()[4] == real for line in f)
+
+
+@pytest.fixture
+def mounts(tmp_path: Path, host_factory) -> Iterator[Mounts]:
+    tracker = Mounts(tmp_path)
+    yield tracker
+    tracker.cleanup()
+    logs = tracker.logs()
+    # like s3ql's checklogs: a daemon that logged a traceback failed, whatever the test saw
+    assert "Traceback" not in logs or "FAMFS_PY_FAULT_INJECT" in logs, logs

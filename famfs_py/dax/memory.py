@@ -49,8 +49,8 @@ class MemoryRevoked(OSError):
         super().__init__(errno.EIO, "device memory was unmapped (device removed)")
 
 
-def _mmap(addr: int | None, length: int, prot: int, flags: int, fd: int) -> int:
-    ptr = _libc.mmap(addr, length, prot, flags, fd, 0)
+def _mmap(addr: int | None, length: int, prot: int, flags: int, fd: int, offset: int = 0) -> int:
+    ptr = _libc.mmap(addr, length, prot, flags, fd, offset)
     if ptr in (None, _MAP_FAILED):
         err = ctypes.get_errno()
         raise OSError(err, f"mmap of {length:#x} bytes failed: {os.strerror(err)}")
@@ -58,15 +58,20 @@ def _mmap(addr: int | None, length: int, prot: int, flags: int, fd: int) -> int:
 
 
 class DeviceMemory:
-    """A MAP_SHARED mapping of a device node, copied to and from by the kernel only."""
+    """A MAP_SHARED mapping of a device node (or of `size` bytes of it from `offset`),
+    copied to and from by the kernel only. Offsets given to its methods are relative to
+    the start of the mapping."""
 
-    def __init__(self, node: str | os.PathLike[str], size: int, *, writable: bool) -> None:
+    def __init__(
+        self, node: str | os.PathLike[str] | int, size: int, *, writable: bool, offset: int = 0
+    ) -> None:
         self.size = size
         self.writable = writable
-        self._fd = os.open(node, (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC)
+        flags = (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC
+        self._fd = os.dup(node) if isinstance(node, int) else os.open(node, flags)
         try:
             prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
-            self.base = _mmap(None, size, prot, mmap.MAP_SHARED, self._fd)
+            self.base = _mmap(None, size, prot, mmap.MAP_SHARED, self._fd, offset)
             _libc.madvise(self.base, size, _MADV_HUGEPAGE)  # honoured where THP allows it
             self._mem = os.open("/proc/self/mem", os.O_RDWR | os.O_CLOEXEC)
         except BaseException:
@@ -74,6 +79,8 @@ class DeviceMemory:
             raise
         self._array = (ctypes.c_ubyte * size).from_address(self.base)
         self._view = memoryview(self._array).cast("B")
+        if not writable:
+            self._view = self._view.toreadonly()
         self._revoked = False
         self._lock = threading.Lock()
 

@@ -1,0 +1,147 @@
+"""The control channel between famfs-py commands and a mount's daemon.
+
+A daemon listens on an abstract unix socket named after its mount point; a command finds the
+famfs-py mount holding a path (from /proc/self/mountinfo) and sends JSON requests over
+SOCK_SEQPACKET; a reply may carry file descriptors (SCM_RIGHTS). The daemon learns who is
+calling from SO_PEERCRED, never from the request.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import socket
+from dataclasses import dataclass
+
+from famfs_py.errors import FamfsError
+
+FSTYPE = "fuse.famfs-py"
+MAX_MESSAGE = 1 << 20
+MAX_FDS = 4
+
+
+def socket_name(mountpoint: str) -> str:
+    digest = hashlib.sha256(os.path.realpath(mountpoint).encode()).hexdigest()[:32]
+    return f"famfs-py/ctl/{digest}"
+
+
+def _unescape(field: str) -> str:
+    """mountinfo escapes space, tab, newline and backslash as octal."""
+    out = []
+    i = 0
+    while i < len(field):
+        if field[i] == "\\" and i + 3 < len(field) and field[i + 1 : i + 4].isdigit():
+            out.append(chr(int(field[i + 1 : i + 4], 8)))
+            i += 4
+        else:
+            out.append(field[i])
+            i += 1
+    return "".join(out)
+
+
+@dataclass(frozen=True)
+class MountEntry:
+    mountpoint: str
+    source: str
+    fstype: str
+
+
+def famfs_mounts() -> list[MountEntry]:
+    """Every famfs-py mount this process can see."""
+    found = []
+    try:
+        lines = open("/proc/self/mountinfo").read().splitlines()
+    except OSError:
+        return []
+    for line in lines:
+        left, _, right = line.partition(" - ")
+        fields = left.split()
+        tail = right.split()
+        if len(fields) >= 5 and len(tail) >= 2 and tail[0] == FSTYPE:
+            found.append(MountEntry(_unescape(fields[4]), _unescape(tail[1]), tail[0]))
+    return found
+
+
+def is_mountpoint(path: str) -> bool:
+    real = os.path.realpath(path)
+    return any(m.mountpoint == real for m in famfs_mounts())
+
+
+@dataclass(frozen=True)
+class Located:
+    mountpoint: str
+    relpath: str  # "" for the mount's root
+
+
+def locate(path: str) -> Located:
+    """The famfs-py mount holding `path` (which need not exist yet) and the path inside it."""
+    absolute = os.path.abspath(path)
+    real = os.path.realpath(absolute)
+    best: str | None = None
+    for entry in famfs_mounts():
+        mp = entry.mountpoint
+        if (real == mp or real.startswith(mp.rstrip("/") + "/")) and (
+            best is None or len(mp) > len(best)
+        ):
+            best = mp
+    if best is None:
+        raise FamfsError(
+            f"{path} is not in a famfs-py mount (mount one with 'famfs-py mount')",
+            1,
+            errno.ENOENT,
+        )
+    rel = real[len(best) :].strip("/")
+    return Located(best, rel)
+
+
+class Channel:
+    """A connection to one mount's daemon."""
+
+    def __init__(self, mountpoint: str, timeout: float = 60.0) -> None:
+        self.mountpoint = mountpoint
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        self.sock.settimeout(timeout)
+        try:
+            self.sock.connect("\0" + socket_name(mountpoint))
+        except OSError:
+            self.sock.close()
+            raise FamfsError(
+                f"no famfs-py daemon answers for {mountpoint} (a stale mount? "
+                f"'famfs-py umount {mountpoint}' cleans it up)",
+                1,
+                errno.ENOTCONN,
+            ) from None
+
+    def call(self, op: str, **fields: object) -> dict:
+        reply, fds = self.call_fds(op, **fields)
+        for fd in fds:
+            os.close(fd)
+        return reply
+
+    def call_fds(self, op: str, **fields: object) -> tuple[dict, list[int]]:
+        """Send one request; returns the reply and any descriptors it carried. An error
+        reply raises FamfsError with the daemon's errno and message."""
+        self.sock.send(json.dumps({"op": op, **fields}).encode())
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(self.sock, MAX_MESSAGE, MAX_FDS)
+        except TimeoutError:
+            raise FamfsError(f"the daemon of {self.mountpoint} did not answer", 1) from None
+        if not data:
+            raise FamfsError(f"the daemon of {self.mountpoint} closed the connection", 1)
+        reply = json.loads(data)
+        if not reply.get("ok"):
+            for fd in fds:
+                os.close(fd)
+            raise FamfsError(str(reply.get("error")), 1, int(reply.get("errno") or errno.EIO))
+        return reply, list(fds)
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def __enter__(self) -> Channel:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

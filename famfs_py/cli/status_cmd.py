@@ -1,0 +1,65 @@
+"""`famfs-py status`: a mount's role, device, claim, log usage, capacity, cache and health."""
+
+from __future__ import annotations
+
+import argparse
+
+from famfs_py.cli.common import Parser, print_json
+
+EXIT_CODES = """
+  0  the mount is healthy
+  1  not a famfs-py mount, or its daemon does not answer
+  2  usage error
+  3  the mount is degraded (poisoned ranges), failsafe, or its device was removed
+"""
+
+
+def build_parser(prog: str) -> Parser:
+    parser = Parser(
+        prog=prog, description="Show the state of a famfs-py mount.", exit_codes=EXIT_CODES
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON with stable keys")
+    parser.add_argument("-d", "--debug", action="store_true", help="debug logging")
+    parser.add_argument("mountpoint", metavar="MOUNTPOINT")
+    return parser
+
+
+def _gib(n: int) -> str:
+    return f"{n / (1 << 30):.2f} GiB"
+
+
+def run(args: argparse.Namespace) -> int:
+    from famfs_py import channel
+
+    located = channel.locate(args.mountpoint)
+    with channel.Channel(located.mountpoint) as chan:
+        status = chan.call("status")
+    status.pop("ok", None)
+    if args.json:
+        print_json(status)
+    else:
+        cap = status["capacity"]
+        lines = [
+            f"mount:      {status['mountpoint']} (daemon pid {status['daemon_pid']})",
+            f"role:       {status['role']}"
+            + ("" if status["writable_data"] else " (file data read-only)"),
+            f"device:     {status['device']} ({status['device_mode']} mode"
+            + (", emulated)" if status["emulated"] else ")"),
+            f"claimed by: pid {status['holder_pid']}",
+            f"fs uuid:    {status['fs_uuid']}",
+            f"files:      {status['files']} files, {status['directories']} directories",
+            f"log:        {status['log']['used']} of {status['log']['slots']} entries used",
+            f"capacity:   {_gib(cap['size'])}, {_gib(cap['allocated'])} allocated, "
+            f"{_gib(cap['free'])} free",
+            f"cache:      {status['cache']}",
+            f"health:     {status['health']}",
+        ]
+        if status["failsafe"]:
+            lines.append(f"failsafe:   {status['failsafe']}")
+        if status["removed"]:
+            lines.append("removed:    the device was removed; unmount this filesystem")
+        for bad in status["poisoned"]:
+            files = ", ".join(bad["files"]) or "no file (free space or metadata)"
+            lines.append(f"poisoned:   {bad['offset']:#x}+{bad['length']:#x}: {files}")
+        print("\n".join(lines))
+    return 0 if status["health"] == "ok" else 3

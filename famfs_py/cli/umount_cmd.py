@@ -1,0 +1,83 @@
+"""`famfs-py umount`: unmount, wait until the daemon has exited and released the device; also
+clean up a stale mount left by a killed daemon."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import time
+
+from famfs_py.cli.common import Parser
+from famfs_py.errors import FamfsError
+
+EXIT_CODES = """
+  0  unmounted, the daemon has exited and the device is released
+  1  not unmounted (not a famfs-py mount, busy, or the daemon did not exit)
+  2  usage error
+"""
+EXIT_WAIT = 30.0
+
+
+def build_parser(prog: str) -> Parser:
+    parser = Parser(prog=prog, description="Unmount a famfs-py mount.", exit_codes=EXIT_CODES)
+    parser.add_argument(
+        "-l", "--lazy", action="store_true", help="detach now even if files are open (lazy unmount)"
+    )
+    parser.add_argument("-d", "--debug", action="store_true", help="debug logging")
+    parser.add_argument("mountpoint", metavar="MOUNTPOINT")
+    return parser
+
+
+def _unmount(mountpoint: str, lazy: bool) -> None:
+    tool = shutil.which("fusermount3") or shutil.which("fusermount")
+    command = [tool, "-u"] if tool else ["umount"]
+    if lazy:
+        command.append("-z" if tool else "-l")
+    result = subprocess.run([*command, mountpoint], capture_output=True, text=True)
+    if result.returncode != 0:
+        why = result.stderr.strip().splitlines()[-1] if result.stderr.strip() else "failed"
+        hint = " (files are open: close them, or use --lazy)" if "busy" in why.lower() else ""
+        raise FamfsError(f"cannot unmount {mountpoint}: {why}{hint}")
+
+
+def wait_for_exit(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        try:  # reap it if it is our child (tests, foreground wrappers)
+            if os.waitpid(pid, os.WNOHANG)[0] == pid:
+                return True
+        except ChildProcessError:
+            pass
+        time.sleep(0.02)
+    return False
+
+
+def run(args: argparse.Namespace) -> int:
+    from famfs_py import channel
+
+    mountpoint = os.path.realpath(args.mountpoint)
+    if not channel.is_mountpoint(mountpoint):
+        raise FamfsError(f"{args.mountpoint} is not a famfs-py mount")
+    try:
+        with channel.Channel(mountpoint, timeout=10) as chan:
+            pid = int(chan.call("status")["daemon_pid"])
+    except FamfsError:
+        pid = None
+    if pid is None:
+        _unmount(mountpoint, lazy=True)
+        print(f"famfs-py: cleaned up the stale mount at {mountpoint} (its daemon was gone)")
+        return 0
+    _unmount(mountpoint, args.lazy)
+    if not wait_for_exit(pid, EXIT_WAIT):
+        raise FamfsError(
+            f"unmounted {mountpoint}, but daemon {pid} has not exited after "
+            f"{EXIT_WAIT:.0f}s (the device may still be claimed)"
+        )
+    print(f"famfs-py: unmounted {mountpoint}")
+    return 0

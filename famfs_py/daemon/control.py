@@ -1,0 +1,251 @@
+"""The daemon's end of the control channel: who may ask what, and the answers.
+
+Requests run on the trio thread, between FUSE requests, so they see and change the same
+state as the mount without locks. Mutations are for root and the mount's owner only; the
+caller's identity comes from SO_PEERCRED.
+"""
+
+from __future__ import annotations
+
+import array
+import errno
+import json
+import logging
+import os
+import socket
+import stat
+import struct
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import trio
+
+from famfs_py import channel, omf
+from famfs_py.fs.filesystem import Famfs, FsError
+from famfs_py.fs.namespace import Inode
+
+log = logging.getLogger(__name__)
+
+_PEERCRED = struct.Struct("3i")
+
+
+class Caller:
+    def __init__(self, pid: int, uid: int, gid: int) -> None:
+        self.pid, self.uid, self.gid = pid, uid, gid
+
+    @property
+    def privileged(self) -> bool:
+        return self.uid in (0, os.geteuid())
+
+
+def _clean_path(value: object) -> str:
+    if not isinstance(value, str):
+        raise FsError(errno.EINVAL, "a path is required")
+    parts = [p for p in value.split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise FsError(errno.EINVAL, f"{value}: paths may not contain '..'")
+    return "/".join(parts)
+
+
+def describe_map(fs: Famfs, inode: Inode) -> dict[str, Any]:
+    assert inode.meta is not None
+    fmap = inode.meta.fmap
+    out: dict[str, Any] = {"path": fs.namespace.path_of(inode.ino), "size": inode.size}
+    if isinstance(fmap, omf.InterleavedFmap):
+        out["kind"] = "interleaved"
+        out["nstrips"] = fmap.nstrips
+        out["chunk_size"] = fmap.chunk_size
+        out["strips"] = [{"offset": e.offset, "length": e.length} for e in fmap.strips]
+    else:
+        out["kind"] = "simple"
+        out["extents"] = [{"offset": e.offset, "length": e.length} for e in omf.fmap_extents(fmap)]
+    return out
+
+
+def _may_access(inode: Inode, caller: Caller, write: bool) -> bool:
+    if caller.uid == 0:
+        return True
+    want = stat.S_IWOTH if write else stat.S_IROTH
+    if caller.uid == inode.uid:
+        want <<= 6
+    elif caller.gid == inode.gid:
+        want <<= 3
+    return bool(inode.mode & want)
+
+
+class ControlServer:
+    def __init__(
+        self,
+        fs: Famfs,
+        mountpoint: str,
+        status_extra: Callable[[], dict[str, Any]],
+        invalidate: Callable[[list[int]], Awaitable[None]],
+    ) -> None:
+        self.fs = fs
+        self.mountpoint = mountpoint
+        self.status_extra = status_extra
+        self.invalidate = invalidate
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+
+    def bind(self) -> None:
+        """Take the mount point's channel name (before mounting: a second daemon for the
+        same mount point fails here)."""
+        try:
+            self._listener.bind("\0" + channel.socket_name(self.mountpoint))
+        except OSError as exc:
+            self._listener.close()
+            raise FsError(
+                errno.EBUSY,
+                f"another famfs-py daemon already serves {self.mountpoint} ({exc.strerror})",
+            ) from None
+        self._listener.listen(64)
+
+    def close(self) -> None:
+        self._listener.close()
+
+    async def serve(self) -> None:
+        sock = trio.socket.from_stdlib_socket(self._listener)
+        async with trio.open_nursery() as nursery:
+            while True:
+                conn, _ = await sock.accept()
+                nursery.start_soon(self._connection, conn)
+
+    async def _connection(self, conn: trio.socket.SocketType) -> None:
+        with conn:
+            raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+            caller = Caller(*_PEERCRED.unpack(raw))
+            while True:
+                try:
+                    data = await conn.recv(channel.MAX_MESSAGE)
+                except OSError:
+                    return
+                if not data:
+                    return
+                reply, fds = await self._dispatch(data, caller)
+                try:
+                    payload = json.dumps(reply).encode()
+                    if fds:
+                        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+                        await conn.sendmsg([payload], ancillary)
+                    else:
+                        await conn.send(payload)
+                except OSError:
+                    return
+                finally:
+                    for fd in fds:
+                        os.close(fd)
+
+    async def _dispatch(self, data: bytes, caller: Caller) -> tuple[dict[str, Any], list[int]]:
+        try:
+            request = json.loads(data)
+            if not isinstance(request, dict):
+                raise ValueError("not an object")
+            op = request.get("op")
+            handler = getattr(self, f"op_{op}", None) if isinstance(op, str) else None
+            if handler is None:
+                raise FsError(errno.EINVAL, f"unknown request {op!r}")
+            result = handler(request, caller)
+            if hasattr(result, "__await__"):
+                result = await result
+            fds: list[int] = []
+            if isinstance(result, tuple):
+                result, fds = result
+            return {"ok": True, **result}, fds
+        except FsError as exc:
+            return {"ok": False, "errno": exc.errno, "error": exc.message}, []
+        except (ValueError, TypeError, KeyError) as exc:
+            return {"ok": False, "errno": errno.EINVAL, "error": f"malformed request: {exc}"}, []
+        except Exception as exc:
+            log.exception("bug while answering a control request")
+            return {"ok": False, "errno": errno.EIO, "error": f"internal error: {exc}"}, []
+
+    # -- requests ------------------------------------------------------------------------
+    def _require_privileged(self, caller: Caller, what: str) -> None:
+        if not caller.privileged:
+            raise FsError(
+                errno.EPERM,
+                f"only root or the mount's owner may {what} (you are uid {caller.uid})",
+            )
+
+    def _owner(self, request: dict[str, Any], caller: Caller) -> tuple[int, int]:
+        uid = request.get("uid")
+        gid = request.get("gid")
+        return (caller.uid if uid is None else int(uid), caller.gid if gid is None else int(gid))
+
+    def op_status(self, request: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        return {**self.fs.status(), **self.status_extra()}
+
+    def op_mkdir(self, request: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        self._require_privileged(caller, "create directories")
+        path = _clean_path(request.get("path"))
+        mode = int(request.get("mode", 0o755))
+        uid, gid = self._owner(request, caller)
+        if not path:
+            raise FsError(errno.EEXIST, "the mount's root already exists")
+        created = []
+        targets = [path]
+        if request.get("parents"):
+            parts = path.split("/")
+            targets = ["/".join(parts[: i + 1]) for i in range(len(parts))]
+        for target in targets:
+            existing = self.fs.namespace.resolve(target)
+            if existing is not None and request.get("parents"):
+                if not existing.is_dir:
+                    raise FsError(errno.ENOTDIR, f"{target} exists and is not a directory")
+                continue
+            self.fs.mkdir(target, mode, uid, gid)
+            created.append(target)
+        return {"created": created}
+
+    def op_creat(self, request: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        self._require_privileged(caller, "create files")
+        path = _clean_path(request.get("path"))
+        size = int(request["size"])
+        mode = int(request.get("mode", 0o644))
+        uid, gid = self._owner(request, caller)
+        inode, created = self.fs.create_file(path, size, mode, uid, gid)
+        return {"created": created, "ino": inode.ino, **describe_map(self.fs, inode)}
+
+    def _file(self, request: dict[str, Any]) -> Inode:
+        inode = self.fs.lookup_path(_clean_path(request.get("path")))
+        if inode.meta is None:
+            kind = "a directory" if inode.is_dir else "not a logged file"
+            raise FsError(errno.EISDIR if inode.is_dir else errno.EINVAL, f"{inode.name} is {kind}")
+        return inode
+
+    def op_getmap(self, request: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        return describe_map(self.fs, self._file(request))
+
+    def op_map(self, request: dict[str, Any], caller: Caller) -> tuple[dict[str, Any], list[int]]:
+        """The file's map and an open descriptor of the device for mapping it."""
+        inode = self._file(request)
+        write = bool(request.get("write"))
+        if not _may_access(inode, caller, write):
+            raise FsError(errno.EACCES, f"{inode.name}: permission denied")
+        if write:
+            self.fs.check_writable(inode)
+        self.fs.check_data_available(inode)
+        flags = (os.O_RDWR if write else os.O_RDONLY) | os.O_CLOEXEC
+        fd = os.open(self.fs.device.node, flags)
+        reply = describe_map(self.fs, inode)
+        reply["ino"] = inode.ino
+        reply["device_size"] = self.fs.sb.dev_size
+        return reply, [fd]
+
+    async def op_invalidate(self, request: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        """Drop this host's cached pages of a file written behind the kernel's back."""
+        inode = self._file(request)
+        await self.invalidate([inode.ino])
+        return {}
+
+    def op_logplay(self, request: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        before_files = self.fs.namespace.files
+        before_dirs = self.fs.namespace.dirs
+        if not request.get("dry_run"):
+            self.fs.follow()
+        return {
+            "entries": self.fs.log.next_index,
+            "new_files": self.fs.namespace.files - before_files,
+            "new_dirs": self.fs.namespace.dirs - before_dirs,
+            "bad": [b.describe() for b in self.fs.log.bad.values()],
+        }

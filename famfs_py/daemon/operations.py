@@ -1,0 +1,277 @@
+"""FamfsOperations: the pyfuse3 request handlers, a thin adapter over fs.filesystem.Famfs.
+
+Handlers do no I/O of their own: reads hand the kernel a view of device memory, writes go
+through Famfs. Every handler is guarded: an unexpected exception is logged and answered with
+EIO, so a bug never ends the daemon. Operations the log cannot record are refused with EPERM.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import stat
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pyfuse3
+
+from famfs_py import omf
+from famfs_py.fs.filesystem import Famfs, FsError
+from famfs_py.fs.namespace import Inode
+
+log = logging.getLogger(__name__)
+
+CACHE_MODES = ("auto", "never", "always")
+FAULT_ENV = "FAMFS_PY_FAULT_INJECT"  # testing knob: handler names that raise a bug
+
+
+def guarded(handler: Callable[..., Any]) -> Callable[..., Any]:
+    """FsError -> its errno; FUSEError passes; anything else is logged and becomes EIO."""
+
+    @functools.wraps(handler)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await handler(*args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except FsError as exc:
+            log.debug("%s: %s", handler.__name__, exc)
+            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
+        except Exception:
+            log.exception("bug in the %s handler; answering EIO", handler.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+
+    return wrapper
+
+
+def refuse(name: str, code: int = errno.EPERM) -> Callable[..., Any]:
+    async def handler(self: FamfsOperations, *args: Any) -> Any:
+        log.debug("refused %s: the famfs log cannot record it", name)
+        raise pyfuse3.FUSEError(code)
+
+    handler.__name__ = name
+    return handler
+
+
+@dataclass(eq=False)
+class OpenFile:
+    inode: Inode
+    writable: bool
+
+
+class FamfsOperations(pyfuse3.Operations):
+    supports_dot_lookup = True
+    enable_writeback_cache = False
+    enable_acl = False
+
+    def __init__(self, fs: Famfs, *, cache: str = "auto", timeout: float = 30.0) -> None:
+        super().__init__()
+        if cache not in CACHE_MODES:
+            raise ValueError(f"cache mode {cache!r} is not one of {', '.join(CACHE_MODES)}")
+        self.fs = fs
+        self.cache = cache
+        self.timeout = timeout
+        self.lookups: dict[int, int] = {}
+        self.handles: dict[int, OpenFile] = {}
+        self.dir_handles: dict[int, list[tuple[bytes, int]]] = {}
+        self._next_fh = 1
+        self._times = int(fs.mounted_at * 1e9)
+        for name in filter(None, os.environ.get(FAULT_ENV, "").split(",")):
+            self._inject_fault(name)
+
+    def _inject_fault(self, name: str) -> None:
+        """Make handler `name` raise an unexpected exception (tests prove it costs one
+        request, not the daemon)."""
+
+        async def broken(*args: Any) -> Any:
+            raise RuntimeError(f"{FAULT_ENV}: fault injected into {name}")
+
+        broken.__name__ = name
+        log.warning("%s: handler %s will fail on every call", FAULT_ENV, name)
+        setattr(self, name, guarded(broken))
+
+    # -- attributes ----------------------------------------------------------------------
+    def _inode(self, ino: int) -> Inode:
+        inode = self.fs.namespace.inodes.get(ino)
+        if inode is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return inode
+
+    def attributes(self, inode: Inode) -> pyfuse3.EntryAttributes:
+        attr = pyfuse3.EntryAttributes()
+        attr.st_ino = inode.ino
+        attr.generation = 0
+        attr.entry_timeout = self.timeout
+        attr.attr_timeout = self.timeout
+        attr.st_mode = inode.st_mode
+        attr.st_nlink = inode.nlink
+        attr.st_uid = inode.uid
+        attr.st_gid = inode.gid
+        attr.st_rdev = 0
+        attr.st_size = inode.size
+        attr.st_blksize = omf.ALLOC_UNIT
+        if inode.meta is not None:
+            allocated = sum(e.length for e in omf.fmap_extents(inode.meta.fmap))
+            attr.st_blocks = allocated // 512
+        else:
+            attr.st_blocks = 0
+        attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = self._times
+        return attr
+
+    def _remember(self, inode: Inode) -> pyfuse3.EntryAttributes:
+        self.lookups[inode.ino] = self.lookups.get(inode.ino, 0) + 1
+        return self.attributes(inode)
+
+    @guarded
+    async def lookup(
+        self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        parent = self._inode(parent_inode)
+        text = os.fsdecode(name)
+        if text == ".":
+            return self._remember(parent)
+        if text == "..":
+            return self._remember(self._inode(parent.parent))
+        inode = self.fs.namespace.lookup(parent_inode, text)
+        if inode is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)  # never cached: files may appear later
+        return self._remember(inode)
+
+    @guarded
+    async def forget(self, inode_list: list[tuple[int, int]]) -> None:
+        for ino, count in inode_list:
+            left = self.lookups.get(ino, 0) - count
+            if left > 0:
+                self.lookups[ino] = left
+            else:
+                self.lookups.pop(ino, None)
+
+    @guarded
+    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+        return self.attributes(self._inode(inode))
+
+    @guarded
+    async def setattr(
+        self,
+        inode: int,
+        attr: pyfuse3.EntryAttributes,
+        fields: pyfuse3.SetattrFields,
+        fh: int | None,
+        ctx: pyfuse3.RequestContext,
+    ) -> pyfuse3.EntryAttributes:
+        node = self._inode(inode)
+        if fields.update_size and attr.st_size != node.size:
+            raise FsError(errno.EPERM, "famfs files never change size")
+        if fields.update_mode and stat.S_IMODE(attr.st_mode) != node.mode:
+            raise FsError(errno.EPERM, "the famfs log cannot record a mode change")
+        if (fields.update_uid and attr.st_uid != node.uid) or (
+            fields.update_gid and attr.st_gid != node.gid
+        ):
+            raise FsError(errno.EPERM, "the famfs log cannot record an owner change")
+        # timestamps are not stored by famfs: accepted and not kept
+        return self.attributes(node)
+
+    @guarded
+    async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
+        bitmap = self.fs.log.bitmap
+        data = pyfuse3.StatvfsData()
+        data.f_bsize = bitmap.alloc_unit
+        data.f_frsize = bitmap.alloc_unit
+        data.f_blocks = bitmap.nbits
+        data.f_bfree = bitmap.free
+        data.f_bavail = bitmap.free if self.fs.role == "master" else 0
+        data.f_files = self.fs.log.slots
+        data.f_ffree = max(0, self.fs.log.slots - self.fs.log.next_index)
+        data.f_favail = data.f_ffree if self.fs.role == "master" else 0
+        data.f_namemax = omf.MAX_PATHLEN - 1
+        return data
+
+    # -- directories ---------------------------------------------------------------------
+    @guarded
+    async def opendir(self, inode: int, ctx: pyfuse3.RequestContext) -> int:
+        node = self._inode(inode)
+        if not node.is_dir:
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        assert node.children is not None
+        fh = self._new_fh()
+        self.dir_handles[fh] = [(os.fsencode(n), i) for n, i in node.children.items()]
+        return fh
+
+    @guarded
+    async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
+        entries = self.dir_handles[fh]
+        inodes = self.fs.namespace.inodes
+        for index in range(start_id, len(entries)):
+            name, ino = entries[index]
+            if not pyfuse3.readdir_reply(token, name, self.attributes(inodes[ino]), index + 1):
+                return
+            self.lookups[ino] = self.lookups.get(ino, 0) + 1
+
+    @guarded
+    async def releasedir(self, fh: int) -> None:
+        self.dir_handles.pop(fh, None)
+
+    # -- files ---------------------------------------------------------------------------
+    def _new_fh(self) -> int:
+        fh = self._next_fh
+        self._next_fh += 1
+        return fh
+
+    @guarded
+    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+        node = self._inode(inode)
+        if node.is_dir:
+            raise pyfuse3.FUSEError(errno.EISDIR)
+        writable = flags & os.O_ACCMODE != os.O_RDONLY
+        if writable:
+            self.fs.check_writable(node)
+        if flags & os.O_TRUNC:
+            raise FsError(errno.EPERM, "famfs files cannot be truncated")
+        fh = self._new_fh()
+        self.handles[fh] = OpenFile(node, writable)
+        info = pyfuse3.FileInfo(fh=fh)
+        if self.cache == "never" or node.read_only:
+            info.direct_io = True  # .meta files always show the bytes in memory now
+        elif self.cache == "always":
+            info.keep_cache = True
+        else:
+            info.keep_cache = False  # auto: drop cached pages, see other hosts' writes
+        return info
+
+    @guarded
+    async def read(self, fh: int, off: int, size: int) -> Any:
+        return self.fs.read(self.handles[fh].inode, off, size)
+
+    @guarded
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        handle = self.handles[fh]
+        if not handle.writable:
+            raise pyfuse3.FUSEError(errno.EBADF)
+        return self.fs.write(handle.inode, off, buf)
+
+    @guarded
+    async def flush(self, fh: int) -> None:
+        return None
+
+    @guarded
+    async def fsync(self, fh: int, datasync: bool) -> None:
+        return None  # stores reach device memory directly; there is nothing to sync
+
+    @guarded
+    async def release(self, fh: int) -> None:
+        self.handles.pop(fh, None)
+
+    # -- refused: the log has no record for these ----------------------------------------
+    create = guarded(refuse("create"))
+    mknod = guarded(refuse("mknod"))
+    mkdir = guarded(refuse("mkdir"))
+    unlink = guarded(refuse("unlink"))
+    rmdir = guarded(refuse("rmdir"))
+    rename = guarded(refuse("rename"))
+    link = guarded(refuse("link"))
+    symlink = guarded(refuse("symlink"))
+    setxattr = guarded(refuse("setxattr", errno.ENOTSUP))
+    removexattr = guarded(refuse("removexattr", errno.ENOTSUP))

@@ -1,0 +1,414 @@
+"""Famfs: one mounted filesystem as the daemon sees it, with no FUSE in sight.
+
+Opening claims the device (holder ops = this object), maps its memory, checks the superblock
+and log header and replays the log. It serves reads and writes by fmap, creates files and
+directories on the master (allocate, append, publish), follows the log on clients, and keeps
+the health state (failsafe, poison, removal) that memory failures change.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from famfs_py import omf
+from famfs_py.dax import holder
+from famfs_py.dax.device import DaxDevice
+from famfs_py.dax.memory import DeviceMemory, MemoryFault
+from famfs_py.errors import FamfsError
+from famfs_py.fs.alloc import NoSpace
+from famfs_py.fs.log import Log, LogFull, ReplayStats, read_log_header, read_superblock
+from famfs_py.fs.namespace import Inode, NamespaceError
+
+log = logging.getLogger(__name__)
+
+MASTER = "master"
+CLIENT = "client"
+
+
+class FsError(FamfsError):
+    """A filesystem operation failed; `errno` is what an application would see."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message, 1, code)
+
+
+@dataclass
+class Health:
+    failsafe: str | None = None  # why metadata is frozen (None: healthy)
+    removed: bool = False  # the device announced removal; data is gone for good
+    poisoned: list[tuple[int, int]] | None = None  # device ranges reported bad
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "failsafe": self.failsafe,
+            "removed": self.removed,
+            "poisoned": [{"offset": o, "length": n} for o, n in self.poisoned or []],
+        }
+
+
+class Famfs:
+    """A famfs filesystem on one claimed device."""
+
+    def __init__(
+        self,
+        device: DaxDevice,
+        *,
+        this_host: uuid.UUID,
+        writable_client: bool = False,
+        allow_devdax: bool = False,
+        holder_name: str = "famfs-py",
+    ) -> None:
+        self.device = device
+        self.this_host = this_host
+        self.health = Health()
+        self._lock = threading.Lock()  # health changes come from the holder's thread
+        # hooks the daemon sets: wait for in-flight copies; drop cached pages (None: all)
+        self.drain: Callable[[], None] | None = None
+        self.drop_cache: Callable[[list[Inode] | None], None] | None = None
+        try:
+            self.claim = holder.claim(device, holder_name, self, allow_devdax=allow_devdax)
+        except OSError as exc:
+            raise FsError(exc.errno or errno.EIO, exc.strerror or str(exc)) from None
+        try:
+            self._open(writable_client)
+        except BaseException:
+            self.claim.release()
+            raise
+
+    def _open(self, writable_client: bool) -> None:
+        size = self.device.size
+        probe = DeviceMemory(self.device.node, size, writable=False)
+        try:
+            sb = read_superblock(probe)
+        finally:
+            probe.close()
+        problems = sb.problems()
+        if problems:
+            raise FsError(
+                errno.EINVAL,
+                f"{self.device.path} holds no valid famfs superblock ({problems[0]}); "
+                "run mkfs.famfs-py to make one",
+            )
+        if sb.dev_size > size:
+            raise FsError(
+                errno.EINVAL,
+                f"{self.device.path}: the superblock says the device holds {sb.dev_size} bytes "
+                f"but it holds {size}",
+            )
+        self.sb = sb
+        self.role = MASTER if sb.system_uuid == self.this_host else CLIENT
+        self.writable = self.role == MASTER or writable_client
+        self.mem = DeviceMemory(self.device.node, size, writable=self.writable)
+        header = read_log_header(self.mem, sb)
+        problems = header.problems(sb.log_len)
+        if problems:
+            self.mem.close()
+            raise FsError(
+                errno.EINVAL, f"{self.device.path}: bad log header ({problems[0]}); run fsck"
+            )
+        self.log = Log(self.mem, sb, header)
+        self.mounted_at = time.time()
+        stats = self.log.replay()
+        self._after_replay(stats)
+        for offset, length in self.device.badblocks():  # poison persists across mounts
+            self.poison_range(offset, length, "badblocks")
+        log.info(
+            "%s: %s of famfs %s, %d files, %d directories, log %d/%d",
+            self.device.path,
+            self.role,
+            sb.fs_uuid,
+            self.log.namespace.files,
+            self.log.namespace.dirs,
+            self.log.next_index,
+            self.log.slots,
+        )
+
+    # -- log -----------------------------------------------------------------------------
+    def _after_replay(self, stats: ReplayStats) -> None:
+        if stats.stopped_at is not None and not self.health.failsafe:
+            self._go_failsafe(f"log entry {stats.stopped_at} is corrupt; replay stopped there")
+
+    def follow(self) -> ReplayStats:
+        """Apply entries the master appended since the last look (clients)."""
+        try:
+            stats = self.log.replay()
+        except MemoryFault as exc:
+            self._go_failsafe(f"the log cannot be read ({exc})")
+            return ReplayStats()
+        self._after_replay(stats)
+        return stats
+
+    def _go_failsafe(self, reason: str) -> None:
+        with self._lock:
+            if self.health.failsafe:
+                return
+            self.health.failsafe = reason
+        log.error("%s: failsafe: %s; metadata is frozen", self.device.path, reason)
+
+    # -- namespace -----------------------------------------------------------------------
+    @property
+    def namespace(self):  # -> Namespace
+        return self.log.namespace
+
+    def lookup_path(self, relpath: str) -> Inode:
+        inode = self.namespace.resolve(relpath)
+        if inode is None:
+            raise FsError(errno.ENOENT, f"{relpath}: no such file or directory")
+        return inode
+
+    def _check_can_create(self) -> None:
+        if self.role != MASTER:
+            raise FsError(
+                errno.EROFS,
+                "the filesystem is read-only here because this host is a client "
+                f"(the master is system {self.sb.system_uuid}); run this on the master",
+            )
+        if self.health.removed:
+            raise FsError(errno.EIO, "the device was removed; unmount it")
+        if self.health.failsafe:
+            raise FsError(
+                errno.EROFS, f"the filesystem is failsafe ({self.health.failsafe}); run fsck"
+            )
+
+    def _append(self, payload: omf.FileMeta | omf.MkdirMeta) -> Inode:
+        try:
+            index = self.log.append(payload)
+        except LogFull as exc:
+            raise FsError(errno.ENOSPC, f"{exc}; no more files can be created") from None
+        except MemoryFault as exc:
+            self._go_failsafe(f"the log cannot be written ({exc})")
+            raise FsError(errno.EIO, f"the log cannot be written: {exc}") from None
+        self.log.next_index = index + 1
+        return self.namespace.add(index, payload)
+
+    def mkdir(self, relpath: str, mode: int, uid: int, gid: int) -> Inode:
+        """Create one directory (its parent must exist)."""
+        self._check_can_create()
+        try:
+            self.namespace.check_new(relpath)
+        except NamespaceError as exc:
+            raise FsError(exc.errno, str(exc)) from None
+        return self._append(omf.MkdirMeta(uid, gid, mode & 0o7777, relpath))
+
+    def create_file(
+        self, relpath: str, size: int, mode: int, uid: int, gid: int
+    ) -> tuple[Inode, bool]:
+        """Allocate and log a file; an existing file of the same size is returned as is.
+        Returns (inode, created)."""
+        existing = self.namespace.resolve(relpath)
+        if existing is not None:
+            if existing.is_dir:
+                raise FsError(errno.EISDIR, f"{relpath} is a directory")
+            if existing.size != size:
+                raise FsError(
+                    errno.EEXIST, f"{relpath} exists with size {existing.size}, not {size}"
+                )
+            return existing, False
+        self._check_can_create()
+        if size <= 0:
+            raise FsError(errno.EINVAL, f"{relpath}: a famfs file cannot be empty")
+        try:
+            self.namespace.check_new(relpath)
+        except NamespaceError as exc:
+            raise FsError(exc.errno, str(exc)) from None
+        try:
+            extent = self.log.bitmap.allocate(size)
+        except NoSpace as exc:
+            raise FsError(errno.ENOSPC, f"{relpath}: no space for {size} bytes ({exc})") from None
+        meta = omf.FileMeta(
+            size,
+            omf.FM_ALL_HOSTS_RW,
+            uid,
+            gid,
+            mode & 0o7777,
+            relpath,
+            omf.SimpleFmap((extent,)),
+        )
+        try:
+            return self._append(meta), True
+        except BaseException:
+            self.log.bitmap.release(extent)
+            raise
+
+    # -- data ----------------------------------------------------------------------------
+    def _check_data(self, inode: Inode, offset: int, length: int) -> None:
+        if self.health.removed:
+            raise FsError(errno.EIO, "the device was removed")
+        poisoned = self.health.poisoned
+        if poisoned and inode.filemap is not None:
+            for dev, n in inode.filemap.ranges(offset, length):
+                for bad_off, bad_len in poisoned:
+                    if dev < bad_off + bad_len and bad_off < dev + n:
+                        raise FsError(errno.EIO, f"{inode.name}: memory error in its data")
+
+    def check_data_available(self, inode: Inode) -> None:
+        """EIO if any of the file's data is poisoned or the device is gone."""
+        self._check_data(inode, 0, inode.size)
+
+    def read(self, inode: Inode, offset: int, length: int) -> memoryview | bytearray | bytes:
+        """File bytes [offset, offset+length): a view of device memory when they are
+        contiguous (the kernel copies it out), else a kernel-made copy."""
+        filemap = inode.filemap
+        assert filemap is not None
+        if offset >= filemap.size or length <= 0:
+            return b""
+        length = min(length, filemap.size - offset)
+        self._check_data(inode, offset, length)
+        ranges = list(filemap.ranges(offset, length))
+        try:
+            if len(ranges) == 1:
+                return self.mem.view(ranges[0][0], length)
+            buf = bytearray(length)
+            view = memoryview(buf)
+            pos = 0
+            for dev, n in ranges:
+                self.mem.readinto(dev, view[pos : pos + n])
+                pos += n
+            return buf
+        except MemoryFault as exc:
+            self.poison_range(exc.offset, exc.length, "read fault")
+            raise FsError(errno.EIO, f"{inode.name}: memory error while reading") from None
+        except OSError as exc:  # revoked mapping
+            raise FsError(errno.EIO, str(exc)) from None
+
+    def check_writable(self, inode: Inode) -> None:
+        if inode.read_only or inode.meta is None:
+            raise FsError(errno.EPERM, f"{inode.name} is read-only")
+        if not self.writable:
+            raise FsError(
+                errno.EROFS,
+                "file data is read-only on this client (mount with --rw to write)",
+            )
+        if inode.meta.flags & omf.FM_ALL_HOSTS_RO and self.role != MASTER:
+            raise FsError(errno.EROFS, f"{inode.name} is read-only for clients")
+
+    def write(self, inode: Inode, offset: int, data: bytes | memoryview) -> int:
+        """Write inside the file (never past its size); returns the bytes written."""
+        self.check_writable(inode)
+        filemap = inode.filemap
+        assert filemap is not None
+        if offset >= filemap.size:
+            raise FsError(errno.EFBIG, f"{inode.name}: famfs files cannot grow")
+        length = min(len(data), filemap.size - offset)
+        self._check_data(inode, offset, length)
+        source = memoryview(data)
+        pos = 0
+        try:
+            for dev, n in filemap.ranges(offset, length):
+                self.mem.write(dev, source[pos : pos + n])
+                pos += n
+        except MemoryFault as exc:
+            self.poison_range(exc.offset, exc.length, "write fault")
+            raise FsError(errno.EIO, f"{inode.name}: memory error while writing") from None
+        except OSError as exc:
+            raise FsError(errno.EIO, str(exc)) from None
+        return length
+
+    # -- memory failures (holder ops) ----------------------------------------------------
+    def files_in_range(self, offset: int, length: int) -> list[Inode]:
+        end = offset + length
+        hit = []
+        for inode in self.namespace.logged_files():
+            assert inode.meta is not None
+            for ext in omf.fmap_extents(inode.meta.fmap):
+                if ext.offset < end and offset < ext.offset + ext.length:
+                    hit.append(inode)
+                    break
+        return hit
+
+    def poison_range(self, offset: int, length: int, source: str) -> list[Inode]:
+        """Record a bad device range; metadata damage makes the mount failsafe."""
+        with self._lock:
+            current = list(self.health.poisoned or [])
+            if (offset, length) in current:
+                return []
+            current.append((offset, length))
+            self.health.poisoned = current
+        meta_end = self.sb.log_offset + self.sb.log_len
+        if offset < meta_end:
+            self._go_failsafe(f"memory error in the superblock or log at {offset:#x}")
+        hit = self.files_in_range(offset, length)
+        names = ", ".join(self.namespace.path_of(i.ino) for i in hit) or "no file"
+        log.error(
+            "%s: memory error at %#x+%#x (%s) hits %s",
+            self.device.path,
+            offset,
+            length,
+            source,
+            names,
+        )
+        if hit and self.drop_cache is not None:
+            self.drop_cache(hit)
+        return hit
+
+    def notify_failure(self, offset: int, length: int, flags: int) -> int:
+        """The holder callback (runs on the holder's listener thread)."""
+        if flags & holder.MF_MEM_PRE_REMOVE:
+            self.remove_device()
+            return 0
+        self.poison_range(offset, length, f"notify_failure flags {flags:#x}")
+        return 0
+
+    def remove_device(self) -> None:
+        """The device is going away: fail data at once, unmap, release the claim."""
+        with self._lock:
+            if self.health.removed:
+                return
+            self.health.removed = True
+        log.error("%s: device is being removed; data access stops now", self.device.path)
+        if self.drain is not None:
+            self.drain()  # copies already under way finish; new ones see `removed`
+        self.mem.revoke()
+        if self.drop_cache is not None:
+            self.drop_cache(None)
+        self.claim.release()
+        log.error("%s: unmapped and released; the mount stays until unmounted", self.device.path)
+
+    # -- reporting -----------------------------------------------------------------------
+    def status(self) -> dict[str, object]:
+        bitmap = self.log.bitmap
+        info = holder.holder_info(self.device) if not self.health.removed else None
+        poisoned = []
+        for offset, length in self.health.poisoned or []:
+            files = [self.namespace.path_of(i.ino) for i in self.files_in_range(offset, length)]
+            poisoned.append({"offset": offset, "length": length, "files": files})
+        health = "ok"
+        if self.health.removed:
+            health = "removed"
+        elif self.health.failsafe:
+            health = "failsafe"
+        elif poisoned:
+            health = "degraded"
+        return {
+            "role": self.role,
+            "device": self.device.path,
+            "device_mode": self.device.mode if self.device.exists() else "removed",
+            "emulated": self.device.emulated,
+            "holder_pid": info.get("pid") if info else None,
+            "fs_uuid": str(self.sb.fs_uuid),
+            "master_system_uuid": str(self.sb.system_uuid),
+            "this_system_uuid": str(self.this_host),
+            "files": self.namespace.files,
+            "directories": self.namespace.dirs,
+            "log": {"used": self.log.next_index, "slots": self.log.slots},
+            "capacity": {
+                "size": self.sb.dev_size,
+                "allocated": bitmap.used * bitmap.alloc_unit,
+                "free": bitmap.free * bitmap.alloc_unit,
+            },
+            "writable_data": self.writable,
+            "health": health,
+            "failsafe": self.health.failsafe,
+            "removed": self.health.removed,
+            "poisoned": poisoned,
+        }
+
+    def close(self) -> None:
+        self.claim.release()
+        self.mem.close()

@@ -1,0 +1,248 @@
+"""The mount lifecycle: mount, umount, failures that leave nothing behind, signals, kills."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import struct
+import time
+
+import pytest
+from conftest import CLIENT_UUID, _is_mounted, assert_no_traceback
+
+from famfs_py import omf
+from famfs_py.dax import holder
+from famfs_py.dax.device import device_in_root
+
+
+def _claimed(host) -> bool:
+    return holder.holder_info(device_in_root("dax0.0", host.root)) is not None
+
+
+@pytest.fixture
+def fresh(host):
+    host.ok("dax", "create", "dax0.0", "--size", "4g")
+    host.ok("mkfs", "dax0.0")
+    return host
+
+
+def _failed_mount(mounts, host, mp, *args, expect: str) -> None:
+    mounts.mount(host, mp, *args, expect_ok=False)
+    result = mounts.last
+    assert result.returncode == 1, result.out
+    assert_no_traceback(result)
+    assert expect in result.stderr, result.stderr
+    assert not _is_mounted(mp)
+    assert not _claimed(host), "a failed mount left the device claimed"
+
+
+def test_mount_returns_once_the_mount_answers_and_umount_releases(fresh, mounts):
+    mp = mounts.mount(fresh)
+    assert _is_mounted(mp)
+    assert sorted(os.listdir(mp)) == [".meta"]
+    assert _claimed(fresh)
+    status = json.loads(fresh.ok("status", "--json", mp).stdout)
+    assert status["role"] == "master" and status["holder_pid"] == status["daemon_pid"]
+    fresh.ok("umount", mp)
+    assert not _is_mounted(mp)
+    assert not _claimed(fresh)
+
+
+def test_meta_files_show_the_raw_superblock_and_log(fresh, mounts):
+    mp = mounts.mount(fresh)
+    with open(fresh.memory(), "rb") as f:
+        raw = f.read(omf.LOG_OFFSET + omf.DEFAULT_LOG_LEN)
+    assert (mp / ".meta" / ".superblock").read_bytes() == raw[: omf.SUPERBLOCK_SIZE]
+    assert (mp / ".meta" / ".log").read_bytes() == raw[omf.LOG_OFFSET :]
+    assert os.stat(mp / ".meta" / ".log").st_mode & 0o777 == 0o444
+    with pytest.raises(PermissionError):
+        open(mp / ".meta" / ".log", "r+b")
+
+
+def test_mount_fails_cleanly_without_a_superblock(host, mounts, tmp_path):
+    host.ok("dax", "create", "dax0.0", "--size", "4g")
+    _failed_mount(mounts, host, tmp_path / "m", expect="no valid famfs superblock")
+
+
+def test_mount_fails_cleanly_with_a_bad_log_header(fresh, mounts, tmp_path):
+    with open(fresh.memory(), "r+b") as f:
+        f.seek(omf.LOG_OFFSET)
+        f.write(struct.pack("<Q", 0xDEAD))
+    _failed_mount(mounts, fresh, tmp_path / "m", expect="bad log header")
+
+
+def test_mount_fails_cleanly_on_a_busy_device(fresh, mounts, tmp_path):
+    mounts.mount(fresh, tmp_path / "first")
+    mounts.mount(fresh, tmp_path / "second", expect_ok=False)
+    result = mounts.last
+    assert result.returncode == 1 and "busy" in result.stderr
+    assert not _is_mounted(tmp_path / "second")
+    assert _claimed(fresh)  # still the first mount's
+
+
+def test_mount_fails_cleanly_on_the_wrong_mode(fresh, mounts, tmp_path):
+    fresh.ok("dax", "reconfigure", "dax0.0", "--mode", "devdax")
+    _failed_mount(mounts, fresh, tmp_path / "m", expect="devdax mode")
+
+
+def test_mount_fails_cleanly_on_a_missing_device(host, mounts, tmp_path):
+    _failed_mount(mounts, host, tmp_path / "m", expect="does not exist")
+
+
+def test_mount_fails_on_a_missing_or_busy_mount_point(fresh, mounts, tmp_path):
+    result = fresh.cli("mount", "dax0.0", tmp_path / "nowhere")
+    assert result.returncode == 1 and "does not exist" in result.stderr
+    assert_no_traceback(result)
+    mp = mounts.mount(fresh, tmp_path / "m")
+    result = fresh.cli("mount", "dax0.0", mp)
+    assert result.returncode == 1 and "already a mount point" in result.stderr
+    plain = tmp_path / "plain"
+    plain.write_text("x")
+    result = fresh.cli("mount", "dax0.0", plain)
+    assert result.returncode == 1 and "not a directory" in result.stderr
+
+
+def test_unknown_options_are_usage_errors(fresh, tmp_path):
+    (tmp_path / "m").mkdir()
+    result = fresh.cli("mount", "--bogus", "dax0.0", tmp_path / "m")
+    assert result.returncode == 2
+    result = fresh.cli("mount", "-o", "bogus=1", "dax0.0", tmp_path / "m")
+    assert result.returncode == 2 and "unknown mount option" in result.stderr
+
+
+def test_options_of_the_spec_are_accepted(fresh, mounts, tmp_path):
+    mp = mounts.mount(
+        fresh,
+        tmp_path / "m",
+        "-c",
+        "never",
+        "-t",
+        "5",
+        "-v",
+        "-r",
+        "-m",
+        "-o",
+        "defaults,_netdev,nofail,x-systemd.automount,cache=always",
+    )
+    status = json.loads(fresh.ok("status", "--json", mp).stdout)
+    assert status["cache"] == "always"
+
+
+def test_sigterm_unmounts_cleanly(fresh, mounts):
+    mp = mounts.mount(fresh)
+    pid = json.loads(fresh.ok("status", "--json", mp).stdout)["daemon_pid"]
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while _is_mounted(mp) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _is_mounted(mp)
+    while _claimed(fresh) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _claimed(fresh)
+
+
+def test_kill_9_then_umount_cleans_the_stale_mount_and_a_new_mount_works(fresh, mounts):
+    mp = mounts.mount(fresh)
+    fresh.ok("mkdir", mp / "kept")
+    pid = json.loads(fresh.ok("status", "--json", mp).stdout)["daemon_pid"]
+    os.kill(pid, signal.SIGKILL)
+    time.sleep(0.2)
+    assert _is_mounted(mp)
+    result = fresh.ok("umount", mp)
+    assert "stale" in result.stdout
+    assert not _is_mounted(mp)
+    mounts.mount(fresh, mp)
+    assert os.path.isdir(mp / "kept")
+
+
+def test_remount_shows_the_same_tree_with_the_same_inode_numbers(fresh, mounts):
+    mp = mounts.mount(fresh)
+    fresh.ok("mkdir", "-p", mp / "d1" / "d2")
+    fresh.ok("creat", "-s", "100", mp / "d1" / "d2" / "f")
+    fresh.ok("creat", "-s", "3m", "-m", "0600", mp / "top")
+    before = {
+        p: (os.stat(mp / p).st_ino, os.stat(mp / p).st_mode, os.stat(mp / p).st_size)
+        for p in ("d1", "d1/d2", "d1/d2/f", "top")
+    }
+    fresh.ok("umount", mp)
+    mounts.mount(fresh, mp)
+    after = {
+        p: (os.stat(mp / p).st_ino, os.stat(mp / p).st_mode, os.stat(mp / p).st_size)
+        for p in before
+    }
+    assert after == before
+
+
+def test_a_handler_bug_answers_eio_and_the_daemon_keeps_serving(fresh, mounts, monkeypatch):
+    monkeypatch.setenv("FAMFS_PY_FAULT_INJECT", "read")
+    mp = mounts.mount(fresh)
+    fresh.ok("creat", "-s", "4096", mp / "f")
+    with pytest.raises(OSError) as info:
+        (mp / "f").read_bytes()
+    assert info.value.errno == 5  # EIO
+    assert os.stat(mp / "f").st_size == 4096  # still serving
+    fresh.ok("status", mp)
+    assert "fault injected into read" in mounts.logs()
+
+
+def _as_user(uid: int, action) -> str:
+    """Run `action` in a forked child with uid/gid `uid`; returns what it returned (or the
+    error it raised) as text."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # child
+        try:
+            os.close(read_fd)
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            try:
+                text = f"ok {action()}"
+            except Exception as exc:
+                text = f"error {exc}"
+            os.write(write_fd, text.encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as f:
+        text = f.read()
+    os.waitpid(pid, 0)
+    return text
+
+
+def test_unprivileged_users_cannot_create_through_the_control_channel(fresh, mounts):
+    from famfs_py.channel import Channel
+
+    mp = mounts.mount(fresh)
+
+    def mkdir():
+        with Channel(str(mp)) as chan:
+            return chan.call("mkdir", path="x")
+
+    def creat():
+        with Channel(str(mp)) as chan:
+            return chan.call("creat", path="y", size=4096)
+
+    def status():
+        with Channel(str(mp)) as chan:
+            return chan.call("status")["role"]
+
+    assert "only root or the mount's owner" in _as_user(65534, mkdir)
+    assert "only root or the mount's owner" in _as_user(65534, creat)
+    assert _as_user(65534, status) == "ok master"  # reading the state is fine
+    assert not (mp / "x").exists() and not (mp / "y").exists()
+
+
+def test_a_client_host_cannot_create(host_factory, mounts, tmp_path):
+    master = host_factory("master")
+    master.ok("dax", "create", "dax0.0", "--size", "4g")
+    master.ok("mkfs", "dax0.0")
+    client = host_factory("client", CLIENT_UUID)
+    client.ok("dax", "create", "dax0.0", "--share", master.node())
+    mp = mounts.mount(client, tmp_path / "c")
+    result = client.cli("mkdir", mp / "d")
+    assert result.returncode == 1
+    assert "read-only here because this host is a client" in result.stderr
+    result = client.cli("creat", "-s", "1m", mp / "f")
+    assert "this host is a client" in result.stderr
