@@ -52,7 +52,8 @@ def famfs_mounts() -> list[MountEntry]:
     """Every famfs-py mount this process can see."""
     found = []
     try:
-        lines = open("/proc/self/mountinfo").read().splitlines()
+        with open("/proc/self/mountinfo") as f:
+            lines = f.read().splitlines()
     except OSError:
         return []
     for line in lines:

@@ -225,8 +225,7 @@ class ControlServer:
         if write:
             self.fs.check_writable(inode)
         self.fs.check_data_available(inode)
-        flags = (os.O_RDWR if write else os.O_RDONLY) | os.O_CLOEXEC
-        fd = os.open(self.fs.device.node, flags)
+        fd = self.fs.mem.dup_fd()  # never reopen paths: the node could sit under the mount
         reply = describe_map(self.fs, inode)
         reply["ino"] = inode.ino
         reply["device_size"] = self.fs.sb.dev_size

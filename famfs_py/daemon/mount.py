@@ -113,6 +113,12 @@ class Daemon:
         except (OSError, ValueError) as exc:
             message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise FamfsError(message) from None
+        for path in (device.node, device.sysfs_dir):
+            if os.path.realpath(path).startswith(mountpoint.rstrip("/") + "/"):
+                raise FamfsError(
+                    f"{path} is inside the mount point {mountpoint}: the daemon would "
+                    "hide its own device; choose another mount point"
+                )
         fs = Famfs(
             device,
             this_host=this_host,

@@ -134,6 +134,12 @@ class DeviceMemory:
         self._check(offset, length)
         return self._view[offset : offset + length]
 
+    def dup_fd(self) -> int:
+        """A new descriptor of the mapped node (to hand to another process)."""
+        if self._revoked:
+            raise MemoryRevoked()
+        return os.dup(self._fd)
+
     @property
     def revoked(self) -> bool:
         return self._revoked

@@ -1,0 +1,96 @@
+"""Two simulated hosts on one memory: the master creates, the client follows on its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import pytest
+from conftest import CLIENT_UUID
+
+
+@pytest.fixture
+def pair(host_factory, mounts, tmp_path):
+    master = host_factory("master")
+    master.ok("dax", "create", "dax0.0", "--size", "4g")
+    master.ok("mkfs", "dax0.0")
+    client = host_factory("client", CLIENT_UUID)
+    client.ok("dax", "create", "dax0.0", "--share", master.node())
+    mmp = mounts.mount(master, tmp_path / "mnt-master")
+    cmp = mounts.mount(client, tmp_path / "mnt-client")
+    return master, client, mmp, cmp
+
+
+def _wait_for(predicate, timeout: float = 2.0) -> float:
+    start = time.monotonic()
+    while not predicate():
+        if time.monotonic() - start > timeout:
+            raise AssertionError("timed out")
+        time.sleep(0.02)
+    return time.monotonic() - start
+
+
+def test_client_sees_the_masters_files_without_a_command(pair, tmp_path):
+    master, client, mmp, cmp = pair
+    src = tmp_path / "tree"
+    for d in range(10):
+        (src / f"dir{d}").mkdir(parents=True)
+        for f in range(9):
+            (src / f"dir{d}" / f"file{f}").write_bytes(os.urandom(1000 + 997 * (d * 9 + f)))
+    master.ok("cp", "-r", src, mmp / "tree")
+    expected = sorted(
+        os.path.relpath(os.path.join(dp, n), src)
+        for dp, dns, fns in os.walk(src)
+        for n in dns + fns
+    )
+    assert len(expected) == 100
+
+    def client_has_all() -> bool:
+        return all(os.path.exists(cmp / "tree" / p) for p in expected)
+
+    waited = _wait_for(client_has_all, timeout=1.5)
+    assert waited < 1.0
+    for rel in expected:
+        if (src / rel).is_file():
+            assert (cmp / "tree" / rel).read_bytes() == (src / rel).read_bytes(), rel
+    status = json.loads(client.ok("status", "--json", cmp).stdout)
+    assert status["role"] == "client" and status["files"] == 90 and status["directories"] == 11
+
+
+def test_data_written_on_the_master_is_read_byte_exact_on_the_client(pair):
+    master, client, mmp, cmp = pair
+    master.ok("creat", "-s", "3m", mmp / "shared")
+    _wait_for(lambda: (cmp / "shared").exists())
+    first = os.urandom(3 << 20)
+    (mmp / "shared").open("r+b").write(first)
+    assert (cmp / "shared").read_bytes() == first
+    # a second write is seen at the next open (close-to-open, cache=auto)
+    second = os.urandom(3 << 20)
+    with open(mmp / "shared", "r+b") as f:
+        f.write(second)
+    assert (cmp / "shared").read_bytes() == second
+
+
+def test_client_data_is_read_only_unless_mounted_rw(pair, host_factory, mounts, tmp_path):
+    master, client, mmp, cmp = pair
+    master.ok("creat", "-s", "4096", mmp / "f")
+    _wait_for(lambda: (cmp / "f").exists())
+    with pytest.raises(OSError) as info:
+        open(cmp / "f", "r+b")
+    assert info.value.errno == 30  # EROFS
+    other = host_factory("other", "11111111-2222-4333-8444-555555555555")
+    other.ok("dax", "create", "dax0.0", "--share", master.node())
+    omp = mounts.mount(other, tmp_path / "mnt-other", "--rw")
+    with open(omp / "f", "r+b") as f:
+        f.write(b"from a client")
+    assert (mmp / "f").read_bytes()[:13] == b"from a client"
+
+
+def test_logplay_replays_now_and_prints_upstreams_summary(pair):
+    master, client, mmp, cmp = pair
+    master.ok("mkdir", mmp / "d")
+    master.ok("creat", "-s", "1m", mmp / "d" / "f")
+    out = client.ok("logplay", cmp).stdout
+    assert out.startswith("famfs_logplay: 2 log entries;")
+    assert (cmp / "d" / "f").exists()
