@@ -47,7 +47,7 @@ def test_field_offsets_match_the_compiled_c_layout(layout):
         dev_size=0x1122334455, dev_name="/dev/daxA.B", system_uuid=uuid.UUID(int=7)
     )
     raw = sb.pack()
-    at = lambda name: fields[("struct famfs_superblock", name)]  # noqa: E731
+    at = lambda name: fields[("struct famfs_superblock", name)]
     assert int.from_bytes(raw[at("ts_log_len") : at("ts_log_len") + 8], "little") == sb.log_len
     assert raw[at("ts_system_uuid") : at("ts_system_uuid") + 16] == uuid.UUID(int=7).bytes
     assert int.from_bytes(raw[at("ts_daxdev.dd_size") :][:8], "little") == 0x1122334455
@@ -56,7 +56,7 @@ def test_field_offsets_match_the_compiled_c_layout(layout):
     fmap = omf.SimpleFmap((omf.Extent(0x400000, 0x200000),))
     meta = omf.FileMeta(0xABCDEF, 2, 1001, 1002, 0o640, "dir/file", fmap)
     raw = omf.LogEntry.new(9, meta).pack()
-    ent = lambda name: fields[("struct famfs_log_entry", name)]  # noqa: E731
+    ent = lambda name: fields[("struct famfs_log_entry", name)]
     assert int.from_bytes(raw[ent("famfs_fm.fm_size") :][:8], "little") == 0xABCDEF
     assert int.from_bytes(raw[ent("famfs_fm.fm_gid") :][:4], "little") == 1002
     assert raw[ent("famfs_fm.fm_relpath") :].startswith(b"dir/file\0")
