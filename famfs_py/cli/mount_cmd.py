@@ -126,6 +126,7 @@ def build_parser(prog: str) -> Parser:
     parser.add_argument("-d", "--debug", action="store_true", help="debug logging")
     parser.add_argument("--log-file", help="daemon log (default /var/log/famfs-py/<mount>.log)")
     parser.add_argument("--follow-interval", type=float, default=0.2, help=argparse.SUPPRESS)
+    parser.add_argument("--watch-interval", type=float, default=0.5, help=argparse.SUPPRESS)
     parser.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     add_root_option(parser)
     add_system_uuid_option(parser)
@@ -243,6 +244,7 @@ def run_foreground(args: argparse.Namespace) -> int:
         devdax=args.devdax,
         debug=args.debug,
         follow_interval=args.follow_interval,
+        watch_interval=args.watch_interval,
     )
     return serve(opts, readiness)
 
@@ -251,6 +253,7 @@ def _daemon_argv(args: argparse.Namespace, ready_fd: int) -> list[str]:
     argv = [sys.executable, "-m", "famfs_py.cli.main", "mount", "-f", "--ready-fd", str(ready_fd)]
     argv += ["-c", args.cache, "-t", str(args.timeout)]
     argv += ["--follow-interval", str(args.follow_interval)]
+    argv += ["--watch-interval", str(args.watch_interval)]
     for flag in ("rw", "devdax", "nouseraccess", "nodefaultperm", "debug"):
         if getattr(args, flag):
             argv.append(f"--{flag}")

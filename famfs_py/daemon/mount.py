@@ -28,7 +28,7 @@ from famfs_py.fs.identity import system_uuid
 from famfs_py.fs.namespace import META_DIR, META_INO, Inode
 
 from .control import ControlServer
-from .operations import FamfsOperations
+from .operations import FamfsOperations, ReplyFailureHook
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,7 @@ class MountOptions:
     devdax: bool = False
     debug: bool = False
     follow_interval: float = 0.2
+    watch_interval: float = 0.5
     fuse_options: list[str] = field(default_factory=list)
 
 
@@ -151,6 +152,7 @@ class Daemon:
         try:
             control.bind()
             self.ops = FamfsOperations(fs, cache=self.opts.cache, timeout=self.opts.timeout)
+            logging.getLogger("pyfuse3").addHandler(ReplyFailureHook(self.ops))
             try:
                 pyfuse3.init(self.ops, mountpoint, self._fuse_options())
             except RuntimeError as exc:
@@ -192,6 +194,7 @@ class Daemon:
             nursery.start_soon(control.serve)
             nursery.start_soon(self._signals)
             nursery.start_soon(self._announce_ready)
+            nursery.start_soon(self._watch_device)
             if self.fs is not None and self.fs.role != "master":
                 nursery.start_soon(self._follow_log)
 
@@ -227,6 +230,23 @@ class Daemon:
             stats = self.fs.follow()
             if stats.new_inodes:
                 log.info("log: %d new files, %d new directories", stats.files, stats.dirs)
+
+    async def _watch_device(self) -> None:
+        """Notice failures nobody announces: a device that vanished (hot-unplug without
+        notice) and new badblocks (real devices get no notify_failure from the kernel)."""
+        fs = self.fs
+        assert fs is not None
+        while not fs.health.removed:
+            await trio.sleep(self.opts.watch_interval)
+            try:
+                gone = fs.vanished()
+            except OSError as exc:
+                gone = f"it cannot be inspected ({exc.strerror})"
+            if gone:
+                log.error("%s vanished without notice: %s", fs.device.path, gone)
+                await trio.to_thread.run_sync(fs.remove_device)
+                return
+            fs.check_badblocks()
 
     def summary(self) -> str:
         assert self.fs is not None

@@ -56,6 +56,19 @@ def refuse(name: str, code: int = errno.EPERM) -> Callable[..., Any]:
     return handler
 
 
+class ReplyFailureHook(logging.Handler):
+    """pyfuse3 logs (and otherwise ignores) a read reply the kernel could not copy: that is a
+    memory fault in the view `read` returned. Probe that range so the bad page is poisoned."""
+
+    def __init__(self, ops: FamfsOperations) -> None:
+        super().__init__(logging.ERROR)
+        self.ops = ops
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if str(record.msg).startswith("fuse_read(): fuse_reply_"):
+            self.ops.read_reply_failed()
+
+
 @dataclass(eq=False)
 class OpenFile:
     inode: Inode
@@ -79,6 +92,7 @@ class FamfsOperations(pyfuse3.Operations):
         self.dir_handles: dict[int, list[tuple[bytes, int]]] = {}
         self._next_fh = 1
         self._times = int(fs.mounted_at * 1e9)
+        self._last_read: tuple[Inode, int, int] | None = None
         for name in filter(None, os.environ.get(FAULT_ENV, "").split(",")):
             self._inject_fault(name)
 
@@ -243,7 +257,23 @@ class FamfsOperations(pyfuse3.Operations):
 
     @guarded
     async def read(self, fh: int, off: int, size: int) -> Any:
-        return self.fs.read(self.handles[fh].inode, off, size)
+        inode = self.handles[fh].inode
+        data = self.fs.read(inode, off, size)
+        self._last_read = (inode, off, len(data))  # pyfuse3 replies before the next request
+        return data
+
+    def read_reply_failed(self) -> None:
+        if self._last_read is None:
+            return
+        inode, off, length = self._last_read
+        found = self.fs.probe(inode, off, length)
+        log.error(
+            "the reply to a read of %s at %d+%d faulted; %d bad page(s) poisoned",
+            self.fs.namespace.path_of(inode.ino),
+            off,
+            length,
+            found,
+        )
 
     @guarded
     async def write(self, fh: int, off: int, buf: bytes) -> int:

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 MASTER = "master"
 CLIENT = "client"
+PAGE = 4096  # memory errors are found and recorded per page
 
 
 class FsError(FamfsError):
@@ -272,7 +273,7 @@ class Famfs:
                 pos += n
             return buf
         except MemoryFault as exc:
-            self.poison_range(exc.offset, exc.length, "read fault")
+            self._record_fault(exc, "read fault")
             raise FsError(errno.EIO, f"{inode.name}: memory error while reading") from None
         except OSError as exc:  # revoked mapping
             raise FsError(errno.EIO, str(exc)) from None
@@ -304,13 +305,55 @@ class Famfs:
                 self.mem.write(dev, source[pos : pos + n])
                 pos += n
         except MemoryFault as exc:
-            self.poison_range(exc.offset, exc.length, "write fault")
+            self._record_fault(exc, "write fault")
             raise FsError(errno.EIO, f"{inode.name}: memory error while writing") from None
         except OSError as exc:
             raise FsError(errno.EIO, str(exc)) from None
         return length
 
     # -- memory failures (holder ops) ----------------------------------------------------
+    def _record_fault(self, exc: MemoryFault, source: str) -> None:
+        """A kernel copy faulted at exc.offset: poison that page."""
+        self.poison_range(exc.offset - exc.offset % PAGE, PAGE, source)
+
+    def probe(self, inode: Inode, offset: int, length: int) -> int:
+        """Find the bad pages in file bytes [offset, offset+length) by kernel copies, page
+        by page, and poison them (a FUSE reply that faulted says only that something in
+        its range did). Returns how many were found."""
+        assert inode.filemap is not None
+        found = 0
+        page = bytearray(PAGE)
+        for dev, n in inode.filemap.ranges(offset, length):
+            start = dev - dev % PAGE
+            for addr in range(start, dev + n, PAGE):
+                try:
+                    self.mem.readinto(addr, memoryview(page)[: min(PAGE, self.mem.size - addr)])
+                except MemoryFault as exc:
+                    self._record_fault(exc, "fault in a FUSE reply")
+                    found += 1
+                except OSError:
+                    return found  # the mapping is gone: removal handles the rest
+        return found
+
+    def vanished(self) -> str | None:
+        """Why the device is gone without notice (node, sysfs entry or memory), else None."""
+        if not self.device.exists():
+            return "its sysfs entry disappeared"
+        if self.device.driver is None:
+            return "its driver was unbound"
+        if not self.device.node.exists():
+            return f"its node {self.device.node} disappeared"
+        if self.device.emulated and self.device.node.stat().st_size == 0:
+            return "its memory was truncated away"
+        return None
+
+    def check_badblocks(self) -> None:
+        """Poison ranges that appeared in the device's badblocks since the last look."""
+        known = set(self.health.poisoned or [])
+        for offset, length in self.device.badblocks():
+            if (offset, length) not in known:
+                self.poison_range(offset, length, "badblocks")
+
     def files_in_range(self, offset: int, length: int) -> list[Inode]:
         end = offset + length
         hit = []
