@@ -9,11 +9,10 @@ calling from SO_PEERCRED, never from the request.
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 import socket
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from famfs_py.errors import FamfsError
 
@@ -23,6 +22,8 @@ MAX_FDS = 4
 
 
 def socket_name(mountpoint: str) -> str:
+    import hashlib
+
     digest = hashlib.sha256(os.path.realpath(mountpoint).encode()).hexdigest()[:32]
     return f"famfs-py/ctl/{digest}"
 
@@ -41,8 +42,7 @@ def _unescape(field: str) -> str:
     return "".join(out)
 
 
-@dataclass(frozen=True)
-class MountEntry:
+class MountEntry(NamedTuple):
     mountpoint: str
     source: str
     fstype: str
@@ -70,8 +70,7 @@ def is_mountpoint(path: str) -> bool:
     return any(m.mountpoint == real for m in famfs_mounts())
 
 
-@dataclass(frozen=True)
-class Located:
+class Located(NamedTuple):
     mountpoint: str
     relpath: str  # "" for the mount's root
 

@@ -26,6 +26,6 @@ stamp="$VENV/.famfs-py-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   "$PYTHON" -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip
-  "$VENV/bin/pip" install -q -e '.[test]'
+  "$VENV/bin/pip" install -q -e '.[test]' --config-settings editable_mode=compat
   touch "$stamp"
 fi

@@ -1,5 +1,6 @@
-"""`famfs-py cp`: copy files into famfs; each destination is allocated by the master's daemon
-and filled straight in device memory."""
+"""`famfs-py cp`: copy files into famfs with upstream's rules. The master's daemon allocates
+each destination; the bytes go straight from the source into device memory (kernel copies
+into a mapping of the device), in threads with -t."""
 
 from __future__ import annotations
 
@@ -7,19 +8,36 @@ import argparse
 import os
 import stat
 import sys
+import threading
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 
-from famfs_py.cli.common import Parser, parse_id, parse_mode
+from famfs_py.cli.common import Parser, parse_id, parse_mode, parse_size
+from famfs_py.errors import FamfsError
 
 EXIT_CODES = """
-  0  everything was copied (or, with -c, compared equal)
-  1  at least one source failed (each failure is reported; the others are still copied)
+  0  everything was copied (with -c: compared equal)
+  1  something failed; each failure is reported. Empty sources and directories without -r
+     are skipped and the rest is copied; a destination that cannot be created (wrong size,
+     no space, log full, missing parent) or a miscompare stops the copy there
   2  usage error
 """
+PROGRESS_MIN = 64 << 20  # show a progress bar on a terminal for copies at least this big
+
+
+class Abort(Exception):
+    """A failure that stops the whole copy (as upstream does)."""
 
 
 def build_parser(prog: str) -> Parser:
     parser = Parser(
-        prog=prog, description="Copy files into famfs (master only).", exit_codes=EXIT_CODES
+        prog=prog,
+        description="Copy files into famfs (master only). With several sources or -r, DEST "
+        "is a directory. A file copied into an existing directory lands at DIR/NAME; -r "
+        "copies the *contents* of each source directory into DEST (created if missing), as "
+        "upstream famfs does. An existing destination of the same size is overwritten "
+        "(restartable copies).",
+        exit_codes=EXIT_CODES,
     )
     parser.add_argument("-r", "--recursive", action="store_true", help="copy directories")
     parser.add_argument(
@@ -29,143 +47,289 @@ def build_parser(prog: str) -> Parser:
         help="compare sources with existing destinations; copy nothing",
     )
     parser.add_argument(
-        "-m", "--mode", type=parse_mode, help="mode of new files (default: the source's)"
+        "-t",
+        "--threadct",
+        type=int,
+        default=0,
+        help="threads that copy data (default 0: in this thread)",
+    )
+    parser.add_argument(
+        "-m", "--mode", type=parse_mode, help="mode of new files (default: each source's)"
     )
     parser.add_argument("-u", "--uid", type=parse_id, help="owner (default: you)")
     parser.add_argument("-g", "--gid", type=parse_id, help="group (default: yours)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="print each copy")
+    parser.add_argument("-N", "--nstrips", type=int, help="interleave: strips per file")
+    parser.add_argument("-B", "--nbuckets", type=int, help="interleave: buckets of the device")
+    parser.add_argument(
+        "-C", "--chunksize", type=parse_size, help="interleave: chunk size (default 2m)"
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0)
     parser.add_argument("-d", "--debug", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("sources", nargs="+", metavar="SRC")
     parser.add_argument("dest", metavar="DEST")
     return parser
 
 
+class Progress:
+    """A one-line progress bar on stderr, only on a terminal and for large copies."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+        self.enabled = total >= PROGRESS_MIN and sys.stderr.isatty()
+        self.started = time.monotonic()
+        self._lock = threading.Lock()
+        self._shown = 0.0
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.done += n
+            now = time.monotonic()
+            if self.enabled and (now - self._shown > 0.1 or self.done >= self.total):
+                self._shown = now
+                rate = self.done / max(now - self.started, 1e-6) / (1 << 20)
+                pct = 100 * self.done // max(self.total, 1)
+                bar = "#" * (pct // 4)
+                sys.stderr.write(f"\r[{bar:<25}] {pct:3d}% {rate:8.1f} MiB/s")
+                sys.stderr.flush()
+
+    def finish(self) -> None:
+        if self.enabled:
+            sys.stderr.write("\n")
+
+
 class Copier:
-    def __init__(self, args: argparse.Namespace) -> None:
+    def __init__(self, args: argparse.Namespace, mountpoint: str) -> None:
+        from famfs_py import channel
+        from famfs_py.cli.creat_cmd import interleave_fields
+        from famfs_py.dax.memory import DeviceMemory
+
         self.args = args
         self.failures = 0
-        self._channels: dict[str, object] = {}
+        self.chan = channel.Channel(mountpoint)
+        self.mountpoint = mountpoint
+        self.interleave = interleave_fields(args)
+        reply, fds = self.chan.call_fds("device")
+        try:
+            writable = bool(reply["writable"]) and not args.compare
+            self.mem = DeviceMemory(fds[0], int(reply["device_size"]), writable=writable)
+        finally:
+            os.close(fds[0])
+        self.pool = ThreadPoolExecutor(args.threadct) if args.threadct > 0 else None
+        self.pending: list[Future[None]] = []
+        self.progress: Progress | None = None
 
     def fail(self, message: str) -> None:
         print(f"famfs-py cp: {message}", file=sys.stderr)
         self.failures += 1
 
-    def channel(self, mountpoint: str):  # -> Channel
+    def relpath(self, dest: str) -> str:
         from famfs_py import channel
 
-        chan = self._channels.get(mountpoint)
-        if chan is None:
-            chan = self._channels[mountpoint] = channel.Channel(mountpoint)
-        return chan
+        where = channel.locate(dest)
+        if where.mountpoint != self.mountpoint:
+            raise Abort(f"{dest} is not in the famfs mount {self.mountpoint}")
+        return where.relpath
 
-    def copy_file(self, src: str, dest: str) -> None:
-        from famfs_py import channel
-        from famfs_py.errors import FamfsError
-        from famfs_py.mapping import MappedFile, copy_into, first_difference
+    # -- one file ------------------------------------------------------------------------
+    def copy_file(self, src: str, dest: str, mode: int | None) -> None:
+        from famfs_py.mapping import fmap_from_reply
 
         try:
             fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+            size = os.fstat(fd).st_size
         except OSError as exc:
             self.fail(f"{src}: {exc.strerror}")
             return
+        if size == 0:
+            os.close(fd)
+            self.fail(f"{src}: empty file skipped (famfs files cannot be empty)")
+            return
+        rel = self.relpath(dest)
         try:
-            st = os.fstat(fd)
-            if st.st_size == 0:
-                self.fail(f"{src}: empty files cannot be copied into famfs")
-                return
-            located = channel.locate(dest)
-            chan = self.channel(located.mountpoint)
             if self.args.compare:
-                reply, fds = chan.call_fds("map", path=located.relpath, write=False)
-                with MappedFile(reply, fds[0], writable=False) as mapped:
-                    if mapped.size != st.st_size:
-                        self.fail(f"{dest}: {mapped.size} bytes, {src} has {st.st_size}")
-                    elif (where := first_difference(mapped, fd)) is not None:
-                        self.fail(f"{src} and {dest} differ at byte {where}")
-                return
-            mode = self.args.mode if self.args.mode is not None else stat.S_IMODE(st.st_mode)
-            chan.call(
-                "creat",
-                path=located.relpath,
-                size=st.st_size,
-                mode=mode,
-                uid=self.args.uid,
-                gid=self.args.gid,
-            )
-            reply, fds = chan.call_fds("map", path=located.relpath, write=True)
-            with MappedFile(reply, fds[0], writable=True) as mapped:
-                copy_into(mapped, fd)
-            chan.call("invalidate", path=located.relpath)
+                reply = self.chan.call("getmap", path=rel)
+                if reply["size"] != size:
+                    raise Abort(f"{dest} holds {reply['size']} bytes, {src} {size}")
+                created = False
+            else:
+                reply = self.chan.call(
+                    "creat",
+                    path=rel,
+                    size=size,
+                    mode=self.args.mode if self.args.mode is not None else mode,
+                    uid=self.args.uid,
+                    gid=self.args.gid,
+                    **self.interleave,
+                )
+                created = reply["created"]
+        except FamfsError as exc:
+            os.close(fd)
+            raise Abort(f"{src} -> {dest}: {exc.message}") from None
+        from famfs_py.fs.fmap import FileMap
+
+        filemap = FileMap(fmap_from_reply(reply), size)
+        job = (fd, src, dest, rel, filemap, created)
+        if self.pool is None:
+            self._move(job)
+        else:
+            self.pending.append(self.pool.submit(self._move, job))
+
+    def _move(self, job: tuple) -> None:  # type: ignore[type-arg]
+        fd, src, dest, rel, filemap, created = job
+        try:
+            if self.args.compare:
+                where = self._compare(fd, filemap)
+                if where is not None:
+                    raise Abort(f"{src} and {dest} differ at byte {where}")
+            else:
+                self._copy(fd, filemap)
+                if not created:
+                    self.chan_for_thread().call("invalidate", path=rel)
             if self.args.verbose:
-                print(f"{src} -> {dest}")
-        except (FamfsError, OSError, EOFError) as exc:
-            self.fail(f"{src} -> {dest}: {getattr(exc, 'message', None) or exc}")
+                verb = "compared" if self.args.compare else "copied"
+                print(f"famfs-py cp: {verb} {src} -> {dest}")
+        except OSError as exc:
+            raise Abort(f"{src} -> {dest}: {exc.strerror or exc}") from None
         finally:
             os.close(fd)
 
-    def mkdir(self, dest: str) -> bool:
+    def chan_for_thread(self):  # -> Channel
         from famfs_py import channel
-        from famfs_py.errors import FamfsError
 
+        if threading.current_thread() is threading.main_thread():
+            return self.chan
+        local = self.__dict__.setdefault("_local", threading.local())
+        if not hasattr(local, "chan"):
+            local.chan = channel.Channel(self.mountpoint)
+        return local.chan
+
+    def _copy(self, fd: int, filemap) -> None:
+        for file_offset, (dev, n) in _with_offsets(filemap):
+            view = self.mem.view(dev, n)
+            done = 0
+            while done < n:
+                got = os.preadv(fd, [view[done:]], file_offset + done)
+                if got <= 0:
+                    raise OSError(0, f"source ended at byte {file_offset + done}")
+                done += got
+                if self.progress:
+                    self.progress.add(got)
+
+    def _compare(self, fd: int, filemap) -> int | None:
+        chunk = 4 << 20
+        ours = bytearray(chunk)
+        for file_offset, (dev, n) in _with_offsets(filemap):
+            for pos in range(0, n, chunk):
+                size = min(chunk, n - pos)
+                self.mem.readinto(dev + pos, memoryview(ours)[:size])
+                theirs = os.pread(fd, size, file_offset + pos)
+                if theirs != ours[:size]:
+                    for i, (a, b) in enumerate(zip(theirs, ours[:size], strict=False)):
+                        if a != b:
+                            return file_offset + pos + i
+                    return file_offset + pos + min(len(theirs), size)
+                if self.progress:
+                    self.progress.add(size)
+        return None
+
+    # -- trees ---------------------------------------------------------------------------
+    def mkdir(self, dest: str, mode: int) -> None:
+        rel = self.relpath(dest)
+        if self.args.compare:
+            return
         try:
-            located = channel.locate(dest)
-            self.channel(located.mountpoint).call(
-                "mkdir",
-                path=located.relpath,
-                mode=0o755,
-                uid=self.args.uid,
-                gid=self.args.gid,
-                parents=True,
+            self.chan.call(
+                "mkdir", path=rel, mode=mode, uid=self.args.uid, gid=self.args.gid, parents=True
             )
         except FamfsError as exc:
-            self.fail(f"{dest}: {exc.message}")
-            return False
-        return True
+            raise Abort(f"{dest}: {exc.message}") from None
 
     def copy_tree(self, src: str, dest: str) -> None:
-        if not self.args.compare and not self.mkdir(dest):
-            return
-        try:
-            names = sorted(os.listdir(src))
-        except OSError as exc:
-            self.fail(f"{src}: {exc.strerror}")
-            return
-        for name in names:
-            self.copy_any(os.path.join(src, name), os.path.join(dest, name))
+        """Copy the contents of directory `src` into `dest` (created if missing)."""
+        self.mkdir(dest, stat.S_IMODE(os.stat(src).st_mode))
+        for entry in sorted(os.scandir(src), key=lambda e: e.name):
+            target = os.path.join(dest, entry.name)
+            if entry.is_dir(follow_symlinks=False):
+                self.copy_tree(entry.path, target)
+            elif entry.is_file():
+                self.copy_file(entry.path, target, stat.S_IMODE(entry.stat().st_mode))
+            else:
+                self.fail(f"{entry.path}: not a regular file or directory; skipped")
 
-    def copy_any(self, src: str, dest: str) -> None:
-        if os.path.isdir(src):
-            if not self.args.recursive:
-                self.fail(f"{src} is a directory (use -r)")
-                return
-            self.copy_tree(src, dest)
-        else:
-            self.copy_file(src, dest)
+    def wait(self) -> None:
+        for future in self.pending:
+            future.result()
+        self.pending.clear()
 
     def close(self) -> None:
-        for chan in self._channels.values():
-            chan.close()  # type: ignore[attr-defined]
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+        self.chan.close()
+        self.mem.close()
+
+
+def _with_offsets(filemap):
+    offset = 0
+    for dev, n in filemap.ranges(0, filemap.size):
+        yield offset, (dev, n)
+        offset += n
+
+
+def _total_bytes(sources: list[str], recursive: bool) -> int:
+    total = 0
+    for src in sources:
+        if os.path.isdir(src):
+            if recursive:
+                for dirpath, _, files in os.walk(src):
+                    total += sum(os.path.getsize(os.path.join(dirpath, f)) for f in files)
+        elif os.path.isfile(src):
+            total += os.path.getsize(src)
+    return total
 
 
 def run(args: argparse.Namespace) -> int:
-    from famfs_py.errors import FamfsError
+    from famfs_py import channel
 
-    copier = Copier(args)
+    if args.threadct < 0 or args.threadct > 256:
+        raise FamfsError(f"-t {args.threadct}: threads must be 0..256", 2)
     dest = args.dest
     dest_is_dir = os.path.isdir(dest)
-    many = len(args.sources) > 1
-    if many and not dest_is_dir:
-        raise FamfsError(f"{dest} is not a directory (needed for several sources)")
+    if (len(args.sources) > 1 or args.recursive) and os.path.exists(dest) and not dest_is_dir:
+        raise FamfsError(f"{dest} exists and is not a directory (needed for several sources or -r)")
+    if not dest_is_dir:
+        parent = os.path.dirname(os.path.abspath(dest))
+        if not os.path.isdir(parent):
+            raise FamfsError(f"the parent of {dest} is not an existing directory")
+        if len(args.sources) > 1 and not args.recursive:
+            raise FamfsError(f"{dest} is not a directory (needed for several sources)")
+    mountpoint = channel.locate(
+        dest if dest_is_dir else os.path.dirname(os.path.abspath(dest))
+    ).mountpoint
+    copier = Copier(args, mountpoint)
+    copier.progress = Progress(_total_bytes(args.sources, args.recursive))
     try:
         for src in args.sources:
-            src_clean = src.rstrip("/") or "/"
-            if dest_is_dir and not dest.endswith(("/.",)):
-                target = os.path.join(dest, os.path.basename(src_clean))
-            elif dest_is_dir:
-                target = os.path.join(dest[:-2] or "/", os.path.basename(src_clean))
+            if not os.path.lexists(src):
+                raise Abort(f"cannot stat {src!r}: No such file or directory")
+            if os.path.isdir(src):
+                if not args.recursive:
+                    copier.fail(f"-r not given; omitting directory {src!r}")
+                    continue
+                copier.copy_tree(src, dest)
+            elif os.path.isfile(src):
+                target = (
+                    os.path.join(os.path.realpath(dest), os.path.basename(src))
+                    if dest_is_dir
+                    else dest
+                )
+                copier.copy_file(src, target, stat.S_IMODE(os.stat(src).st_mode))
             else:
-                target = dest
-            copier.copy_any(src_clean, target)
+                raise Abort(f"{src}: not a regular file or directory")
+        copier.wait()
+    except Abort as exc:
+        copier.fail(f"{exc}; stopping")
     finally:
+        copier.progress.finish()
         copier.close()
     return 1 if copier.failures else 0

@@ -1,4 +1,5 @@
-"""`famfs-py creat`: allocate and log files through the master's daemon."""
+"""`famfs-py creat`: allocate and log files through the master's daemon; optionally fill them
+with the seeded pattern, several at once with -M."""
 
 from __future__ import annotations
 
@@ -6,51 +7,175 @@ import argparse
 import sys
 
 from famfs_py.cli.common import Parser, parse_id, parse_mode, parse_size
+from famfs_py.cli.seeded import parse_seed
+from famfs_py.errors import FamfsError
 
 EXIT_CODES = """
-  0  the file exists with the size asked (created now, or already)
+  0  the file exists with the size asked (created now, or already there)
   1  not created: not in a famfs-py mount, a client, exists with another size, no space,
      log full, size 0, ...
-  2  usage error
+  2  usage error (also: a seed whose low 32 bits are 0, -S without -r, -M with FILE)
+  N  with -M: the number of files that failed (at most 127)
 """
+
+
+def _parse_multi(text: str) -> tuple[str, int, int]:
+    parts = [p for p in text.split(",") if p]
+    if len(parts) not in (2, 3):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME,SIZE[,SEED]")
+    size = parse_size(parts[1])
+    seed = parse_seed(parts[2]) if len(parts) == 3 else 0
+    return parts[0], size, seed
 
 
 def build_parser(prog: str) -> Parser:
     parser = Parser(
         prog=prog,
-        description="Create a famfs file of exactly SIZE bytes (master only).",
+        description="Create a famfs file of exactly SIZE bytes (master only). An existing "
+        "file of the same size (or with -s omitted) is left as it is; -r -S SEED then refills "
+        "it with the seeded pattern.",
         exit_codes=EXIT_CODES,
     )
-    parser.add_argument(
-        "-s", "--size", type=parse_size, required=True, help="size in bytes (k/m/g suffixes, 0x...)"
-    )
+    parser.add_argument("-s", "--size", type=parse_size, help="size in bytes (k/m/g, 0x...)")
     parser.add_argument("-m", "--mode", type=parse_mode, default=0o644, help="mode (octal)")
     parser.add_argument("-u", "--uid", type=parse_id, help="owner (default: you)")
     parser.add_argument("-g", "--gid", type=parse_id, help="group (default: yours)")
-    parser.add_argument("-v", "--verbose", action="store_true", help="print the allocation")
+    parser.add_argument(
+        "-r",
+        "--randomize",
+        action="store_true",
+        help="fill with the pattern of -S SEED (no seed: leave the data)",
+    )
+    parser.add_argument(
+        "-S", "--seed", type=parse_seed, default=0, help="pattern seed (decimal or 0x...); needs -r"
+    )
+    parser.add_argument(
+        "-M",
+        "--multi",
+        type=_parse_multi,
+        action="append",
+        default=[],
+        metavar="NAME,SIZE[,SEED]",
+        help="create several files (repeatable); entries with a seed are filled with its pattern",
+    )
+    parser.add_argument(
+        "-t",
+        "--threadct",
+        type=int,
+        default=None,
+        help="threads that fill -M files (default: CPUs; 0: none)",
+    )
+    parser.add_argument("-N", "--nstrips", type=int, help="interleave: strips per file")
+    parser.add_argument("-B", "--nbuckets", type=int, help="interleave: buckets of the device")
+    parser.add_argument(
+        "-C", "--chunksize", type=parse_size, help="interleave: chunk size (default 2m)"
+    )
+    parser.add_argument("-v", "--verbose", action="count", default=0)
     parser.add_argument("-d", "--debug", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("file", metavar="FILE")
+    parser.add_argument("file", nargs="?", metavar="FILE")
     return parser
+
+
+def interleave_fields(args: argparse.Namespace) -> dict[str, int]:
+    """Request fields for -N/-B/-C (any of them turns interleaving on)."""
+    if args.nstrips is None and args.nbuckets is None and args.chunksize is None:
+        return {}
+    if not args.nstrips or not args.nbuckets:
+        raise FamfsError("interleaving needs both -N NSTRIPS and -B NBUCKETS", 2)
+    return {
+        "nstrips": args.nstrips,
+        "nbuckets": args.nbuckets,
+        "chunk_size": args.chunksize or (2 << 20),
+    }
+
+
+def _check_args(args: argparse.Namespace) -> None:
+    from famfs_py.cli.seeded import check_seed
+
+    if args.seed and not args.randomize:
+        raise FamfsError("-S SEED needs -r (randomize)", 2)
+    if args.randomize and args.seed:
+        check_seed(args.seed)
+    if args.multi:
+        if args.file:
+            raise FamfsError("give FILE or -M entries, not both", 2)
+        if args.seed:
+            raise FamfsError("-S and -M cannot be combined (give each -M entry its seed)", 2)
+        for _, _, seed in args.multi:
+            if seed:
+                check_seed(seed)
+    elif not args.file:
+        raise FamfsError("give a FILE to create (or -M NAME,SIZE[,SEED])", 2)
+    if args.threadct is not None and not 0 <= args.threadct <= 256:
+        raise FamfsError(f"-t {args.threadct}: threads must be 0..256", 2)
+
+
+def create(chan, path: str, size: int | None, args: argparse.Namespace) -> dict:
+    """Create (or find) one file; no size (or 0) adopts an existing file's size."""
+    import errno
+
+    from famfs_py import channel
+
+    where = channel.locate(path)
+    if where.mountpoint != chan.mountpoint:
+        raise FamfsError(f"{path} is not in the same famfs mount as the first file")
+    if not size:
+        try:
+            existing = chan.call("getmap", path=where.relpath)
+        except FamfsError as exc:
+            if exc.errno != errno.ENOENT:
+                raise
+            why = "give its size with -s" if size is None else "a famfs file cannot be empty"
+            raise FamfsError(f"{path} does not exist: {why}") from None
+        return {"created": False, **existing}
+    return chan.call(
+        "creat",
+        path=where.relpath,
+        size=size,
+        mode=args.mode,
+        uid=args.uid,
+        gid=args.gid,
+        **interleave_fields(args),
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     from famfs_py import channel
+    from famfs_py.cli import seeded
 
-    located = channel.locate(args.file)
-    with channel.Channel(located.mountpoint) as chan:
-        reply = chan.call(
-            "creat",
-            path=located.relpath,
-            size=args.size,
-            mode=args.mode,
-            uid=args.uid,
-            gid=args.gid,
+    _check_args(args)
+    entries = args.multi or [(args.file, args.size, args.seed if args.randomize else 0)]
+    first = channel.locate(entries[0][0])
+    failures = 0
+    jobs = []
+    with channel.Channel(first.mountpoint) as chan:
+        for name, size, seed in entries:
+            try:
+                reply = create(chan, name, size, args)
+            except FamfsError as exc:
+                if not args.multi:
+                    raise
+                print(f"famfs-py creat: {name}: {exc.message}", file=sys.stderr)
+                failures += 1
+                continue
+            if args.verbose:
+                state = "created" if reply["created"] else "exists"
+                print(f"famfs-py creat: {name}: {state}, {reply['size']} bytes")
+            if seed:
+                jobs.append(seeded.Job(name, seed))
+    threads = seeded.default_threads() if args.threadct is None else args.threadct
+    for job, result in seeded.run_jobs(jobs, threads, lambda j: seeded.randomize(j.path, j.seed)):
+        if isinstance(result, Exception):
+            message = getattr(result, "message", None) or str(result)
+            print(f"famfs-py creat: {job.path}: cannot fill it: {message}", file=sys.stderr)
+            failures += 1
+        elif args.verbose or not args.multi:
+            print(f"randomized {result} bytes: {job.path}")
+    if args.multi:
+        created = len(entries) - failures
+        print(
+            f"Create complete for {created} of {len(entries)} files with {failures} errs",
+            file=sys.stderr if failures else sys.stdout,
         )
-    if args.verbose:
-        state = "created" if reply["created"] else "exists"
-        extents = ", ".join(
-            f"{e['offset']:#x}+{e['length']:#x}"
-            for e in reply.get("extents") or reply.get("strips") or []
-        )
-        print(f"{args.file}: {state}, {reply['size']} bytes at {extents}", file=sys.stderr)
-    return 0
+        return min(failures, 127)
+    return 1 if failures else 0

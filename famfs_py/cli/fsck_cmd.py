@@ -34,6 +34,14 @@ def build_parser(prog: str) -> Parser:
         exit_codes=EXIT_CODES,
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="list every file")
+    parser.add_argument(
+        "-B",
+        "--nbuckets",
+        type=int,
+        default=0,
+        metavar="NBUCKETS",
+        help="also show use per bucket (interleaved allocation)",
+    )
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--devdax", action="store_true", help="accept a real device in devdax mode")
     parser.add_argument("-d", "--debug", action="store_true", help="debug logging")
@@ -59,7 +67,24 @@ def check_device(args: argparse.Namespace):  # -> FsckReport
         )
         raise FamfsError(f"{exc.strerror}{hint}", EXIT_CANNOT_CHECK, exc.errno) from None
     with claim, DeviceMemory(device.node, device.size, writable=False) as mem:
-        return fsck_memory(mem, device.path, this_host_uuid(args), detail=args.verbose > 0)
+        return fsck_memory(
+            mem,
+            device.path,
+            this_host_uuid(args),
+            detail=args.verbose > 0,
+            nbuckets=args.nbuckets,
+        )
+
+
+def check_mounted(args: argparse.Namespace):  # -> FsckReport
+    """fsck through a mount: the daemon checks from its own mapping."""
+    from famfs_py import channel
+    from famfs_py.fs.fsck import FsckReport
+
+    where = channel.locate(args.target)
+    with channel.Channel(where.mountpoint, timeout=600) as chan:
+        reply = chan.call("fsck", verbose=args.verbose > 0, nbuckets=args.nbuckets)
+    return FsckReport.from_json(reply["report"])
 
 
 def print_report(report, verbose: int) -> None:  # report: FsckReport
@@ -97,6 +122,12 @@ def print_report(report, verbose: int) -> None:  # report: FsckReport
     out.write(f"  Space amplification:    {report.space_amplification:.2f}\n")
     used = 100.0 * report.alloc_bytes / report.dev_size if report.dev_size else 0.0
     out.write(f"  Percent used:           {used:.1f}%\n")
+    for b in report.buckets:
+        out.write(
+            f"Bucket {b['bucket']}: offset {b['offset']:#x} size {b['size']} in use "
+            f"{b['used']} free {b['free']} free fragments {b['free_fragments']} largest "
+            f"{b['largest_fragment']} smallest {b['smallest_fragment']}\n"
+        )
     if verbose:
         out.write("Files:\n")
         for f in report.files_detail:
@@ -106,7 +137,20 @@ def print_report(report, verbose: int) -> None:  # report: FsckReport
 
 
 def run(args: argparse.Namespace) -> int:
-    report = check_device(args)
+    import os
+
+    if args.nbuckets < 0 or args.nbuckets > 64:
+        raise FamfsError("-B takes 1..64 buckets", 2)
+    from famfs_py import channel
+
+    in_mount = False
+    if os.path.exists(args.target):
+        try:
+            channel.locate(args.target)
+            in_mount = True
+        except FamfsError:
+            pass
+    report = check_mounted(args) if in_mount else check_device(args)
     if args.json:
         print_json(report.as_json())
     else:

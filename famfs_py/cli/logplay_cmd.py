@@ -40,6 +40,7 @@ def run(args: argparse.Namespace) -> int:
         f"{reply['new_dirs']} new directories"
     )
     if args.verbose:
+        print(f"\tfiles {reply['files']}, directories {reply['dirs']} in the namespace")
         for bad in reply["bad"]:
-            print(f"  {bad}", file=sys.stderr)
+            print(f"\t{bad}", file=sys.stderr)
     return min(len(reply["bad"]), 127)

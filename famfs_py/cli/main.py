@@ -6,8 +6,6 @@ Every user error is one line on stderr and a documented exit code; never a trace
 from __future__ import annotations
 
 import importlib
-import importlib.util
-import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -39,9 +37,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
 
 def _usage() -> str:
     lines = [f"usage: {PROG} COMMAND [options] ...", "", "commands:"]
-    for name, (module, summary) in COMMANDS.items():
-        if _available(module):
-            lines.append(f"  {name:<9} {summary}")
+    for name, (_module, summary) in COMMANDS.items():
+        lines.append(f"  {name:<9} {summary}")
     lines += [
         "",
         f"'{PROG} COMMAND --help' describes a command and its exit codes.",
@@ -50,13 +47,14 @@ def _usage() -> str:
     return "\n".join(lines) + "\n"
 
 
-def _available(module: str) -> bool:
-    return importlib.util.find_spec(f"famfs_py.cli.{module}") is not None
-
-
 def configure_logging(debug: bool = False) -> None:
-    level = logging.DEBUG if debug or os.environ.get("FAMFS_PY_DEBUG") else logging.WARNING
-    logging.basicConfig(level=level, format=f"{PROG}: %(levelname)s: %(message)s")
+    """One-line log messages on stderr. Imports logging only when asked to debug: commands
+    must start fast (without configuration, warnings still reach stderr)."""
+    if not (debug or os.environ.get("FAMFS_PY_DEBUG")):
+        return
+    import logging
+
+    logging.basicConfig(level=logging.DEBUG, format=f"{PROG}: %(levelname)s: %(message)s")
 
 
 def run_command(prog: str, module_name: str, argv: Sequence[str]) -> int:
@@ -97,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     name = argv[0]
     entry = COMMANDS.get(name)
-    if entry is None or not _available(entry[0]):
+    if entry is None:
         sys.stderr.write(f"{PROG}: unknown command {name!r}\n\n{_usage()}")
         return 2
     return run_command(f"{PROG} {name}", entry[0], argv[1:])

@@ -7,7 +7,6 @@ import argparse
 import os
 import shutil
 import subprocess
-import time
 
 from famfs_py.cli.common import Parser
 from famfs_py.errors import FamfsError
@@ -43,19 +42,18 @@ def _unmount(mountpoint: str, lazy: bool) -> None:
 
 
 def wait_for_exit(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        try:  # reap it if it is our child (tests, foreground wrappers)
-            if os.waitpid(pid, os.WNOHANG)[0] == pid:
-                return True
-        except ChildProcessError:
-            pass
-        time.sleep(0.02)
-    return False
+    """Whether process `pid` ended within `timeout` (a zombie has ended: it holds no files
+    and no claim any more, whoever reaps it)."""
+    import select
+
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        return bool(select.select([pidfd], [], [], timeout)[0])
+    finally:
+        os.close(pidfd)
 
 
 def run(args: argparse.Namespace) -> int:

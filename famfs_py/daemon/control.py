@@ -21,7 +21,9 @@ from typing import Any
 import trio
 
 from famfs_py import channel, omf
+from famfs_py.fs.alloc import Interleave
 from famfs_py.fs.filesystem import Famfs, FsError
+from famfs_py.fs.fsck import fsck_memory
 from famfs_py.fs.namespace import Inode
 
 log = logging.getLogger(__name__)
@@ -48,8 +50,8 @@ def _clean_path(value: object) -> str:
 
 
 def describe_map(fs: Famfs, inode: Inode) -> dict[str, Any]:
-    assert inode.meta is not None
-    fmap = inode.meta.fmap
+    fmap = inode.fmap
+    assert fmap is not None
     out: dict[str, Any] = {"path": fs.namespace.path_of(inode.ino), "size": inode.size}
     if isinstance(fmap, omf.InterleavedFmap):
         out["kind"] = "interleaved"
@@ -203,23 +205,51 @@ class ControlServer:
         size = int(request["size"])
         mode = int(request.get("mode", 0o644))
         uid, gid = self._owner(request, caller)
-        inode, created = self.fs.create_file(path, size, mode, uid, gid)
+        interleave = None
+        if request.get("nstrips") or request.get("nbuckets") or request.get("chunk_size"):
+            interleave = Interleave(
+                int(request.get("nstrips") or 0),
+                int(request.get("nbuckets") or 0),
+                int(request.get("chunk_size") or omf.ALLOC_UNIT),
+            )
+        inode, created = self.fs.create_file(path, size, mode, uid, gid, interleave)
         return {"created": created, "ino": inode.ino, **describe_map(self.fs, inode)}
 
-    def _file(self, request: dict[str, Any]) -> Inode:
+    def op_clone(self, request: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        self._require_privileged(caller, "create files")
+        source = self._file({"path": request.get("source")})
+        inode = self.fs.clone(source, _clean_path(request.get("path")))
+        return describe_map(self.fs, inode)
+
+    async def op_fsck(self, request: dict[str, Any], caller: Caller) -> dict[str, Any]:
+        """fsck of the mounted filesystem, from the daemon's own mapping (kernel copies)."""
+        report = await trio.to_thread.run_sync(
+            lambda: fsck_memory(
+                self.fs.mem,
+                self.fs.device.path,
+                self.fs.this_host,
+                detail=bool(request.get("verbose")),
+                nbuckets=int(request.get("nbuckets") or 0),
+            )
+        )
+        return {"report": report.as_json()}
+
+    def _file(self, request: dict[str, Any], *, logged: bool = True) -> Inode:
+        """The file a request names; `logged=False` also accepts the .meta files."""
         inode = self.fs.lookup_path(_clean_path(request.get("path")))
-        if inode.meta is None:
-            kind = "a directory" if inode.is_dir else "not a logged file"
-            raise FsError(errno.EISDIR if inode.is_dir else errno.EINVAL, f"{inode.name} is {kind}")
+        if inode.is_dir:
+            raise FsError(errno.EISDIR, f"{inode.name} is a directory")
+        if inode.meta is None and logged:
+            raise FsError(errno.EINVAL, f"{inode.name} is not a logged file")
         return inode
 
     def op_getmap(self, request: dict[str, Any], caller: Caller) -> dict[str, Any]:
-        return describe_map(self.fs, self._file(request))
+        return describe_map(self.fs, self._file(request, logged=False))
 
     def op_map(self, request: dict[str, Any], caller: Caller) -> tuple[dict[str, Any], list[int]]:
         """The file's map and an open descriptor of the device for mapping it."""
-        inode = self._file(request)
         write = bool(request.get("write"))
+        inode = self._file(request, logged=write)
         if not _may_access(inode, caller, write):
             raise FsError(errno.EACCES, f"{inode.name}: permission denied")
         if write:
@@ -231,6 +261,17 @@ class ControlServer:
         reply["device_size"] = self.fs.sb.dev_size
         return reply, [fd]
 
+    def op_device(
+        self, request: dict[str, Any], caller: Caller
+    ) -> tuple[dict[str, Any], list[int]]:
+        """A descriptor of the whole device, for batched copies by root or the mount's owner
+        (who may create files anyway)."""
+        self._require_privileged(caller, "map the device")
+        if self.fs.health.removed:
+            raise FsError(errno.EIO, "the device was removed")
+        fd = self.fs.mem.dup_fd()
+        return {"device_size": self.fs.sb.dev_size, "writable": self.fs.writable}, [fd]
+
     async def op_invalidate(self, request: dict[str, Any], caller: Caller) -> dict[str, Any]:
         """Drop this host's cached pages of a file written behind the kernel's back."""
         inode = self._file(request)
@@ -240,11 +281,23 @@ class ControlServer:
     def op_logplay(self, request: dict[str, Any], caller: Caller) -> dict[str, Any]:
         before_files = self.fs.namespace.files
         before_dirs = self.fs.namespace.dirs
-        if not request.get("dry_run"):
-            self.fs.follow()
+        if request.get("dry_run"):
+            pending = self.fs.log.committed() - self.fs.log.next_index
+            return {
+                "entries": self.fs.log.committed(),
+                "new_files": 0,
+                "new_dirs": 0,
+                "pending": max(0, pending),
+                "files": self.fs.namespace.files,
+                "dirs": self.fs.namespace.dirs,
+                "bad": [b.describe() for b in self.fs.log.bad.values()],
+            }
+        self.fs.follow()
         return {
             "entries": self.fs.log.next_index,
             "new_files": self.fs.namespace.files - before_files,
             "new_dirs": self.fs.namespace.dirs - before_dirs,
+            "files": self.fs.namespace.files,
+            "dirs": self.fs.namespace.dirs,
             "bad": [b.describe() for b in self.fs.log.bad.values()],
         }

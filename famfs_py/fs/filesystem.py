@@ -21,7 +21,7 @@ from famfs_py.dax import holder
 from famfs_py.dax.device import DaxDevice
 from famfs_py.dax.memory import DeviceMemory, MemoryFault
 from famfs_py.errors import FamfsError
-from famfs_py.fs.alloc import NoSpace
+from famfs_py.fs.alloc import BadInterleave, Interleave, NoSpace
 from famfs_py.fs.log import Log, LogFull, ReplayStats, read_log_header, read_superblock
 from famfs_py.fs.namespace import Inode, NamespaceError
 
@@ -198,7 +198,13 @@ class Famfs:
         return self._append(omf.MkdirMeta(uid, gid, mode & 0o7777, relpath))
 
     def create_file(
-        self, relpath: str, size: int, mode: int, uid: int, gid: int
+        self,
+        relpath: str,
+        size: int,
+        mode: int,
+        uid: int,
+        gid: int,
+        interleave: Interleave | None = None,
     ) -> tuple[Inode, bool]:
         """Allocate and log a file; an existing file of the same size is returned as is.
         Returns (inode, created)."""
@@ -218,24 +224,48 @@ class Famfs:
             self.namespace.check_new(relpath)
         except NamespaceError as exc:
             raise FsError(exc.errno, str(exc)) from None
+        bitmap = self.log.bitmap
         try:
-            extent = self.log.bitmap.allocate(size)
+            if interleave is None:
+                fmap: omf.Fmap = omf.SimpleFmap((bitmap.allocate(size),))
+            else:
+                fmap = bitmap.allocate_interleaved(
+                    size, interleave, real_device=not self.device.emulated
+                )
         except NoSpace as exc:
             raise FsError(errno.ENOSPC, f"{relpath}: no space for {size} bytes ({exc})") from None
-        meta = omf.FileMeta(
-            size,
-            omf.FM_ALL_HOSTS_RW,
-            uid,
-            gid,
-            mode & 0o7777,
-            relpath,
-            omf.SimpleFmap((extent,)),
-        )
+        except BadInterleave as exc:
+            raise FsError(errno.EINVAL, f"{relpath}: {exc}") from None
+        meta = omf.FileMeta(size, omf.FM_ALL_HOSTS_RW, uid, gid, mode & 0o7777, relpath, fmap)
         try:
             return self._append(meta), True
         except BaseException:
-            self.log.bitmap.release(extent)
+            for extent in omf.fmap_extents(fmap):
+                bitmap.release(extent)
             raise
+
+    def clone(self, source: Inode, relpath: str) -> Inode:
+        """Log a second file over the same extents (a deliberate cross-link, for testing
+        fsck's collision detection)."""
+        self._check_can_create()
+        assert source.meta is not None
+        try:
+            self.namespace.check_new(relpath)
+        except NamespaceError as exc:
+            raise FsError(exc.errno, str(exc)) from None
+        meta = omf.FileMeta(
+            source.size,
+            source.meta.flags,
+            source.uid,
+            source.gid,
+            source.mode,
+            relpath,
+            source.meta.fmap,
+        )
+        inode = self._append(meta)
+        for extent in omf.fmap_extents(meta.fmap):
+            self.log.bitmap.mark(extent)  # counted as collisions, as fsck will
+        return inode
 
     # -- data ----------------------------------------------------------------------------
     def _check_data(self, inode: Inode, offset: int, length: int) -> None:

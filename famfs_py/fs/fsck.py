@@ -7,10 +7,11 @@ goes on), extents of valid entries are marked and double claims counted as colli
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 
 from famfs_py import omf
 from famfs_py.dax.memory import DeviceMemory
+from famfs_py.fs.alloc import Bitmap
 from famfs_py.fs.log import Log, read_log_header, read_superblock
 
 
@@ -36,6 +37,7 @@ class FsckReport:
     sum_file_sizes: int = 0
     collisions: int = 0
     files_detail: list[dict[str, object]] = field(default_factory=list)
+    buckets: list[dict[str, int]] = field(default_factory=list)
 
     @property
     def problems(self) -> int:
@@ -54,6 +56,11 @@ class FsckReport:
     def space_amplification(self) -> float:
         return self.alloc_bytes / self.sum_file_sizes if self.sum_file_sizes else 0.0
 
+    @classmethod
+    def from_json(cls, data: dict[str, object]) -> FsckReport:
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})  # type: ignore[arg-type]
+
     def as_json(self) -> dict[str, object]:
         out = asdict(self)
         out["problems"] = self.problems
@@ -61,8 +68,36 @@ class FsckReport:
         return out
 
 
+def bucket_stats(bitmap: Bitmap, nbuckets: int) -> list[dict[str, int]]:
+    """Per-bucket use, as upstream's `fsck -B` shows it for interleaved allocation."""
+    au = bitmap.alloc_unit
+    per = bitmap.nbits // nbuckets
+    out = []
+    for index in range(nbuckets):
+        runs = bitmap.free_runs(index * per, (index + 1) * per)
+        free = sum(runs)
+        out.append(
+            {
+                "bucket": index,
+                "offset": index * per * au,
+                "size": per * au,
+                "used": (per - free) * au,
+                "free": free * au,
+                "free_fragments": len(runs),
+                "largest_fragment": max(runs, default=0) * au,
+                "smallest_fragment": min(runs, default=0) * au,
+            }
+        )
+    return out
+
+
 def fsck_memory(
-    mem: DeviceMemory, device: str, this_host: uuid.UUID, *, detail: bool = False
+    mem: DeviceMemory,
+    device: str,
+    this_host: uuid.UUID,
+    *,
+    detail: bool = False,
+    nbuckets: int = 0,
 ) -> FsckReport:
     """Check the famfs in `mem` (the device must not be written meanwhile)."""
     report = FsckReport(device)
@@ -100,6 +135,8 @@ def fsck_memory(
     report.collisions = bitmap.collisions
     report.alloc_bytes = bitmap.used * bitmap.alloc_unit
     report.free_bytes = bitmap.free * bitmap.alloc_unit
+    if nbuckets:
+        report.buckets = bucket_stats(bitmap, nbuckets)
     if detail:
         ns = famfs_log.namespace
         for inode in ns.logged_files():

@@ -45,6 +45,12 @@ class Inode:
     children: dict[str, int] | None = None
     entry_index: int | None = None
     read_only: bool = False  # .meta files: never writable
+    meta_fmap: omf.Fmap | None = None  # .meta files: the raw region they show
+
+    @property
+    def fmap(self) -> omf.Fmap | None:
+        """The device ranges of a file (logged or .meta); None for directories."""
+        return self.meta.fmap if self.meta is not None else self.meta_fmap
 
     @property
     def st_mode(self) -> int:
@@ -84,6 +90,7 @@ class Namespace:
                     size=size,
                     filemap=FileMap(fmap, size),
                     read_only=True,
+                    meta_fmap=fmap,
                 )
             )
         return ns

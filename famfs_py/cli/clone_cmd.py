@@ -1,0 +1,39 @@
+"""`famfs-py clone`: log a second file over another file's extents (a deliberate
+cross-link, so that fsck's collision detection can be tested)."""
+
+from __future__ import annotations
+
+import argparse
+
+from famfs_py.cli.common import Parser
+
+EXIT_CODES = """
+  0  DEST now shares SRC's memory (fsck will report the collision)
+  1  not cloned (not the same famfs, a client, DEST exists, ...)
+  2  usage error
+"""
+
+
+def build_parser(prog: str) -> Parser:
+    parser = Parser(
+        prog=prog,
+        description="Cross-link DEST to SRC's memory (for testing fsck; never for real data).",
+        exit_codes=EXIT_CODES,
+    )
+    parser.add_argument("-d", "--debug", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("source", metavar="SRC")
+    parser.add_argument("dest", metavar="DEST")
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    from famfs_py import channel
+    from famfs_py.errors import FamfsError
+
+    src = channel.locate(args.source)
+    dest = channel.locate(args.dest)
+    if src.mountpoint != dest.mountpoint:
+        raise FamfsError("source and destination must be in the same famfs mount")
+    with channel.Channel(src.mountpoint) as chan:
+        chan.call("clone", source=src.relpath, path=dest.relpath)
+    return 0

@@ -1,0 +1,108 @@
+"""Seeded-pattern work shared by `creat -r` and `verify`: fill or check whole files in
+chunks, through their device memory, in threads."""
+
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+from famfs_py.errors import FamfsError
+
+CHUNK = 16 << 20  # bytes generated or checked per step
+
+
+def parse_seed(text: str) -> int:
+    """A seed as upstream reads it (decimal or 0x...); 0 means none."""
+    try:
+        return int(text, 0)
+    except ValueError:
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"{text!r} is not a seed (decimal or 0x...)") from None
+
+
+def check_seed(seed: int, what: str = "seed") -> None:
+    if seed & 0xFFFFFFFF == 0:
+        raise FamfsError(
+            f"{what} {seed:#x} has zero low 32 bits: upstream would seed from the clock and "
+            "the data could never be verified (choose another seed)",
+            2,
+        )
+
+
+def default_threads() -> int:
+    return max(1, os.cpu_count() or 1)
+
+
+class Job(NamedTuple):
+    path: str
+    seed: int
+
+
+def _mapped(path: str, write: bool):  # -> MappedFile
+    from famfs_py import channel
+    from famfs_py.mapping import MappedFile
+
+    where = channel.locate(path)
+    with channel.Channel(where.mountpoint) as chan:
+        reply, fds = chan.call_fds("map", path=where.relpath, write=write)
+    return MappedFile(reply, fds[0], writable=write)
+
+
+def randomize(path: str, seed: int) -> int:
+    """Fill a famfs file with the pattern for `seed`; returns its size."""
+    from famfs_py.fs.pattern import fill
+
+    with _mapped(path, write=True) as mapped:
+        buf = bytearray(min(CHUNK, mapped.size))
+        view = memoryview(buf)
+        for offset in range(0, mapped.size, CHUNK):
+            n = min(CHUNK, mapped.size - offset)
+            fill(view[:n], seed, offset)
+            mapped.write(offset, view[:n])
+        size = mapped.size
+    _invalidate(path)
+    return size
+
+
+def _invalidate(path: str) -> None:
+    """This host's page cache may hold the old bytes: drop them."""
+    from famfs_py import channel
+
+    where = channel.locate(path)
+    with channel.Channel(where.mountpoint) as chan:
+        chan.call("invalidate", path=where.relpath)
+
+
+def verify(path: str, seed: int) -> tuple[int, int | None]:
+    """(size, offset of the first byte that differs or None)."""
+    from famfs_py.fs.pattern import first_mismatch
+
+    with _mapped(path, write=False) as mapped:
+        buf = bytearray(min(CHUNK, mapped.size))
+        view = memoryview(buf)
+        for offset in range(0, mapped.size, CHUNK):
+            n = min(CHUNK, mapped.size - offset)
+            mapped.readinto(offset, view[:n])
+            bad = first_mismatch(view[:n], seed, offset)
+            if bad is not None:
+                return mapped.size, bad
+        return mapped.size, None
+
+
+def run_jobs(jobs: list[Job], threads: int, work):  # -> list[tuple[Job, object]]
+    """Run `work(job)` for every job, in `threads` threads (0: inline); results or the
+    exception each raised, in job order."""
+
+    def guarded(job: Job) -> object:
+        try:
+            return work(job)
+        except (FamfsError, OSError, ValueError) as exc:
+            return exc
+
+    if threads <= 1 or len(jobs) <= 1:
+        return [(job, guarded(job)) for job in jobs]
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        return list(zip(jobs, pool.map(guarded, jobs), strict=True))
