@@ -34,6 +34,21 @@ _PEERCRED = struct.Struct("3i")
 class Caller:
     def __init__(self, pid: int, uid: int, gid: int) -> None:
         self.pid, self.uid, self.gid = pid, uid, gid
+        self._groups: set[int] | None = None
+
+    @property
+    def groups(self) -> set[int]:
+        """Primary and supplementary groups (from /proc: SO_PEERCRED has only the first)."""
+        if self._groups is None:
+            self._groups = {self.gid}
+            try:
+                with open(f"/proc/{self.pid}/status") as f:
+                    for line in f:
+                        if line.startswith("Groups:"):
+                            self._groups.update(int(g) for g in line.split()[1:])
+            except OSError:
+                pass
+        return self._groups
 
     @property
     def privileged(self) -> bool:
@@ -70,7 +85,7 @@ def _may_access(inode: Inode, caller: Caller, write: bool) -> bool:
     want = stat.S_IWOTH if write else stat.S_IROTH
     if caller.uid == inode.uid:
         want <<= 6
-    elif caller.gid == inode.gid:
+    elif inode.gid in caller.groups:
         want <<= 3
     return bool(inode.mode & want)
 
@@ -85,6 +100,7 @@ class ControlServer:
     ) -> None:
         self.fs = fs
         self.mountpoint = mountpoint
+        self.watchers: set[trio.socket.SocketType] = set()  # holders of mapped files
         self.status_extra = status_extra
         self.invalidate = invalidate
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
@@ -113,6 +129,26 @@ class ControlServer:
                 nursery.start_soon(self._connection, conn)
 
     async def _connection(self, conn: trio.socket.SocketType) -> None:
+        try:
+            await self._serve_connection(conn)
+        finally:
+            self.watchers.discard(conn)
+
+    async def revoke_mappings(self) -> int:
+        """Tell every process holding a mapped file that its mapping is withdrawn (the
+        device is going away). Returns how many were told."""
+        told = 0
+        for conn in list(self.watchers):
+            try:
+                await conn.send(b'{"event": "revoke"}')
+                told += 1
+            except OSError:
+                self.watchers.discard(conn)
+        if told:
+            log.warning("told %d holder(s) of mapped files to drop their mappings", told)
+        return told
+
+    async def _serve_connection(self, conn: trio.socket.SocketType) -> None:
         with conn:
             raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
             caller = Caller(*_PEERCRED.unpack(raw))
@@ -124,6 +160,8 @@ class ControlServer:
                 if not data:
                     return
                 reply, fds = await self._dispatch(data, caller)
+                if reply.pop("_watch", False):
+                    self.watchers.add(conn)
                 try:
                     payload = json.dumps(reply).encode()
                     if fds:
@@ -255,10 +293,11 @@ class ControlServer:
         if write:
             self.fs.check_writable(inode)
         self.fs.check_data_available(inode)
-        fd = self.fs.mem.dup_fd()  # never reopen paths: the node could sit under the mount
+        fd = self.fs.mem.dup_fd(writable=write)
         reply = describe_map(self.fs, inode)
         reply["ino"] = inode.ino
         reply["device_size"] = self.fs.sb.dev_size
+        reply["_watch"] = bool(request.get("watch"))  # keep telling this caller about removal
         return reply, [fd]
 
     def op_device(
@@ -269,7 +308,7 @@ class ControlServer:
         self._require_privileged(caller, "map the device")
         if self.fs.health.removed:
             raise FsError(errno.EIO, "the device was removed")
-        fd = self.fs.mem.dup_fd()
+        fd = self.fs.mem.dup_fd(writable=self.fs.writable)
         return {"device_size": self.fs.sb.dev_size, "writable": self.fs.writable}, [fd]
 
     async def op_invalidate(self, request: dict[str, Any], caller: Caller) -> dict[str, Any]:

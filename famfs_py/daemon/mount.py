@@ -149,6 +149,7 @@ class Daemon:
         self.mountpoint = mountpoint
         fs = self.fs
         control = ControlServer(fs, mountpoint, self._status_extra, self._invalidate_async)
+        self.control = control
         try:
             control.bind()
             self.ops = FamfsOperations(fs, cache=self.opts.cache, timeout=self.opts.timeout)
@@ -295,12 +296,13 @@ class Daemon:
             self._invalidate(inos)
 
     def _drain(self) -> None:
-        """Wait until the trio thread is between requests (in-flight copies are done)."""
+        """Before the device is unmapped: wait until the trio thread is between requests
+        (in-flight copies are done) and tell the holders of mapped files to let go."""
         token = self.trio_token
         if token is None or threading.current_thread() is threading.main_thread():
             return
         try:
-            trio.from_thread.run_sync(lambda: None, trio_token=token)
+            trio.from_thread.run(self.control.revoke_mappings, trio_token=token)
         except trio.RunFinishedError:
             pass
 

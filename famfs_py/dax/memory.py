@@ -134,11 +134,18 @@ class DeviceMemory:
         self._check(offset, length)
         return self._view[offset : offset + length]
 
-    def dup_fd(self) -> int:
-        """A new descriptor of the mapped node (to hand to another process)."""
+    def dup_fd(self, writable: bool | None = None) -> int:
+        """A new descriptor of the mapped node to hand to another process: read-only unless
+        `writable` (reopened through /proc, never by its path: the node could be out of
+        reach, and a read-only caller must not get a writable descriptor)."""
         if self._revoked:
             raise MemoryRevoked()
-        return os.dup(self._fd)
+        if writable is None:
+            return os.dup(self._fd)
+        if writable and not self.writable:
+            raise OSError(errno.EROFS, "device memory is mapped read-only here")
+        flags = (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC
+        return os.open(f"/proc/self/fd/{self._fd}", flags)
 
     @property
     def revoked(self) -> bool:

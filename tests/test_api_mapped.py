@@ -1,0 +1,212 @@
+"""famfs_py.open_mapped: files as memory, straight onto (emulated) DAX."""
+
+from __future__ import annotations
+
+import errno
+import os
+import subprocess
+import sys
+import textwrap
+import time
+import zlib
+
+import pytest
+from conftest import CLIENT_UUID, MiB, manifest
+
+import famfs_py
+from famfs_py import omf
+
+
+@pytest.fixture
+def fs(host, mounts):
+    host.ok("dax", "create", "dax0.0", "--size", "4g")
+    host.ok("mkfs", "dax0.0")
+    return host, mounts.mount(host)
+
+
+def test_fuse_and_mapped_views_show_the_same_bytes(fs):
+    host, mp = fs
+    host.ok("creat", "-s", "3m", mp / "f")
+    data = os.urandom(3 * MiB)
+    (mp / "f").open("r+b").write(data)
+    with famfs_py.open_mapped(mp / "f") as m:
+        assert len(m) == 3 * MiB and m[:] == data
+        assert memoryview(m).readonly
+        assert m.read_range(MiB, 10) == data[MiB : MiB + 10]
+    fresh = os.urandom(3 * MiB)
+    with famfs_py.open_mapped(mp / "f", "r+") as m:
+        m[:] = fresh
+        m.flush()
+    assert (mp / "f").read_bytes() == fresh
+
+
+def test_interleaved_files_are_one_contiguous_view(fs):
+    host, mp = fs
+    host.ok("creat", "-s", "20983865", "-N", "3", "-B", "4", "-C", "2m", mp / "s")
+    data = os.urandom(20983865)
+    (mp / "s").open("r+b").write(data)
+    with famfs_py.open_mapped(mp / "s") as m:
+        assert len(m.pieces) > 3  # stitched from many chunks
+        assert m[:] == data
+        assert bytes(memoryview(m)[2 * MiB - 3 : 2 * MiB + 3]) == data[2 * MiB - 3 : 2 * MiB + 3]
+
+
+def test_reference_image_c_reads_exactly_through_mapped_views(ref_device, mounts):
+    host = ref_device("C")
+    mp = mounts.mount(host)
+    for entry in manifest("C")["entries"]:
+        if entry["type"] == omf.LOG_FILE:
+            with famfs_py.open_mapped(mp / entry["path"]) as m:
+                assert zlib.crc32(m) == entry["data"]["content_crc32"], entry["path"]
+
+
+def test_numpy_sees_the_memory(fs):
+    numpy = pytest.importorskip("numpy")
+    host, mp = fs
+    host.ok("creat", "-s", "8m", mp / "array")
+    with famfs_py.open_mapped(mp / "array", "r+") as m:
+        arr = numpy.frombuffer(m, dtype=numpy.uint64)
+        arr[:] = numpy.arange(len(arr), dtype=numpy.uint64)
+        del arr
+    with famfs_py.open_mapped(mp / "array") as m:
+        arr = numpy.frombuffer(m, dtype=numpy.uint64)
+        assert int(arr[12345]) == 12345 and not arr.flags.writeable
+        del arr
+
+
+EXCHANGE = textwrap.dedent(
+    """
+    import sys, time
+    import famfs_py
+    path, role = sys.argv[1], sys.argv[2]
+    with famfs_py.open_mapped(path, "r+") as m:
+        if role == "ping":
+            for i in range(1, 51):
+                m[0:4] = i.to_bytes(4, "little")          # a store, no syscall
+                while int.from_bytes(m[4:8], "little") != i:  # wait for the echo
+                    pass
+            print("done", flush=True)
+        else:
+            last = 0
+            while last < 50:
+                seen = int.from_bytes(m[0:4], "little")
+                if seen != last:
+                    m[4:8] = seen.to_bytes(4, "little")
+                    last = seen
+    """
+)
+
+
+def test_two_hosts_exchange_data_through_mapped_views(host_factory, mounts, tmp_path):
+    master = host_factory("master")
+    master.ok("dax", "create", "dax0.0", "--size", "4g")
+    master.ok("mkfs", "dax0.0")
+    client = host_factory("client", CLIENT_UUID)
+    client.ok("dax", "create", "dax0.0", "--share", master.node())
+    mmp = mounts.mount(master, tmp_path / "m1")
+    cmp_ = mounts.mount(client, tmp_path / "m2", "--rw")
+    master.ok("creat", "-s", "4k", mmp / "mailbox")
+    deadline = time.monotonic() + 2
+    while not (cmp_ / "mailbox").exists():
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    echo = subprocess.Popen(
+        [sys.executable, "-c", EXCHANGE, str(cmp_ / "mailbox"), "echo"], env=env
+    )
+    ping = subprocess.run(
+        [sys.executable, "-c", EXCHANGE, str(mmp / "mailbox"), "ping"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env=env,
+    )
+    assert ping.stdout.strip() == "done", ping.stderr
+    assert echo.wait(timeout=10) == 0
+
+
+def _as_user(uid: int, action) -> str:
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        try:
+            os.close(read_fd)
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            try:
+                text = f"ok {action()}"
+            except OSError as exc:
+                text = f"errno {exc.errno}"
+            os.write(write_fd, text.encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as f:
+        text = f.read()
+    os.waitpid(pid, 0)
+    return text
+
+
+def test_the_daemon_checks_the_callers_permissions(fs):
+    host, mp = fs
+    os.chmod(mp.parent, 0o755)
+    host.ok("creat", "-s", "4k", "-m", "0600", mp / "private")
+    host.ok("creat", "-s", "4k", "-m", "0644", mp / "shared")
+    host.ok("creat", "-s", "4k", "-m", "0600", "-u", "65534", mp / "theirs")
+
+    def read(name):
+        return lambda: len(famfs_py.open_mapped(mp / name))
+
+    def write(name):
+        return lambda: len(famfs_py.open_mapped(mp / name, "r+"))
+
+    assert _as_user(65534, read("private")) == f"errno {errno.EACCES}"
+    assert _as_user(65534, read("shared")) == "ok 4096"
+    assert _as_user(65534, write("shared")) == f"errno {errno.EACCES}"
+    assert _as_user(65534, write("theirs")) == "ok 4096"
+
+
+def test_client_without_rw_gets_read_only_mappings(host_factory, mounts, tmp_path):
+    master = host_factory("master")
+    master.ok("dax", "create", "dax0.0", "--size", "4g")
+    master.ok("mkfs", "dax0.0")
+    client = host_factory("client", CLIENT_UUID)
+    client.ok("dax", "create", "dax0.0", "--share", master.node())
+    mmp = mounts.mount(master, tmp_path / "m1")
+    cmp_ = mounts.mount(client, tmp_path / "m2")
+    master.ok("creat", "-s", "4k", mmp / "f")
+    master.ok("logplay", mmp)
+    client.ok("logplay", cmp_)
+    with pytest.raises(OSError) as info:
+        famfs_py.open_mapped(cmp_ / "f", "r+")
+    assert info.value.errno == errno.EROFS
+    with famfs_py.open_mapped(cmp_ / "f") as m:
+        assert len(m) == 4096
+
+
+def test_a_poisoned_file_cannot_be_mapped(fs):
+    host, mp = fs
+    host.ok("creat", "-s", "1m", mp / "f")
+    offset = famfs_py.open_mapped(mp / "f").pieces[0][2]
+    host.ok("dax", "inject-error", "dax0.0", "--offset", str(offset), "--length", "4096")
+    with pytest.raises(OSError) as info:
+        famfs_py.open_mapped(mp / "f")
+    assert info.value.errno == errno.EIO
+
+
+def test_pre_remove_revokes_live_mappings(fs):
+    host, mp = fs
+    host.ok("creat", "-s", "1m", mp / "f")
+    m = famfs_py.open_mapped(mp / "f")
+    assert m.read_range(0, 4) == bytes(4)
+    host.ok("dax", "remove", "dax0.0")
+    deadline = time.monotonic() + 2
+    while not m.revoked:
+        assert time.monotonic() < deadline, "the mapping was not revoked"
+        time.sleep(0.02)
+    with pytest.raises(OSError) as info:
+        m.read_range(0, 4)
+    assert info.value.errno == errno.EIO
+    m.close()
+    assert host.cli("status", mp).returncode == 3  # removed, the daemon still answers
