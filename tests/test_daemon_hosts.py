@@ -94,3 +94,22 @@ def test_logplay_replays_now_and_prints_upstreams_summary(pair):
     out = client.ok("logplay", cmp).stdout
     assert out.startswith("famfs_logplay: 2 log entries;")
     assert (cmp / "d" / "f").exists()
+
+
+def test_cache_never_sees_the_other_hosts_writes_without_reopening(host_factory, mounts,
+                                                                  tmp_path):
+    master = host_factory("master")
+    master.ok("dax", "create", "dax0.0", "--size", "4g")
+    master.ok("mkfs", "dax0.0")
+    client = host_factory("client", CLIENT_UUID)
+    client.ok("dax", "create", "dax0.0", "--share", master.node())
+    mmp = mounts.mount(master, tmp_path / "mnt-master")
+    cmp = mounts.mount(client, tmp_path / "mnt-client", "-c", "never")
+    master.ok("creat", "-s", "8k", mmp / "f")
+    _wait_for(lambda: (cmp / "f").exists())
+    with open(cmp / "f", "rb", buffering=0) as reader:
+        assert reader.read(5) == bytes(5)
+        with open(mmp / "f", "r+b", buffering=0) as writer:
+            writer.write(b"fresh")
+        reader.seek(0)
+        assert reader.read(5) == b"fresh"  # direct I/O: no stale page cache
