@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 import signal
 import struct
 import time
@@ -246,3 +247,31 @@ def test_a_client_host_cannot_create(host_factory, mounts, tmp_path):
     assert "read-only here because this host is a client" in result.stderr
     result = client.cli("creat", "-s", "1m", mp / "f")
     assert "this host is a client" in result.stderr
+
+
+@pytest.fixture
+def public_dir(mounts):
+    """A directory other users can reach (pytest's tmp_path sits under a 0700 dir)."""
+    import shutil
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix="famfs-py-public-", dir="/tmp")
+    os.chmod(path, 0o755)
+    yield Path(path)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_other_users_need_allow_other_and_then_meet_the_logged_modes(fresh, mounts, public_dir):
+    tmp_path = public_dir
+    mp = mounts.mount(fresh, tmp_path / "private")
+    fresh.ok("creat", "-s", "4k", "-m", "0644", mp / "open")
+    fresh.ok("creat", "-s", "4k", "-m", "0600", mp / "closed")
+
+    def read(name):
+        return lambda: len(open(mp / name, "rb").read())
+
+    assert _as_user(65534, read("open")).startswith("error")  # no allow_other: no access
+    fresh.ok("umount", mp)
+    mp = mounts.mount(fresh, tmp_path / "shared", "--allow-other")
+    assert _as_user(65534, read("open")) == "ok 4096"
+    assert "Permission denied" in _as_user(65534, read("closed"))

@@ -35,6 +35,7 @@ O_OPTIONS: dict[str, tuple[str, bool]] = {
     "devdax": ("devdax", False),
     "debug": ("debug", False),
     "nouseraccess": ("nouseraccess", False),
+    "allow_other": ("allow_other", False),
     "nodefaultperm": ("nodefaultperm", False),
     "system_uuid": ("system_uuid", True),
     "system-uuid": ("system_uuid", True),
@@ -104,15 +105,21 @@ def build_parser(prog: str) -> Parser:
         default=[],
         metavar="OPTS",
         help="comma-separated mount options (cache=, timeout=, rw, devdax, "
-        "nouseraccess, nodefaultperm, system_uuid=, root=)",
+        "allow_other, nouseraccess, nodefaultperm, system_uuid=, root=)",
     )
     parser.add_argument("--rw", action="store_true", help="writable file data on a client")
     parser.add_argument("--devdax", action="store_true", help="accept a real device in devdax mode")
     parser.add_argument(
+        "--allow-other",
+        action="store_true",
+        help="let users other than the mounting one use the mount (FUSE allow_other); file "
+        "modes and owners from the log are enforced for them",
+    )
+    parser.add_argument(
         "-u",
         "--nouseraccess",
         action="store_true",
-        help="do not allow other users to access the mount",
+        help="accepted (upstream): other users have no access unless --allow-other",
     )
     parser.add_argument(
         "-p",
@@ -238,7 +245,7 @@ def run_foreground(args: argparse.Namespace) -> int:
         system_uuid=args.system_uuid,
         cache=args.cache,
         timeout=args.timeout,
-        allow_other=not args.nouseraccess,
+        allow_other=args.allow_other and not args.nouseraccess,
         default_permissions=not args.nodefaultperm,
         rw=args.rw,
         devdax=args.devdax,
@@ -254,9 +261,9 @@ def _daemon_argv(args: argparse.Namespace, ready_fd: int) -> list[str]:
     argv += ["-c", args.cache, "-t", str(args.timeout)]
     argv += ["--follow-interval", str(args.follow_interval)]
     argv += ["--watch-interval", str(args.watch_interval)]
-    for flag in ("rw", "devdax", "nouseraccess", "nodefaultperm", "debug"):
+    for flag in ("rw", "devdax", "nouseraccess", "nodefaultperm", "debug", "allow_other"):
         if getattr(args, flag):
-            argv.append(f"--{flag}")
+            argv.append(f"--{flag.replace('_', '-')}")
     if args.root:
         argv += ["--root", os.path.abspath(args.root)]
     if args.system_uuid:

@@ -44,7 +44,7 @@ class MountOptions:
     system_uuid: str | None = None
     cache: str = "auto"
     timeout: float = 30.0
-    allow_other: bool = True
+    allow_other: bool = False
     default_permissions: bool = True
     rw: bool = False
     devdax: bool = False
