@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 import signal
 import struct
 import time
+from pathlib import Path
 
 import pytest
 from conftest import CLIENT_UUID, _is_mounted, assert_no_traceback
