@@ -258,6 +258,7 @@ def public_dir(mounts):
     path = tempfile.mkdtemp(prefix="famfs-py-public-", dir="/tmp")
     os.chmod(path, 0o755)
     yield Path(path)
+    mounts.cleanup()  # unmount first: this fixture ends before `mounts` does
     shutil.rmtree(path, ignore_errors=True)
 
 
