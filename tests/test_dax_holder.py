@@ -244,7 +244,7 @@ def test_real_devices_read_bad_blocks_from_their_nd_region(tmp_path):
     dev = region / "dax0.0"
     dev.mkdir(parents=True)
     (region / "resource").write_text("0x100000000\n")
-    (region / "badblocks").write_text("4104 8\n1 1\n")  # 2 MiB + 8 KiB in, and before dax0.0
+    (region / "badblocks").write_text("4112 8\n1 1\n")  # 2 MiB + 8 KiB in, and before dax0.0
     (dev / "resource").write_text("0x100200000\n")  # dax0.0 starts 2 MiB into the region
     (dev / "size").write_text(f"{1 << 30}\n")
     devices = tmp_path / "sys" / "bus" / "dax" / "devices"
