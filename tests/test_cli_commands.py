@@ -31,10 +31,8 @@ COMMANDS = [
 
 
 @pytest.fixture
-def fs(host, mounts):
-    host.ok("dax", "create", "dax0.0", "--size", "4g")
-    host.ok("mkfs", "dax0.0")
-    return host, mounts.mount(host)
+def fs(fresh, mounts):
+    return fresh, mounts.mount(fresh)
 
 
 def _getmap(host, path) -> dict:

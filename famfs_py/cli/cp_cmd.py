@@ -12,7 +12,13 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from famfs_py.cli.common import Parser, parse_id, parse_mode, parse_size
+from famfs_py.cli.common import (
+    Parser,
+    add_interleave_options,
+    interleave_fields,
+    parse_id,
+    parse_mode,
+)
 from famfs_py.errors import FamfsError
 
 EXIT_CODES = """
@@ -58,11 +64,7 @@ def build_parser(prog: str) -> Parser:
     )
     parser.add_argument("-u", "--uid", type=parse_id, help="owner (default: you)")
     parser.add_argument("-g", "--gid", type=parse_id, help="group (default: yours)")
-    parser.add_argument("-N", "--nstrips", type=int, help="interleave: strips per file")
-    parser.add_argument("-B", "--nbuckets", type=int, help="interleave: buckets of the device")
-    parser.add_argument(
-        "-C", "--chunksize", type=parse_size, help="interleave: chunk size (default 2m)"
-    )
+    add_interleave_options(parser)
     parser.add_argument("-v", "--verbose", action="count", default=0)
     parser.add_argument("-d", "--debug", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("sources", nargs="+", metavar="SRC")
@@ -101,7 +103,6 @@ class Progress:
 class Copier:
     def __init__(self, args: argparse.Namespace, mountpoint: str) -> None:
         from famfs_py import channel
-        from famfs_py.cli.creat_cmd import interleave_fields
         from famfs_py.dax.memory import DeviceMemory
 
         self.args = args
