@@ -50,7 +50,7 @@ def _interleaved_pieces(fmap: InterleavedFmap, size: int) -> Iterator[tuple[int,
 class FileMap:
     """The device ranges of one file, in file order."""
 
-    __slots__ = ("_starts", "pieces", "size")
+    __slots__ = ("_starts", "contiguous_start", "pieces", "size")
 
     def __init__(self, fmap: Fmap, size: int) -> None:
         if isinstance(fmap, SimpleFmap):
@@ -71,6 +71,8 @@ class FileMap:
         self.pieces = tuple(pieces)
         self.size = min(size, file_offset)  # bytes actually backed by the fmap
         self._starts = [p.file_offset for p in pieces]
+        # device offset of byte 0 when the whole file is one piece (the common case)
+        self.contiguous_start = pieces[0].dev_offset if len(pieces) == 1 else None
 
     @property
     def contiguous(self) -> bool:
