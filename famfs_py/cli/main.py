@@ -97,6 +97,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     name = argv[0]
     entry = COMMANDS.get(name)
+    if entry is None:
+        from famfs_py.cli import mount_helper
+
+        if mount_helper.called_by_mount_fuse(argv):  # mount(8) -> mount.fuse3 -> famfs-py
+            return mount_helper.main(argv, prog=PROG)
     if entry is None or not _available(entry[0]):
         sys.stderr.write(f"{PROG}: unknown command {name!r}\n\n{_usage()}")
         return 2
