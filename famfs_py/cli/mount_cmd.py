@@ -223,24 +223,30 @@ class PipeReadiness:
 
 
 class ConsoleReadiness:
+    """Tells the person at the terminal (or the journal, with priority prefixes)."""
+
+    def __init__(self, journal: bool = False) -> None:
+        self.info, self.error = ("<6>", "<3>") if journal else ("", "")
+
     def ready(self, summary: str) -> None:
-        print(f"famfs-py mount: mounted ({summary})", file=sys.stderr, flush=True)
+        print(f"{self.info}famfs-py mount: mounted ({summary})", file=sys.stderr, flush=True)
 
     def failed(self, message: str, exit_code: int) -> None:
-        print(f"famfs-py mount: {message}", file=sys.stderr, flush=True)
+        print(f"{self.error}famfs-py mount: {message}", file=sys.stderr, flush=True)
 
     def stopping(self) -> None:
         pass
 
 
-def _setup_daemon_logging(args: argparse.Namespace) -> None:
+def _setup_daemon_logging(args: argparse.Namespace) -> bool:
     """The daemon logs to --log-file if given; else to the journal, with `<N>` priority
-    prefixes and no timestamps, when systemd runs it; else to stderr."""
+    prefixes and no timestamps, when systemd runs it; else to stderr. True: the journal."""
     import logging
 
     from famfs_py.daemon.systemd import JournalFormatter, stderr_is_journal
 
     handler: logging.Handler
+    journal = False
     plain = logging.Formatter(
         "%(asctime)s famfs-py[%(process)d] %(levelname)s %(name)s: %(message)s"
     )
@@ -257,17 +263,19 @@ def _setup_daemon_logging(args: argparse.Namespace) -> None:
     elif args.systemd or stderr_is_journal():
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(JournalFormatter())
+        journal = True
     else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(plain)
     level = logging.DEBUG if args.debug else logging.INFO
     logging.basicConfig(level=level, handlers=[handler], force=True)
+    return journal
 
 
 def run_foreground(args: argparse.Namespace) -> int:
     from famfs_py.daemon.mount import MountOptions, Readiness, serve
 
-    _setup_daemon_logging(args)
+    journal = _setup_daemon_logging(args)
     readiness: Readiness
     if args.systemd:
         import faulthandler
@@ -279,7 +287,7 @@ def run_foreground(args: argparse.Namespace) -> int:
     elif args.ready_fd is not None:
         readiness = PipeReadiness(args.ready_fd)
     else:
-        readiness = ConsoleReadiness()
+        readiness = ConsoleReadiness(journal)
     opts = MountOptions(
         device=args.device,
         mountpoint=args.mountpoint,

@@ -5,14 +5,19 @@ mount(8) (libmount) first looks for /sbin/mount.fuse.famfs-py and runs it as
 mount.fuse3, which runs the program named by the subtype through /bin/sh on mount's PATH:
 `famfs-py SOURCE MOUNTPOINT -o OPTIONS,dev,suid`; `famfs-py` recognises that call
 (`called_by_mount_fuse`) and comes here too. Either way the mount is `famfs-py mount`.
+mount(8) resolves symlinks in SOURCE, so an emulated device node arrives as its memory file
+in /dev/shm; `emulated_node_for` finds the node again.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from famfs_py.cli.common import EXIT_USAGE, Parser
+from famfs_py.dax.device import DEFAULT_EMULATION_ROOT, NAME_RE, ROOT_ENV
 
 PROG = "mount.fuse.famfs-py"
 FSTYPE = "fuse.famfs-py"
@@ -53,6 +58,23 @@ def called_by_mount_fuse(argv: Sequence[str]) -> bool:
     return bool(options & {"dev", "nodev"}) and bool(options & {"suid", "nosuid"})
 
 
+def emulated_node_for(source: str, root_option: str | None) -> str | None:
+    """The emulated device node whose memory file `source` is, searched in the emulation root
+    of -o root=, else $FAMFS_PY_DAX_ROOT, else the default root (each node links to a
+    memory-file name of its own, so at most one node matches)."""
+    if NAME_RE.match(os.path.basename(source)) or not os.path.isfile(source):
+        return None
+    roots = [r for r in (root_option, os.environ.get(ROOT_ENV)) if r]
+    for root in [*map(Path, roots), DEFAULT_EMULATION_ROOT]:
+        dev_dir = root / "dev"
+        if not dev_dir.is_dir():
+            continue
+        for node in sorted(dev_dir.iterdir()):
+            if NAME_RE.match(node.name) and os.path.realpath(node) == os.path.realpath(source):
+                return str(node)
+    return None
+
+
 def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     from famfs_py.cli import mount_cmd
     from famfs_py.cli.main import run_command
@@ -73,10 +95,12 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
                 print(f"{prog}: ignoring unknown mount option {item} (-s)", file=sys.stderr)
                 continue
             options.append(item)
+    root_option = next((o.partition("=")[2] for o in options if o.startswith("root=")), None)
+    source = emulated_node_for(args.source, root_option) or args.source
     mount_argv = ["-o", ",".join(options)] if options else []
     if args.verbose:
         mount_argv.append("-v")
-    mount_argv += [args.source, args.mountpoint]
+    mount_argv += [source, args.mountpoint]
     if args.fake:
         parser = mount_cmd.build_parser("famfs-py mount")
         mount_cmd.apply_o_options(parser.parse_args(mount_argv), parser)
