@@ -8,7 +8,6 @@ process named by $WATCHDOG_PID, when set).
 
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import socket
@@ -83,7 +82,7 @@ class Notifier:
         if socket_path and self.address is None:
             log.warning("%s=%s: unsupported address, not notifying", NOTIFY_SOCKET_ENV, socket_path)
         self._sock: socket.socket | None = None
-        self._warned = False
+        self._last_errno: int | None = None  # warn once per kind of failure, not per ping
 
     @property
     def enabled(self) -> bool:
@@ -100,16 +99,12 @@ class Notifier:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
             self._sock.sendto(message, socket.MSG_DONTWAIT, self.address)
         except OSError as exc:
-            if not self._warned or exc.errno != errno.EAGAIN:
+            if exc.errno != self._last_errno:
                 log.warning("could not notify systemd (%s): %s", lines[0], exc.strerror or exc)
-            self._warned = True
+            self._last_errno = exc.errno
             return False
+        self._last_errno = None
         return True
-
-    def close(self) -> None:
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
 
 
 def watchdog_interval(environ: Mapping[str, str] | None = None) -> float | None:
@@ -126,8 +121,12 @@ def watchdog_interval(environ: Mapping[str, str] | None = None) -> float | None:
     return interval / 1e6 if interval > 0 else None
 
 
+def _one_line(text: str) -> str:
+    return " ".join(text.split())  # a newline would start another KEY= line
+
+
 def status_text(summary: str) -> str:
-    return f"STATUS=mounted: {summary}"
+    return f"STATUS=mounted: {_one_line(summary)}"
 
 
 class SystemdReadiness:
@@ -160,7 +159,7 @@ class SystemdReadiness:
         # the one line a user acts on, at error priority; systemd shows STATUS= next to it
         sys.stderr.write(f"<3>famfs-py mount: {message}\n")
         sys.stderr.flush()
-        self.notifier.send(f"STATUS=failed: {message}")
+        self.notifier.send(f"STATUS=failed: {_one_line(message)}")
 
     def stopping(self) -> None:
         if self._stopping:
