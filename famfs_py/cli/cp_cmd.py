@@ -119,6 +119,7 @@ class Copier:
         self.pool = ThreadPoolExecutor(args.threadct) if args.threadct > 0 else None
         self.pending: list[Future[None]] = []
         self.progress: Progress | None = None
+        self._local = threading.local()  # one channel per copying thread
 
     def fail(self, message: str) -> None:
         print(f"famfs-py cp: {message}", file=sys.stderr)
@@ -200,10 +201,9 @@ class Copier:
 
         if threading.current_thread() is threading.main_thread():
             return self.chan
-        local = self.__dict__.setdefault("_local", threading.local())
-        if not hasattr(local, "chan"):
-            local.chan = channel.Channel(self.mountpoint)
-        return local.chan
+        if not hasattr(self._local, "chan"):
+            self._local.chan = channel.Channel(self.mountpoint)
+        return self._local.chan
 
     def _copy(self, fd: int, filemap) -> None:
         for file_offset, (dev, n) in _with_offsets(filemap):
