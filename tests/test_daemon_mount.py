@@ -241,3 +241,16 @@ def test_other_users_need_allow_other_and_then_meet_the_logged_modes(fresh, moun
     mp = mounts.mount(fresh, tmp_path / "shared", "--allow-other")
     assert as_user(65534, read("open")) == "ok 4096"
     assert "Permission denied" in as_user(65534, read("closed"))
+
+
+def test_the_mount_reads_ahead_in_large_requests(fresh, mounts, tmp_path):
+    def readahead(mp) -> int:
+        dev = os.stat(mp).st_dev
+        path = f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb"
+        with open(path) as f:
+            return int(f.read())
+
+    mp = mounts.mount(fresh, tmp_path / "a")
+    assert readahead(mp) == 4096
+    fresh.ok("umount", mp)
+    assert readahead(mounts.mount(fresh, tmp_path / "b", "-o", "readahead=512")) == 512

@@ -43,6 +43,7 @@ O_OPTIONS: dict[str, tuple[str, bool]] = {
     "system-uuid": ("system_uuid", True),
     "root": ("root", True),
     "log_file": ("log_file", True),
+    "readahead": ("readahead", True),
 }
 # mount(8)/fstab options that are not the daemon's business
 O_IGNORED = {
@@ -149,6 +150,13 @@ def build_parser(prog: str) -> Parser:
     )
     parser.add_argument("--follow-interval", type=float, default=0.2, help=argparse.SUPPRESS)
     parser.add_argument("--watch-interval", type=float, default=0.5, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--readahead",
+        type=int,
+        default=4096,
+        metavar="KB",
+        help="kernel readahead for the mount in KiB (default 4096; 0 keeps the kernel's)",
+    )
     parser.add_argument("--status-interval", type=float, default=2.0, help=argparse.SUPPRESS)
     parser.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     add_root_option(parser)
@@ -184,7 +192,11 @@ def apply_o_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -
                     f"mount option -o {item}: "
                     + ("needs a value" if takes_value else "takes no value")
                 )
-            if dest == "timeout":
+            if dest == "readahead":
+                if not value.isdigit():
+                    parser.error(f"mount option -o {item}: readahead is a number of KiB")
+                args.readahead = int(value)
+            elif dest == "timeout":
                 try:
                     setattr(args, dest, float(value))
                 except ValueError:
@@ -310,6 +322,7 @@ def run_foreground(args: argparse.Namespace) -> int:
         debug=args.debug,
         follow_interval=args.follow_interval,
         watch_interval=args.watch_interval,
+        readahead_kb=args.readahead,
     )
     return serve(opts, readiness)
 
@@ -318,7 +331,7 @@ def _daemon_argv(args: argparse.Namespace, ready_fd: int) -> list[str]:
     argv = [sys.executable, "-m", "famfs_py.cli.main", "mount", "-f", "--ready-fd", str(ready_fd)]
     argv += ["-c", args.cache, "-t", str(args.timeout)]
     argv += ["--follow-interval", str(args.follow_interval)]
-    argv += ["--watch-interval", str(args.watch_interval)]
+    argv += ["--watch-interval", str(args.watch_interval), "--readahead", str(args.readahead)]
     for flag in ("rw", "devdax", "nouseraccess", "nodefaultperm", "debug", "allow_other"):
         if getattr(args, flag):
             argv.append(f"--{flag.replace('_', '-')}")

@@ -51,6 +51,7 @@ class MountOptions:
     debug: bool = False
     follow_interval: float = 0.2
     watch_interval: float = 0.5
+    readahead_kb: int = 4096
     fuse_options: list[str] = field(default_factory=list)
 
 
@@ -234,10 +235,23 @@ class Daemon:
             st = await trio.to_thread.run_sync(os.stat, probe)
             if st.st_ino != META_INO:
                 raise FamfsError(f"{self.mountpoint} does not show this filesystem")
+            self._set_readahead(st.st_dev)
             self._ready = True
             self.readiness.ready(self.summary())
             return
         raise FamfsError(f"the mount at {self.mountpoint} did not answer in {READY_TIMEOUT}s")
+
+    def _set_readahead(self, st_dev: int) -> None:
+        """Let the kernel read ahead in large requests (FUSE's default is 128 KiB, and each
+        request is a round trip to this daemon): the mount's backing-dev readahead."""
+        if self.opts.readahead_kb <= 0:
+            return
+        knob = f"/sys/class/bdi/{os.major(st_dev)}:{os.minor(st_dev)}/read_ahead_kb"
+        try:
+            with open(knob, "w") as f:
+                f.write(f"{self.opts.readahead_kb}\n")
+        except OSError as exc:
+            log.warning("could not set the readahead of %s (%s): %s", self.mountpoint, knob, exc)
 
     async def _follow_log(self) -> None:
         assert self.fs is not None
