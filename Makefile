@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench bench-full clean
 
 setup:
 	./scripts/setup.sh
@@ -19,7 +19,12 @@ lint: setup
 	$(VENV)/bin/ruff format --check famfs_py mkfs tests bench
 
 bench: setup
+	./scripts/setup-bench.sh
 	$(PY) -m bench --quick
+
+bench-full: setup
+	./scripts/setup-bench.sh
+	$(PY) -m bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache
