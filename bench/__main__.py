@@ -12,7 +12,7 @@ from pathlib import Path
 
 from . import model, report
 from .env import Environment
-from .rounds import Bench, Config
+from .rounds import GROUPS, Bench, Config
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -28,8 +28,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--rounds", type=int, help="rounds (default 3; at least 3 for a report)")
     parser.add_argument(
-        "--out", type=Path, default=RESULTS, help="results directory (default bench/results)"
+        "--only",
+        action="append",
+        choices=GROUPS,
+        help="run only this group of systems (repeatable); results are then only printed "
+        "unless --out is given",
     )
+    parser.add_argument("--out", type=Path, help="results directory (default bench/results)")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         parser.error("needs root (tmpfs and FUSE mounts, drop_caches)")
@@ -49,10 +54,13 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: {mode} run, {cfg.rounds} rounds, work dir {env.base}", file=sys.stderr)
         bench.prepare()
         print(f"bench: prepared in {time.perf_counter() - started:.0f} s", file=sys.stderr)
-        bench.run()
+        bench.run(args.only)
     elapsed = time.perf_counter() - started
     print(report.text_table(results))
     print(report.targets_table(results))
+    if args.only and args.out is None:
+        return 0
+    args.out = args.out or RESULTS
     args.out.mkdir(parents=True, exist_ok=True)
     report.write_json(results, mode, args.out / "latest.json")
     header = (

@@ -84,6 +84,18 @@ def _tree(entries: int, per_dir: int = 100, dir_digits: int = 5) -> list:
     return items
 
 
+GROUPS = (
+    "memcpy",
+    "tmpfs",
+    "minimal",
+    "minimal-direct",
+    "famfs-auto",
+    "famfs-never",
+    "famfs-huge",
+    "mount",
+)
+
+
 class Bench:
     def __init__(self, env: Environment, cfg: Config, results: Results) -> None:
         self.env = env
@@ -200,16 +212,16 @@ class Bench:
         return [
             ("memcpy", self.group_memcpy),
             ("tmpfs", self.group_tmpfs),
-            ("pyfuse3 minimal", lambda r: self.group_minimal(r, direct=False)),
-            ("pyfuse3 minimal direct_io", lambda r: self.group_minimal(r, direct=True)),
-            ("famfs-py -c auto", lambda r: self.group_famfs(r, "auto")),
-            ("famfs-py -c never", lambda r: self.group_famfs(r, "never")),
-            ("famfs-py huge-page device", self.group_huge),
+            ("minimal", lambda r: self.group_minimal(r, direct=False)),
+            ("minimal-direct", lambda r: self.group_minimal(r, direct=True)),
+            ("famfs-auto", lambda r: self.group_famfs(r, "auto")),
+            ("famfs-never", lambda r: self.group_famfs(r, "never")),
+            ("famfs-huge", self.group_huge),
             ("mount", self.group_mounts),
         ]
 
-    def run(self) -> None:
-        groups = self.groups()
+    def run(self, only: list[str] | None = None) -> None:
+        groups = [g for g in self.groups() if not only or g[0] in only]
         for r in range(self.cfg.rounds):
             shift = r % len(groups)
             for name, group in groups[shift:] + groups[:shift]:
