@@ -26,7 +26,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="smaller files and counts (under a minute)"
     )
-    parser.add_argument("--rounds", type=int, help="rounds (default 3; at least 3 for a report)")
+    parser.add_argument(
+        "--rounds", type=int, help="rounds (default 5, --quick 3; at least 3 for a report)"
+    )
     parser.add_argument(
         "--only",
         action="append",

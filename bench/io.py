@@ -181,6 +181,50 @@ def populate_then_copy(region: MappedRegion) -> float:
         mapping.close()
 
 
+class _IoVec(ctypes.Structure):
+    _fields_ = [("base", ctypes.c_void_p), ("len", ctypes.c_size_t)]
+
+
+_libc.process_vm_readv.argtypes = [
+    ctypes.c_int,
+    ctypes.POINTER(_IoVec),
+    ctypes.c_ulong,
+    ctypes.POINTER(_IoVec),
+    ctypes.c_ulong,
+    ctypes.c_ulong,
+]
+_libc.process_vm_readv.restype = ctypes.c_ssize_t
+
+
+def kernel_copy_out(address: int, size: int, how: str) -> float:
+    """Copy [address, address+size) of this process out in 1 MiB pieces by a kernel copy
+    (a bad page is an error, not a SIGBUS): `how` is "proc_mem" (preadv on /proc/self/mem,
+    what famfs_py.mapping does) or "vm_readv" (process_vm_readv on ourselves)."""
+    target = bytearray(CHUNK)
+    view = memoryview(target)
+    local = (_IoVec * 1)(
+        _IoVec(ctypes.addressof((ctypes.c_char * CHUNK).from_buffer(target)), CHUNK)
+    )
+    pid = os.getpid()
+    mem = os.open("/proc/self/mem", os.O_RDONLY)
+    try:
+        start = time.perf_counter()
+        for off in range(0, size, CHUNK):
+            n = min(CHUNK, size - off)
+            if how == "proc_mem":
+                got = os.preadv(mem, [view[:n]], address + off)
+            else:
+                remote = (_IoVec * 1)(_IoVec(address + off, n))
+                local[0].len = n
+                got = _libc.process_vm_readv(pid, local, 1, remote, 1, 0)
+            if got != n:
+                raise OSError(ctypes.get_errno(), f"{how}: copied {got} of {n} bytes")
+        return time.perf_counter() - start
+    finally:
+        os.close(mem)
+        view.release()
+
+
 def rand_copy(mapping: mmap.mmap, offsets: list[int]) -> float:
     """4 KiB in-process copies at each offset (a Python loop: the IOPS limit here)."""
     source = memoryview(mapping)

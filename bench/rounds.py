@@ -7,6 +7,7 @@ system always runs first or last on this noisy machine.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import re
 import sys
@@ -43,7 +44,7 @@ class Config:
         slots256 = omf.log_slots(256 * MiB)
         if quick:
             return cls(True, rounds or 3, 128 * MiB, 2_000, 4_000, 100, 3, slots256 // 20)
-        return cls(False, rounds or 3, 1 * GiB, 10_000, 20_000, 500, 5, slots256 * 9 // 10)
+        return cls(False, rounds or 5, 1 * GiB, 10_000, 20_000, 500, 5, slots256 * 9 // 10)
 
 
 @dataclass(frozen=True)
@@ -91,9 +92,12 @@ GROUPS = (
     "minimal-direct",
     "famfs-auto",
     "famfs-never",
+    "famfs-always",
+    "famfs-readahead",
     "famfs-huge",
     "mount",
 )
+EXPERIMENTS = ("famfs-readahead", "famfs-huge")  # what famfs-py could do; full runs only
 
 
 class Bench:
@@ -206,6 +210,9 @@ class Bench:
         self.warm_huge = self.region_huge_r.map()
         self.warm_huge_w = self.region_huge_w.map(writable=True)
         self.large = bytearray(size)
+        self.warm_r_rw = self.region_r.map(writable=True)  # an address for kernel copies
+        self._anchor = ctypes.c_char.from_buffer(self.warm_r_rw)
+        self.warm_r_address = ctypes.addressof(self._anchor)
 
     # -- the round -----------------------------------------------------------------------
     def groups(self) -> list[tuple[str, Callable[[int], None]]]:
@@ -216,12 +223,16 @@ class Bench:
             ("minimal-direct", lambda r: self.group_minimal(r, direct=True)),
             ("famfs-auto", lambda r: self.group_famfs(r, "auto")),
             ("famfs-never", lambda r: self.group_famfs(r, "never")),
+            ("famfs-always", lambda r: self.group_famfs(r, "always")),
+            ("famfs-readahead", self.group_readahead),
             ("famfs-huge", self.group_huge),
             ("mount", self.group_mounts),
         ]
 
     def run(self, only: list[str] | None = None) -> None:
-        groups = [g for g in self.groups() if not only or g[0] in only]
+        groups = [g for g in self.groups() if g[0] in only] if only else self.groups()
+        if self.cfg.quick and not only:
+            groups = [g for g in groups if g[0] not in EXPERIMENTS]
         for r in range(self.cfg.rounds):
             shift = r % len(groups)
             for name, group in groups[shift:] + groups[:shift]:
@@ -356,6 +367,10 @@ class Bench:
         self.rec("randread_4k_buffered", m.MEMCPY_1M, kiops)
         for case in ("mapped_read", "randomize", "verify"):
             self.rec(case, m.MEMCPY_1M, warm_1m)
+        io.copy_out(self.warm_r_rw, size)  # untimed: fault it in
+        for system, how in ((m.KCOPY_PROC_MEM, "proc_mem"), (m.KCOPY_VM_READV, "vm_readv")):
+            seconds = io.kernel_copy_out(self.warm_r_address, size, how)
+            self.rec("mapped_read", system, gib / seconds)
 
     def group_tmpfs(self, r: int) -> None:
         drop_caches()
@@ -389,7 +404,7 @@ class Bench:
                 self.rec(case, m.MIN_CACHED, server.seconds)
 
     def group_famfs(self, r: int, cache: str) -> None:
-        system = m.FAMFS_AUTO if cache == "auto" else m.FAMFS_NEVER
+        system = {"auto": m.FAMFS_AUTO, "never": m.FAMFS_NEVER, "always": m.FAMFS_ALWAYS}[cache]
         drop_caches()
         with self.env.famfs_mount("dax0.0", f"mnt-{cache}", cache) as mount:
             mp = mount.mountpoint
@@ -402,6 +417,17 @@ class Bench:
         if cache == "auto":
             self.rec("umount", m.FAMFS_AUTO, mount.umount_seconds)
 
+    def group_readahead(self, r: int) -> None:
+        """-c auto with the mount's readahead window raised from 128 KiB (the FUSE default)
+        to 4 MiB through sysfs: what famfs-py could set at mount."""
+        drop_caches()
+        with self.env.famfs_mount("dax0.0", "mnt-readahead", "auto") as mount:
+            mp = mount.mountpoint
+            st = os.stat(mp)
+            bdi = Path(f"/sys/class/bdi/{os.major(st.st_dev)}:{os.minor(st.st_dev)}")
+            (bdi / "read_ahead_kb").write_text("4096\n")
+            self._seq(m.FAMFS_RA, mp / "seq" / "read", mp / "seq" / "write", self._punch_main_w)
+
     def group_huge(self, r: int) -> None:
         drop_caches()
         with self.env.famfs_mount("dax3.0", "mnt-huge", "auto") as mount:
@@ -413,7 +439,10 @@ class Bench:
         for case, device in (("mount_8m_full", "dax1.0"), ("mount_256m", "dax2.0")):
             with self.env.famfs_mount(device, f"mnt-{device}") as mount:
                 self.rec(case, m.FAMFS_AUTO, mount.seconds)
-            self.rec(case, m.FAMFS_REPLAY, self._replay_seconds(device))
+        # the replay alone (the 256 MiB log's takes as long as its mount: measured once)
+        self.rec("mount_8m_full", m.FAMFS_REPLAY, self._replay_seconds("dax1.0"))
+        if r == 0:
+            self.rec("mount_256m", m.FAMFS_REPLAY, self._replay_seconds("dax2.0"))
 
     def _replay_seconds(self, device_name: str) -> float:
         """The log replay alone, in this process: what mount does besides starting up."""
