@@ -55,7 +55,11 @@ def rows(results: Results, mode: str) -> list[dict[str, Any]]:
                 out.append({**base, "skipped": skipped or "not measured"})
                 continue
             base.update(
-                value=summary.median, min=summary.low, max=summary.high, samples=summary.count
+                value=summary.median,
+                min=summary.low,
+                max=summary.high,
+                n=summary.count,
+                samples=results.samples[(case.name, system)],
             )
             ratios = _ratios(results, case, system)
             if not ratios:
@@ -100,6 +104,9 @@ def targets_table(results: Results) -> str:
         if status == "not measured":
             why = results.skipped.get((target.case, target.system), "")
             shown = why
+        note = results.notes.get((target.case, target.system))
+        if note and status != "not measured":
+            shown = f"{shown}  ({note})"
         lines.append(f"  {status.upper():<12} {target.text:<52} {shown}")
     return "\n".join(lines)
 
@@ -126,6 +133,11 @@ def markdown(results: Results, mode: str, header: str) -> str:
     for target in TARGETS:
         status, value = target_status(results, target)
         shown = "" if value is None else f"{value:.2f}" + ("×" if target.ref else "")
+        note = results.notes.get((target.case, target.system))
+        if value is None:
+            shown = results.skipped.get((target.case, target.system), "")
+        elif note:
+            shown = f"{shown} ({note})"
         out.append(f"| {target.text} | {status} | {shown} |")
     return "\n".join(out) + "\n"
 

@@ -242,17 +242,24 @@ class Bench:
                 self.log(f"round {r + 1}/{self.cfg.rounds}: {name} ({seconds:.1f} s)")
 
     # -- shared measurements -------------------------------------------------------------
-    def _seq(self, system: str, read: Path, write: Path, punch: Callable[[], None]) -> None:
+    def _seq(self, system: str, read: Path, write: Path, punch: Callable[[], None] | None) -> None:
         """Cold read and write (first after a fresh start), warm read and write, then a
-        write into memory never written (`punch` gives the write file's memory back)."""
+        write into memory never written (`punch` gives the write file's memory back).
+        Without `punch`, reads only."""
         size = self.cfg.file_size
         gib = size / GiB
-        self.rec("seq_read_cold", system, gib / io.seq_read(read, size, buf=self.chunk))
-        self.rec("seq_write_cold", system, gib / io.seq_write(write, size, buf=self.chunk))
-        self.rec("seq_read_warm", system, gib / io.seq_read(read, size, buf=self.chunk))
-        self.rec("seq_write_warm", system, gib / io.seq_write(write, size, buf=self.chunk))
-        punch()
-        self.rec("seq_write_first", system, gib / io.seq_write(write, size, buf=self.chunk))
+
+        def timed(case: str, measure: Callable[[], float]) -> None:
+            self.rec(case, system, gib / measure())
+
+        timed("seq_read_cold", lambda: io.seq_read(read, size, buf=self.chunk))
+        if punch is not None:
+            timed("seq_write_cold", lambda: io.seq_write(write, size, buf=self.chunk))
+        timed("seq_read_warm", lambda: io.seq_read(read, size, buf=self.chunk))
+        if punch is not None:
+            timed("seq_write_warm", lambda: io.seq_write(write, size, buf=self.chunk))
+            punch()
+            timed("seq_write_first", lambda: io.seq_write(write, size, buf=self.chunk))
 
     def _punch_main_w(self) -> None:
         io.punch_hole(self.main_mem, self.region_w.offset, self.cfg.file_size)
@@ -264,13 +271,8 @@ class Bench:
         io.punch_hole(self.t_write, 0, self.cfg.file_size)
 
     def _rand(self, system: str, path: Path) -> None:
-        kops = len(self.offsets) / 1000
-        self.rec(
-            "randread_4k_odirect", system, kops / io.rand_read(path, self.offsets, direct=True)
-        )
-        self.rec(
-            "randread_4k_buffered", system, kops / io.rand_read(path, self.offsets, direct=False)
-        )
+        for case, direct in (("randread_4k_odirect", True), ("randread_4k_buffered", False)):
+            self.rec(case, system, io.rand_read(path, self.offsets, direct=direct) / 1000)
 
     def _meta(self, system: str, directory: Path) -> None:
         """stat and open+close every small file, cold (after drop_caches) then warm. Run
@@ -408,7 +410,8 @@ class Bench:
         drop_caches()
         with self.env.famfs_mount("dax0.0", f"mnt-{cache}", cache) as mount:
             mp = mount.mountpoint
-            self._seq(system, mp / "seq" / "read", mp / "seq" / "write", self._punch_main_w)
+            punch = None if cache == "always" else self._punch_main_w  # writes: as -c auto
+            self._seq(system, mp / "seq" / "read", mp / "seq" / "write", punch)
             self._rand(system, mp / "seq" / "read")
             if cache == "auto":
                 self._mapped(mp / "seq" / "read")
@@ -426,7 +429,7 @@ class Bench:
             st = os.stat(mp)
             bdi = Path(f"/sys/class/bdi/{os.major(st.st_dev)}:{os.minor(st.st_dev)}")
             (bdi / "read_ahead_kb").write_text("4096\n")
-            self._seq(m.FAMFS_RA, mp / "seq" / "read", mp / "seq" / "write", self._punch_main_w)
+            self._seq(m.FAMFS_RA, mp / "seq" / "read", mp / "seq" / "write", None)
 
     def group_huge(self, r: int) -> None:
         drop_caches()
