@@ -43,7 +43,7 @@ class Config:
     def make(cls, quick: bool, rounds: int | None = None) -> Config:
         slots256 = omf.log_slots(256 * MiB)
         if quick:
-            return cls(True, rounds or 3, 128 * MiB, 2_000, 4_000, 100, 3, slots256 // 20)
+            return cls(True, rounds or 3, 128 * MiB, 2_000, 3_000, 100, 3, slots256 // 20)
         return cls(False, rounds or 5, 1 * GiB, 10_000, 20_000, 500, 5, slots256 * 9 // 10)
 
 
@@ -88,10 +88,8 @@ def _tree(entries: int, per_dir: int = 100, dir_digits: int = 5) -> list:
 GROUPS = (
     "memcpy",
     "tmpfs",
-    "minimal",
-    "minimal-direct",
-    "famfs-auto",
-    "famfs-never",
+    "fuse-auto",
+    "fuse-never",
     "famfs-always",
     "famfs-readahead",
     "famfs-huge",
@@ -219,11 +217,9 @@ class Bench:
         return [
             ("memcpy", self.group_memcpy),
             ("tmpfs", self.group_tmpfs),
-            ("minimal", lambda r: self.group_minimal(r, direct=False)),
-            ("minimal-direct", lambda r: self.group_minimal(r, direct=True)),
-            ("famfs-auto", lambda r: self.group_famfs(r, "auto")),
-            ("famfs-never", lambda r: self.group_famfs(r, "never")),
-            ("famfs-always", lambda r: self.group_famfs(r, "always")),
+            ("fuse-auto", lambda r: self.group_fuse(r, "auto")),
+            ("fuse-never", lambda r: self.group_fuse(r, "never")),
+            ("famfs-always", self.group_always),
             ("famfs-readahead", self.group_readahead),
             ("famfs-huge", self.group_huge),
             ("mount", self.group_mounts),
@@ -274,17 +270,23 @@ class Bench:
         for case, direct in (("randread_4k_odirect", True), ("randread_4k_buffered", False)):
             self.rec(case, system, io.rand_read(path, self.offsets, direct=direct) / 1000)
 
-    def _meta(self, system: str, directory: Path) -> None:
-        """stat and open+close every small file, cold (after drop_caches) then warm. Run
-        last in a group: what follows it reloads Python from disk."""
-        paths = [str(directory / n) for n in self.stat_names]
-        per = 1e6 / len(paths)
-        drop_caches()
-        self.rec("stat_cold", system, io.stat_all(paths) * per)
-        self.rec("stat_warm", system, io.stat_all(paths) * per)
-        drop_caches()
-        self.rec("open_close_cold", system, io.open_close_all(paths) * per)
-        self.rec("open_close_warm", system, io.open_close_all(paths) * per)
+    def _meta(self, sides: list[tuple[str, Path]]) -> None:
+        """stat and open+close every small file of each (system, directory), cold (after
+        drop_caches, which empties every side) then warm. Run last in a group: what follows
+        reloads Python from disk."""
+        lists = [
+            (system, [str(directory / n) for n in self.stat_names]) for system, directory in sides
+        ]
+        per = 1e6 / len(self.stat_names)
+        for loop, cold, warm in (
+            (io.stat_all, "stat_cold", "stat_warm"),
+            (io.open_close_all, "open_close_cold", "open_close_warm"),
+        ):
+            drop_caches()
+            for system, paths in lists:
+                self.rec(cold, system, loop(paths) * per)
+            for system, paths in lists:
+                self.rec(warm, system, loop(paths) * per)
 
     @staticmethod
     def _warm_python() -> None:
@@ -375,9 +377,8 @@ class Bench:
             self.rec("mapped_read", system, gib / seconds)
 
     def group_tmpfs(self, r: int) -> None:
-        drop_caches()
-        self._seq(m.TMPFS, self.t_read, self.t_write, self._punch_tmpfs_w)
-        self._rand(m.TMPFS, self.t_read)
+        """The kernel and process baselines of creation (tmpfs's I/O and metadata are
+        measured side by side with famfs-py in group_fuse)."""
         self._warm_python()
         seconds = self._timed(["cp", "-r", str(self.cp_src), str(self.tmp / f"cp-r{r}")])
         self.rec("create_batch", m.CP_TMPFS, seconds * 1e3 / self.cfg.cp_files)
@@ -387,38 +388,61 @@ class Bench:
             self.rec("creat_single", m.TRUNCATE, seconds * 1e3)
             seconds = self._timed([sys.executable, "-c", "pass"])
             self.rec("creat_single", m.PYTHON, seconds * 1e3)
-        self._meta(m.TMPFS, self.tmp / "stat")
 
-    def group_minimal(self, r: int, *, direct: bool) -> None:
-        system = m.MIN_DIRECT if direct else m.MIN_CACHED
-        drop_caches()
-        name = "min-direct" if direct else "min-cached"
-        tree = 0 if direct else self.cfg.stat_files
+    def group_fuse(self, r: int, cache: str) -> None:
+        """famfs-py (-c auto or never), the minimal pyfuse3 server in the matching mode and
+        tmpfs, side by side: both servers start fresh, then every measurement is taken for
+        each of the three in turn (order alternating by round), so that a slow minute of
+        this machine hits all of them alike."""
+        auto = cache == "auto"
+        famfs, minimal = (m.FAMFS_AUTO, m.MIN_CACHED) if auto else (m.FAMFS_NEVER, m.MIN_DIRECT)
+        tree = self.cfg.stat_files if auto else 0
         files = [self.t_read, self.t_write]
-        with self.env.minimal_server(name, files, direct, tree) as server:
-            mp = server.mountpoint
-            self._seq(system, mp / "read", mp / "write", self._punch_tmpfs_w)
-            self._rand(system, mp / "read")
-            if not direct:
-                self._meta(system, mp / "stat")
-        if not direct:
+        self._warm_python()  # the server's start time is the floor of a mount's
+        with (
+            self.env.famfs_mount("dax0.0", f"mnt-{cache}", cache) as mount,
+            self.env.minimal_server(f"min-{cache}", files, not auto, tree) as server,
+        ):
+            drop_caches()
+            fmp, smp = mount.mountpoint, server.mountpoint
+            sides = [
+                (famfs, fmp / "seq" / "read", fmp / "seq" / "write", self._punch_main_w, fmp),
+                (minimal, smp / "read", smp / "write", self._punch_tmpfs_w, smp),
+                (m.TMPFS, self.t_read, self.t_write, self._punch_tmpfs_w, self.tmp),
+            ]
+            if r % 2:
+                sides.reverse()
+            size = self.cfg.file_size
+            gib = size / GiB
+            for case in ("seq_read_cold", "seq_write_cold", "seq_read_warm", "seq_write_warm"):
+                for system, read, write, _, _ in sides:
+                    if case.startswith("seq_read"):
+                        seconds = io.seq_read(read, size, buf=self.chunk)
+                    else:
+                        seconds = io.seq_write(write, size, buf=self.chunk)
+                    self.rec(case, system, gib / seconds)
+            for system, _, write, punch, _ in sides:
+                punch()
+                self.rec("seq_write_first", system, gib / io.seq_write(write, size, buf=self.chunk))
+            for case, direct in (("randread_4k_odirect", True), ("randread_4k_buffered", False)):
+                for system, read, _, _, _ in sides:
+                    self.rec(case, system, io.rand_read(read, self.offsets, direct=direct) / 1000)
+            if auto:
+                self._mapped(fmp / "seq" / "read")
+                self._creation(r, fmp)
+                self._meta([(system, root / "stat") for system, _, _, _, root in sides])
+        if auto:
+            self.rec("umount", m.FAMFS_AUTO, mount.umount_seconds)
             for case in ("mount_8m_full", "mount_256m"):
                 self.rec(case, m.MIN_CACHED, server.seconds)
 
-    def group_famfs(self, r: int, cache: str) -> None:
-        system = {"auto": m.FAMFS_AUTO, "never": m.FAMFS_NEVER, "always": m.FAMFS_ALWAYS}[cache]
+    def group_always(self, r: int) -> None:
+        """-c always: reads (its writes go the way of -c auto's)."""
         drop_caches()
-        with self.env.famfs_mount("dax0.0", f"mnt-{cache}", cache) as mount:
+        with self.env.famfs_mount("dax0.0", "mnt-always", "always") as mount:
             mp = mount.mountpoint
-            punch = None if cache == "always" else self._punch_main_w  # writes: as -c auto
-            self._seq(system, mp / "seq" / "read", mp / "seq" / "write", punch)
-            self._rand(system, mp / "seq" / "read")
-            if cache == "auto":
-                self._mapped(mp / "seq" / "read")
-                self._creation(r, mp)
-                self._meta(system, mp / "stat")
-        if cache == "auto":
-            self.rec("umount", m.FAMFS_AUTO, mount.umount_seconds)
+            self._seq(m.FAMFS_ALWAYS, mp / "seq" / "read", mp / "seq" / "write", None)
+            self._rand(m.FAMFS_ALWAYS, mp / "seq" / "read")
 
     def group_readahead(self, r: int) -> None:
         """-c auto with the mount's readahead window raised from 128 KiB (the FUSE default)
