@@ -15,6 +15,7 @@ from .env import Environment
 from .rounds import GROUPS, Bench, Config
 
 RESULTS = Path(__file__).resolve().parent / "results"
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -37,7 +38,31 @@ def main(argv: list[str] | None = None) -> int:
         "unless --out is given",
     )
     parser.add_argument("--out", type=Path, help="results directory (default bench/results)")
+    parser.add_argument(
+        "--readme", action="store_true", help="also rewrite the results block of README.md"
+    )
+    parser.add_argument(
+        "--redraw",
+        type=Path,
+        metavar="JSON",
+        help="measure nothing: print and redraw the reports of a saved latest.json",
+    )
     args = parser.parse_args(argv)
+    if args.redraw:
+        results, mode = report.read_json(args.redraw)
+        print(report.text_table(results))
+        print(report.targets_table(results))
+        out = args.out or args.redraw.parent
+        header = (
+            (out / "latest.md").read_text().splitlines()[0]
+            if (out / "latest.md").exists()
+            else mode
+        )
+        (out / "latest.md").write_text(report.markdown(results, mode, header))
+        report.write_chart(results, mode, out / "latest.png")
+        if args.readme:
+            report.update_readme(README, results, header)
+        return 0
     if os.geteuid() != 0:
         parser.error("needs root (tmpfs and FUSE mounts, drop_caches)")
     cfg = Config.make(args.quick, args.rounds)
@@ -71,6 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     (args.out / "latest.md").write_text(report.markdown(results, mode, header))
     charted = report.write_chart(results, mode, args.out / "latest.png")
+    if args.readme:
+        report.update_readme(README, results, header)
     print(
         f"\nbench: {header}; wrote {args.out / 'latest.json'}, latest.md"
         + (", latest.png" if charted else " (no chart: pip install -e '.[bench]')"),

@@ -111,8 +111,75 @@ def targets_table(results: Results) -> str:
     return "\n".join(lines)
 
 
+# the README's short table: (case, famfs-py system, FUSE ceiling, kernel, limit)
+SUMMARY = [
+    ("seq_read_cold", m.FAMFS_AUTO, m.MIN_CACHED, m.TMPFS, m.MEMCPY_1M),
+    ("seq_read_cold", m.FAMFS_NEVER, m.MIN_DIRECT, m.TMPFS, m.MEMCPY_1M),
+    ("seq_read_warm", m.FAMFS_AUTO, m.MIN_CACHED, m.TMPFS, m.MEMCPY_1M),
+    ("seq_read_warm", m.FAMFS_NEVER, m.MIN_DIRECT, m.TMPFS, m.MEMCPY_1M),
+    ("seq_read_warm", m.FAMFS_ALWAYS, m.MIN_CACHED, m.TMPFS, m.MEMCPY_1M),
+    ("seq_write_cold", m.FAMFS_AUTO, m.MIN_CACHED, m.TMPFS, m.MEMCPY_1M),
+    ("seq_write_cold", m.FAMFS_NEVER, m.MIN_DIRECT, m.TMPFS, m.MEMCPY_1M),
+    ("seq_write_warm", m.FAMFS_AUTO, m.MIN_CACHED, m.TMPFS, m.MEMCPY_1M),
+    ("seq_write_warm", m.FAMFS_NEVER, m.MIN_DIRECT, m.TMPFS, m.MEMCPY_1M),
+    ("seq_write_first", m.FAMFS_NEVER, m.MIN_DIRECT, m.TMPFS, m.MEMCPY_1M),
+    ("randread_4k_odirect", m.FAMFS_NEVER, m.MIN_DIRECT, m.TMPFS, m.MEMCPY_1M),
+    ("randread_4k_buffered", m.FAMFS_AUTO, m.MIN_CACHED, m.TMPFS, m.MEMCPY_1M),
+    ("stat_cold", m.FAMFS_AUTO, m.MIN_CACHED, m.TMPFS, None),
+    ("stat_warm", m.FAMFS_AUTO, m.MIN_CACHED, m.TMPFS, None),
+    ("open_close_cold", m.FAMFS_AUTO, m.MIN_CACHED, m.TMPFS, None),
+    ("open_close_warm", m.FAMFS_AUTO, m.MIN_CACHED, m.TMPFS, None),
+    ("creat_single", m.FAMFS_CREAT, m.PYTHON, m.TRUNCATE, m.UPSTREAM),
+    ("create_batch", m.FAMFS_CP, None, m.CP_TMPFS, None),
+    ("mount_8m_full", m.FAMFS_AUTO, m.MIN_CACHED, None, None),
+    ("mount_256m", m.FAMFS_AUTO, m.MIN_CACHED, None, None),
+    ("mapped_read", m.FAMFS_MAPPED, None, None, m.MEMCPY_1M),
+]
+
+
+def summary_markdown(results: Results) -> str:
+    """One line per headline measurement: famfs-py next to its FUSE ceiling (the minimal
+    pyfuse3 server; for creat, python's own start), the kernel and the limit."""
+    out = [
+        "| case | famfs-py | value | pyfuse3 ceiling | kernel | limit |",
+        "|---|---|---|---|---|---|",
+    ]
+
+    def cell(case: str, system: str, ref: str | None) -> str:
+        if ref is None:
+            return ""
+        other = results.summary(case, ref)
+        if other is None:
+            return ""
+        ratio = results.ratio(case, system, ref)
+        shown = f"{_fmt(other.median)}"
+        return f"{shown} ({ratio:.2f}×)" if ratio else shown
+
+    for case_name, system, ceiling, kernel, limit in SUMMARY:
+        case = m.CASE_BY_NAME[case_name]
+        mine = results.summary(case_name, system)
+        if mine is None:
+            continue
+        arrow = "↑" if case.higher_is_better else "↓"
+        label = system.replace("famfs-py ", "") if system.startswith("famfs-py -c") else system
+        out.append(
+            f"| {case.title} ({case.unit} {arrow}) | {label} | **{_fmt(mine.median)}** "
+            f"({_fmt(mine.low)}–{_fmt(mine.high)}) | {cell(case_name, system, ceiling)} | "
+            f"{cell(case_name, system, kernel)} | {cell(case_name, system, limit)} |"
+        )
+    out.append("")
+    out.append(
+        "(N×: famfs-py's median divided by the reference's. Ceiling: the minimal pyfuse3 "
+        "server in the same cache mode; for creat, Python starting and doing nothing. Kernel: "
+        "tmpfs, or a C process on tmpfs. Limit: in-process memcpy, or upstream's published "
+        "figure.)"
+    )
+    return "\n".join(out) + "\n"
+
+
 def markdown(results: Results, mode: str, header: str) -> str:
-    out = [header, "", "| case | system | median | min – max | ratios |", "|---|---|---|---|---|"]
+    out = [header, "", summary_markdown(results), "## Every measurement", ""]
+    out += ["| case | system | median | min – max | ratios |", "|---|---|---|---|---|"]
     for case in CASES:
         for system in results.systems(case.name):
             summary = results.summary(case.name, system)
@@ -142,6 +209,42 @@ def markdown(results: Results, mode: str, header: str) -> str:
     return "\n".join(out) + "\n"
 
 
+README_BEGIN = "<!-- bench-results:begin"
+README_END = "<!-- bench-results:end -->"
+
+
+def update_readme(readme: Path, results: Results, header: str) -> bool:
+    """Rewrite the README's results block (between its markers); False if it has none."""
+    text = readme.read_text()
+    start, end = text.find(README_BEGIN), text.find(README_END)
+    if start < 0 or end < start:
+        return False
+    first_line_end = text.index("\n", start) + 1
+    targets = markdown(results, "", "").split("| target | status | measured |", 1)[1]
+    block = (
+        f"Latest full run ({header}):\n\n{summary_markdown(results)}\n"
+        f"| target | status | measured |{targets}\n"
+    )
+    readme.write_text(text[:first_line_end] + block + text[end:])
+    return True
+
+
+def read_json(path: Path) -> tuple[Results, str]:
+    """The samples, skips and notes back from a latest.json (to redraw its reports)."""
+    results = Results()
+    mode = "full"
+    for row in json.loads(path.read_text()):
+        key = (row["case"], row["system"])
+        mode = row.get("mode", mode)
+        if "skipped" in row:
+            results.skip(*key, row["skipped"])
+        elif key not in results.samples:
+            results.samples[key] = list(row["samples"])
+        if row.get("note"):
+            results.note(*key, row["note"])
+    return results, mode
+
+
 def write_json(results: Results, mode: str, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(rows(results, mode), indent=1, ensure_ascii=False) + "\n")
@@ -168,7 +271,11 @@ def write_chart(results: Results, mode: str, path: Path) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
-    cases = [c for c in CASES if any(results.summary(c.name, s) for s in results.systems(c.name))]
+    cases = [  # cases famfs-py took part in (skips placeholders whose feature is missing)
+        c
+        for c in CASES
+        if any(results.summary(c.name, s) for s in results.systems(c.name) if s in m.FAMFS_SYSTEMS)
+    ]
     cols = 3
     nrows = -(-len(cases) // cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(7 * cols, 2.9 * nrows), squeeze=False)
