@@ -24,7 +24,7 @@ bench: setup
 
 bench-full: setup
 	./scripts/setup-bench.sh
-	$(PY) -m bench
+	$(PY) -m bench --readme
 
 clean:
 	rm -rf $(VENV) .pytest_cache
