@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test lint bench clean install-service
+.PHONY: setup demo test lint bench bench-full clean install-service
 
 setup:
 	./scripts/setup.sh
@@ -22,7 +22,12 @@ install-service: setup
 	./systemd/install.sh
 
 bench: setup
+	./scripts/setup-bench.sh
 	$(PY) -m bench --quick
+
+bench-full: setup
+	./scripts/setup-bench.sh
+	$(PY) -m bench --readme
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,336 @@
+"""What the benchmark measures: the cases, the systems compared in each, the targets, and
+the samples collected round by round (median, min, max and ratios come from here)."""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+
+# -- systems -------------------------------------------------------------------------------
+FAMFS_AUTO = "famfs-py -c auto"
+FAMFS_NEVER = "famfs-py -c never"
+FAMFS_HUGE = "famfs-py -c auto, device on huge-page tmpfs"
+FAMFS_ALWAYS = "famfs-py -c always"
+FAMFS_RA = "famfs-py -c auto, read_ahead_kb=4096"
+FAMFS_MAPPED = "famfs-py MappedFile (map request)"
+FAMFS_OPEN_MAPPED = "famfs_py.open_mapped"
+FAMFS_REPLAY = "famfs-py log replay alone (in-process)"
+FAMFS_CREAT = "famfs-py creat"
+FAMFS_CP = "famfs-py cp -r"
+FAMFS_MULTI = "famfs-py creat -M"
+FAMFS_RANDOMIZE = "famfs-py creat -r"
+FAMFS_VERIFY = "famfs-py verify"
+UPSTREAM = "upstream famfs (published, not run)"
+MIN_CACHED = "pyfuse3 minimal"
+MIN_DIRECT = "pyfuse3 minimal, direct_io"
+TMPFS = "tmpfs"
+CP_TMPFS = "cp -r on tmpfs"
+TRUNCATE = "truncate -s on tmpfs (C process)"
+PYTHON = "python startup (-c pass)"
+MEMCPY_1M = "memcpy, 1 MiB buffer"
+MEMCPY_LARGE = "memcpy, large buffer"
+MEMCPY_POPULATE = "memcpy, 1 MiB buffer, MADV_POPULATE_READ first"
+MEMCPY_HUGE = "memcpy, 1 MiB buffer, huge-page tmpfs"
+MEMCPY_LARGE_HUGE = "memcpy, large buffer, huge-page tmpfs"
+KCOPY_PROC_MEM = "kernel copy, /proc/self/mem preadv"
+KCOPY_VM_READV = "kernel copy, process_vm_readv"
+
+FAMFS_SYSTEMS = {
+    FAMFS_AUTO,
+    FAMFS_NEVER,
+    FAMFS_HUGE,
+    FAMFS_ALWAYS,
+    FAMFS_RA,
+    FAMFS_MAPPED,
+    FAMFS_OPEN_MAPPED,
+    FAMFS_REPLAY,
+    FAMFS_CREAT,
+    FAMFS_CP,
+    FAMFS_MULTI,
+    FAMFS_RANDOMIZE,
+    FAMFS_VERIFY,
+}
+
+UPSTREAM_CREAT_MS = (90.0, 120.0)  # upstream famfs issue #60: 90-120 ms per `famfs creat`
+
+
+@dataclass(frozen=True)
+class Case:
+    name: str
+    title: str
+    unit: str
+    higher_is_better: bool
+    compare: dict[str, tuple[str, ...]]  # system -> the systems its ratios are taken to
+    note: str = ""
+
+
+def _sequential() -> dict[str, tuple[str, ...]]:
+    limit = MEMCPY_1M
+    return {
+        FAMFS_AUTO: (MIN_CACHED, TMPFS, limit),
+        FAMFS_NEVER: (MIN_DIRECT, TMPFS, limit),
+        FAMFS_ALWAYS: (MIN_CACHED, TMPFS, limit),
+        FAMFS_RA: (FAMFS_AUTO, MIN_CACHED, TMPFS),
+        FAMFS_HUGE: (FAMFS_AUTO, TMPFS),
+        MIN_CACHED: (TMPFS, limit),
+        MIN_DIRECT: (TMPFS, limit),
+        TMPFS: (limit,),
+        MEMCPY_LARGE: (limit,),
+        MEMCPY_POPULATE: (limit,),
+        MEMCPY_HUGE: (limit,),
+        MEMCPY_LARGE_HUGE: (limit,),
+        limit: (),
+    }
+
+
+_SEQ = _sequential()
+_RAND = {
+    FAMFS_AUTO: (MIN_CACHED, TMPFS),
+    FAMFS_NEVER: (MIN_DIRECT, TMPFS),
+    FAMFS_ALWAYS: (MIN_CACHED, TMPFS),
+    MIN_CACHED: (TMPFS,),
+    MIN_DIRECT: (TMPFS,),
+    TMPFS: (MEMCPY_1M,),
+    MEMCPY_1M: (),
+}
+_META = {FAMFS_AUTO: (MIN_CACHED, TMPFS), MIN_CACHED: (TMPFS,), TMPFS: ()}
+_MOUNT = {FAMFS_AUTO: (MIN_CACHED,), FAMFS_REPLAY: (FAMFS_AUTO,), MIN_CACHED: ()}
+
+COLD_NOTE = (
+    "cold: fresh daemon/server (its mapping of the memory not faulted in yet) after "
+    "drop_caches; memcpy from a fresh mapping; tmpfs has no cold state"
+)
+WARM_NOTE = (
+    "warm: the same file again, reopened (-c auto and never read through the daemon again; "
+    "-c always keeps the page cache)"
+)
+FIRST_NOTE = (
+    "the memory was never written (hole punched before each round): every page is allocated "
+    "and zeroed by the write, as for a new file on an emulated device"
+)
+
+CASES: list[Case] = [
+    Case("seq_read_cold", "sequential read, cold", "GiB/s", True, _SEQ, COLD_NOTE),
+    Case("seq_read_warm", "sequential read, warm", "GiB/s", True, _SEQ, WARM_NOTE),
+    Case("seq_write_cold", "sequential write, cold", "GiB/s", True, _SEQ, COLD_NOTE),
+    Case("seq_write_warm", "sequential write, warm", "GiB/s", True, _SEQ, WARM_NOTE),
+    Case(
+        "seq_write_first",
+        "sequential write, first touch",
+        "GiB/s",
+        True,
+        _SEQ,
+        FIRST_NOTE,
+    ),
+    Case(
+        "randread_4k_odirect",
+        "4 KiB random read, O_DIRECT",
+        "kIOPS",
+        True,
+        _RAND,
+        "one thread, preadv into an aligned buffer; memcpy row: 4 KiB copies in a Python loop",
+    ),
+    Case(
+        "randread_4k_buffered",
+        "4 KiB random read, buffered",
+        "kIOPS",
+        True,
+        _RAND,
+        "file opened afresh each round (-c auto drops its page cache at open)",
+    ),
+    Case("stat_cold", "stat, cold", "µs/file", False, _META, "after drop_caches"),
+    Case("stat_warm", "stat, warm", "µs/file", False, _META, "dentries and attributes cached"),
+    Case("open_close_cold", "open+close, cold", "µs/file", False, _META, "after drop_caches"),
+    Case("open_close_warm", "open+close, warm", "µs/file", False, _META),
+    Case(
+        "creat_single",
+        "single creat (process wall time)",
+        "ms",
+        False,
+        {FAMFS_CREAT: (UPSTREAM, PYTHON), UPSTREAM: (), PYTHON: (), TRUNCATE: ()},
+        "a 4 KiB file; upstream's figure is published (issue #60), it cannot run here",
+    ),
+    Case(
+        "create_batch",
+        "batched creation of small files",
+        "ms/file",
+        False,
+        {FAMFS_CP: (CP_TMPFS,), FAMFS_MULTI: (CP_TMPFS,), CP_TMPFS: ()},
+        "one process copies/creates every 4 KiB file of a directory",
+    ),
+    Case(
+        "mount_8m_full",
+        "mount, full 8 MiB log (15,420 entries)",
+        "s",
+        False,
+        _MOUNT,
+        "famfs-py mount wall time; floor: a minimal pyfuse3 server's start to first answer",
+    ),
+    Case(
+        "mount_256m",
+        "mount, 256 MiB log",
+        "s",
+        False,
+        _MOUNT,
+        "mkfs -l 256m, log filled offline",
+    ),
+    Case("umount", "umount (main mount)", "s", False, {FAMFS_AUTO: ()}, "famfs-py umount"),
+    Case(
+        "mapped_read",
+        "mapped API read (in-process)",
+        "GiB/s",
+        True,
+        {
+            FAMFS_OPEN_MAPPED: (MEMCPY_1M,),
+            FAMFS_MAPPED: (MEMCPY_1M,),
+            KCOPY_VM_READV: (MEMCPY_1M,),
+            KCOPY_PROC_MEM: (MEMCPY_1M,),
+            MEMCPY_1M: (),
+        },
+        "1 MiB reads from a faulted mapping; MappedFile copies through /proc/self/mem; the "
+        "kernel-copy rows are the ceilings of a copy that cannot SIGBUS",
+    ),
+    Case(
+        "randomize",
+        "creat -r (fill with the seeded pattern)",
+        "GiB/s",
+        True,
+        {FAMFS_RANDOMIZE: (MEMCPY_1M,), MEMCPY_1M: ()},
+    ),
+    Case(
+        "verify",
+        "verify (check the seeded pattern)",
+        "GiB/s",
+        True,
+        {FAMFS_VERIFY: (MEMCPY_1M,), MEMCPY_1M: ()},
+    ),
+]
+CASE_BY_NAME = {c.name: c for c in CASES}
+
+
+@dataclass(frozen=True)
+class Target:
+    text: str
+    case: str
+    system: str
+    ref: str | None  # None: `limit` is an absolute value in the case's unit
+    limit: float
+    at_least: bool  # True: ratio/value must be >= limit
+
+
+TARGETS: list[Target] = [
+    Target(
+        "seq read ≥ 0.9× minimal pyfuse3 (-c auto, cold)",
+        "seq_read_cold",
+        FAMFS_AUTO,
+        MIN_CACHED,
+        0.9,
+        True,
+    ),
+    Target(
+        "seq read ≥ 0.9× minimal pyfuse3 (-c auto, warm)",
+        "seq_read_warm",
+        FAMFS_AUTO,
+        MIN_CACHED,
+        0.9,
+        True,
+    ),
+    Target(
+        "seq read ≥ 0.9× minimal pyfuse3 (-c never, cold)",
+        "seq_read_cold",
+        FAMFS_NEVER,
+        MIN_DIRECT,
+        0.9,
+        True,
+    ),
+    Target(
+        "seq read ≥ 0.9× minimal pyfuse3 (-c never, warm)",
+        "seq_read_warm",
+        FAMFS_NEVER,
+        MIN_DIRECT,
+        0.9,
+        True,
+    ),
+    Target("seq read ≥ 0.5× tmpfs (-c auto, cold)", "seq_read_cold", FAMFS_AUTO, TMPFS, 0.5, True),
+    Target("seq read ≥ 0.5× tmpfs (-c auto, warm)", "seq_read_warm", FAMFS_AUTO, TMPFS, 0.5, True),
+    Target(
+        "seq read ≥ 0.5× tmpfs (-c never, cold)", "seq_read_cold", FAMFS_NEVER, TMPFS, 0.5, True
+    ),
+    Target(
+        "seq read ≥ 0.5× tmpfs (-c never, warm)", "seq_read_warm", FAMFS_NEVER, TMPFS, 0.5, True
+    ),
+    Target("warm stat ≤ 1.5× tmpfs", "stat_warm", FAMFS_AUTO, TMPFS, 1.5, False),
+    Target("batched creation ≤ 2 ms/file (cp -r)", "create_batch", FAMFS_CP, None, 2.0, False),
+    Target(
+        "batched creation ≤ 2 ms/file (creat -M)", "create_batch", FAMFS_MULTI, None, 2.0, False
+    ),
+    Target("single creat ≤ 60 ms", "creat_single", FAMFS_CREAT, None, 60.0, False),
+    Target("mount ≤ 0.5 s, 15,420 entries", "mount_8m_full", FAMFS_AUTO, None, 0.5, False),
+    Target("mount ≤ 10 s, 256 MiB log", "mount_256m", FAMFS_AUTO, None, 10.0, False),
+    Target(
+        "mapped reads ≥ 0.9× memcpy (open_mapped)",
+        "mapped_read",
+        FAMFS_OPEN_MAPPED,
+        MEMCPY_1M,
+        0.9,
+        True,
+    ),
+]
+
+
+# -- samples -------------------------------------------------------------------------------
+@dataclass
+class Summary:
+    median: float
+    low: float
+    high: float
+    count: int
+
+
+@dataclass
+class Results:
+    samples: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    skipped: dict[tuple[str, str], str] = field(default_factory=dict)
+    notes: dict[tuple[str, str], str] = field(default_factory=dict)
+
+    def add(self, case: str, system: str, value: float) -> None:
+        assert case in CASE_BY_NAME, case
+        self.samples.setdefault((case, system), []).append(value)
+
+    def skip(self, case: str, system: str, why: str) -> None:
+        self.skipped[(case, system)] = why
+
+    def note(self, case: str, system: str, text: str) -> None:
+        self.notes[(case, system)] = text
+
+    def summary(self, case: str, system: str) -> Summary | None:
+        values = self.samples.get((case, system))
+        if not values:
+            return None
+        return Summary(statistics.median(values), min(values), max(values), len(values))
+
+    def systems(self, case: str) -> list[str]:
+        """Systems of `case` with samples or a skip note, in the case's order."""
+        known = list(CASE_BY_NAME[case].compare)
+        seen = [s for (c, s) in list(self.samples) + list(self.skipped) if c == case]
+        ordered = [s for s in known if s in seen]
+        return ordered + [s for s in dict.fromkeys(seen) if s not in ordered]
+
+    def ratio(self, case: str, system: str, ref: str) -> float | None:
+        mine, theirs = self.summary(case, system), self.summary(case, ref)
+        if mine is None or theirs is None or theirs.median == 0:
+            return None
+        return mine.median / theirs.median
+
+
+def target_status(results: Results, target: Target) -> tuple[str, float | None]:
+    """('met'|'missed'|'not measured', the ratio or value compared)."""
+    if target.ref is None:
+        summary = results.summary(target.case, target.system)
+        value = summary.median if summary else None
+    else:
+        value = results.ratio(target.case, target.system, target.ref)
+    if value is None:
+        return "not measured", None
+    ok = value >= target.limit if target.at_least else value <= target.limit
+    return ("met" if ok else "missed"), value

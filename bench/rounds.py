@@ -1,0 +1,582 @@
+"""The benchmark run: prepare the devices and files once, then rounds in which every group
+(one system: famfs-py in a cache mode, a baseline, the memcpy limit, mount times) measures
+each case it takes part in once. The group order rotates from round to round so that no
+system always runs first or last on this noisy machine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import re
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import famfs_py
+from famfs_py import omf
+
+from . import io, logfill
+from . import model as m
+from .env import BenchError, Environment, GiB, KiB, MiB, drop_caches, run
+from .model import Results
+
+SMALL = 4 * KiB  # the size of every small file
+SEED = "0x5eed1234"
+
+
+@dataclass(frozen=True)
+class Config:
+    quick: bool
+    rounds: int
+    file_size: int  # the sequential-I/O file
+    stat_files: int
+    rand_ops: int
+    cp_files: int
+    creat_runs: int
+    log256_entries: int
+
+    @classmethod
+    def make(cls, quick: bool, rounds: int | None = None) -> Config:
+        slots256 = omf.log_slots(256 * MiB)
+        if quick:
+            return cls(True, rounds or 3, 128 * MiB, 2_000, 3_000, 100, 3, slots256 // 20)
+        return cls(False, rounds or 5, 1 * GiB, 10_000, 20_000, 500, 5, slots256 * 9 // 10)
+
+
+@dataclass(frozen=True)
+class Features:
+    """famfs-py features that may land later; each case using one is skipped until then."""
+
+    creat_multi: bool
+    randomize: bool
+    verify: bool
+    open_mapped: bool
+
+    @classmethod
+    def detect(cls, env: Environment) -> Features:
+        creat_help = env.host.cli("creat", "--help", check=False).stdout
+        verify = env.host.cli("verify", "--help", check=False).returncode == 0
+        return cls(
+            creat_multi="--multi" in creat_help or re.search(r"(^|\s)-M\b", creat_help) is not None,
+            randomize=re.search(r"(^|\s)-r\b", creat_help) is not None
+            and re.search(r"(^|\s)-S\b", creat_help) is not None,
+            verify=verify,
+            open_mapped=hasattr(famfs_py, "open_mapped"),
+        )
+
+
+def _roundup(value: int, unit: int) -> int:
+    return -(-value // unit) * unit
+
+
+def _tree(entries: int, per_dir: int = 100, dir_digits: int = 5) -> list:
+    """`entries` log entries: a directory, then `per_dir` files in it, and so on."""
+    items: list = []
+    for index in range(entries):
+        group = index // (per_dir + 1)
+        if index % (per_dir + 1) == 0:
+            items.append(logfill.DirSpec(f"d{group:0{dir_digits}d}"))
+        else:
+            items.append(logfill.FileSpec(f"d{group:0{dir_digits}d}/f{index:06d}", SMALL))
+    return items
+
+
+GROUPS = (
+    "memcpy",
+    "tmpfs",
+    "fuse-auto",
+    "fuse-never",
+    "famfs-always",
+    "famfs-readahead",
+    "famfs-huge",
+    "mount",
+)
+EXPERIMENTS = ("famfs-readahead", "famfs-huge")  # what famfs-py could do; full runs only
+
+
+class Bench:
+    def __init__(self, env: Environment, cfg: Config, results: Results) -> None:
+        self.env = env
+        self.cfg = cfg
+        self.results = results
+        self.chunk = io.aligned_buffer(io.CHUNK)  # every 1 MiB read/write goes through it
+        self.offsets = io.random_offsets(cfg.file_size, cfg.rand_ops)
+
+    def log(self, text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    def rec(self, case: str, system: str, value: float) -> None:
+        self.results.add(case, system, value)
+
+    # -- preparation ---------------------------------------------------------------------
+    def prepare(self) -> None:
+        cfg, env = self.cfg, self.env
+        size = cfg.file_size
+        pattern = os.urandom(io.CHUNK)
+        self.features = Features.detect(env)
+        self.log(f"features: {self.features}")
+
+        # tmpfs like /dev/shm here (huge=never): the kernel baseline and the minimal server's
+        # files; a second tmpfs with huge pages for the huge-page experiments
+        small_total = (cfg.stat_files + cfg.cp_files * (cfg.rounds + 1)) * 8 * KiB
+        self.tmp = env.tmpfs("tmpfs", 2 * size + small_total + 256 * MiB, "never")
+        self.huge = env.tmpfs("huge", 2 * size + 256 * MiB, "within_size")
+        self.t_read, self.t_write = self.tmp / "read", self.tmp / "write"
+        for path in (self.t_read, self.t_write):
+            path.touch()
+            logfill.fill_region(path, 0, size, pattern)
+        self.stat_names = [f"f{i:05d}" for i in range(cfg.stat_files)]
+        (self.tmp / "stat").mkdir()
+        for name in self.stat_names:
+            (self.tmp / "stat" / name).write_bytes(pattern[:SMALL])
+        self.cp_src = self.tmp / "cpsrc"
+        self.cp_src.mkdir()
+        for i in range(cfg.cp_files):
+            (self.cp_src / f"s{i:05d}").write_bytes(pattern[i : i + SMALL])
+
+        # the main device: two big files for sequential I/O and the small files to stat
+        items: list = [
+            logfill.DirSpec("seq"),
+            logfill.FileSpec("seq/read", size),
+            logfill.FileSpec("seq/write", size),
+            logfill.DirSpec("stat"),
+        ]
+        items += [logfill.FileSpec(f"stat/{n}", SMALL) for n in self.stat_names]
+        later = cfg.rounds * (2 * cfg.cp_files + cfg.creat_runs + 8)
+        main_size = _roundup(
+            16 * MiB + (2 + cfg.rounds) * size + (cfg.stat_files + later) * omf.ALLOC_UNIT, GiB
+        )
+        started = time.perf_counter()
+        self.main_mem = env.dax_create("dax0.0", max(main_size, 4 * GiB))
+        built = logfill.build(
+            "dax0.0", env.host.root, items, keep_extents={"seq/read", "seq/write"}
+        )
+        read_ext, write_ext = built.extents["seq/read"], built.extents["seq/write"]
+        logfill.fill_region(self.main_mem, read_ext.offset, size, pattern)
+        logfill.fill_region(self.main_mem, write_ext.offset, size, pattern)
+        self.region_r = io.MappedRegion(self.main_mem, read_ext.offset, size)
+        self.region_w = io.MappedRegion(self.main_mem, write_ext.offset, size)
+        self.log(
+            f"main device: {main_size / GiB:.0f} GiB, {built.entries} log entries "
+            f"({time.perf_counter() - started:.1f} s)"
+        )
+
+        # the same two files on a device whose memory is a huge-page tmpfs file
+        hitems = [
+            logfill.DirSpec("seq"),
+            logfill.FileSpec("seq/read", size),
+            logfill.FileSpec("seq/write", size),
+        ]
+        self.huge_mem = env.dax_create(
+            "dax3.0", max(4 * GiB, _roundup(16 * MiB + 2 * size, GiB)), self.huge / "dax3.0"
+        )
+        hbuilt = logfill.build("dax3.0", env.host.root, hitems)
+        hread, hwrite = hbuilt.extents["seq/read"], hbuilt.extents["seq/write"]
+        logfill.fill_region(self.huge_mem, hread.offset, size, pattern)
+        logfill.fill_region(self.huge_mem, hwrite.offset, size, pattern)
+        self.region_huge_r = io.MappedRegion(self.huge_mem, hread.offset, size)
+        self.region_huge_w = io.MappedRegion(self.huge_mem, hwrite.offset, size)
+
+        # devices to mount: a full 8 MiB log, and a 256 MiB log filled in good part
+        started = time.perf_counter()
+        slots8 = omf.log_slots(omf.DEFAULT_LOG_LEN)
+        env.dax_create("dax1.0", _roundup(16 * MiB + slots8 * omf.ALLOC_UNIT, GiB))
+        b8 = logfill.build("dax1.0", env.host.root, _tree(slots8), keep_extents=set())
+        n256 = cfg.log256_entries
+        env.dax_create("dax2.0", _roundup(512 * MiB + n256 * omf.ALLOC_UNIT, GiB))
+        b256 = logfill.build(
+            "dax2.0", env.host.root, _tree(n256), log_len=256 * MiB, keep_extents=set()
+        )
+        self.log(
+            f"mount devices: {b8.entries}/{b8.slots} and {b256.entries}/{b256.slots} entries "
+            f"({time.perf_counter() - started:.1f} s)"
+        )
+        self.results.note(
+            "mount_256m",
+            m.FAMFS_AUTO,
+            f"{b256.entries:,} of {b256.slots:,} entries ({100 * b256.entries / b256.slots:.0f}%)",
+        )
+
+        # the memcpy limit: mappings kept faulted in (made warm again at each round: the
+        # famfs-py groups punch holes in the write regions), and a large buffer
+        self.warm_r = self.region_r.map()
+        self.warm_w = self.region_w.map(writable=True)
+        self.warm_huge = self.region_huge_r.map()
+        self.warm_huge_w = self.region_huge_w.map(writable=True)
+        self.large = bytearray(size)
+        self.warm_r_rw = self.region_r.map(writable=True)  # an address for kernel copies
+        self._anchor = ctypes.c_char.from_buffer(self.warm_r_rw)
+        self.warm_r_address = ctypes.addressof(self._anchor)
+
+    # -- the round -----------------------------------------------------------------------
+    def groups(self) -> list[tuple[str, Callable[[int], None]]]:
+        return [
+            ("memcpy", self.group_memcpy),
+            ("tmpfs", self.group_tmpfs),
+            ("fuse-auto", lambda r: self.group_fuse(r, "auto")),
+            ("fuse-never", lambda r: self.group_fuse(r, "never")),
+            ("famfs-always", self.group_always),
+            ("famfs-readahead", self.group_readahead),
+            ("famfs-huge", self.group_huge),
+            ("mount", self.group_mounts),
+        ]
+
+    def run(self, only: list[str] | None = None) -> None:
+        groups = [g for g in self.groups() if g[0] in only] if only else self.groups()
+        if self.cfg.quick and not only:
+            groups = [g for g in groups if g[0] not in EXPERIMENTS]
+        for r in range(self.cfg.rounds):
+            shift = r % len(groups)
+            for name, group in groups[shift:] + groups[:shift]:
+                started = time.perf_counter()
+                group(r)
+                seconds = time.perf_counter() - started
+                self.log(f"round {r + 1}/{self.cfg.rounds}: {name} ({seconds:.1f} s)")
+
+    # -- shared measurements -------------------------------------------------------------
+    def _seq(self, system: str, read: Path, write: Path, punch: Callable[[], None] | None) -> None:
+        """Cold read and write (first after a fresh start), warm read and write, then a
+        write into memory never written (`punch` gives the write file's memory back).
+        Without `punch`, reads only."""
+        size = self.cfg.file_size
+        gib = size / GiB
+
+        def timed(case: str, measure: Callable[[], float]) -> None:
+            self.rec(case, system, gib / measure())
+
+        timed("seq_read_cold", lambda: io.seq_read(read, size, buf=self.chunk))
+        if punch is not None:
+            timed("seq_write_cold", lambda: io.seq_write(write, size, buf=self.chunk))
+        timed("seq_read_warm", lambda: io.seq_read(read, size, buf=self.chunk))
+        if punch is not None:
+            timed("seq_write_warm", lambda: io.seq_write(write, size, buf=self.chunk))
+            punch()
+            timed("seq_write_first", lambda: io.seq_write(write, size, buf=self.chunk))
+
+    def _punch_main_w(self) -> None:
+        io.punch_hole(self.main_mem, self.region_w.offset, self.cfg.file_size)
+
+    def _punch_huge_w(self) -> None:
+        io.punch_hole(self.huge_mem, self.region_huge_w.offset, self.cfg.file_size)
+
+    def _punch_tmpfs_w(self) -> None:
+        io.punch_hole(self.t_write, 0, self.cfg.file_size)
+
+    def _rand(self, system: str, path: Path) -> None:
+        for case, direct in (("randread_4k_odirect", True), ("randread_4k_buffered", False)):
+            self.rec(case, system, io.rand_read(path, self.offsets, direct=direct) / 1000)
+
+    def _meta(self, sides: list[tuple[str, Path]]) -> None:
+        """stat and open+close every small file of each (system, directory), cold (after
+        drop_caches, which empties every side) then warm. Run last in a group: what follows
+        reloads Python from disk."""
+        lists = [
+            (system, [str(directory / n) for n in self.stat_names]) for system, directory in sides
+        ]
+        per = 1e6 / len(self.stat_names)
+        for loop, cold, warm in (
+            (io.stat_all, "stat_cold", "stat_warm"),
+            (io.open_close_all, "open_close_cold", "open_close_warm"),
+        ):
+            drop_caches()
+            for system, paths in lists:
+                self.rec(cold, system, loop(paths) * per)
+            for system, paths in lists:
+                self.rec(warm, system, loop(paths) * per)
+
+    @staticmethod
+    def _warm_python() -> None:
+        """Load what the famfs-py commands import into the page cache (after drop_caches),
+        so that process start times measure CPU, not this machine's disk."""
+        run([str(host_bin("famfs-py")), "--help"])
+        code = "import famfs_py.cli.mount_cmd, famfs_py.daemon.mount, famfs_py.cli.creat_cmd"
+        run([sys.executable, "-c", code + ", famfs_py.cli.cp_cmd, famfs_py.cli.umount_cmd"])
+
+    @staticmethod
+    def _timed(cmd: list[str], env: dict[str, str] | None = None) -> float:
+        start = time.perf_counter()
+        run(cmd, env=env)
+        return time.perf_counter() - start
+
+    # -- groups --------------------------------------------------------------------------
+    def group_memcpy(self, r: int) -> None:
+        size = self.cfg.file_size
+        gib = size / GiB
+        for mapping in (self.warm_r, self.warm_huge):  # untimed: fault everything in
+            io.copy_out(mapping, size)
+        for mapping in (self.warm_w, self.warm_huge_w):
+            io.copy_in(mapping, size, self.chunk)
+
+        def fresh(region: io.MappedRegion, case: str, system: str, dest=None, src=None) -> None:
+            """Copy through a mapping made just now (its page faults are part of it)."""
+            mapping = region.map(writable=src is not None)
+            try:
+                if src is None:
+                    seconds = io.copy_out(mapping, size, dest)
+                else:
+                    seconds = io.copy_in(mapping, size, src)
+                self.rec(case, system, gib / seconds)
+            finally:
+                mapping.close()
+
+        # cold: a fresh mapping of memory that is allocated
+        fresh(self.region_r, "seq_read_cold", m.MEMCPY_1M)
+        fresh(self.region_r, "seq_read_cold", m.MEMCPY_LARGE, dest=self.large)
+        self.rec("seq_read_cold", m.MEMCPY_POPULATE, gib / io.populate_then_copy(self.region_r))
+        fresh(self.region_huge_r, "seq_read_cold", m.MEMCPY_HUGE)
+        fresh(self.region_huge_r, "seq_read_cold", m.MEMCPY_LARGE_HUGE, dest=self.large)
+        fresh(self.region_w, "seq_write_cold", m.MEMCPY_1M, src=self.chunk)
+        fresh(self.region_w, "seq_write_cold", m.MEMCPY_LARGE, src=self.large)
+        fresh(self.region_huge_w, "seq_write_cold", m.MEMCPY_HUGE, src=self.chunk)
+        fresh(self.region_huge_w, "seq_write_cold", m.MEMCPY_LARGE_HUGE, src=self.large)
+        # warm: mappings faulted in long ago
+        warm_1m = gib / io.copy_out(self.warm_r, size)
+        self.rec("seq_read_warm", m.MEMCPY_1M, warm_1m)
+        self.rec("seq_read_warm", m.MEMCPY_LARGE, gib / io.copy_out(self.warm_r, size, self.large))
+        self.rec("seq_read_warm", m.MEMCPY_HUGE, gib / io.copy_out(self.warm_huge, size))
+        self.rec(
+            "seq_read_warm",
+            m.MEMCPY_LARGE_HUGE,
+            gib / io.copy_out(self.warm_huge, size, self.large),
+        )
+        self.rec("seq_write_warm", m.MEMCPY_1M, gib / io.copy_in(self.warm_w, size, self.chunk))
+        self.rec("seq_write_warm", m.MEMCPY_LARGE, gib / io.copy_in(self.warm_w, size, self.large))
+        self.rec(
+            "seq_write_warm", m.MEMCPY_HUGE, gib / io.copy_in(self.warm_huge_w, size, self.chunk)
+        )
+        self.rec(
+            "seq_write_warm",
+            m.MEMCPY_LARGE_HUGE,
+            gib / io.copy_in(self.warm_huge_w, size, self.large),
+        )
+        # first touch: memory given back, then written through a fresh mapping
+        for region, punch, system in (
+            (self.region_w, self._punch_main_w, m.MEMCPY_1M),
+            (self.region_huge_w, self._punch_huge_w, m.MEMCPY_HUGE),
+        ):
+            punch()
+            fresh(region, "seq_write_first", system, src=self.chunk)
+        for region, punch, system in (
+            (self.region_w, self._punch_main_w, m.MEMCPY_LARGE),
+            (self.region_huge_w, self._punch_huge_w, m.MEMCPY_LARGE_HUGE),
+        ):
+            punch()
+            fresh(region, "seq_write_first", system, src=self.large)
+        kiops = len(self.offsets) / 1000 / io.rand_copy(self.warm_r, self.offsets)
+        self.rec("randread_4k_odirect", m.MEMCPY_1M, kiops)
+        self.rec("randread_4k_buffered", m.MEMCPY_1M, kiops)
+        for case in ("mapped_read", "randomize", "verify"):
+            self.rec(case, m.MEMCPY_1M, warm_1m)
+        io.copy_out(self.warm_r_rw, size)  # untimed: fault it in
+        for system, how in ((m.KCOPY_PROC_MEM, "proc_mem"), (m.KCOPY_VM_READV, "vm_readv")):
+            seconds = io.kernel_copy_out(self.warm_r_address, size, how)
+            self.rec("mapped_read", system, gib / seconds)
+
+    def group_tmpfs(self, r: int) -> None:
+        """The kernel and process baselines of creation (tmpfs's I/O and metadata are
+        measured side by side with famfs-py in group_fuse)."""
+        self._warm_python()
+        seconds = self._timed(["cp", "-r", str(self.cp_src), str(self.tmp / f"cp-r{r}")])
+        self.rec("create_batch", m.CP_TMPFS, seconds * 1e3 / self.cfg.cp_files)
+        for k in range(self.cfg.creat_runs):
+            target = str(self.tmp / f"creat-r{r}-{k}")
+            seconds = self._timed(["truncate", "-s", "4k", target])
+            self.rec("creat_single", m.TRUNCATE, seconds * 1e3)
+            seconds = self._timed([sys.executable, "-c", "pass"])
+            self.rec("creat_single", m.PYTHON, seconds * 1e3)
+
+    def group_fuse(self, r: int, cache: str) -> None:
+        """famfs-py (-c auto or never), the minimal pyfuse3 server in the matching mode and
+        tmpfs, side by side: both servers start fresh, then every measurement is taken for
+        each of the three in turn (order alternating by round), so that a slow minute of
+        this machine hits all of them alike."""
+        auto = cache == "auto"
+        famfs, minimal = (m.FAMFS_AUTO, m.MIN_CACHED) if auto else (m.FAMFS_NEVER, m.MIN_DIRECT)
+        tree = self.cfg.stat_files if auto else 0
+        files = [self.t_read, self.t_write]
+        self._warm_python()  # the server's start time is the floor of a mount's
+        with (
+            self.env.famfs_mount("dax0.0", f"mnt-{cache}", cache) as mount,
+            self.env.minimal_server(f"min-{cache}", files, not auto, tree) as server,
+        ):
+            drop_caches()
+            fmp, smp = mount.mountpoint, server.mountpoint
+            sides = [
+                (famfs, fmp / "seq" / "read", fmp / "seq" / "write", self._punch_main_w, fmp),
+                (minimal, smp / "read", smp / "write", self._punch_tmpfs_w, smp),
+                (m.TMPFS, self.t_read, self.t_write, self._punch_tmpfs_w, self.tmp),
+            ]
+            if r % 2:
+                sides.reverse()
+            size = self.cfg.file_size
+            gib = size / GiB
+            for case in ("seq_read_cold", "seq_write_cold", "seq_read_warm", "seq_write_warm"):
+                for system, read, write, _, _ in sides:
+                    if case.startswith("seq_read"):
+                        seconds = io.seq_read(read, size, buf=self.chunk)
+                    else:
+                        seconds = io.seq_write(write, size, buf=self.chunk)
+                    self.rec(case, system, gib / seconds)
+            for system, _, write, punch, _ in sides:
+                punch()
+                self.rec("seq_write_first", system, gib / io.seq_write(write, size, buf=self.chunk))
+            for case, direct in (("randread_4k_odirect", True), ("randread_4k_buffered", False)):
+                for system, read, _, _, _ in sides:
+                    self.rec(case, system, io.rand_read(read, self.offsets, direct=direct) / 1000)
+            if auto:
+                self._mapped(fmp / "seq" / "read")
+                self._creation(r, fmp)
+                self._meta([(system, root / "stat") for system, _, _, _, root in sides])
+        if auto:
+            self.rec("umount", m.FAMFS_AUTO, mount.umount_seconds)
+            for case in ("mount_8m_full", "mount_256m"):
+                self.rec(case, m.MIN_CACHED, server.seconds)
+
+    def group_always(self, r: int) -> None:
+        """-c always: reads (its writes go the way of -c auto's)."""
+        drop_caches()
+        with self.env.famfs_mount("dax0.0", "mnt-always", "always") as mount:
+            mp = mount.mountpoint
+            self._seq(m.FAMFS_ALWAYS, mp / "seq" / "read", mp / "seq" / "write", None)
+            self._rand(m.FAMFS_ALWAYS, mp / "seq" / "read")
+
+    def group_readahead(self, r: int) -> None:
+        """-c auto with the mount's readahead window raised from 128 KiB (the FUSE default)
+        to 4 MiB through sysfs: what famfs-py could set at mount."""
+        drop_caches()
+        with self.env.famfs_mount("dax0.0", "mnt-readahead", "auto") as mount:
+            mp = mount.mountpoint
+            st = os.stat(mp)
+            bdi = Path(f"/sys/class/bdi/{os.major(st.st_dev)}:{os.minor(st.st_dev)}")
+            (bdi / "read_ahead_kb").write_text("4096\n")
+            self._seq(m.FAMFS_RA, mp / "seq" / "read", mp / "seq" / "write", None)
+
+    def group_huge(self, r: int) -> None:
+        drop_caches()
+        with self.env.famfs_mount("dax3.0", "mnt-huge", "auto") as mount:
+            mp = mount.mountpoint
+            self._seq(m.FAMFS_HUGE, mp / "seq" / "read", mp / "seq" / "write", self._punch_huge_w)
+
+    def group_mounts(self, r: int) -> None:
+        self._warm_python()
+        for case, device in (("mount_8m_full", "dax1.0"), ("mount_256m", "dax2.0")):
+            with self.env.famfs_mount(device, f"mnt-{device}") as mount:
+                self.rec(case, m.FAMFS_AUTO, mount.seconds)
+        # the replay alone (the 256 MiB log's takes as long as its mount: measured once)
+        self.rec("mount_8m_full", m.FAMFS_REPLAY, self._replay_seconds("dax1.0"))
+        if r == 0:
+            self.rec("mount_256m", m.FAMFS_REPLAY, self._replay_seconds("dax2.0"))
+
+    def _replay_seconds(self, device_name: str) -> float:
+        """The log replay alone, in this process: what mount does besides starting up."""
+        from famfs_py.dax.device import resolve_device
+        from famfs_py.dax.memory import DeviceMemory
+        from famfs_py.fs.log import Log, read_log_header, read_superblock
+
+        device = resolve_device(device_name, str(self.env.host.root))
+        start = time.perf_counter()
+        mem = DeviceMemory(device.node, device.size, writable=False)
+        try:
+            sb = read_superblock(mem)
+            Log(mem, sb, read_log_header(mem, sb)).replay()
+            return time.perf_counter() - start
+        finally:
+            mem.close()
+
+    # -- creation, placeholders ----------------------------------------------------------
+    def _creation(self, r: int, mp: Path) -> None:
+        cfg, host = self.cfg, self.env.host
+        self._warm_python()
+        for k in range(cfg.creat_runs):
+            cmd = [str(host_bin("famfs-py")), "creat", "-s", "4k", str(mp / f"creat-r{r}-{k}")]
+            self.rec("creat_single", m.FAMFS_CREAT, self._timed(cmd, host.env) * 1e3)
+        cmd = [str(host_bin("famfs-py")), "cp", "-r", str(self.cp_src), str(mp / f"cp-r{r}")]
+        self.rec("create_batch", m.FAMFS_CP, self._timed(cmd, host.env) * 1e3 / cfg.cp_files)
+        if self.features.creat_multi:
+            host.cli("mkdir", str(mp / f"multi-r{r}"))
+            cmd = [str(host_bin("famfs-py")), "creat"]
+            for i in range(cfg.cp_files):
+                cmd += ["-M", f"{mp}/multi-r{r}/m{i:05d},{SMALL}"]
+            try:
+                self.rec(
+                    "create_batch", m.FAMFS_MULTI, self._timed(cmd, host.env) * 1e3 / cfg.cp_files
+                )
+            except BenchError as exc:
+                self.results.skip("create_batch", m.FAMFS_MULTI, f"creat -M failed: {exc}")
+        else:
+            self.results.skip("create_batch", m.FAMFS_MULTI, "famfs-py creat has no -M/--multi yet")
+        if self.features.randomize:
+            target = mp / f"rand-r{r}"
+            cmd = [str(host_bin("famfs-py")), "creat", "-r", "-S", SEED]
+            cmd += ["-s", str(cfg.file_size), str(target)]
+            gib = cfg.file_size / GiB
+            try:
+                self.rec("randomize", m.FAMFS_RANDOMIZE, gib / self._timed(cmd, host.env))
+                if self.features.verify:
+                    cmd = [str(host_bin("famfs-py")), "verify", "-S", SEED, "-f", str(target)]
+                    self.rec("verify", m.FAMFS_VERIFY, gib / self._timed(cmd, host.env))
+            except BenchError as exc:
+                self.results.skip("randomize", m.FAMFS_RANDOMIZE, f"failed: {exc}")
+        else:
+            self.results.skip("randomize", m.FAMFS_RANDOMIZE, "famfs-py creat has no -r yet")
+        if not self.features.verify:
+            self.results.skip("verify", m.FAMFS_VERIFY, "famfs-py has no verify command yet")
+
+    def _mapped(self, path: Path) -> None:
+        """In-process reads of a file's memory: MappedFile (what cp uses) and, once it
+        exists, famfs_py.open_mapped."""
+        from famfs_py import channel
+        from famfs_py.mapping import MappedFile
+
+        size = self.cfg.file_size
+        target = memoryview(bytearray(io.CHUNK))
+        located = channel.locate(str(path))
+        with channel.Channel(located.mountpoint) as chan:
+            reply, fds = chan.call_fds("map", path=located.relpath, write=False)
+        with MappedFile(reply, fds[0], writable=False) as mapped:
+            for _ in range(2):  # the first pass faults the mapping in
+                start = time.perf_counter()
+                for off in range(0, size, io.CHUNK):
+                    mapped.readinto(off, target)
+                seconds = time.perf_counter() - start
+        self.rec("mapped_read", m.FAMFS_MAPPED, size / GiB / seconds)
+        if not self.features.open_mapped:
+            self.results.skip(
+                "mapped_read", m.FAMFS_OPEN_MAPPED, "famfs_py.open_mapped not there yet"
+            )
+            return
+        try:
+            self.rec("mapped_read", m.FAMFS_OPEN_MAPPED, size / GiB / _open_mapped_read(path, size))
+        except Exception as exc:  # an API we have not seen yet: report, do not fail the run
+            self.results.skip("mapped_read", m.FAMFS_OPEN_MAPPED, f"could not drive it: {exc!r}")
+
+
+def host_bin(name: str) -> Path:
+    return Path(sys.executable).parent / name
+
+
+def _open_mapped_read(path: Path, size: int) -> float:
+    """Time a second 1 MiB-chunked pass over famfs_py.open_mapped(path) (API guessed: an
+    object with readinto(offset, buf), or one exporting the buffer protocol)."""
+    target = memoryview(bytearray(io.CHUNK))
+    handle = famfs_py.open_mapped(str(path))  # type: ignore[attr-defined]
+    with contextlib.ExitStack() as stack:
+        if hasattr(handle, "close"):
+            stack.callback(handle.close)
+        seconds = 0.0
+        for _ in range(2):
+            start = time.perf_counter()
+            if hasattr(handle, "readinto"):
+                for off in range(0, size, io.CHUNK):
+                    handle.readinto(off, target)
+            else:
+                view = memoryview(handle)
+                for off in range(0, size, io.CHUNK):
+                    target[:] = view[off : off + io.CHUNK]
+                view.release()
+            seconds = time.perf_counter() - start
+        return seconds
