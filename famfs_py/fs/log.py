@@ -105,7 +105,7 @@ class Log:
                 time.sleep(RETRY_DELAY)
                 chunk = self._read_entry(index)
             entry = omf.LogEntry.unpack(chunk)
-            if entry.crc != entry.computed_crc() or entry.seqnum != index:
+            if entry.crc != entry.body_crc() or entry.seqnum != index:
                 bad = BadEntry(index, tuple(omf.entry_problems(entry, index, 0, 1)), True)
                 self._record_bad(bad, stats)
                 if stop_at_corrupt:
