@@ -82,6 +82,12 @@ def mkfs(
                     raise _fail(f"{device.path}: -k kills the filesystem; add -f to confirm")
                 mem.write(0, bytes(8))  # zero the magic only
                 return MkfsResult(device.path, dev_size, old.log_len, 0, 0, True, None)
+            if not has_fs and not force and _damaged_famfs(mem, old):
+                raise _fail(
+                    f"{device.path} holds a damaged famfs superblock (magic {old.magic:#x}); "
+                    "run fsck, or use -f to overwrite it",
+                    errno.EEXIST,
+                )
             if has_fs and not force:
                 if old.system_uuid != system_uuid and not old.problems():
                     raise _fail(
@@ -115,6 +121,21 @@ def mkfs(
         (dev_size // omf.ALLOC_UNIT) * omf.ALLOC_UNIT - reserved,
         False,
         sb,
+    )
+
+
+def _damaged_famfs(mem: DeviceMemory, old: omf.Superblock) -> bool:
+    """A superblock whose magic is damaged but whose other fields still say famfs (the
+    version and log offset mkfs writes), or that sits in front of a famfs log header. A zero
+    magic is a killed filesystem (mkfs -k) or none at all."""
+    if old.magic == 0:
+        return False
+    if old.version == omf.CURRENT_VERSION and old.log_offset == omf.LOG_OFFSET:
+        return True
+    if mem.size < omf.LOG_OFFSET + omf.LOG_HEADER_SIZE:
+        return False
+    return (
+        omf.LogHeader.unpack(mem.read(omf.LOG_OFFSET, omf.LOG_HEADER_SIZE)).magic == omf.LOG_MAGIC
     )
 
 
