@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
 
 import pytest
@@ -105,3 +106,29 @@ def test_fsck_of_a_missing_device(host):
     result = host.cli("fsck", "dax4.4")
     assert result.returncode == 128 and "does not exist" in result.stderr
     assert_no_traceback(result)
+
+
+@pytest.mark.parametrize("memory", [0, 4096])
+def test_missing_memory_is_a_clear_error_for_fsck_mkfs_and_mount(host, memory, tmp_path):
+    host.ok("dax", "create", "dax0.0", "--size", "4g")
+    host.ok("mkfs", "dax0.0")
+    os.truncate(host.memory(), memory)  # the device says 4 GiB; the memory behind it is gone
+    result = host.cli("fsck", "dax0.0")
+    assert_no_traceback(result)
+    assert result.returncode == 1 and "cannot be read" in result.stdout, result.out
+    result = host.cli("mkfs", "dax0.0")
+    assert_no_traceback(result)
+    assert result.returncode == 2, result.out  # refused: a filesystem, or no memory
+    assert ("memory error" if memory == 0 else "already holds") in result.stderr
+    (tmp_path / "m").mkdir()
+    result = host.cli("mount", "dax0.0", tmp_path / "m", env={"FAMFS_PY_LOG_DIR": str(tmp_path)})
+    assert_no_traceback(result)
+    assert result.returncode == 1 and "cannot be read" in result.stderr, result.out
+
+
+def test_fsck_of_a_device_without_memory(host):
+    host.ok("dax", "create", "dax0.0", "--size", "4g")
+    (host.root / "sys/bus/dax/devices/dax0.0/size").write_text("0\n")  # a seed device
+    result = host.cli("fsck", "dax0.0")
+    assert_no_traceback(result)
+    assert result.returncode == 1 and "holds 0 bytes" in result.stdout

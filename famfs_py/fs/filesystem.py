@@ -84,9 +84,17 @@ class Famfs:
 
     def _open(self, writable_client: bool) -> None:
         size = self.device.size
+        if size < omf.SUPERBLOCK_STRUCT_SIZE:
+            raise FsError(
+                errno.EINVAL, f"{self.device.path} holds {size} bytes: no famfs superblock fits"
+            )
         probe = DeviceMemory(self.device.node, size, writable=False)
         try:
             sb = read_superblock(probe)
+        except MemoryFault as exc:
+            raise FsError(
+                errno.EIO, f"{self.device.path}: the superblock cannot be read ({exc})"
+            ) from None
         finally:
             probe.close()
         problems = sb.problems()
@@ -106,7 +114,13 @@ class Famfs:
         self.role = MASTER if sb.system_uuid == self.this_host else CLIENT
         self.writable = self.role == MASTER or writable_client
         self.mem = DeviceMemory(self.device.node, size, writable=self.writable)
-        header = read_log_header(self.mem, sb)
+        try:
+            header = read_log_header(self.mem, sb)
+        except MemoryFault as exc:
+            self.mem.close()
+            raise FsError(
+                errno.EIO, f"{self.device.path}: the log header cannot be read ({exc})"
+            ) from None
         problems = header.problems(sb.log_len)
         if problems:
             self.mem.close()

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 
 from famfs_py import omf
-from famfs_py.dax.memory import DeviceMemory
+from famfs_py.dax.memory import DeviceMemory, MemoryFault
 from famfs_py.fs.alloc import Bitmap
 from famfs_py.fs.namespace import Inode, Namespace, NamespaceError
 
@@ -84,6 +84,20 @@ class Log:
     def _read_entry(self, index: int) -> bytes:
         return self._read_entries(index, index + 1)
 
+    def _entry_or_none(self, index: int) -> bytes | None:
+        """Entry `index`, or None if its memory cannot be read."""
+        try:
+            return self._read_entry(index)
+        except MemoryFault:
+            return None
+
+    def _slot(self, raw: bytes | None, start: int, index: int) -> bytes | None:
+        """Entry `index` from a bulk read starting at `start` (None: read it alone)."""
+        if raw is None:
+            return self._entry_or_none(index)
+        size = omf.LOG_ENTRY_SIZE
+        return raw[(index - start) * size : (index - start + 1) * size]
+
     # -- replay --------------------------------------------------------------------------
     def replay(self, *, stop_at_corrupt: bool = True, upto: int | None = None) -> ReplayStats:
         """Apply the committed entries not applied yet."""
@@ -91,22 +105,31 @@ class Log:
         end = self.committed() if upto is None else upto
         if self.stopped_at is not None and stop_at_corrupt:
             # a corrupt entry may just have been completed by the master
-            if not omf.entry_crc_ok(self._read_entry(self.stopped_at)):
+            chunk = self._entry_or_none(self.stopped_at)
+            if chunk is None or not omf.entry_crc_ok(chunk):
                 return stats
             self.stopped_at = None
         start = self.next_index
         if start >= end:
             return stats
-        raw = self._read_entries(start, end)
-        size = omf.LOG_ENTRY_SIZE
+        try:
+            raw: bytes | None = self._read_entries(start, end)
+        except MemoryFault:
+            raw = None  # some entry's memory is bad: read them one by one
         for index in range(start, end):
-            chunk = raw[(index - start) * size : (index - start + 1) * size]
-            if not omf.entry_crc_ok(chunk):
+            chunk = self._slot(raw, start, index)
+            if chunk is not None and not omf.entry_crc_ok(chunk):
                 time.sleep(RETRY_DELAY)
-                chunk = self._read_entry(index)
-            entry = omf.LogEntry.unpack(chunk)
-            if entry.crc != entry.body_crc() or entry.seqnum != index:
-                bad = BadEntry(index, tuple(omf.entry_problems(entry, index, 0, 1)), True)
+                chunk = self._entry_or_none(index)
+            if chunk is None:
+                reasons: tuple[str, ...] = ("cannot be read (memory error)",)
+            else:
+                entry = omf.LogEntry.unpack(chunk)
+                reasons = ()
+                if entry.crc != entry.body_crc() or entry.seqnum != index:
+                    reasons = tuple(omf.entry_problems(entry, index, 0, 1))
+            if reasons:
+                bad = BadEntry(index, reasons, True)
                 self._record_bad(bad, stats)
                 if stop_at_corrupt:
                     self.stopped_at = index
@@ -154,12 +177,11 @@ class Log:
                 return
         self._record_bad(BadEntry(index, tuple(problems), False), stats)
 
-    def _mark_beyond(self, raw: bytes, start: int, first: int, end: int) -> None:
+    def _mark_beyond(self, raw: bytes | None, start: int, first: int, end: int) -> None:
         """Mark the extents of CRC-valid entries after a stop, so they are never reused."""
-        size = omf.LOG_ENTRY_SIZE
         for index in range(max(first, self._marked_beyond), end):
-            chunk = raw[(index - start) * size : (index - start + 1) * size]
-            if not omf.entry_crc_ok(chunk):
+            chunk = self._slot(raw, start, index)
+            if chunk is None or not omf.entry_crc_ok(chunk):
                 continue
             payload = omf.LogEntry.unpack(chunk).payload
             if isinstance(payload, omf.FileMeta):
