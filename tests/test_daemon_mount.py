@@ -276,3 +276,12 @@ def test_other_users_need_allow_other_and_then_meet_the_logged_modes(fresh, moun
     mp = mounts.mount(fresh, tmp_path / "shared", "--allow-other")
     assert _as_user(65534, read("open")) == "ok 4096"
     assert "Permission denied" in _as_user(65534, read("closed"))
+
+
+def test_mount_fails_cleanly_when_the_superblock_claims_no_room_for_the_log(
+    fresh, mounts, tmp_path
+):
+    with open(fresh.memory(), "r+b") as f:
+        f.seek(112)  # daxdev.size: not covered by the superblock's CRC
+        f.write(struct.pack("<Q", 0))
+    _failed_mount(mounts, fresh, tmp_path / "m", expect="the superblock says the device holds 0")

@@ -104,11 +104,11 @@ class Famfs:
                 f"{self.device.path} holds no valid famfs superblock ({problems[0]}); "
                 "run mkfs.famfs-py to make one",
             )
-        if sb.dev_size > size:
+        if sb.dev_size > size or sb.dev_size < sb.log_offset + sb.log_len:  # as fsck checks
             raise FsError(
                 errno.EINVAL,
                 f"{self.device.path}: the superblock says the device holds {sb.dev_size} bytes "
-                f"but it holds {size}",
+                f"but it holds {size}; run fsck",
             )
         self.sb = sb
         self.role = MASTER if sb.system_uuid == self.this_host else CLIENT
