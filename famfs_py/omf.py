@@ -541,6 +541,8 @@ def path_problem(relpath: str) -> str | None:
         return "empty path"
     if len(raw) >= MAX_PATHLEN:
         return f"path longer than {MAX_PATHLEN - 1} bytes"
+    if b"\0" in raw:
+        return "path has a NUL byte"
     if raw.startswith(b"/"):
         return "absolute path"
     parts = raw.split(b"/")

@@ -209,6 +209,7 @@ def test_unknown_fmap_type_and_version_are_reported():
         ("a//b", False),
         ("x" * 79, True),
         ("x" * 80, False),
+        ("a\0b", False),
     ],
 )
 def test_path_rules(path, ok):
