@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 import time
 
+import pytest
+
 from famfs_py import omf
 from famfs_py.fs.fmap import FileMap, _interleaved_pieces
 
@@ -64,3 +66,13 @@ def test_a_zero_chunk_or_missing_strips_back_no_bytes():
     strips = (omf.Extent(AU, AU),)
     assert FileMap(omf.InterleavedFmap(1, 0, strips), 4096).size == 0
     assert FileMap(omf.InterleavedFmap(3, AU, strips), 3 * AU).size == AU
+
+
+def test_an_absurd_size_is_no_space_not_a_memory_error():
+    from famfs_py.fs.alloc import Bitmap, NoSpace
+
+    bitmap = Bitmap(4 << 30, AU, 10 << 20)
+    for size in (2**62, 2**70, 5 << 30):
+        with pytest.raises(NoSpace):
+            bitmap.allocate(size)
+    assert bitmap.allocate(AU).offset == 10 << 20
