@@ -1,0 +1,217 @@
+"""Reliability campaign, security: the control channel refuses unprivileged callers and
+malformed requests without the daemon dying, never reaches outside the mount, and the log's
+modes and owners hold for other users."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+from test_daemon_mount import _as_user
+
+from famfs_py import channel
+from famfs_py.channel import Channel
+
+NOBODY = 65534
+
+
+@pytest.fixture
+def master(host, mounts):
+    host.ok("dax", "create", "dax0.0", "--size", "4g")
+    host.ok("mkfs", "dax0.0")
+    return host, mounts.mount(host)
+
+
+def _raw_request(mountpoint: Path, payload: bytes, timeout: float = 10) -> dict:
+    """Send bytes as they are (no JSON encoding) and decode the daemon's answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
+        sock.settimeout(timeout)
+        sock.connect("\0" + channel.socket_name(str(mountpoint)))
+        sock.send(payload)
+        data, fds, _flags, _addr = socket.recv_fds(sock, channel.MAX_MESSAGE, 4)
+        for fd in fds:
+            os.close(fd)
+    return json.loads(data)
+
+
+def _still_serving(host, mp: Path) -> dict:
+    status = json.loads(host.ok("status", "--json", mp).stdout)
+    assert status["health"] == "ok", status
+    return status
+
+
+def test_unprivileged_callers_may_look_but_not_change_or_map_the_device(master):
+    host, mp = master
+    host.ok("creat", "-s", "4k", "-m", "0600", mp / "secret")
+    host.ok("creat", "-s", "4k", "-m", "0644", mp / "public")
+
+    def call(op: str, **fields: object):
+        def action():
+            with Channel(str(mp)) as chan:
+                reply, fds = chan.call_fds(op, **fields)
+            for fd in fds:
+                os.close(fd)
+            return sorted(k for k in reply if k != "ok")[:3]
+
+        return action
+
+    refused = {
+        "mkdir": call("mkdir", path="x"),
+        "mkdir -p": call("mkdir", path="x/y", parents=True),
+        "creat": call("creat", path="y", size=4096),
+        "clone": call("clone", source="public", path="z"),
+        "device": call("device"),
+        "map secret": call("map", path="secret"),
+        "map public for writing": call("map", path="public", write=True),
+    }
+    for what, action in refused.items():
+        text = _as_user(NOBODY, action)
+        assert text.startswith("error"), f"{what}: {text}"
+        assert "only root or the mount's owner" in text or "ermission denied" in text, text
+    assert _as_user(NOBODY, call("status")).startswith("ok")
+    assert _as_user(NOBODY, call("map", path="public")).startswith("ok")  # 0644: readable
+    status = _still_serving(host, mp)
+    assert (status["files"], status["directories"]) == (2, 0)
+
+
+MALFORMED: list[bytes] = [
+    b"\x00",
+    os.urandom(64),
+    b"\xff\xfe\xfd",
+    b"{",
+    b"[]",
+    b"null",
+    b'"creat"',
+    b"123",
+    b"NaN",
+    b'{"op": 5}',
+    b'{"op": null}',
+    b'{"op": "nope"}',
+    b'{"op": "__init__"}',
+    b'{"op": "_dispatch"}',
+    b'{"op": "creat"}',
+    b'{"op": "creat", "path": "f"}',
+    b'{"op": "mkdir"}',
+    b'{"op": "getmap", "path": ".meta"}',
+    b'{"op": "map", "path": "."}',
+    b'{"op": "clone", "path": "c"}',
+    b'{"op": "invalidate", "path": ".meta/.log"}',
+]
+FIELDS: list[dict[str, object]] = [
+    {"size": "abc"},
+    {"size": [1]},
+    {"size": {}},
+    {"size": None},
+    {"size": -1},
+    {"size": 0},
+    {"size": 2**62},
+    {"size": 2**70},
+    {"size": 1e300},
+    {"size": float("nan")},
+    {"mode": "rwx"},
+    {"mode": -1},
+    {"mode": 2**40},
+    {"uid": -1},
+    {"uid": 2**40},
+    {"gid": "zero"},
+    {"gid": 2**33},
+    {"nstrips": "x"},
+    {"nstrips": -3, "nbuckets": 4},
+    {"nstrips": 2**70, "nbuckets": 2**70},
+    {"nstrips": 2, "nbuckets": 4, "chunk_size": 3},
+    {"nstrips": 2, "nbuckets": 4, "chunk_size": 2**70},
+    {"path": 5},
+    {"path": None},
+    {"path": ["a"]},
+    {"path": ""},
+    {"path": "/"},
+    {"path": ".."},
+    {"path": "../escape"},
+    {"path": "a/../../escape"},
+    {"path": "/etc/passwd-famfs-py-test"},
+    {"path": "nul\x00byte"},
+    {"path": "x" * 80},
+    {"path": "x" * 100000},
+    {"path": ".meta/new"},
+    {"path": ".meta"},
+    {"path": "missing/child"},
+]
+
+
+OP_FIELDS: dict[str, set[str]] = {
+    "creat": {"path", "size", "mode", "uid", "gid", "nstrips", "nbuckets", "chunk_size"},
+    "mkdir": {"path", "mode", "uid", "gid"},
+    "clone": {"path"},
+    "getmap": {"path"},
+    "map": {"path"},
+    "invalidate": {"path"},
+}
+
+
+def test_malformed_requests_are_answered_and_the_daemon_keeps_serving(master, tmp_path):
+    host, mp = master
+    host.ok("creat", "-s", "4k", mp / "f")
+    sent = 0
+    for payload in MALFORMED:
+        reply = _raw_request(mp, payload)
+        assert reply["ok"] is False and "internal error" not in reply["error"], (payload, reply)
+        sent += 1
+    created = []
+    for op, uses in OP_FIELDS.items():
+        for k, fields in enumerate(FIELDS):
+            if not set(fields) <= uses:
+                continue  # a field this request ignores
+            request = {"op": op, "path": f"{op}{k}", "size": 4096, "source": "f", **fields}
+            reply = _raw_request(mp, json.dumps(request).encode())
+            assert "internal error" not in reply.get("error", ""), (request, reply)
+            if reply["ok"] and op in ("creat", "mkdir", "clone"):
+                created.append(reply.get("path") or reply["created"][0])
+            sent += 1
+    # every field above is wrong: nothing may have been created
+    assert created == [], created
+    for request in ({"op": "fsck", "nbuckets": 10**9}, {"op": "fsck", "nbuckets": -5}):
+        reply = _raw_request(mp, json.dumps(request).encode())
+        assert reply["ok"] is False and reply["errno"] == errno.EINVAL, reply
+    # a message larger than the daemon reads: refused, or cut and answered as malformed
+    try:
+        reply = _raw_request(mp, b'{"op": "status", "pad": "' + b"x" * (4 << 20) + b'"}')
+    except OSError as exc:
+        assert exc.errno == errno.EMSGSIZE
+    else:
+        assert reply["ok"] is False
+    # nothing was created, inside the mount or outside it
+    status = _still_serving(host, mp)
+    assert sorted(os.listdir(mp)) == [".meta", "f"]
+    assert (status["files"], status["directories"]) == (1, 0)
+    assert not Path("/etc/passwd-famfs-py-test").exists()
+    assert not (mp.parent / "escape").exists()
+    assert sent >= 100
+
+
+def test_a_silent_or_flooding_client_does_not_stop_the_daemon(master):
+    host, mp = master
+    silent = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    silent.connect("\0" + channel.socket_name(str(mp)))  # connects and never speaks
+    errors: list[BaseException] = []
+
+    def flood() -> None:
+        try:
+            for _ in range(25):
+                with Channel(str(mp), timeout=10) as chan:
+                    chan.call("status")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=flood) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    silent.close()
+    assert not errors, errors
+    _still_serving(host, mp)
