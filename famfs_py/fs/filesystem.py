@@ -88,7 +88,8 @@ class Famfs:
             raise FsError(
                 errno.EINVAL, f"{self.device.path} holds {size} bytes: no famfs superblock fits"
             )
-        probe = DeviceMemory(self.device.node, size, writable=False)
+        # a closed mapping stays reserved (PROT_NONE) for good: map only what is read
+        probe = DeviceMemory(self.device.node, omf.SUPERBLOCK_STRUCT_SIZE, writable=False)
         try:
             sb = read_superblock(probe)
         except MemoryFault as exc:
