@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench clean install-service
 
 setup:
 	./scripts/setup.sh
@@ -17,6 +17,9 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check famfs_py mkfs tests bench
 	$(VENV)/bin/ruff format --check famfs_py mkfs tests bench
+
+install-service: setup
+	./systemd/install.sh
 
 bench: setup
 	$(PY) -m bench --quick

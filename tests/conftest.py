@@ -117,6 +117,25 @@ def host(host_factory) -> Host:
     return host_factory()
 
 
+@pytest.fixture
+def fresh(host) -> Host:
+    """A host with a 4 GiB emulated device holding a new famfs (this host is its master)."""
+    host.ok("dax", "create", "dax0.0", "--size", "4g")
+    host.ok("mkfs", "dax0.0")
+    return host
+
+
+@pytest.fixture
+def pair(host_factory) -> tuple[Host, Host]:
+    """A master host with a new famfs and a client host sharing its memory (not mounted)."""
+    master = host_factory("master")
+    master.ok("dax", "create", "dax0.0", "--size", "4g")
+    master.ok("mkfs", "dax0.0")
+    client = host_factory("client", CLIENT_UUID)
+    client.ok("dax", "create", "dax0.0", "--share", master.node())
+    return master, client
+
+
 # -- reference images ------------------------------------------------------------------------
 IMAGE_CACHE = Path("/dev/shm") / f"famfs-py-tests-{os.getpid()}"
 

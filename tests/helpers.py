@@ -36,3 +36,28 @@ def fingerprint(path: Path) -> str:
     finally:
         os.close(fd)
     return digest.hexdigest()
+
+
+def as_user(uid: int, action) -> str:
+    """Run `action()` in a forked child whose uid and gid are `uid` (no supplementary
+    groups). Returns "ok <result>" or "error <errno> <message>"."""
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child
+        try:
+            os.close(read_fd)
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+            try:
+                text = f"ok {action()}"
+            except Exception as exc:
+                text = f"error {getattr(exc, 'errno', None)} {exc}"
+            os.write(write_fd, text.encode())
+        finally:
+            os._exit(0)
+    os.close(write_fd)
+    with os.fdopen(read_fd) as f:
+        text = f.read()
+    os.waitpid(pid, 0)
+    return text

@@ -8,7 +8,7 @@ import os
 import subprocess
 
 import pytest
-from conftest import MiB, assert_no_traceback, run_cli
+from conftest import BIN, MiB, assert_no_traceback, run_cli
 
 COMMANDS = [
     "mkfs",
@@ -31,10 +31,8 @@ COMMANDS = [
 
 
 @pytest.fixture
-def fs(host, mounts):
-    host.ok("dax", "create", "dax0.0", "--size", "4g")
-    host.ok("mkfs", "dax0.0")
-    return host, mounts.mount(host)
+def fs(fresh, mounts):
+    return fresh, mounts.mount(fresh)
 
 
 def _getmap(host, path) -> dict:
@@ -310,3 +308,88 @@ def test_flush_check_and_chkread(fs):
         f.write(os.urandom(2 * MiB))
     assert "Read and mmap match" in host.ok("chkread", mp / "f").stdout
     assert "Read and mmap match" in host.ok("chkread", "-l", mp / "f").stdout
+
+
+# -- the seeded pattern: creat -r and verify ---------------------------------------------------
+def test_creat_r_writes_upstreams_pattern_and_verify_checks_it(fs, mounts):
+    from test_pattern import Oracle
+
+    host, mp = fs
+    host.ok("creat", "-s", "3m", "-r", "-S", "0x1d", mp / "f")
+    data = (mp / "f").read_bytes()
+    assert data[:4096] == Oracle(0x1D).stream(4096)  # computed from the definition
+    out = host.ok("verify", "-S", "29", "-f", mp / "f").stdout
+    assert f"Success: verified {3 * MiB} bytes in file {mp}/f" in out
+    result = host.cli("verify", "-S", "30", "-f", mp / "f")
+    assert result.returncode == 1 and "Verify fail" in result.stderr
+    # a byte changed in the middle is found where it is
+    with open(mp / "f", "r+b") as f:
+        f.seek(MiB + 5)
+        f.write(bytes([data[MiB + 5] ^ 0xFF]))
+    result = host.cli("verify", "-S", "29", "-f", mp / "f")
+    assert f"at offset {MiB + 5} of {3 * MiB} bytes" in result.stderr
+    # re-randomizing an existing file restores it; the data survives a remount
+    host.ok("creat", "-r", "-S", "29", mp / "f")
+    host.ok("umount", mp)
+    mounts.mount(host, mp)
+    host.ok("verify", "-S", "29", "-f", mp / "f")
+
+
+def test_creat_multi_randomizes_in_threads_and_verify_multi(fs):
+    host, mp = fs
+    entries = [(f"{mp}/m{i}", (i + 1) * 1000003, 100 + i) for i in range(6)]
+    args = [a for name, size, seed in entries for a in ("-M", f"{name},{size},{seed}")]
+    host.ok("creat", "-t", "3", *args)
+    args = [a for name, _, seed in entries for a in ("-m", f"{name},{seed}")]
+    out = host.ok("verify", "-t", "2", *args).stdout
+    assert "Verify complete for 6 files with 0 errs" in out
+    wrong = [a for name, _, seed in entries for a in ("-m", f"{name},{seed + 1}")]
+    assert host.cli("verify", *wrong).returncode == 6
+
+
+def test_interleaved_files_hold_the_pattern_in_file_order(fs):
+    from test_pattern import Oracle
+
+    host, mp = fs
+    host.ok("creat", "-s", "9m", "-N", "3", "-B", "4", "-r", "-S", "7", mp / "s")
+    assert (mp / "s").read_bytes()[: 3 * MiB] == Oracle(7).stream(3 * MiB)
+    host.ok("verify", "-S", "7", "-f", mp / "s")
+
+
+@pytest.mark.parametrize(
+    "args,why",
+    [
+        (("creat", "-s", "4k", "-r", "-S", "0x100000000"), "zero low 32 bits"),
+        (("creat", "-s", "4k", "-S", "5"), "needs -r"),
+        (("verify", "-S", "0", "-f"), "seed 0"),
+        (("verify", "-f"), "-S SEED"),
+    ],
+)
+def test_seed_rules(fs, args, why):
+    host, mp = fs
+    result = host.cli(*args, mp / "x")
+    assert result.returncode == 2 and why in result.stderr, result.stderr
+
+
+def test_creat_r_without_a_seed_leaves_the_data(fs):
+    host, mp = fs
+    host.ok("creat", "-s", "4k", "-r", mp / "f")
+    assert (mp / "f").read_bytes() == bytes(4096)
+
+
+def test_cp_shows_a_progress_bar_on_a_terminal_for_large_copies(fs, tmp_path):
+    host, mp = fs
+    big = tmp_path / "big"
+    big.write_bytes(os.urandom(80 * MiB))
+    command = f"{BIN / 'famfs-py'} cp {big} {mp / 'big'}"
+    result = subprocess.run(
+        ["script", "-qec", command, "/dev/null"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **host.env},
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout
+    assert "100%" in result.stdout and "MiB/s" in result.stdout
+    quiet = host.ok("cp", big, mp / "big")  # not a terminal: no bar
+    assert "%" not in quiet.stderr

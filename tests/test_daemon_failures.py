@@ -19,11 +19,8 @@ from famfs_py.dax.device import device_in_root
 
 
 @pytest.fixture
-def mounted(host, mounts):
-    host.ok("dax", "create", "dax0.0", "--size", "4g")
-    host.ok("mkfs", "dax0.0")
-    mp = mounts.mount(host)
-    return host, mp
+def mounted(fresh, mounts):
+    return fresh, mounts.mount(fresh)
 
 
 def _status(host, mp) -> dict:

@@ -99,13 +99,6 @@ def test_image_e_mounts_its_valid_prefix_and_is_failsafe(ref_device, mounts):
     assert result.returncode == 1 and "failsafe" in result.stderr
 
 
-@pytest.fixture
-def fresh(host):
-    host.ok("dax", "create", "dax0.0", "--size", "4g")
-    host.ok("mkfs", "dax0.0")
-    return host
-
-
 def test_writes_stay_inside_the_file(fresh, mounts):
     mp = mounts.mount(fresh)
     fresh.ok("creat", "-s", "10000", mp / "f")

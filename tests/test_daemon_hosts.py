@@ -7,16 +7,11 @@ import os
 import time
 
 import pytest
-from conftest import CLIENT_UUID
 
 
 @pytest.fixture
-def pair(host_factory, mounts, tmp_path):
-    master = host_factory("master")
-    master.ok("dax", "create", "dax0.0", "--size", "4g")
-    master.ok("mkfs", "dax0.0")
-    client = host_factory("client", CLIENT_UUID)
-    client.ok("dax", "create", "dax0.0", "--share", master.node())
+def mounted_pair(pair, mounts, tmp_path):
+    master, client = pair
     mmp = mounts.mount(master, tmp_path / "mnt-master")
     cmp = mounts.mount(client, tmp_path / "mnt-client")
     return master, client, mmp, cmp
@@ -31,8 +26,8 @@ def _wait_for(predicate, timeout: float = 2.0) -> float:
     return time.monotonic() - start
 
 
-def test_client_sees_the_masters_files_without_a_command(pair, tmp_path):
-    master, client, mmp, cmp = pair
+def test_client_sees_the_masters_files_without_a_command(mounted_pair, tmp_path):
+    master, client, mmp, cmp = mounted_pair
     src = tmp_path / "tree"
     for d in range(10):
         (src / f"dir{d}").mkdir(parents=True)
@@ -58,8 +53,8 @@ def test_client_sees_the_masters_files_without_a_command(pair, tmp_path):
     assert status["role"] == "client" and status["files"] == 90 and status["directories"] == 11
 
 
-def test_data_written_on_the_master_is_read_byte_exact_on_the_client(pair):
-    master, client, mmp, cmp = pair
+def test_data_written_on_the_master_is_read_byte_exact_on_the_client(mounted_pair):
+    master, client, mmp, cmp = mounted_pair
     master.ok("creat", "-s", "3m", mmp / "shared")
     _wait_for(lambda: (cmp / "shared").exists())
     first = os.urandom(3 << 20)
@@ -72,8 +67,8 @@ def test_data_written_on_the_master_is_read_byte_exact_on_the_client(pair):
     assert (cmp / "shared").read_bytes() == second
 
 
-def test_client_data_is_read_only_unless_mounted_rw(pair, host_factory, mounts, tmp_path):
-    master, client, mmp, cmp = pair
+def test_client_data_is_read_only_unless_mounted_rw(mounted_pair, host_factory, mounts, tmp_path):
+    master, client, mmp, cmp = mounted_pair
     master.ok("creat", "-s", "4096", mmp / "f")
     _wait_for(lambda: (cmp / "f").exists())
     with pytest.raises(OSError) as info:
@@ -87,8 +82,8 @@ def test_client_data_is_read_only_unless_mounted_rw(pair, host_factory, mounts, 
     assert (mmp / "f").read_bytes()[:13] == b"from a client"
 
 
-def test_logplay_replays_now_and_prints_upstreams_summary(pair):
-    master, client, mmp, cmp = pair
+def test_logplay_replays_now_and_prints_upstreams_summary(mounted_pair):
+    master, client, mmp, cmp = mounted_pair
     master.ok("mkdir", mmp / "d")
     master.ok("creat", "-s", "1m", mmp / "d" / "f")
     out = client.ok("logplay", cmp).stdout
@@ -96,13 +91,8 @@ def test_logplay_replays_now_and_prints_upstreams_summary(pair):
     assert (cmp / "d" / "f").exists()
 
 
-def test_cache_never_sees_the_other_hosts_writes_without_reopening(host_factory, mounts,
-                                                                  tmp_path):
-    master = host_factory("master")
-    master.ok("dax", "create", "dax0.0", "--size", "4g")
-    master.ok("mkfs", "dax0.0")
-    client = host_factory("client", CLIENT_UUID)
-    client.ok("dax", "create", "dax0.0", "--share", master.node())
+def test_cache_never_sees_the_other_hosts_writes_without_reopening(pair, mounts, tmp_path):
+    master, client = pair
     mmp = mounts.mount(master, tmp_path / "mnt-master")
     cmp = mounts.mount(client, tmp_path / "mnt-client", "-c", "never")
     master.ok("creat", "-s", "8k", mmp / "f")

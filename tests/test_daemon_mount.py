@@ -10,7 +10,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import CLIENT_UUID, _is_mounted, assert_no_traceback
+from conftest import _is_mounted, assert_no_traceback
+from helpers import as_user
 
 from famfs_py import omf
 from famfs_py.dax import holder
@@ -19,13 +20,6 @@ from famfs_py.dax.device import device_in_root
 
 def _claimed(host) -> bool:
     return holder.holder_info(device_in_root("dax0.0", host.root)) is not None
-
-
-@pytest.fixture
-def fresh(host):
-    host.ok("dax", "create", "dax0.0", "--size", "4g")
-    host.ok("mkfs", "dax0.0")
-    return host
 
 
 def _failed_mount(mounts, host, mp, *args, expect: str) -> None:
@@ -187,31 +181,6 @@ def test_a_handler_bug_answers_eio_and_the_daemon_keeps_serving(fresh, mounts, m
     assert "fault injected into read" in mounts.logs()
 
 
-def _as_user(uid: int, action) -> str:
-    """Run `action` in a forked child with uid/gid `uid`; returns what it returned (or the
-    error it raised) as text."""
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # child
-        try:
-            os.close(read_fd)
-            os.setgroups([])
-            os.setgid(uid)
-            os.setuid(uid)
-            try:
-                text = f"ok {action()}"
-            except Exception as exc:
-                text = f"error {exc}"
-            os.write(write_fd, text.encode())
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    with os.fdopen(read_fd) as f:
-        text = f.read()
-    os.waitpid(pid, 0)
-    return text
-
-
 def test_unprivileged_users_cannot_create_through_the_control_channel(fresh, mounts):
     from famfs_py.channel import Channel
 
@@ -229,18 +198,14 @@ def test_unprivileged_users_cannot_create_through_the_control_channel(fresh, mou
         with Channel(str(mp)) as chan:
             return chan.call("status")["role"]
 
-    assert "only root or the mount's owner" in _as_user(65534, mkdir)
-    assert "only root or the mount's owner" in _as_user(65534, creat)
-    assert _as_user(65534, status) == "ok master"  # reading the state is fine
+    assert "only root or the mount's owner" in as_user(65534, mkdir)
+    assert "only root or the mount's owner" in as_user(65534, creat)
+    assert as_user(65534, status) == "ok master"  # reading the state is fine
     assert not (mp / "x").exists() and not (mp / "y").exists()
 
 
-def test_a_client_host_cannot_create(host_factory, mounts, tmp_path):
-    master = host_factory("master")
-    master.ok("dax", "create", "dax0.0", "--size", "4g")
-    master.ok("mkfs", "dax0.0")
-    client = host_factory("client", CLIENT_UUID)
-    client.ok("dax", "create", "dax0.0", "--share", master.node())
+def test_a_client_host_cannot_create(pair, mounts, tmp_path):
+    _, client = pair
     mp = mounts.mount(client, tmp_path / "c")
     result = client.cli("mkdir", mp / "d")
     assert result.returncode == 1
@@ -271,11 +236,24 @@ def test_other_users_need_allow_other_and_then_meet_the_logged_modes(fresh, moun
     def read(name):
         return lambda: len(open(mp / name, "rb").read())
 
-    assert _as_user(65534, read("open")).startswith("error")  # no allow_other: no access
+    assert as_user(65534, read("open")).startswith("error")  # no allow_other: no access
     fresh.ok("umount", mp)
     mp = mounts.mount(fresh, tmp_path / "shared", "--allow-other")
-    assert _as_user(65534, read("open")) == "ok 4096"
-    assert "Permission denied" in _as_user(65534, read("closed"))
+    assert as_user(65534, read("open")) == "ok 4096"
+    assert "Permission denied" in as_user(65534, read("closed"))
+
+
+def test_the_mount_reads_ahead_in_large_requests(fresh, mounts, tmp_path):
+    def readahead(mp) -> int:
+        dev = os.stat(mp).st_dev
+        path = f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb"
+        with open(path) as f:
+            return int(f.read())
+
+    mp = mounts.mount(fresh, tmp_path / "a")
+    assert readahead(mp) == 4096
+    fresh.ok("umount", mp)
+    assert readahead(mounts.mount(fresh, tmp_path / "b", "-o", "readahead=512")) == 512
 
 
 def test_mount_fails_cleanly_when_the_superblock_claims_no_room_for_the_log(

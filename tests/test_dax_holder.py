@@ -233,3 +233,21 @@ def test_fifty_processes_race_for_one_claim(host, device):
         for p in procs:
             p.kill()
             p.wait()
+
+
+def test_real_devices_read_bad_blocks_from_their_nd_region(tmp_path):
+    """A sysfs tree shaped like the kernel's: dax0.0 under ndbus0/region0, whose badblocks
+    count 512-byte sectors from the region's start."""
+    from famfs_py.dax.sysfs import DaxSysfs
+
+    region = tmp_path / "sys" / "devices" / "ndbus0" / "region0"
+    dev = region / "dax0.0"
+    dev.mkdir(parents=True)
+    (region / "resource").write_text("0x100000000\n")
+    (region / "badblocks").write_text("4112 8\n1 1\n")  # 2 MiB + 8 KiB in, and before dax0.0
+    (dev / "resource").write_text("0x100200000\n")  # dax0.0 starts 2 MiB into the region
+    (dev / "size").write_text(f"{1 << 30}\n")
+    devices = tmp_path / "sys" / "bus" / "dax" / "devices"
+    devices.mkdir(parents=True)
+    (devices / "dax0.0").symlink_to(dev)
+    assert DaxSysfs(tmp_path / "sys").read_badblocks("dax0.0") == [(8192, 4096)]

@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from test_daemon_mount import _as_user
+from helpers import as_user
 
 from famfs_py import channel
 from famfs_py.channel import Channel
@@ -21,10 +21,8 @@ NOBODY = 65534
 
 
 @pytest.fixture
-def master(host, mounts):
-    host.ok("dax", "create", "dax0.0", "--size", "4g")
-    host.ok("mkfs", "dax0.0")
-    return host, mounts.mount(host)
+def master(fresh, mounts):
+    return fresh, mounts.mount(fresh)
 
 
 def _raw_request(mountpoint: Path, payload: bytes, timeout: float = 10) -> dict:
@@ -70,11 +68,11 @@ def test_unprivileged_callers_may_look_but_not_change_or_map_the_device(master):
         "map public for writing": call("map", path="public", write=True),
     }
     for what, action in refused.items():
-        text = _as_user(NOBODY, action)
+        text = as_user(NOBODY, action)
         assert text.startswith("error"), f"{what}: {text}"
         assert "only root or the mount's owner" in text or "ermission denied" in text, text
-    assert _as_user(NOBODY, call("status")).startswith("ok")
-    assert _as_user(NOBODY, call("map", path="public")).startswith("ok")  # 0644: readable
+    assert as_user(NOBODY, call("status")).startswith("ok")
+    assert as_user(NOBODY, call("map", path="public")).startswith("ok")  # 0644: readable
     status = _still_serving(host, mp)
     assert (status["files"], status["directories"]) == (2, 0)
 

@@ -111,3 +111,24 @@ def this_host_uuid(args: argparse.Namespace) -> Any:
         return system_uuid(getattr(args, "system_uuid", None))
     except (ValueError, OSError) as exc:
         raise FamfsError(f"cannot tell this host's system UUID: {exc}", EXIT_USAGE) from None
+
+
+def add_interleave_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-N", "--nstrips", type=int, help="interleave: strips per file")
+    parser.add_argument("-B", "--nbuckets", type=int, help="interleave: buckets of the device")
+    parser.add_argument(
+        "-C", "--chunksize", type=parse_size, help="interleave: chunk size (default 2m)"
+    )
+
+
+def interleave_fields(args: argparse.Namespace) -> dict[str, int]:
+    """Request fields for -N/-B/-C (any of them turns interleaving on)."""
+    if args.nstrips is None and args.nbuckets is None and args.chunksize is None:
+        return {}
+    if not args.nstrips or not args.nbuckets:
+        raise FamfsError("interleaving needs both -N NSTRIPS and -B NBUCKETS", 2)
+    return {
+        "nstrips": args.nstrips,
+        "nbuckets": args.nbuckets,
+        "chunk_size": args.chunksize or (2 << 20),
+    }

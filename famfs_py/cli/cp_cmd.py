@@ -12,7 +12,13 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from famfs_py.cli.common import Parser, parse_id, parse_mode, parse_size
+from famfs_py.cli.common import (
+    Parser,
+    add_interleave_options,
+    interleave_fields,
+    parse_id,
+    parse_mode,
+)
 from famfs_py.errors import FamfsError
 
 EXIT_CODES = """
@@ -58,11 +64,7 @@ def build_parser(prog: str) -> Parser:
     )
     parser.add_argument("-u", "--uid", type=parse_id, help="owner (default: you)")
     parser.add_argument("-g", "--gid", type=parse_id, help="group (default: yours)")
-    parser.add_argument("-N", "--nstrips", type=int, help="interleave: strips per file")
-    parser.add_argument("-B", "--nbuckets", type=int, help="interleave: buckets of the device")
-    parser.add_argument(
-        "-C", "--chunksize", type=parse_size, help="interleave: chunk size (default 2m)"
-    )
+    add_interleave_options(parser)
     parser.add_argument("-v", "--verbose", action="count", default=0)
     parser.add_argument("-d", "--debug", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("sources", nargs="+", metavar="SRC")
@@ -101,7 +103,6 @@ class Progress:
 class Copier:
     def __init__(self, args: argparse.Namespace, mountpoint: str) -> None:
         from famfs_py import channel
-        from famfs_py.cli.creat_cmd import interleave_fields
         from famfs_py.dax.memory import DeviceMemory
 
         self.args = args
@@ -118,6 +119,7 @@ class Copier:
         self.pool = ThreadPoolExecutor(args.threadct) if args.threadct > 0 else None
         self.pending: list[Future[None]] = []
         self.progress: Progress | None = None
+        self._local = threading.local()  # one channel per copying thread
 
     def fail(self, message: str) -> None:
         print(f"famfs-py cp: {message}", file=sys.stderr)
@@ -199,10 +201,9 @@ class Copier:
 
         if threading.current_thread() is threading.main_thread():
             return self.chan
-        local = self.__dict__.setdefault("_local", threading.local())
-        if not hasattr(local, "chan"):
-            local.chan = channel.Channel(self.mountpoint)
-        return local.chan
+        if not hasattr(self._local, "chan"):
+            self._local.chan = channel.Channel(self.mountpoint)
+        return self._local.chan
 
     def _copy(self, fd: int, filemap) -> None:
         for file_offset, (dev, n) in _with_offsets(filemap):

@@ -6,7 +6,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from famfs_py.cli.common import Parser, parse_id, parse_mode, parse_size
+from famfs_py.cli.common import (
+    Parser,
+    add_interleave_options,
+    interleave_fields,
+    parse_id,
+    parse_mode,
+    parse_size,
+)
 from famfs_py.cli.seeded import parse_seed
 from famfs_py.errors import FamfsError
 
@@ -65,28 +72,11 @@ def build_parser(prog: str) -> Parser:
         default=None,
         help="threads that fill -M files (default: CPUs; 0: none)",
     )
-    parser.add_argument("-N", "--nstrips", type=int, help="interleave: strips per file")
-    parser.add_argument("-B", "--nbuckets", type=int, help="interleave: buckets of the device")
-    parser.add_argument(
-        "-C", "--chunksize", type=parse_size, help="interleave: chunk size (default 2m)"
-    )
+    add_interleave_options(parser)
     parser.add_argument("-v", "--verbose", action="count", default=0)
     parser.add_argument("-d", "--debug", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("file", nargs="?", metavar="FILE")
     return parser
-
-
-def interleave_fields(args: argparse.Namespace) -> dict[str, int]:
-    """Request fields for -N/-B/-C (any of them turns interleaving on)."""
-    if args.nstrips is None and args.nbuckets is None and args.chunksize is None:
-        return {}
-    if not args.nstrips or not args.nbuckets:
-        raise FamfsError("interleaving needs both -N NSTRIPS and -B NBUCKETS", 2)
-    return {
-        "nstrips": args.nstrips,
-        "nbuckets": args.nbuckets,
-        "chunk_size": args.chunksize or (2 << 20),
-    }
 
 
 def _check_args(args: argparse.Namespace) -> None:

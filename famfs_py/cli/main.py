@@ -96,6 +96,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = argv[0]
     entry = COMMANDS.get(name)
     if entry is None:
+        from famfs_py.cli import mount_helper
+
+        if mount_helper.called_by_mount_fuse(argv):  # mount(8) -> mount.fuse3 -> famfs-py
+            return mount_helper.main(argv, prog=PROG)
         sys.stderr.write(f"{PROG}: unknown command {name!r}\n\n{_usage()}")
         return 2
     return run_command(f"{PROG} {name}", entry[0], argv[1:])

@@ -1,7 +1,8 @@
 """`famfs-py mount`: start the daemon for a device and return once the mount answers.
 
 Without -f the daemon is started as a separate process (its own session, output to a log
-file) and this command waits for its word on a pipe: mounted, or why not.
+file) and this command waits for its word on a pipe: mounted, or why not. With --systemd it
+stays in the foreground and tells systemd instead (famfs_py.daemon.systemd).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ O_OPTIONS: dict[str, tuple[str, bool]] = {
     "cache": ("cache", True),
     "timeout": ("timeout", True),
     "rw": ("rw", False),
+    "client_rw": ("rw", False),  # what mount(8) users write: it always passes rw itself
     "devdax": ("devdax", False),
     "debug": ("debug", False),
     "nouseraccess": ("nouseraccess", False),
@@ -41,6 +43,7 @@ O_OPTIONS: dict[str, tuple[str, bool]] = {
     "system-uuid": ("system_uuid", True),
     "root": ("root", True),
     "log_file": ("log_file", True),
+    "readahead": ("readahead", True),
 }
 # mount(8)/fstab options that are not the daemon's business
 O_IGNORED = {
@@ -66,6 +69,14 @@ O_IGNORED = {
     "strictatime",
     "async",
     "sync",
+    "dirsync",
+    "diratime",
+    "nodiratime",
+    "lazytime",
+    "nolazytime",
+    "silent",
+    "loud",
+    "_rnetdev",
 }
 
 
@@ -104,8 +115,9 @@ def build_parser(prog: str) -> Parser:
         action="append",
         default=[],
         metavar="OPTS",
-        help="comma-separated mount options (cache=, timeout=, rw, devdax, "
-        "allow_other, nouseraccess, nodefaultperm, system_uuid=, root=)",
+        help="comma-separated mount options (cache=, timeout=, rw or client_rw, devdax, "
+        "allow_other, nouseraccess, nodefaultperm, system_uuid=, root=, log_file=); fstab "
+        "and mount(8) options such as defaults, nofail, _netdev, x-systemd.* are ignored",
     )
     parser.add_argument("--rw", action="store_true", help="writable file data on a client")
     parser.add_argument("--devdax", action="store_true", help="accept a real device in devdax mode")
@@ -131,9 +143,21 @@ def build_parser(prog: str) -> Parser:
     parser.add_argument("-m", "--mmap", action="store_true", help="accepted (upstream)")
     parser.add_argument("-v", "--verbose", action="store_true", help="more logging")
     parser.add_argument("-d", "--debug", action="store_true", help="debug logging")
-    parser.add_argument("--log-file", help="daemon log (default /var/log/famfs-py/<mount>.log)")
+    parser.add_argument(
+        "--log-file",
+        help="daemon log (default /var/log/famfs-py/<mount>.log; with -f: stderr, or the "
+        "journal under systemd)",
+    )
     parser.add_argument("--follow-interval", type=float, default=0.2, help=argparse.SUPPRESS)
     parser.add_argument("--watch-interval", type=float, default=0.5, help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--readahead",
+        type=int,
+        default=4096,
+        metavar="KB",
+        help="kernel readahead for the mount in KiB (default 4096; 0 keeps the kernel's)",
+    )
+    parser.add_argument("--status-interval", type=float, default=2.0, help=argparse.SUPPRESS)
     parser.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     add_root_option(parser)
     add_system_uuid_option(parser)
@@ -142,16 +166,23 @@ def build_parser(prog: str) -> Parser:
     return parser
 
 
+def _ignored_o_option(item: str) -> bool:
+    # ro: data is read-only unless rw/the master; nothing to do
+    return item in O_IGNORED or item == "ro" or item.startswith(("x-", "comment="))
+
+
+def known_o_option(item: str) -> bool:
+    return _ignored_o_option(item) or item.partition("=")[0] in O_OPTIONS
+
+
 def apply_o_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     """Fold fstab-style -o options into args; unknown ones are a usage error."""
     for group in args.options:
         for item in group.split(","):
             item = item.strip()
-            if not item or item in O_IGNORED or item.startswith(("x-", "comment=")):
+            if not item or _ignored_o_option(item):
                 continue
             name, has_value, value = item.partition("=")
-            if name == "ro":
-                continue  # data is read-only unless rw/the master; nothing to do
             spec = O_OPTIONS.get(name)
             if spec is None:
                 parser.error(f"unknown mount option -o {item}")
@@ -161,7 +192,11 @@ def apply_o_options(args: argparse.Namespace, parser: argparse.ArgumentParser) -
                     f"mount option -o {item}: "
                     + ("needs a value" if takes_value else "takes no value")
                 )
-            if dest == "timeout":
+            if dest == "readahead":
+                if not value.isdigit():
+                    parser.error(f"mount option -o {item}: readahead is a number of KiB")
+                args.readahead = int(value)
+            elif dest == "timeout":
                 try:
                     setattr(args, dest, float(value))
                 except ValueError:
@@ -208,36 +243,71 @@ class PipeReadiness:
 
 
 class ConsoleReadiness:
+    """Tells the person at the terminal (or the journal, with priority prefixes)."""
+
+    def __init__(self, journal: bool = False) -> None:
+        self.info, self.error = ("<6>", "<3>") if journal else ("", "")
+
     def ready(self, summary: str) -> None:
-        print(f"famfs-py mount: mounted ({summary})", file=sys.stderr, flush=True)
+        print(f"{self.info}famfs-py mount: mounted ({summary})", file=sys.stderr, flush=True)
 
     def failed(self, message: str, exit_code: int) -> None:
-        print(f"famfs-py mount: {message}", file=sys.stderr, flush=True)
+        print(f"{self.error}famfs-py mount: {message}", file=sys.stderr, flush=True)
 
     def stopping(self) -> None:
         pass
 
 
-def _setup_daemon_logging(args: argparse.Namespace) -> None:
+def _setup_daemon_logging(args: argparse.Namespace) -> bool:
+    """The daemon logs to --log-file if given; else to the journal, with `<N>` priority
+    prefixes and no timestamps, when systemd runs it; else to stderr. True: the journal."""
     import logging
 
-    level = logging.DEBUG if args.debug else logging.INFO
-    logging.basicConfig(
-        level=level,
-        format="%(asctime)s famfs-py[%(process)d] %(levelname)s %(name)s: %(message)s",
-        force=True,
+    from famfs_py.daemon.systemd import JournalFormatter, stderr_is_journal
+
+    handler: logging.Handler
+    journal = False
+    plain = logging.Formatter(
+        "%(asctime)s famfs-py[%(process)d] %(levelname)s %(name)s: %(message)s"
     )
+    if args.log_file and args.ready_fd is None:
+        path = Path(args.log_file)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handler = logging.FileHandler(path)
+        except OSError as exc:
+            raise FamfsError(
+                f"cannot open the daemon log {path}: {exc.strerror} (choose one with --log-file)"
+            ) from None
+        handler.setFormatter(plain)
+    elif args.systemd or stderr_is_journal():
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JournalFormatter())
+        journal = True
+    else:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(plain)
+    level = logging.DEBUG if args.debug else logging.INFO
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+    return journal
 
 
 def run_foreground(args: argparse.Namespace) -> int:
-    from famfs_py.daemon.mount import MountOptions, serve
+    from famfs_py.daemon.mount import MountOptions, Readiness, serve
 
-    _setup_daemon_logging(args)
-    readiness = PipeReadiness(args.ready_fd) if args.ready_fd is not None else ConsoleReadiness()
+    journal = _setup_daemon_logging(args)
+    readiness: Readiness
     if args.systemd:
+        import faulthandler
+
         from famfs_py.daemon.systemd import SystemdReadiness
 
-        readiness = SystemdReadiness()
+        faulthandler.enable()  # a watchdog SIGABRT leaves every thread's stack in the journal
+        readiness = SystemdReadiness(status_interval=args.status_interval)
+    elif args.ready_fd is not None:
+        readiness = PipeReadiness(args.ready_fd)
+    else:
+        readiness = ConsoleReadiness(journal)
     opts = MountOptions(
         device=args.device,
         mountpoint=args.mountpoint,
@@ -252,6 +322,7 @@ def run_foreground(args: argparse.Namespace) -> int:
         debug=args.debug,
         follow_interval=args.follow_interval,
         watch_interval=args.watch_interval,
+        readahead_kb=args.readahead,
     )
     return serve(opts, readiness)
 
@@ -260,7 +331,7 @@ def _daemon_argv(args: argparse.Namespace, ready_fd: int) -> list[str]:
     argv = [sys.executable, "-m", "famfs_py.cli.main", "mount", "-f", "--ready-fd", str(ready_fd)]
     argv += ["-c", args.cache, "-t", str(args.timeout)]
     argv += ["--follow-interval", str(args.follow_interval)]
-    argv += ["--watch-interval", str(args.watch_interval)]
+    argv += ["--watch-interval", str(args.watch_interval), "--readahead", str(args.readahead)]
     for flag in ("rw", "devdax", "nouseraccess", "nodefaultperm", "debug", "allow_other"):
         if getattr(args, flag):
             argv.append(f"--{flag.replace('_', '-')}")
@@ -343,6 +414,12 @@ def run_background(args: argparse.Namespace) -> int:
 def run(args: argparse.Namespace) -> int:
     parser = build_parser("famfs-py mount")
     apply_o_options(args, parser)
+    if not args.mountpoint:
+        raise FamfsError(
+            "no mount point given (under systemd: set FAMFS_PY_MOUNTPOINT in "
+            "/etc/famfs-py/<instance>.conf or a drop-in)",
+            2,
+        )
     if args.foreground or args.systemd or args.ready_fd is not None:
         return run_foreground(args)
     return run_background(args)

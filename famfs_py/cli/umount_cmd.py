@@ -1,9 +1,11 @@
 """`famfs-py umount`: unmount, wait until the daemon has exited and released the device; also
-clean up a stale mount left by a killed daemon."""
+clean up a stale mount left by a killed daemon (`--if-stale`: only that, as a service's
+pre-start step does)."""
 
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import shutil
 import subprocess
@@ -12,8 +14,10 @@ from famfs_py.cli.common import Parser
 from famfs_py.errors import FamfsError
 
 EXIT_CODES = """
-  0  unmounted, the daemon has exited and the device is released
-  1  not unmounted (not a famfs-py mount, busy, or the daemon did not exit)
+  0  unmounted, the daemon has exited and the device is released;
+     with --if-stale: the stale mount was cleaned up, or nothing was mounted there
+  1  not unmounted (not a famfs-py mount, busy, or the daemon did not exit);
+     with --if-stale: a live mount or another file system is there (left alone)
   2  usage error
 """
 EXIT_WAIT = 30.0
@@ -23,6 +27,11 @@ def build_parser(prog: str) -> Parser:
     parser = Parser(prog=prog, description="Unmount a famfs-py mount.", exit_codes=EXIT_CODES)
     parser.add_argument(
         "-l", "--lazy", action="store_true", help="detach now even if files are open (lazy unmount)"
+    )
+    parser.add_argument(
+        "--if-stale",
+        action="store_true",
+        help="only clean up a stale mount (its daemon is gone); succeed if nothing is mounted",
     )
     parser.add_argument("-d", "--debug", action="store_true", help="debug logging")
     parser.add_argument("mountpoint", metavar="MOUNTPOINT")
@@ -56,10 +65,48 @@ def wait_for_exit(pid: int, timeout: float) -> bool:
         os.close(pidfd)
 
 
+def clean_if_stale(given: str, mountpoint: str) -> int:
+    """Unmount `mountpoint` only if it holds a famfs-py mount whose daemon is gone."""
+    from famfs_py import channel
+
+    if not channel.is_mountpoint(mountpoint):
+        if os.path.ismount(mountpoint):
+            raise FamfsError(
+                f"{given} holds another file system, not famfs-py (unmount it yourself)"
+            )
+        print(f"famfs-py: nothing mounted on {mountpoint}")
+        return 0
+    try:
+        with channel.Channel(mountpoint, timeout=10) as chan:
+            pid = chan.call("status")["daemon_pid"]
+    except FamfsError as exc:
+        if exc.errno != errno.ENOTCONN:  # someone listens but does not answer: not stale
+            raise FamfsError(
+                f"the daemon of {given} is there but does not answer ({exc.message}); "
+                f"stop it, or 'famfs-py umount --lazy {given}'"
+            ) from None
+    else:
+        raise FamfsError(
+            f"{given} is mounted and its daemon (pid {pid}) answers: not stale "
+            f"('famfs-py umount {given}' unmounts it)"
+        )
+    _unmount(mountpoint, lazy=True)
+    print(f"famfs-py: cleaned up the stale mount at {mountpoint} (its daemon was gone)")
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
     from famfs_py import channel
 
+    if not args.mountpoint:
+        raise FamfsError(
+            "no mount point given (under systemd: set FAMFS_PY_MOUNTPOINT in "
+            "/etc/famfs-py/<instance>.conf or a drop-in)",
+            2,
+        )
     mountpoint = os.path.realpath(args.mountpoint)
+    if args.if_stale:
+        return clean_if_stale(args.mountpoint, mountpoint)
     if not channel.is_mountpoint(mountpoint):
         raise FamfsError(f"{args.mountpoint} is not a famfs-py mount")
     try:

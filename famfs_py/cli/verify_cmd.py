@@ -59,7 +59,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         if not args.filename:
             raise FamfsError("give -f FILE and -S SEED (or -m FILE,SEED)", 2)
-        if not args.seed:
+        if args.seed is None:
             raise FamfsError("give the random seed to verify the file with (-S SEED)", 2)
         jobs = [seeded.Job(args.filename, args.seed)]
     for job in jobs:

@@ -51,11 +51,17 @@ class MountOptions:
     debug: bool = False
     follow_interval: float = 0.2
     watch_interval: float = 0.5
+    readahead_kb: int = 4096
     fuse_options: list[str] = field(default_factory=list)
 
 
 class Readiness(Protocol):
-    """Whoever waits for the mount: the `famfs-py mount` parent, or systemd."""
+    """Whoever waits for the mount: the `famfs-py mount` parent, or systemd.
+
+    One that keeps talking while the mount serves (systemd: STATUS= and watchdog pings) also
+    has `async def supervise(self, summary: Callable[[], str]) -> None`, run as a task of the
+    daemon's nursery, so it stops with the mount and stalls when the event loop does.
+    """
 
     def ready(self, summary: str) -> None: ...
     def failed(self, message: str, exit_code: int) -> None: ...
@@ -178,6 +184,8 @@ class Daemon:
         return 0
 
     def _shutdown(self, control: ControlServer) -> None:
+        if self._ready:
+            self.readiness.stopping()  # also when unmounted from outside, not only on signals
         control.close()
         if self._session_open:
             still_mounted = channel.is_mountpoint(self.mountpoint)
@@ -196,6 +204,9 @@ class Daemon:
             nursery.start_soon(self._signals)
             nursery.start_soon(self._announce_ready)
             nursery.start_soon(self._watch_device)
+            supervise = getattr(self.readiness, "supervise", None)
+            if supervise is not None:
+                nursery.start_soon(supervise, self.summary)
             if self.fs is not None and self.fs.role != "master":
                 nursery.start_soon(self._follow_log)
 
@@ -207,11 +218,16 @@ class Daemon:
 
     async def _signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as sigs:
-            async for signum in sigs:
-                log.info("signal %s: unmounting", signal.Signals(signum).name)
+            terminating = False
+            async for signum in sigs:  # keep receiving: a second signal must not kill us
+                name = signal.Signals(signum).name
+                if terminating:
+                    log.info("signal %s: already unmounting", name)
+                    continue
+                log.info("signal %s: unmounting", name)
+                terminating = True
                 self.readiness.stopping()
                 pyfuse3.terminate()
-                return
 
     async def _announce_ready(self) -> None:
         probe = os.path.join(self.mountpoint, META_DIR)
@@ -219,10 +235,23 @@ class Daemon:
             st = await trio.to_thread.run_sync(os.stat, probe)
             if st.st_ino != META_INO:
                 raise FamfsError(f"{self.mountpoint} does not show this filesystem")
+            self._set_readahead(st.st_dev)
             self._ready = True
             self.readiness.ready(self.summary())
             return
         raise FamfsError(f"the mount at {self.mountpoint} did not answer in {READY_TIMEOUT}s")
+
+    def _set_readahead(self, st_dev: int) -> None:
+        """Let the kernel read ahead in large requests (FUSE's default is 128 KiB, and each
+        request is a round trip to this daemon): the mount's backing-dev readahead."""
+        if self.opts.readahead_kb <= 0:
+            return
+        knob = f"/sys/class/bdi/{os.major(st_dev)}:{os.minor(st_dev)}/read_ahead_kb"
+        try:
+            with open(knob, "w") as f:
+                f.write(f"{self.opts.readahead_kb}\n")
+        except OSError as exc:
+            log.warning("could not set the readahead of %s (%s): %s", self.mountpoint, knob, exc)
 
     async def _follow_log(self) -> None:
         assert self.fs is not None
@@ -252,10 +281,16 @@ class Daemon:
     def summary(self) -> str:
         assert self.fs is not None
         fs = self.fs
+        health = "ok"
+        if fs.health.removed:
+            health = "removed"
+        elif fs.health.failsafe:
+            health = "failsafe"
+        elif fs.health.poisoned:
+            health = f"degraded ({len(fs.health.poisoned)} poisoned ranges)"
         return (
             f"{fs.role}, {fs.namespace.files} files, {fs.namespace.dirs} directories, "
-            f"log {fs.log.next_index}/{fs.log.slots}, health "
-            f"{'failsafe' if fs.health.failsafe else 'ok'}"
+            f"log {fs.log.next_index}/{fs.log.slots}, health {health}"
         )
 
     def _status_extra(self) -> dict[str, Any]:

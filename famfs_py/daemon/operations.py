@@ -12,6 +12,7 @@ import functools
 import logging
 import os
 import stat
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +26,9 @@ from famfs_py.fs.namespace import Inode
 log = logging.getLogger(__name__)
 
 CACHE_MODES = ("auto", "never", "always")
-FAULT_ENV = "FAMFS_PY_FAULT_INJECT"  # testing knob: handler names that raise a bug
+# testing knob: comma-separated handler names that raise a bug, or `name:sleep=SECONDS` to
+# block the event loop (the trio thread) in that handler before it answers
+FAULT_ENV = "FAMFS_PY_FAULT_INJECT"
 
 
 def guarded(handler: Callable[..., Any]) -> Callable[..., Any]:
@@ -93,8 +96,12 @@ class FamfsOperations(pyfuse3.Operations):
         self._next_fh = 1
         self._times = int(fs.mounted_at * 1e9)
         self._last_read: tuple[Inode, int, int] | None = None
-        for name in filter(None, os.environ.get(FAULT_ENV, "").split(",")):
-            self._inject_fault(name)
+        for spec in filter(None, os.environ.get(FAULT_ENV, "").split(",")):
+            name, _, how = spec.partition(":")
+            if how.startswith("sleep="):
+                self._inject_stall(name, float(how.removeprefix("sleep=")))
+            else:
+                self._inject_fault(name)
 
     def _inject_fault(self, name: str) -> None:
         """Make handler `name` raise an unexpected exception (tests prove it costs one
@@ -106,6 +113,19 @@ class FamfsOperations(pyfuse3.Operations):
         broken.__name__ = name
         log.warning("%s: handler %s will fail on every call", FAULT_ENV, name)
         setattr(self, name, guarded(broken))
+
+    def _inject_stall(self, name: str, seconds: float) -> None:
+        """Make handler `name` block the event loop for `seconds` before answering (tests
+        prove a stuck loop stops the watchdog pings)."""
+        handler = getattr(self, name)
+
+        async def stalled(*args: Any) -> Any:
+            log.warning("%s: %s blocks the event loop for %gs", FAULT_ENV, name, seconds)
+            time.sleep(seconds)
+            return await handler(*args)
+
+        stalled.__name__ = name
+        setattr(self, name, stalled)
 
     # -- attributes ----------------------------------------------------------------------
     def _inode(self, ino: int) -> Inode:

@@ -64,8 +64,36 @@ class DaxSysfs:
         return DRIVER_MODES.get(driver, driver)
 
     def read_badblocks(self, name: str) -> list[tuple[int, int]]:
-        """Bad ranges as (offset, length) in bytes, from a kernel-format `badblocks` file."""
-        return read_badblocks_file(self.device_dir(name) / "badblocks")
+        """Bad ranges as (device offset, length) in bytes. Emulated devices keep a
+        `badblocks` file of their own; a real device's bad blocks are its nd region's
+        (`.../regionN/badblocks`, sectors from the region's start), shifted by where the
+        device starts in the region."""
+        own = self.device_dir(name) / "badblocks"
+        if own.exists():
+            return read_badblocks_file(own)
+        return self._region_badblocks(name)
+
+    def _region_badblocks(self, name: str) -> list[tuple[int, int]]:
+        try:
+            real = self.device_dir(name).resolve()
+            start = int(self.read(name, "resource"), 0)
+            size = self.read_int(name, "size")
+        except (OSError, ValueError):
+            return []
+        for parent in real.parents:
+            if parent.name.startswith("region") and (parent / "badblocks").exists():
+                try:
+                    region_start = int((parent / "resource").read_text().strip(), 0)
+                except (OSError, ValueError):
+                    return []
+                shift = start - region_start
+                out = []
+                for offset, length in read_badblocks_file(parent / "badblocks"):
+                    lo, hi = max(offset - shift, 0), min(offset + length - shift, size)
+                    if lo < hi:
+                        out.append((lo, hi - lo))
+                return out
+        return []
 
 
 def _name_key(name: str) -> tuple[int, int]:

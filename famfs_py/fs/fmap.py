@@ -56,17 +56,22 @@ class FileMap:
     million of them).
     """
 
-    __slots__ = ("_fmap", "_pieces", "_starts", "size")
+    __slots__ = ("_fmap", "_pieces", "_starts", "contiguous_start", "size")
 
     def __init__(self, fmap: Fmap, size: int) -> None:
         self._fmap = fmap
         self._pieces: tuple[Piece, ...] | None = None
         self._starts: list[int] = []
+        # contiguous_start: device offset of byte 0 when the whole file is one piece (the
+        # common case, read by one slice of the device view)
         if isinstance(fmap, InterleavedFmap):
             self.size = min(size, _interleaved_capacity(fmap))  # bytes backed by the fmap
+            one_run = fmap.nstrips == 1 or self.size <= fmap.chunk_size
+            self.contiguous_start = fmap.strips[0].offset if one_run and self.size else None
         else:
             pieces = self._flatten(size)
             self.size = pieces[-1].file_offset + pieces[-1].length if pieces else 0
+            self.contiguous_start = pieces[0].dev_offset if len(pieces) == 1 else None
 
     def _flatten(self, size: int) -> tuple[Piece, ...]:
         fmap = self._fmap
