@@ -42,6 +42,8 @@ def test_interleaved_ranges_by_arithmetic_equal_the_flattened_pieces():
         flat = FileMap(fmap, size)
         flat.pieces  # noqa: B018 (flatten it: ranges then walk the pieces)
         assert lazy.size == flat.size == sum(n for _, n in _interleaved_pieces(fmap, size))
+        if lazy.contiguous_start is not None:  # the read hot path trusts it
+            assert len(flat.pieces) == 1 and flat.pieces[0].dev_offset == lazy.contiguous_start
         for _ in range(5):
             offset = rng.randrange(0, max(1, lazy.size))
             length = rng.randint(1, 3 * chunk)
