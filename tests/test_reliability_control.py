@@ -213,3 +213,74 @@ def test_a_silent_or_flooding_client_does_not_stop_the_daemon(master):
     silent.close()
     assert not errors, errors
     _still_serving(host, mp)
+
+
+@pytest.fixture
+def shared_mount(fresh, mounts):
+    """A master mount with --allow-other in a directory other users can reach."""
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="famfs-py-public-", dir="/tmp"))
+    os.chmod(path, 0o755)
+    try:
+        yield fresh, mounts.mount(fresh, path / "shared", "--allow-other")
+    finally:
+        mounts.cleanup()  # unmount before the directory goes
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_other_users_meet_the_logged_modes_and_owners_on_every_path(shared_mount):
+    host, mp = shared_mount
+    host.ok("mkdir", "-m", "0700", mp / "private")
+    host.ok("creat", "-s", "4k", mp / "private" / "inside")
+    host.ok("mkdir", "-m", "0755", mp / "open")
+    host.ok("creat", "-s", "4k", "-m", "0644", mp / "open" / "readable")
+    host.ok("creat", "-s", "4k", "-m", "0600", mp / "open" / "roots")
+    host.ok("creat", "-s", "4k", "-m", "0600", "-u", str(NOBODY), mp / "open" / "nobodys")
+
+    def read(path: Path):
+        return lambda: len(path.read_bytes())
+
+    def write(path: Path):
+        def action():
+            with open(path, "r+b") as f:
+                return f.write(b"x")
+
+        return action
+
+    def listdir(path: Path):
+        return lambda: sorted(os.listdir(path))
+
+    import famfs_py.api  # imported here: the unprivileged child cannot read the interpreter's lib
+
+    def mapped(path: Path, mode: str):
+        def action():
+            with famfs_py.api.open_mapped(str(path), mode) as m:
+                return len(m)
+
+        return action
+
+    allowed = {
+        "read 0644": read(mp / "open" / "readable"),
+        "read own 0600": read(mp / "open" / "nobodys"),
+        "write own 0600": write(mp / "open" / "nobodys"),
+        "list 0755": listdir(mp / "open"),
+        "map 0644 r": mapped(mp / "open" / "readable", "r"),
+        "map own 0600 r+": mapped(mp / "open" / "nobodys", "r+"),
+    }
+    denied = {
+        "write 0644": write(mp / "open" / "readable"),
+        "read root's 0600": read(mp / "open" / "roots"),
+        "list 0700": listdir(mp / "private"),
+        "read inside 0700": read(mp / "private" / "inside"),
+        "map 0644 r+": mapped(mp / "open" / "readable", "r+"),
+        "map root's 0600 r": mapped(mp / "open" / "roots", "r"),
+    }
+    for what, action in allowed.items():
+        assert as_user(NOBODY, action).startswith("ok"), what
+    for what, action in denied.items():
+        text = as_user(NOBODY, action)
+        assert text.startswith("error") and ("ermission" in text or "13" in text), (what, text)
+    assert (mp / "open" / "readable").read_bytes() == bytes(4096)  # nothing was written
+    _still_serving(host, mp)
