@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+import time
 
 import pytest
 from conftest import assert_no_traceback, manifest
@@ -132,3 +133,16 @@ def test_fsck_of_a_device_without_memory(host):
     result = host.cli("fsck", "dax0.0")
     assert_no_traceback(result)
     assert result.returncode == 1 and "holds 0 bytes" in result.stdout
+
+
+def test_fsck_of_a_header_counting_every_slot_is_quick(fresh):
+    """next_index is outside the header's CRC: a flipped bit there makes every slot of the
+    log "committed", each one corrupt. fsck must report them, not crawl."""
+    with open(fresh.memory(), "r+b") as f:
+        f.seek(omf.LOG_OFFSET + 40)
+        f.write(struct.pack("<Q", omf.log_slots(omf.DEFAULT_LOG_LEN)))
+    started = time.monotonic()
+    result = fresh.cli("fsck", "--json", "dax0.0", timeout=60)
+    assert time.monotonic() - started < 10
+    assert_no_traceback(result)
+    assert len(json.loads(result.stdout)["bad_entries"]) == omf.log_slots(omf.DEFAULT_LOG_LEN)

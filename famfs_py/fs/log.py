@@ -1,8 +1,8 @@
 """The metadata log in device memory: read the superblock and header, replay entries into a
 namespace and bitmap, and (master only) append entries crash-safely.
 
-Replay applies entries in order. A CRC or seqnum failure is retried once (a master may be
-writing it) and then stops replay there, as upstream does; every later entry's extents are
+Replay applies entries in order. A CRC or seqnum failure is read again once (a master may be
+writing it; one short wait per pass) and then stops replay there, as upstream does; every later entry's extents are
 still marked in the bitmap so space is never handed out twice. Entries whose path or extents
 are unusable are counted as bad and skipped.
 """
@@ -152,10 +152,13 @@ class Log:
             raw: bytes | None = self._read_entries(start, end)
         except MemoryFault:
             raw = None  # some entry's memory is bad: read them one by one
+        waited = False
         for index in range(start, end):
             chunk = self._slot(raw, start, index)
             if chunk is not None and not omf.entry_crc_ok(chunk):
-                time.sleep(RETRY_DELAY)
+                if not waited:  # once per pass: a scan of a ruined log must not crawl
+                    time.sleep(RETRY_DELAY)
+                    waited = True
                 chunk = self._entry_or_none(index)
             if chunk is None:
                 reasons: tuple[str, ...] = ("cannot be read (memory error)",)
