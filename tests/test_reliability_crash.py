@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import BIN, MiB, _is_mounted, assert_no_traceback
+from conftest import BIN, CLIENT_UUID, MiB, _is_mounted, assert_no_traceback
 from helpers import fingerprint
 from reliability import figures
 
@@ -102,9 +102,11 @@ def _clean_stale_mount(host, mp: Path) -> None:
     assert not _is_mounted(mp) and not _claimed(host)
 
 
-def _kill_at_step(fresh, mounts, monkeypatch, step: str, scenario: list) -> None:
+def _kill_at_step(fresh, mounts, monkeypatch, step: str, scenario: list, client=None) -> None:
+    """`client`: a client host on the same memory, mounted throughout and following the log."""
     host = fresh
     victim = len(scenario) - 1
+    cmp = mounts.mount(client, mounts.tmp_path / "mnt-client") if client else None
     monkeypatch.setenv(CRASH_ENV, f"{step}:{victim + 1}")
     mp = mounts.mount(host)
     monkeypatch.delenv(CRASH_ENV)
@@ -136,8 +138,11 @@ def _kill_at_step(fresh, mounts, monkeypatch, step: str, scenario: list) -> None
     }.get(step, (victim, victim))
     assert (seqnum, index) == expect_counters, (step, seqnum, index)
 
-    _clean_stale_mount(host, mp)
     committed = COMMITTED_BY[step]
+    if cmp is not None:  # the client never shows an uncommitted create
+        time.sleep(0.5)  # a few follow intervals
+        assert (cmp / scenario[-1][1]).exists() == committed, f"{step}: the client disagrees"
+    _clean_stale_mount(host, mp)
     _fsck_clean(host, victim + committed)
     mounts.mount(host, mp)
     for kind, path, size, seed in scenario[:-1]:  # every create that returned success
@@ -169,15 +174,24 @@ def _kill_at_step(fresh, mounts, monkeypatch, step: str, scenario: list) -> None
     result = host.cli("fsck", "--json", mp)
     report = json.loads(result.stdout)
     assert result.returncode == 0 and report["collisions"] == 0, result.out
+    if cmp is not None:  # the client, mounted all along, converges on the master's tree
+        expected = sorted(p.name for p in mp.iterdir())
+        deadline = time.monotonic() + 2
+        while sorted(p.name for p in cmp.iterdir()) != expected:
+            assert time.monotonic() < deadline, f"{step}: the client does not converge"
+            time.sleep(0.05)
+        assert os.stat(cmp / "after").st_ino == os.stat(mp / "after").st_ino
     host.ok("umount", mp)
     figures.add("kills survived, at a step of a create")
 
 
 @pytest.mark.parametrize("step", CRASH_STEPS)
 def test_a_master_killed_at_any_step_of_a_create_loses_nothing_that_was_committed(
-    fresh, mounts, monkeypatch, step
+    fresh, host_factory, mounts, monkeypatch, step
 ):
-    _kill_at_step(fresh, mounts, monkeypatch, step, SCENARIO)
+    client = host_factory("client", CLIENT_UUID)
+    client.ok("dax", "create", "dax0.0", "--share", fresh.node())
+    _kill_at_step(fresh, mounts, monkeypatch, step, SCENARIO, client)
 
 
 @pytest.mark.slow
