@@ -2,9 +2,9 @@
 namespace and bitmap, and (master only) append entries crash-safely.
 
 Replay applies entries in order. A CRC or seqnum failure is read again once (a master may be
-writing it; one short wait per pass) and then stops replay there, as upstream does; every later entry's extents are
-still marked in the bitmap so space is never handed out twice. Entries whose path or extents
-are unusable are counted as bad and skipped.
+writing it; one short wait per pass) and then stops replay there, as upstream does; every
+later entry's extents are still marked in the bitmap so space is never handed out twice.
+Entries whose path or extents are unusable are counted as bad and skipped.
 """
 
 from __future__ import annotations
