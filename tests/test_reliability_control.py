@@ -12,6 +12,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import assert_no_traceback
 from helpers import as_user
 
 from famfs_py import channel
@@ -284,3 +285,48 @@ def test_other_users_meet_the_logged_modes_and_owners_on_every_path(shared_mount
         assert text.startswith("error") and ("ermission" in text or "13" in text), (what, text)
     assert (mp / "open" / "readable").read_bytes() == bytes(4096)  # nothing was written
     _still_serving(host, mp)
+
+
+def _impostor(mountpoint: Path, ready_fd: int) -> None:
+    """In a forked child, as nobody: take a dead daemon's control socket name and answer
+    every request with a convincing lie (and, for `device`, a descriptor of its own)."""
+    os.setgroups([])
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as listener:
+        listener.bind("\0" + channel.socket_name(str(mountpoint)))
+        listener.listen(8)
+        os.write(ready_fd, b"ready")
+        while True:
+            conn, _ = listener.accept()
+            with conn:
+                while conn.recv(channel.MAX_MESSAGE):
+                    lie = {"ok": True, "role": "master", "daemon_pid": 1, "health": "ok"}
+                    conn.send(json.dumps(lie).encode())
+
+
+def test_commands_refuse_a_control_socket_taken_over_by_another_user(master):
+    host, mp = master
+    pid = json.loads(host.ok("status", "--json", mp).stdout)["daemon_pid"]
+    os.kill(pid, 9)  # the daemon is gone; its socket name is free for anyone to take
+    read_fd, write_fd = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            _impostor(mp, write_fd)
+        finally:
+            os._exit(0)
+    try:
+        os.close(write_fd)
+        assert os.read(read_fd, 5) == b"ready"
+        for args in (("status", "--json", mp), ("creat", "-s", "4k", mp / "f"), ("logplay", mp)):
+            result = host.cli(*args)
+            assert_no_traceback(result)
+            assert result.returncode != 0, (args, result.out)
+            assert "not the mount's daemon" in result.stderr, (args, result.out)
+        result = host.ok("umount", mp)  # still cleaned up as the stale mount it is
+        assert "stale" in result.stdout
+    finally:
+        os.kill(child, 9)
+        os.waitpid(child, 0)
+        os.close(read_fd)
