@@ -12,11 +12,13 @@ import errno
 import json
 import os
 import socket
+import struct
 from typing import NamedTuple
 
 from famfs_py.errors import FamfsError
 
 FSTYPE = "fuse.famfs-py"
+_PEERCRED = struct.Struct("3i")
 MAX_MESSAGE = 1 << 20
 MAX_FDS = 4
 
@@ -46,6 +48,17 @@ class MountEntry(NamedTuple):
     mountpoint: str
     source: str
     fstype: str
+    owner: int | None = None  # FUSE's user_id=: the user whose daemon serves the mount
+
+
+def _owner(super_options: str) -> int | None:
+    for option in super_options.split(","):
+        if option.startswith("user_id="):
+            try:
+                return int(option[len("user_id=") :])
+            except ValueError:
+                return None
+    return None
 
 
 def famfs_mounts() -> list[MountEntry]:
@@ -61,7 +74,8 @@ def famfs_mounts() -> list[MountEntry]:
         fields = left.split()
         tail = right.split()
         if len(fields) >= 5 and len(tail) >= 2 and tail[0] == FSTYPE:
-            found.append(MountEntry(_unescape(fields[4]), _unescape(tail[1]), tail[0]))
+            owner = _owner(tail[2]) if len(tail) >= 3 else None
+            found.append(MountEntry(_unescape(fields[4]), _unescape(tail[1]), tail[0], owner))
     return found
 
 
@@ -113,6 +127,29 @@ class Channel:
                 1,
                 errno.ENOTCONN,
             ) from None
+        try:
+            self._check_daemon()
+        except BaseException:
+            self.sock.close()
+            raise
+
+    def _check_daemon(self) -> None:
+        """The socket's name is in the abstract namespace: once a daemon is gone, anyone can
+        take it. Talk only to a process of the user who mounted (FUSE's user_id) or root."""
+        pid, uid, _gid = _PEERCRED.unpack(
+            self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+        )
+        real = os.path.realpath(self.mountpoint)
+        owners = {m.owner for m in famfs_mounts() if m.mountpoint == real} - {None}
+        trusted = {0, *owners} if owners else {0, os.geteuid()}
+        if uid not in trusted:
+            raise FamfsError(
+                f"the control socket of {self.mountpoint} is held by pid {pid} (uid {uid}), "
+                "not the mount's daemon: refusing to talk to it (a stale mount? "
+                f"'famfs-py umount {self.mountpoint}' cleans it up)",
+                1,
+                errno.EPERM,
+            )
 
     def call(self, op: str, **fields: object) -> dict:
         reply, fds = self.call_fds(op, **fields)

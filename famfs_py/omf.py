@@ -476,6 +476,7 @@ class LogEntry:
     payload: Payload
     crc: int = 0
     _raw_payload: bytes = field(default=b"", repr=False, compare=False)
+    _raw_body: bytes = field(default=b"", repr=False, compare=False)  # as read, CRC-covered
 
     @classmethod
     def new(cls, seqnum: int, payload: FileMeta | MkdirMeta | AddDaxdevMeta) -> LogEntry:
@@ -491,7 +492,7 @@ class LogEntry:
         (crc,) = _ENTRY_CRC.unpack_from(buf, _ENTRY_CRC_OFFSET)
         kind = _PAYLOAD_TYPES.get(entry_type)
         payload: Payload = kind.unpack(raw) if kind else RawPayload(raw)
-        return cls(seqnum, entry_type, payload, crc, raw)
+        return cls(seqnum, entry_type, payload, crc, raw, bytes(buf[:_ENTRY_CRC_OFFSET]))
 
     def _payload_bytes(self) -> bytes:
         body = self.payload.pack()
@@ -509,6 +510,12 @@ class LogEntry:
 
     def computed_crc(self) -> int:
         return _crc(self.pack_body())
+
+    def body_crc(self) -> int:
+        """CRC of the bytes the stored CRC covers: as read for an unpacked entry (bytes that
+        decoding drops, such as what follows a path's NUL, count as upstream counts them),
+        as packed for a new one."""
+        return _crc(self._raw_body or self.pack_body())
 
     @property
     def type_name(self) -> str:
@@ -534,6 +541,8 @@ def path_problem(relpath: str) -> str | None:
         return "empty path"
     if len(raw) >= MAX_PATHLEN:
         return f"path longer than {MAX_PATHLEN - 1} bytes"
+    if b"\0" in raw:
+        return "path has a NUL byte"
     if raw.startswith(b"/"):
         return "absolute path"
     parts = raw.split(b"/")
@@ -547,8 +556,8 @@ def path_problem(relpath: str) -> str | None:
 def entry_problems(entry: LogEntry, index: int, dev_size: int, alloc_unit: int) -> list[str]:
     """What is wrong with entry `index` on its own (CRC, seqnum, type, path, fmap)."""
     out = []
-    if entry.crc != entry.computed_crc():
-        out.append(f"crc {entry.crc:#x} != computed {entry.computed_crc():#x}")
+    if entry.crc != entry.body_crc():
+        out.append(f"crc {entry.crc:#x} != computed {entry.body_crc():#x}")
     if entry.seqnum != index:
         out.append(f"seqnum {entry.seqnum} != index {index}")
     payload = entry.payload

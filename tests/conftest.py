@@ -275,3 +275,17 @@ def mounts(tmp_path: Path, host_factory) -> Iterator[Mounts]:
     logs = tracker.logs()
     # like s3ql's checklogs: a daemon that logged a traceback failed, whatever the test saw
     assert "Traceback" not in logs or "FAMFS_PY_FAULT_INJECT" in logs, logs
+
+
+# -- the reliability campaign's figures -------------------------------------------------------
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    from reliability import figures
+
+    if not figures.FIGURES:
+        return
+    terminalreporter.write_sep("-", "reliability figures")
+    for line in figures.summary_lines():
+        terminalreporter.write_line(line)
+    written = figures.write(config.option.markexpr or "all")
+    if written:
+        terminalreporter.write_line(f"(merged into {written})")

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
 import struct
+import time
 
 import pytest
 from conftest import assert_no_traceback, manifest
@@ -105,3 +107,42 @@ def test_fsck_of_a_missing_device(host):
     result = host.cli("fsck", "dax4.4")
     assert result.returncode == 128 and "does not exist" in result.stderr
     assert_no_traceback(result)
+
+
+@pytest.mark.parametrize("memory", [0, 4096])
+def test_missing_memory_is_a_clear_error_for_fsck_mkfs_and_mount(host, memory, tmp_path):
+    host.ok("dax", "create", "dax0.0", "--size", "4g")
+    host.ok("mkfs", "dax0.0")
+    os.truncate(host.memory(), memory)  # the device says 4 GiB; the memory behind it is gone
+    result = host.cli("fsck", "dax0.0")
+    assert_no_traceback(result)
+    assert result.returncode == 1 and "cannot be read" in result.stdout, result.out
+    result = host.cli("mkfs", "dax0.0")
+    assert_no_traceback(result)
+    assert result.returncode == 2, result.out  # refused: a filesystem, or no memory
+    assert ("memory error" if memory == 0 else "already holds") in result.stderr
+    (tmp_path / "m").mkdir()
+    result = host.cli("mount", "dax0.0", tmp_path / "m", env={"FAMFS_PY_LOG_DIR": str(tmp_path)})
+    assert_no_traceback(result)
+    assert result.returncode == 1 and "cannot be read" in result.stderr, result.out
+
+
+def test_fsck_of_a_device_without_memory(host):
+    host.ok("dax", "create", "dax0.0", "--size", "4g")
+    (host.root / "sys/bus/dax/devices/dax0.0/size").write_text("0\n")  # a seed device
+    result = host.cli("fsck", "dax0.0")
+    assert_no_traceback(result)
+    assert result.returncode == 1 and "holds 0 bytes" in result.stdout
+
+
+def test_fsck_of_a_header_counting_every_slot_is_quick(fresh):
+    """next_index is outside the header's CRC: a flipped bit there makes every slot of the
+    log "committed", each one corrupt. fsck must report them, not crawl."""
+    with open(fresh.memory(), "r+b") as f:
+        f.seek(omf.LOG_OFFSET + 40)
+        f.write(struct.pack("<Q", omf.log_slots(omf.DEFAULT_LOG_LEN)))
+    started = time.monotonic()
+    result = fresh.cli("fsck", "--json", "dax0.0", timeout=60)
+    assert time.monotonic() - started < 10
+    assert_no_traceback(result)
+    assert len(json.loads(result.stdout)["bad_entries"]) == omf.log_slots(omf.DEFAULT_LOG_LEN)

@@ -160,3 +160,12 @@ def test_mkfs_holds_the_claim_while_it_writes(dev):
     # after mkfs the device is free again
     dev.ok("dax0.0", prog="mkfs.famfs-py")
     assert holder.holder_info(device_in_root("dax0.0", dev.root)) is None
+
+
+@pytest.mark.parametrize("magic", [omf.SUPER_MAGIC ^ 1 << 5, 0xFFFF_FFFF_FFFF_FFFF])
+def test_mkfs_refuses_a_damaged_superblock_without_force(dev, magic):
+    dev.ok("dax0.0", prog="mkfs.famfs-py")
+    with open(dev.memory(), "r+b") as f:
+        f.write(magic.to_bytes(8, "little"))
+    _refused(dev, "dax0.0", expect="damaged famfs superblock")
+    dev.ok("-f", "dax0.0", prog="mkfs.famfs-py")

@@ -254,3 +254,12 @@ def test_the_mount_reads_ahead_in_large_requests(fresh, mounts, tmp_path):
     assert readahead(mp) == 4096
     fresh.ok("umount", mp)
     assert readahead(mounts.mount(fresh, tmp_path / "b", "-o", "readahead=512")) == 512
+
+
+def test_mount_fails_cleanly_when_the_superblock_claims_no_room_for_the_log(
+    fresh, mounts, tmp_path
+):
+    with open(fresh.memory(), "r+b") as f:
+        f.seek(112)  # daxdev.size: not covered by the superblock's CRC
+        f.write(struct.pack("<Q", 0))
+    _failed_mount(mounts, fresh, tmp_path / "m", expect="the superblock says the device holds 0")

@@ -209,6 +209,7 @@ def test_unknown_fmap_type_and_version_are_reported():
         ("a//b", False),
         ("x" * 79, True),
         ("x" * 80, False),
+        ("a\0b", False),
     ],
 )
 def test_path_rules(path, ok):
@@ -222,3 +223,17 @@ def test_truncated_structures_raise_omf_error():
         omf.LogHeader.unpack(b"\0" * 47)
     with pytest.raises(omf.OmfError):
         omf.LogEntry.unpack(b"\0" * 543)
+
+
+def test_entry_crc_covers_the_bytes_as_read_not_as_decoded():
+    raw = bytearray(omf.LogEntry.new(0, omf.MkdirMeta(0, 0, 0o755, "d")).pack())
+    # junk after the path's NUL, CRC-correct: a valid entry (upstream checks the raw bytes)
+    raw[16 + 12 + 2 : 16 + 12 + 10] = b"junkjunk"
+    raw[536:544] = zlib.crc32(bytes(raw[:536])).to_bytes(8, "little")
+    entry = omf.LogEntry.unpack(bytes(raw))
+    assert entry.relpath == "d"
+    assert omf.entry_problems(entry, 0, 1 << 32, omf.ALLOC_UNIT) == []
+    # a flipped bit there with the CRC left stale: corrupt, although decoding drops it
+    raw[16 + 12 + 4] ^= 1
+    entry = omf.LogEntry.unpack(bytes(raw))
+    assert any("crc" in p for p in omf.entry_problems(entry, 0, 1 << 32, omf.ALLOC_UNIT))

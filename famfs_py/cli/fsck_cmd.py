@@ -52,9 +52,10 @@ def build_parser(prog: str) -> Parser:
 
 
 def check_device(args: argparse.Namespace):  # -> FsckReport
+    from famfs_py import omf
     from famfs_py.dax import holder
     from famfs_py.dax.memory import DeviceMemory
-    from famfs_py.fs.fsck import fsck_memory
+    from famfs_py.fs.fsck import FsckReport, fsck_memory
 
     device = resolve_device_or_fail(args.target, args.root, EXIT_CANNOT_CHECK)
     try:
@@ -66,6 +67,11 @@ def check_device(args: argparse.Namespace):  # -> FsckReport
             else ""
         )
         raise FamfsError(f"{exc.strerror}{hint}", EXIT_CANNOT_CHECK, exc.errno) from None
+    if device.size < omf.SUPERBLOCK_STRUCT_SIZE:  # nothing to map (a seed device has 0)
+        claim.release()
+        report = FsckReport(device.path)
+        report.superblock_problems.append(f"the device holds {device.size} bytes: no superblock")
+        return report
     with claim, DeviceMemory(device.node, device.size, writable=False) as mem:
         return fsck_memory(
             mem,

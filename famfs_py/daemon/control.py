@@ -64,6 +64,18 @@ def _clean_path(value: object) -> str:
     return "/".join(parts)
 
 
+ID_MAX = (1 << 32) - 1
+
+
+def _bounded(value: object, name: str, highest: int) -> int:
+    """An integer request field within 0..highest (what the log can record), else EINVAL."""
+    number = int(value)  # type: ignore[call-overload]
+    if not 0 <= number <= highest:
+        shown = oct(highest) if name == "mode" else str(highest)
+        raise FsError(errno.EINVAL, f"{name} {value!r} is out of range (0..{shown})")
+    return number
+
+
 def describe_map(fs: Famfs, inode: Inode) -> dict[str, Any]:
     fmap = inode.fmap
     assert fmap is not None
@@ -210,7 +222,10 @@ class ControlServer:
     def _owner(self, request: dict[str, Any], caller: Caller) -> tuple[int, int]:
         uid = request.get("uid")
         gid = request.get("gid")
-        return (caller.uid if uid is None else int(uid), caller.gid if gid is None else int(gid))
+        return (
+            caller.uid if uid is None else _bounded(uid, "uid", ID_MAX),
+            caller.gid if gid is None else _bounded(gid, "gid", ID_MAX),
+        )
 
     def op_status(self, request: dict[str, Any], caller: Caller) -> dict[str, Any]:
         return {**self.fs.status(), **self.status_extra()}
@@ -218,7 +233,7 @@ class ControlServer:
     def op_mkdir(self, request: dict[str, Any], caller: Caller) -> dict[str, Any]:
         self._require_privileged(caller, "create directories")
         path = _clean_path(request.get("path"))
-        mode = int(request.get("mode", 0o755))
+        mode = _bounded(request.get("mode", 0o755), "mode", 0o7777)
         uid, gid = self._owner(request, caller)
         if not path:
             raise FsError(errno.EEXIST, "the mount's root already exists")
@@ -241,7 +256,7 @@ class ControlServer:
         self._require_privileged(caller, "create files")
         path = _clean_path(request.get("path"))
         size = int(request["size"])
-        mode = int(request.get("mode", 0o644))
+        mode = _bounded(request.get("mode", 0o644), "mode", 0o7777)
         uid, gid = self._owner(request, caller)
         interleave = None
         if request.get("nstrips") or request.get("nbuckets") or request.get("chunk_size"):
@@ -261,13 +276,14 @@ class ControlServer:
 
     async def op_fsck(self, request: dict[str, Any], caller: Caller) -> dict[str, Any]:
         """fsck of the mounted filesystem, from the daemon's own mapping (kernel copies)."""
+        nbuckets = _bounded(request.get("nbuckets") or 0, "nbuckets", omf.MAX_NBUCKETS)
         report = await trio.to_thread.run_sync(
             lambda: fsck_memory(
                 self.fs.mem,
                 self.fs.device.path,
                 self.fs.this_host,
                 detail=bool(request.get("verbose")),
-                nbuckets=int(request.get("nbuckets") or 0),
+                nbuckets=nbuckets,
             )
         )
         return {"report": report.as_json()}

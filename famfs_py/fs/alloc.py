@@ -105,6 +105,8 @@ class Bitmap:
         """First-fit contiguous allocation of `length` bytes rounded up to whole AUs, within
         AUs [start, end) if given."""
         count = max(1, -(-length // self.alloc_unit))
+        if count > self.free:  # also keeps an absurd size from building an absurd pattern
+            raise NoSpace(f"{count} allocation units asked, {self.free} of {self.nbits} free")
         first = self.find_free(count, start, end)
         if first is None:
             raise NoSpace(

@@ -84,9 +84,18 @@ class Famfs:
 
     def _open(self, writable_client: bool) -> None:
         size = self.device.size
-        probe = DeviceMemory(self.device.node, size, writable=False)
+        if size < omf.SUPERBLOCK_STRUCT_SIZE:
+            raise FsError(
+                errno.EINVAL, f"{self.device.path} holds {size} bytes: no famfs superblock fits"
+            )
+        # a closed mapping stays reserved (PROT_NONE) for good: map only what is read
+        probe = DeviceMemory(self.device.node, omf.SUPERBLOCK_STRUCT_SIZE, writable=False)
         try:
             sb = read_superblock(probe)
+        except MemoryFault as exc:
+            raise FsError(
+                errno.EIO, f"{self.device.path}: the superblock cannot be read ({exc})"
+            ) from None
         finally:
             probe.close()
         problems = sb.problems()
@@ -96,17 +105,23 @@ class Famfs:
                 f"{self.device.path} holds no valid famfs superblock ({problems[0]}); "
                 "run mkfs.famfs-py to make one",
             )
-        if sb.dev_size > size:
+        if sb.dev_size > size or sb.dev_size < sb.log_offset + sb.log_len:  # as fsck checks
             raise FsError(
                 errno.EINVAL,
                 f"{self.device.path}: the superblock says the device holds {sb.dev_size} bytes "
-                f"but it holds {size}",
+                f"but it holds {size}; run fsck",
             )
         self.sb = sb
         self.role = MASTER if sb.system_uuid == self.this_host else CLIENT
         self.writable = self.role == MASTER or writable_client
         self.mem = DeviceMemory(self.device.node, size, writable=self.writable)
-        header = read_log_header(self.mem, sb)
+        try:
+            header = read_log_header(self.mem, sb)
+        except MemoryFault as exc:
+            self.mem.close()
+            raise FsError(
+                errno.EIO, f"{self.device.path}: the log header cannot be read ({exc})"
+            ) from None
         problems = header.problems(sb.log_len)
         if problems:
             self.mem.close()

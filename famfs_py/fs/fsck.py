@@ -10,7 +10,7 @@ import uuid
 from dataclasses import asdict, dataclass, field, fields
 
 from famfs_py import omf
-from famfs_py.dax.memory import DeviceMemory
+from famfs_py.dax.memory import DeviceMemory, MemoryFault
 from famfs_py.fs.alloc import Bitmap
 from famfs_py.fs.log import Log, read_log_header, read_superblock
 
@@ -101,7 +101,11 @@ def fsck_memory(
 ) -> FsckReport:
     """Check the famfs in `mem` (the device must not be written meanwhile)."""
     report = FsckReport(device)
-    sb = read_superblock(mem)
+    try:
+        sb = read_superblock(mem)
+    except MemoryFault as exc:
+        report.superblock_problems.append(f"the superblock cannot be read: {exc}")
+        return report
     report.superblock_problems = sb.problems()
     if report.superblock_problems:
         return report
@@ -115,7 +119,11 @@ def fsck_memory(
     report.role = "Owner" if sb.system_uuid == this_host else "Client"
     report.dev_size = sb.dev_size
     report.log_len = sb.log_len
-    header = read_log_header(mem, sb)
+    try:
+        header = read_log_header(mem, sb)
+    except MemoryFault as exc:
+        report.log_problems.append(f"the log header cannot be read: {exc}")
+        return report
     report.log_problems = header.problems(sb.log_len)
     if report.log_problems:
         return report

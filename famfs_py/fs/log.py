@@ -1,26 +1,62 @@
 """The metadata log in device memory: read the superblock and header, replay entries into a
 namespace and bitmap, and (master only) append entries crash-safely.
 
-Replay applies entries in order. A CRC or seqnum failure is retried once (a master may be
-writing it) and then stops replay there, as upstream does; every later entry's extents are
-still marked in the bitmap so space is never handed out twice. Entries whose path or extents
-are unusable are counted as bad and skipped.
+Replay applies entries in order. A CRC or seqnum failure is read again once (a master may be
+writing it; one short wait per pass) and then stops replay there, as upstream does; every
+later entry's extents are still marked in the bitmap so space is never handed out twice.
+Entries whose path or extents are unusable are counted as bad and skipped.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import signal
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from famfs_py import omf
-from famfs_py.dax.memory import DeviceMemory
+from famfs_py.dax.memory import DeviceMemory, MemoryFault
 from famfs_py.fs.alloc import Bitmap
 from famfs_py.fs.namespace import Inode, Namespace, NamespaceError
 
 log = logging.getLogger(__name__)
 
 RETRY_DELAY = 0.005  # seconds before re-reading an entry that failed its CRC
+
+# Crash tests only: FAMFS_PY_CRASH_AT=STEP[:N] SIGKILLs this process at STEP of its N-th
+# append (default the first), leaving device memory as a power cut there would: before-entry,
+# mid-entry (half the entry written), after-entry (entry written, not committed), mid-header
+# (next_seqnum bumped, next_index not) or after-header (committed). Read once, at import.
+CRASH_ENV = "FAMFS_PY_CRASH_AT"
+CRASH_STEPS = ("before-entry", "mid-entry", "after-entry", "mid-header", "after-header")
+
+
+def _crash_plan() -> tuple[str, int] | None:
+    raw = os.environ.get(CRASH_ENV)
+    if not raw:
+        return None
+    step, _, nth = raw.partition(":")
+    if step not in CRASH_STEPS or not (nth or "1").isdigit():
+        log.warning("%s=%r ignored: expected STEP[:N], STEP one of %s", CRASH_ENV, raw, CRASH_STEPS)
+        return None
+    return step, int(nth or 1)
+
+
+_CRASH = _crash_plan()
+_appends = 0  # appends this process has started
+
+
+def _crash_at(step: str, partial: Callable[[], object] | None = None) -> None:
+    """Die here if FAMFS_PY_CRASH_AT names this step of this append (after writing what a
+    power cut would leave half-written)."""
+    if (step, _appends) != _CRASH:
+        return
+    if partial is not None:
+        partial()
+    log.critical("%s: killed at %s of append %d", CRASH_ENV, step, _appends)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 class LogFull(Exception):
@@ -84,6 +120,20 @@ class Log:
     def _read_entry(self, index: int) -> bytes:
         return self._read_entries(index, index + 1)
 
+    def _entry_or_none(self, index: int) -> bytes | None:
+        """Entry `index`, or None if its memory cannot be read."""
+        try:
+            return self._read_entry(index)
+        except MemoryFault:
+            return None
+
+    def _slot(self, raw: bytes | None, start: int, index: int) -> bytes | None:
+        """Entry `index` from a bulk read starting at `start` (None: read it alone)."""
+        if raw is None:
+            return self._entry_or_none(index)
+        size = omf.LOG_ENTRY_SIZE
+        return raw[(index - start) * size : (index - start + 1) * size]
+
     # -- replay --------------------------------------------------------------------------
     def replay(self, *, stop_at_corrupt: bool = True, upto: int | None = None) -> ReplayStats:
         """Apply the committed entries not applied yet."""
@@ -91,22 +141,34 @@ class Log:
         end = self.committed() if upto is None else upto
         if self.stopped_at is not None and stop_at_corrupt:
             # a corrupt entry may just have been completed by the master
-            if not omf.entry_crc_ok(self._read_entry(self.stopped_at)):
+            chunk = self._entry_or_none(self.stopped_at)
+            if chunk is None or not omf.entry_crc_ok(chunk):
                 return stats
             self.stopped_at = None
         start = self.next_index
         if start >= end:
             return stats
-        raw = self._read_entries(start, end)
-        size = omf.LOG_ENTRY_SIZE
+        try:
+            raw: bytes | None = self._read_entries(start, end)
+        except MemoryFault:
+            raw = None  # some entry's memory is bad: read them one by one
+        waited = False
         for index in range(start, end):
-            chunk = raw[(index - start) * size : (index - start + 1) * size]
-            if not omf.entry_crc_ok(chunk):
-                time.sleep(RETRY_DELAY)
-                chunk = self._read_entry(index)
-            entry = omf.LogEntry.unpack(chunk)
-            if entry.crc != entry.computed_crc() or entry.seqnum != index:
-                bad = BadEntry(index, tuple(omf.entry_problems(entry, index, 0, 1)), True)
+            chunk = self._slot(raw, start, index)
+            if chunk is not None and not omf.entry_crc_ok(chunk):
+                if not waited:  # once per pass: a scan of a ruined log must not crawl
+                    time.sleep(RETRY_DELAY)
+                    waited = True
+                chunk = self._entry_or_none(index)
+            if chunk is None:
+                reasons: tuple[str, ...] = ("cannot be read (memory error)",)
+            else:
+                entry = omf.LogEntry.unpack(chunk)
+                reasons = ()
+                if entry.crc != entry.body_crc() or entry.seqnum != index:
+                    reasons = tuple(omf.entry_problems(entry, index, 0, 1))
+            if reasons:
+                bad = BadEntry(index, reasons, True)
                 self._record_bad(bad, stats)
                 if stop_at_corrupt:
                     self.stopped_at = index
@@ -154,12 +216,11 @@ class Log:
                 return
         self._record_bad(BadEntry(index, tuple(problems), False), stats)
 
-    def _mark_beyond(self, raw: bytes, start: int, first: int, end: int) -> None:
+    def _mark_beyond(self, raw: bytes | None, start: int, first: int, end: int) -> None:
         """Mark the extents of CRC-valid entries after a stop, so they are never reused."""
-        size = omf.LOG_ENTRY_SIZE
         for index in range(max(first, self._marked_beyond), end):
-            chunk = raw[(index - start) * size : (index - start + 1) * size]
-            if not omf.entry_crc_ok(chunk):
+            chunk = self._slot(raw, start, index)
+            if chunk is None or not omf.entry_crc_ok(chunk):
                 continue
             payload = omf.LogEntry.unpack(chunk).payload
             if isinstance(payload, omf.FileMeta):
@@ -177,11 +238,19 @@ class Log:
             raise RuntimeError(f"log has {index} entries but {self.next_index} were replayed")
         if index >= self.header.slots:
             raise LogFull(f"the log is full ({self.header.slots} entries)")
-        entry = omf.LogEntry.new(index, payload)
-        self.mem.write(self.sb.log_offset + omf.entry_offset(index), entry.pack())
-        self.mem.write(
-            self.sb.log_offset + omf.COUNTERS_OFFSET, omf.pack_counters(index + 1, index + 1)
-        )
+        global _appends
+        _appends += 1
+        raw = omf.LogEntry.new(index, payload).pack()
+        where = self.sb.log_offset + omf.entry_offset(index)
+        counters = omf.pack_counters(index + 1, index + 1)
+        counters_at = self.sb.log_offset + omf.COUNTERS_OFFSET
+        _crash_at("before-entry")
+        _crash_at("mid-entry", lambda: self.mem.write(where, raw[: len(raw) // 2]))
+        self.mem.write(where, raw)
+        _crash_at("after-entry")
+        _crash_at("mid-header", lambda: self.mem.write(counters_at, counters[:8]))
+        self.mem.write(counters_at, counters)
+        _crash_at("after-header")
         return index
 
     @property

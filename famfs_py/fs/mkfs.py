@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from famfs_py import omf
 from famfs_py.dax import holder
 from famfs_py.dax.device import DaxDevice
-from famfs_py.dax.memory import DeviceMemory
+from famfs_py.dax.memory import DeviceMemory, MemoryFault
 from famfs_py.errors import FamfsError
 from famfs_py.fs.log import read_superblock
 
@@ -72,40 +72,51 @@ def mkfs(
                     errno.EINVAL,
                 )
             check_log_len(log_len, dev_size)
+        if dev_size < omf.SUPERBLOCK_STRUCT_SIZE:
+            raise _fail(f"{device.path} holds {dev_size} bytes: too small for famfs")
         with DeviceMemory(device.node, dev_size, writable=True) as mem:
-            old = read_superblock(mem)
-            has_fs = old.magic == omf.SUPER_MAGIC
-            if kill:
-                if not has_fs:
-                    raise _fail(f"{device.path} holds no famfs superblock to kill")
-                if not force:
-                    raise _fail(f"{device.path}: -k kills the filesystem; add -f to confirm")
-                mem.write(0, bytes(8))  # zero the magic only
-                return MkfsResult(device.path, dev_size, old.log_len, 0, 0, True, None)
-            if has_fs and not force:
-                if old.system_uuid != system_uuid and not old.problems():
+            try:
+                old = read_superblock(mem)
+                has_fs = old.magic == omf.SUPER_MAGIC
+                if kill:
+                    if not has_fs:
+                        raise _fail(f"{device.path} holds no famfs superblock to kill")
+                    if not force:
+                        raise _fail(f"{device.path}: -k kills the filesystem; add -f to confirm")
+                    mem.write(0, bytes(8))  # zero the magic only
+                    return MkfsResult(device.path, dev_size, old.log_len, 0, 0, True, None)
+                if not has_fs and not force and _damaged_famfs(mem, old):
                     raise _fail(
-                        f"{device.path} holds a famfs filesystem that belongs to another host "
-                        f"(system UUID {old.system_uuid}); use -f to overwrite it",
+                        f"{device.path} holds a damaged famfs superblock (magic {old.magic:#x}); "
+                        "run fsck, or use -f to overwrite it",
                         errno.EEXIST,
                     )
-                raise _fail(
-                    f"{device.path} already holds a famfs filesystem "
-                    f"(version {old.version}); use -f to overwrite it",
-                    errno.EEXIST,
+                if has_fs and not force:
+                    if old.system_uuid != system_uuid and not old.problems():
+                        raise _fail(
+                            f"{device.path} holds a famfs filesystem that belongs to another host "
+                            f"(system UUID {old.system_uuid}); use -f to overwrite it",
+                            errno.EEXIST,
+                        )
+                    raise _fail(
+                        f"{device.path} already holds a famfs filesystem "
+                        f"(version {old.version}); use -f to overwrite it",
+                        errno.EEXIST,
+                    )
+                sb = omf.Superblock.new(
+                    dev_size=dev_size,
+                    dev_name=f"/dev/{device.name}",  # what the host calls it (emulated too)
+                    system_uuid=system_uuid,
+                    log_len=log_len,
+                    fs_uuid=fs_uuid,
+                    dev_uuid=dev_uuid,
                 )
-            sb = omf.Superblock.new(
-                dev_size=dev_size,
-                dev_name=f"/dev/{device.name}",  # what the host calls it (emulated too)
-                system_uuid=system_uuid,
-                log_len=log_len,
-                fs_uuid=fs_uuid,
-                dev_uuid=dev_uuid,
-            )
-            header = omf.LogHeader.new(log_len)
-            # log first, superblock last: a crash mid-mkfs leaves no valid superblock
-            mem.write(sb.log_offset, header.pack().ljust(log_len, b"\0"))
-            mem.write(0, sb.pack().ljust(omf.SUPERBLOCK_SIZE, b"\0"))
+                header = omf.LogHeader.new(log_len)
+                # log first, superblock last: a crash mid-mkfs leaves no valid superblock
+                mem.write(sb.log_offset, header.pack().ljust(log_len, b"\0"))
+                mem.write(0, sb.pack().ljust(omf.SUPERBLOCK_SIZE, b"\0"))
+            except MemoryFault as exc:
+                raise _fail(f"{device.path} has a memory error ({exc}); nothing was done") from None
     reserved = omf.LOG_OFFSET + log_len
     return MkfsResult(
         device.path,
@@ -115,6 +126,21 @@ def mkfs(
         (dev_size // omf.ALLOC_UNIT) * omf.ALLOC_UNIT - reserved,
         False,
         sb,
+    )
+
+
+def _damaged_famfs(mem: DeviceMemory, old: omf.Superblock) -> bool:
+    """A superblock whose magic is damaged but whose other fields still say famfs (the
+    version and log offset mkfs writes), or that sits in front of a famfs log header. A zero
+    magic is a killed filesystem (mkfs -k) or none at all."""
+    if old.magic == 0:
+        return False
+    if old.version == omf.CURRENT_VERSION and old.log_offset == omf.LOG_OFFSET:
+        return True
+    if mem.size < omf.LOG_OFFSET + omf.LOG_HEADER_SIZE:
+        return False
+    return (
+        omf.LogHeader.unpack(mem.read(omf.LOG_OFFSET, omf.LOG_HEADER_SIZE)).magic == omf.LOG_MAGIC
     )
 
 

@@ -1,0 +1,332 @@
+"""Reliability campaign, security: the control channel refuses unprivileged callers and
+malformed requests without the daemon dying, never reaches outside the mount, and the log's
+modes and owners hold for other users."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+from conftest import assert_no_traceback
+from helpers import as_user
+
+from famfs_py import channel
+from famfs_py.channel import Channel
+
+NOBODY = 65534
+
+
+@pytest.fixture
+def master(fresh, mounts):
+    return fresh, mounts.mount(fresh)
+
+
+def _raw_request(mountpoint: Path, payload: bytes, timeout: float = 10) -> dict:
+    """Send bytes as they are (no JSON encoding) and decode the daemon's answer."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
+        sock.settimeout(timeout)
+        sock.connect("\0" + channel.socket_name(str(mountpoint)))
+        sock.send(payload)
+        data, fds, _flags, _addr = socket.recv_fds(sock, channel.MAX_MESSAGE, 4)
+        for fd in fds:
+            os.close(fd)
+    return json.loads(data)
+
+
+def _still_serving(host, mp: Path) -> dict:
+    status = json.loads(host.ok("status", "--json", mp).stdout)
+    assert status["health"] == "ok", status
+    return status
+
+
+def test_unprivileged_callers_may_look_but_not_change_or_map_the_device(master):
+    host, mp = master
+    host.ok("creat", "-s", "4k", "-m", "0600", mp / "secret")
+    host.ok("creat", "-s", "4k", "-m", "0644", mp / "public")
+
+    def call(op: str, **fields: object):
+        def action():
+            with Channel(str(mp)) as chan:
+                reply, fds = chan.call_fds(op, **fields)
+            for fd in fds:
+                os.close(fd)
+            return sorted(k for k in reply if k != "ok")[:3]
+
+        return action
+
+    refused = {
+        "mkdir": call("mkdir", path="x"),
+        "mkdir -p": call("mkdir", path="x/y", parents=True),
+        "creat": call("creat", path="y", size=4096),
+        "clone": call("clone", source="public", path="z"),
+        "device": call("device"),
+        "map secret": call("map", path="secret"),
+        "map public for writing": call("map", path="public", write=True),
+    }
+    for what, action in refused.items():
+        text = as_user(NOBODY, action)
+        assert text.startswith("error"), f"{what}: {text}"
+        assert "only root or the mount's owner" in text or "ermission denied" in text, text
+    assert as_user(NOBODY, call("status")).startswith("ok")
+    assert as_user(NOBODY, call("map", path="public")).startswith("ok")  # 0644: readable
+    status = _still_serving(host, mp)
+    assert (status["files"], status["directories"]) == (2, 0)
+
+
+MALFORMED: list[bytes] = [
+    b"\x00",
+    os.urandom(64),
+    b"\xff\xfe\xfd",
+    b"{",
+    b"[]",
+    b"null",
+    b'"creat"',
+    b"123",
+    b"NaN",
+    b'{"op": 5}',
+    b'{"op": null}',
+    b'{"op": "nope"}',
+    b'{"op": "__init__"}',
+    b'{"op": "_dispatch"}',
+    b'{"op": "creat"}',
+    b'{"op": "creat", "path": "f"}',
+    b'{"op": "mkdir"}',
+    b'{"op": "getmap", "path": ".meta"}',
+    b'{"op": "map", "path": "."}',
+    b'{"op": "clone", "path": "c"}',
+    b'{"op": "invalidate", "path": ".meta/.log"}',
+]
+FIELDS: list[dict[str, object]] = [
+    {"size": "abc"},
+    {"size": [1]},
+    {"size": {}},
+    {"size": None},
+    {"size": -1},
+    {"size": 0},
+    {"size": 2**62},
+    {"size": 2**70},
+    {"size": 1e300},
+    {"size": float("nan")},
+    {"mode": "rwx"},
+    {"mode": -1},
+    {"mode": 2**40},
+    {"uid": -1},
+    {"uid": 2**40},
+    {"gid": "zero"},
+    {"gid": 2**33},
+    {"nstrips": "x"},
+    {"nstrips": -3, "nbuckets": 4},
+    {"nstrips": 2**70, "nbuckets": 2**70},
+    {"nstrips": 2, "nbuckets": 4, "chunk_size": 3},
+    {"nstrips": 2, "nbuckets": 4, "chunk_size": 2**70},
+    {"path": 5},
+    {"path": None},
+    {"path": ["a"]},
+    {"path": ""},
+    {"path": "/"},
+    {"path": ".."},
+    {"path": "../escape"},
+    {"path": "a/../../escape"},
+    {"path": "/etc/passwd-famfs-py-test"},
+    {"path": "nul\x00byte"},
+    {"path": "x" * 80},
+    {"path": "x" * 100000},
+    {"path": ".meta/new"},
+    {"path": ".meta"},
+    {"path": "missing/child"},
+]
+
+
+OP_FIELDS: dict[str, set[str]] = {
+    "creat": {"path", "size", "mode", "uid", "gid", "nstrips", "nbuckets", "chunk_size"},
+    "mkdir": {"path", "mode", "uid", "gid"},
+    "clone": {"path"},
+    "getmap": {"path"},
+    "map": {"path"},
+    "invalidate": {"path"},
+}
+
+
+def test_malformed_requests_are_answered_and_the_daemon_keeps_serving(master, tmp_path):
+    host, mp = master
+    host.ok("creat", "-s", "4k", mp / "f")
+    sent = 0
+    for payload in MALFORMED:
+        reply = _raw_request(mp, payload)
+        assert reply["ok"] is False and "internal error" not in reply["error"], (payload, reply)
+        sent += 1
+    created = []
+    for op, uses in OP_FIELDS.items():
+        for k, fields in enumerate(FIELDS):
+            if not set(fields) <= uses:
+                continue  # a field this request ignores
+            request = {"op": op, "path": f"{op}{k}", "size": 4096, "source": "f", **fields}
+            reply = _raw_request(mp, json.dumps(request).encode())
+            assert "internal error" not in reply.get("error", ""), (request, reply)
+            if reply["ok"] and op in ("creat", "mkdir", "clone"):
+                created.append(reply.get("path") or reply["created"][0])
+            sent += 1
+    # every field above is wrong: nothing may have been created
+    assert created == [], created
+    for request in ({"op": "fsck", "nbuckets": 10**9}, {"op": "fsck", "nbuckets": -5}):
+        reply = _raw_request(mp, json.dumps(request).encode())
+        assert reply["ok"] is False and reply["errno"] == errno.EINVAL, reply
+    # a message larger than the daemon reads: refused, or cut and answered as malformed
+    try:
+        reply = _raw_request(mp, b'{"op": "status", "pad": "' + b"x" * (4 << 20) + b'"}')
+    except OSError as exc:
+        assert exc.errno == errno.EMSGSIZE
+    else:
+        assert reply["ok"] is False
+    # nothing was created, inside the mount or outside it
+    status = _still_serving(host, mp)
+    assert sorted(os.listdir(mp)) == [".meta", "f"]
+    assert (status["files"], status["directories"]) == (1, 0)
+    assert not Path("/etc/passwd-famfs-py-test").exists()
+    assert not (mp.parent / "escape").exists()
+    assert sent >= 100
+
+
+def test_a_silent_or_flooding_client_does_not_stop_the_daemon(master):
+    host, mp = master
+    silent = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    silent.connect("\0" + channel.socket_name(str(mp)))  # connects and never speaks
+    errors: list[BaseException] = []
+
+    def flood() -> None:
+        try:
+            for _ in range(25):
+                with Channel(str(mp), timeout=10) as chan:
+                    chan.call("status")
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=flood) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    silent.close()
+    assert not errors, errors
+    _still_serving(host, mp)
+
+
+@pytest.fixture
+def shared_mount(fresh, mounts):
+    """A master mount with --allow-other in a directory other users can reach."""
+    import shutil
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix="famfs-py-public-", dir="/tmp"))
+    os.chmod(path, 0o755)
+    try:
+        yield fresh, mounts.mount(fresh, path / "shared", "--allow-other")
+    finally:
+        mounts.cleanup()  # unmount before the directory goes
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def test_other_users_meet_the_logged_modes_and_owners_on_every_path(shared_mount):
+    host, mp = shared_mount
+    host.ok("mkdir", "-m", "0700", mp / "private")
+    host.ok("creat", "-s", "4k", mp / "private" / "inside")
+    host.ok("mkdir", "-m", "0755", mp / "open")
+    host.ok("creat", "-s", "4k", "-m", "0644", mp / "open" / "readable")
+    host.ok("creat", "-s", "4k", "-m", "0600", mp / "open" / "roots")
+    host.ok("creat", "-s", "4k", "-m", "0600", "-u", str(NOBODY), mp / "open" / "nobodys")
+
+    def read(path: Path):
+        return lambda: len(path.read_bytes())
+
+    def write(path: Path):
+        def action():
+            with open(path, "r+b") as f:
+                return f.write(b"x")
+
+        return action
+
+    def listdir(path: Path):
+        return lambda: sorted(os.listdir(path))
+
+    import famfs_py.api  # imported here: the unprivileged child cannot read the interpreter's lib
+
+    def mapped(path: Path, mode: str):
+        def action():
+            with famfs_py.api.open_mapped(str(path), mode) as m:
+                return len(m)
+
+        return action
+
+    allowed = {
+        "read 0644": read(mp / "open" / "readable"),
+        "read own 0600": read(mp / "open" / "nobodys"),
+        "write own 0600": write(mp / "open" / "nobodys"),
+        "list 0755": listdir(mp / "open"),
+        "map 0644 r": mapped(mp / "open" / "readable", "r"),
+        "map own 0600 r+": mapped(mp / "open" / "nobodys", "r+"),
+    }
+    denied = {
+        "write 0644": write(mp / "open" / "readable"),
+        "read root's 0600": read(mp / "open" / "roots"),
+        "list 0700": listdir(mp / "private"),
+        "read inside 0700": read(mp / "private" / "inside"),
+        "map 0644 r+": mapped(mp / "open" / "readable", "r+"),
+        "map root's 0600 r": mapped(mp / "open" / "roots", "r"),
+    }
+    for what, action in allowed.items():
+        assert as_user(NOBODY, action).startswith("ok"), what
+    for what, action in denied.items():
+        text = as_user(NOBODY, action)
+        assert text.startswith("error") and ("ermission" in text or "13" in text), (what, text)
+    assert (mp / "open" / "readable").read_bytes() == bytes(4096)  # nothing was written
+    _still_serving(host, mp)
+
+
+def _impostor(mountpoint: Path, ready_fd: int) -> None:
+    """In a forked child, as nobody: take a dead daemon's control socket name and answer
+    every request with a convincing lie (and, for `device`, a descriptor of its own)."""
+    os.setgroups([])
+    os.setgid(NOBODY)
+    os.setuid(NOBODY)
+    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as listener:
+        listener.bind("\0" + channel.socket_name(str(mountpoint)))
+        listener.listen(8)
+        os.write(ready_fd, b"ready")
+        while True:
+            conn, _ = listener.accept()
+            with conn:
+                while conn.recv(channel.MAX_MESSAGE):
+                    lie = {"ok": True, "role": "master", "daemon_pid": 1, "health": "ok"}
+                    conn.send(json.dumps(lie).encode())
+
+
+def test_commands_refuse_a_control_socket_taken_over_by_another_user(master):
+    host, mp = master
+    pid = json.loads(host.ok("status", "--json", mp).stdout)["daemon_pid"]
+    os.kill(pid, 9)  # the daemon is gone; its socket name is free for anyone to take
+    read_fd, write_fd = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            _impostor(mp, write_fd)
+        finally:
+            os._exit(0)
+    try:
+        os.close(write_fd)
+        assert os.read(read_fd, 5) == b"ready"
+        for args in (("status", "--json", mp), ("creat", "-s", "4k", mp / "f"), ("logplay", mp)):
+            result = host.cli(*args)
+            assert_no_traceback(result)
+            assert result.returncode != 0, (args, result.out)
+            assert "not the mount's daemon" in result.stderr, (args, result.out)
+        result = host.ok("umount", mp)  # still cleaned up as the stale mount it is
+        assert "stale" in result.stdout
+    finally:
+        os.kill(child, 9)
+        os.waitpid(child, 0)
+        os.close(read_fd)
