@@ -303,10 +303,6 @@ class FamfsOperations(pyfuse3.Operations):
         return self.fs.write(handle.inode, off, buf)
 
     @guarded
-    async def flush(self, fh: int) -> None:
-        return None
-
-    @guarded
     async def fsync(self, fh: int, datasync: bool) -> None:
         return None  # stores reach device memory directly; there is nothing to sync
 

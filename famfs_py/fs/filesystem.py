@@ -9,6 +9,7 @@ the health state (failsafe, poison, removal) that memory failures change.
 from __future__ import annotations
 
 import errno
+import gc
 import logging
 import threading
 import time
@@ -131,7 +132,16 @@ class Famfs:
         self.log = Log(self.mem, sb, header)
         self._device_view = self.mem.view(0, self.mem.size)  # handed to the kernel only
         self.mounted_at = time.time()
-        stats = self.log.replay()
+        # A big log makes hundreds of thousands of long-lived objects; the cyclic GC would
+        # walk them again and again while they are made, and at every full collection after.
+        gc_was_enabled = gc.isenabled()
+        gc.disable()
+        try:
+            stats = self.log.replay()
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+        gc.freeze()
         self._after_replay(stats)
         for offset, length in self.device.badblocks():  # poison persists across mounts
             self.poison_range(offset, length, "badblocks")

@@ -203,7 +203,7 @@ class Log:
                     self.bitmap.mark(ext)
         if not problems:
             try:
-                inode = self.namespace.add(index, payload)
+                inode = self.namespace.add(index, payload, path_checked=True)
             except NamespaceError as exc:
                 problems = [str(exc)]
             else:

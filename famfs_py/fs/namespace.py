@@ -153,9 +153,12 @@ class Namespace:
             raise NamespaceError(f"{relpath}: {problem}", code)
         self._parent_for(relpath)
 
-    def add(self, index: int, payload: omf.FileMeta | omf.MkdirMeta) -> Inode:
-        """Apply logged entry `index`; NamespaceError says why it cannot be applied."""
-        problem = omf.path_problem(payload.relpath)
+    def add(
+        self, index: int, payload: omf.FileMeta | omf.MkdirMeta, *, path_checked: bool = False
+    ) -> Inode:
+        """Apply logged entry `index`; NamespaceError says why it cannot be applied.
+        `path_checked`: the caller already applied omf.path_problem (replay does)."""
+        problem = None if path_checked else omf.path_problem(payload.relpath)
         if problem:
             raise NamespaceError(f"{payload.relpath!r}: {problem}")
         parent, name = self._parent_for(payload.relpath)
