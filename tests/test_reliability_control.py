@@ -309,6 +309,9 @@ def test_commands_refuse_a_control_socket_taken_over_by_another_user(master):
     host, mp = master
     pid = json.loads(host.ok("status", "--json", mp).stdout)["daemon_pid"]
     os.kill(pid, 9)  # the daemon is gone; its socket name is free for anyone to take
+    from famfs_py.cli.umount_cmd import wait_for_exit
+
+    assert wait_for_exit(pid, 10)  # its socket is closed only once it has really ended
     read_fd, write_fd = os.pipe()
     child = os.fork()
     if child == 0:
