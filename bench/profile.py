@@ -2,8 +2,9 @@
 process) while a workload runs, and the collapsed stacks are summed per function.
 
 Run: python -m bench.profile [--seconds S] [--out DIR] WORKLOAD...
-Workloads: read-auto, read-never, randread, stat-cold, open-warm, cp, creat, mount-8m,
-mount-256m (the 256 MiB log filled to 90%). Summaries go to stdout and to
+Workloads: read-auto, read-never, randread, stat-cold, open-warm, cp, creat (imports and
+cProfile), mount-8m, mount-256m (cProfile of the daemon up to its first answer; the 256 MiB
+log filled to 90%). Summaries go to stdout and to
 DIR/profile-WORKLOAD.txt (default bench/results/profiles).
 """
 
@@ -11,7 +12,9 @@ from __future__ import annotations
 
 import argparse
 import collections
+import io as io_module
 import os
+import pstats
 import re
 import signal
 import subprocess
@@ -23,7 +26,7 @@ from pathlib import Path
 from famfs_py import omf
 
 from . import io, logfill
-from .env import BIN, Environment, GiB, MiB, drop_caches, run
+from .env import BIN, Environment, GiB, MiB, drop_caches, is_mounted, run
 from .rounds import SMALL, _roundup, _tree
 
 PY_SPY = BIN / "py-spy"
@@ -275,7 +278,8 @@ class Profiler:
             self._write("creat", "\n".join(lines) + "\n")
 
     def profile_mount(self, workload: str) -> None:
-        """The daemon from exec to serving: py-spy runs `famfs-py mount -f`."""
+        """The daemon from exec to serving, under cProfile (`famfs-py mount -f`, unmounted
+        as soon as it answers; the profile covers imports, claim, replay and FUSE init)."""
         if workload == "mount-8m":
             entries, log_len = omf.log_slots(omf.DEFAULT_LOG_LEN), omf.DEFAULT_LOG_LEN
             name = "dax1.0"
@@ -285,28 +289,41 @@ class Profiler:
         self.env.dax_create(name, _roundup(512 * MiB + entries * omf.ALLOC_UNIT, GiB))
         logfill.build(name, self.env.host.root, _tree(entries), log_len=log_len, keep_extents=set())
         mountpoint = self.env.path(f"mnt-{name}")
-        raw = self.out / f"raw-{workload}.txt"
-        argv = [str(PY_SPY), "record", "-r", "1000", "-f", "raw", "-o", str(raw), "--"]
-        argv += [sys.executable, "-m", "famfs_py.cli.main", "mount", "-f", name, str(mountpoint)]
+        stats = self.out / f"raw-{workload}.pstats"
+        argv = [sys.executable, "-m", "cProfile", "-o", str(stats), "-m", "famfs_py.cli.main"]
+        argv += ["mount", "-f", name, str(mountpoint)]
+        env = {**os.environ, **self.env.host.env}
         start = time.perf_counter()
-        proc = subprocess.Popen(
-            argv,
-            env={**os.environ, **self.env.host.env},
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            while not (mountpoint / ".meta").exists():
-                if proc.poll() is not None or time.perf_counter() - start > 120:
+            while not is_mounted(mountpoint):
+                if proc.poll() is not None or time.perf_counter() - start > 300:
                     raise RuntimeError("the daemon did not mount")
                 time.sleep(0.01)
+            os.stat(mountpoint / ".meta")  # answered: the mount is live
             ready = time.perf_counter() - start
         finally:
             run(["fusermount3", "-u", str(mountpoint)], check=False)
-            proc.wait(timeout=60)
-        title = f"{workload}: famfs-py mount -f, {entries} entries, ready after {ready:.2f} s"
-        self._write(workload, summarize(raw, title + " (under py-spy)"))
-        raw.unlink(missing_ok=True)
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            if is_mounted(mountpoint):
+                run(["fusermount3", "-u", "-z", str(mountpoint)], check=False)
+        out = io_module.StringIO()
+        report = pstats.Stats(str(stats), stream=out)
+        report.sort_stats("cumulative").print_stats(30)
+        report.sort_stats("tottime").print_stats(20)
+        stats.unlink(missing_ok=True)
+        title = f"== {workload}: famfs-py mount -f, {entries} entries, answered after {ready:.2f} s"
+        lines = [title + " (under cProfile, which slows Python code ~2x)"]
+        lines += ["    " + line for line in out.getvalue().splitlines() if line.strip()]
+        self._write(workload, "\n".join(lines) + "\n")
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise SystemExit(f"bench.profile: stopped by signal {signum}; cleaning up")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -315,6 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "profiles")
     parser.add_argument("workloads", nargs="+", choices=[*WORKLOADS, "all"])
     args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _terminate)
     workloads = WORKLOADS if "all" in args.workloads else args.workloads
     with Environment() as env:
         profiler = Profiler(env, args.seconds, args.out)
