@@ -16,7 +16,6 @@ import argparse
 import contextlib
 import ctypes
 import errno
-import hashlib
 import logging
 import os
 import random
@@ -28,6 +27,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from helpers import fingerprint
 
 from famfs_py import omf
 from famfs_py.cli.fsck_cmd import check_device
@@ -44,7 +45,6 @@ from .corrupt import DEV_SIZE, MASTER, OTHER, Case, Image
 
 CASE_SECONDS = 10.0  # a case taking longer is a hang
 PAGE = 4096
-ZERO_PAGE = bytes(PAGE)
 
 
 _libc = ctypes.CDLL(None, use_errno=True)
@@ -73,33 +73,6 @@ def deadline(seconds: float) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-
-
-def fingerprint(path: Path) -> str:
-    """A hash of a sparse file's size, data segments and their bytes (equal iff no byte
-    changed; faster than helpers.fingerprint for images that are mostly holes)."""
-    digest = hashlib.blake2b()
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        size = os.fstat(fd).st_size
-        digest.update(str(size).encode())
-        offset = 0
-        while offset < size:
-            try:
-                start = os.lseek(fd, offset, os.SEEK_DATA)
-            except OSError:
-                break
-            end = os.lseek(fd, start, os.SEEK_HOLE)
-            # pages at fixed offsets, zero pages skipped: pages that reads allocated don't count
-            for pos in range(start, end, PAGE):
-                chunk = os.pread(fd, PAGE, pos)
-                if chunk != ZERO_PAGE:
-                    digest.update(f"@{pos}".encode())
-                    digest.update(chunk)
-            offset = end
-    finally:
-        os.close(fd)
-    return digest.hexdigest()
 
 
 # -- the spec's rules, written independently of famfs_py ---------------------------------------
