@@ -91,6 +91,16 @@ class MappedFile:
         self.close()
 
 
+def open_file(path: str, *, write: bool) -> MappedFile:
+    """Map the famfs file at `path`, asking the daemon of the mount that holds it."""
+    from famfs_py import channel
+
+    where = channel.locate(path)
+    with channel.Channel(where.mountpoint) as chan:
+        reply, fds = chan.call_fds("map", path=where.relpath, write=write)
+    return MappedFile(reply, fds[0], writable=write)
+
+
 def copy_into(mapped: MappedFile, src_fd: int) -> int:
     """Fill the file from `src_fd` (from its offset 0) by kernel copies into device memory."""
     done = 0

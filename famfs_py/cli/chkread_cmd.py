@@ -37,24 +37,16 @@ def build_parser(prog: str) -> Parser:
 
 def chkread(name: str) -> str | None:
     """None if read(2) matches memory, else what is wrong."""
-    from famfs_py import channel
     from famfs_py.errors import FamfsError
-    from famfs_py.mapping import MappedFile, first_difference
+    from famfs_py.mapping import first_difference, open_file
 
     try:
-        where = channel.locate(name)
-        with channel.Channel(where.mountpoint) as chan:
-            reply, fds = chan.call_fds("map", path=where.relpath, write=False)
-        fd = os.open(name, os.O_RDONLY | os.O_CLOEXEC)
-    except (FamfsError, OSError) as exc:
-        return getattr(exc, "message", None) or str(exc)
-    try:
-        with MappedFile(reply, fds[0], writable=False) as mapped:
-            where_differs = first_difference(mapped, fd)
+        with open_file(name, write=False) as mapped, open(name, "rb", buffering=0) as f:
+            where_differs = first_difference(mapped, f.fileno())
+    except FamfsError as exc:
+        return exc.message
     except OSError as exc:
         return str(exc)
-    finally:
-        os.close(fd)
     if where_differs is not None:
         return f"read and memory differ at byte {where_differs}"
     return None

@@ -8,7 +8,6 @@ so a flush only checks that each file is a famfs file with readable memory.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from famfs_py.cli.common import Parser
@@ -39,9 +38,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             where = channel.locate(name)
             with channel.Channel(where.mountpoint) as chan:
-                _, fds = chan.call_fds("map", path=where.relpath, write=False)
-                for fd in fds:
-                    os.close(fd)
+                chan.call("map", path=where.relpath, write=False)  # a mapped, readable file?
         except FamfsError as exc:
             print(f"famfs-py flush: {name}: {exc.message}", file=sys.stderr)
             errors += 1

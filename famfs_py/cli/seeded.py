@@ -40,13 +40,9 @@ class Job(NamedTuple):
 
 
 def _mapped(path: str, write: bool):  # -> MappedFile
-    from famfs_py import channel
-    from famfs_py.mapping import MappedFile
+    from famfs_py.mapping import open_file
 
-    where = channel.locate(path)
-    with channel.Channel(where.mountpoint) as chan:
-        reply, fds = chan.call_fds("map", path=where.relpath, write=write)
-    return MappedFile(reply, fds[0], writable=write)
+    return open_file(path, write=write)
 
 
 def randomize(path: str, seed: int) -> int:
