@@ -98,14 +98,14 @@ def test_fsck_refuses_a_claimed_device(ref_device):
     host = ref_device("A")
     with holder.claim(device_in_root("dax0.0", host.root), "a mount"):
         result = host.cli("fsck", "dax0.0")
-    assert result.returncode == 128
+    assert result.returncode == 100
     assert "busy" in result.stderr and "mount point" in result.stderr
     assert_no_traceback(result)
 
 
 def test_fsck_of_a_missing_device(host):
     result = host.cli("fsck", "dax4.4")
-    assert result.returncode == 128 and "does not exist" in result.stderr
+    assert result.returncode == 100 and "does not exist" in result.stderr
     assert_no_traceback(result)
 
 

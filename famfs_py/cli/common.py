@@ -12,9 +12,16 @@ EXIT_USAGE = 2
 
 
 class Parser(argparse.ArgumentParser):
-    """argparse with `-h/--help/-?`, exit codes in the epilog, and usage errors exiting 2."""
+    """argparse with `-h/--help/-?` (`help_flags`: where upstream gives -h another meaning),
+    exit codes in the epilog, and usage errors exiting 2."""
 
-    def __init__(self, *args: Any, exit_codes: str | None = None, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        exit_codes: str | None = None,
+        help_flags: tuple[str, ...] = ("-h", "--help", "-?"),
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("add_help", False)
         kwargs.setdefault("formatter_class", argparse.RawDescriptionHelpFormatter)
         if exit_codes:
@@ -22,7 +29,7 @@ class Parser(argparse.ArgumentParser):
             codes = "exit codes:\n" + exit_codes.strip("\n")
             kwargs["epilog"] = f"{epilog}\n\n{codes}" if epilog else codes
         super().__init__(*args, **kwargs)
-        self.add_argument("-h", "--help", "-?", action="help", help="show this help and exit")
+        self.add_argument(*help_flags, action="help", help="show this help and exit")
 
 
 def parse_size(text: str) -> int:
@@ -62,6 +69,27 @@ def parse_id(text: str) -> int:
     if not 0 <= value < 1 << 32:
         raise argparse.ArgumentTypeError(f"{text!r} is out of range for an id") from None
     return value
+
+
+def add_mode_selectors(parser: argparse.ArgumentParser, nofuse_short: bool = True) -> None:
+    """Upstream's kernel-mode selectors: famfs-py is always a FUSE filesystem, so --fuse
+    asks for what it does anyway and --nofuse (famfs v1, the kernel module) is refused."""
+    parser.add_argument(
+        "--fuse", action="store_true", help="accepted: famfs-py is a FUSE filesystem (upstream)"
+    )
+    names = ["-F", "--nofuse"] if nofuse_short else ["--nofuse"]
+    parser.add_argument(
+        *names, dest="nofuse", action="store_true", help="refused: no famfs v1 kernel mode"
+    )
+
+
+def check_mode_selectors(args: argparse.Namespace) -> None:
+    if getattr(args, "nofuse", False):
+        raise FamfsError(
+            "--nofuse selects upstream's famfs v1 kernel module, which famfs-py does not use: "
+            "famfs-py is a FUSE filesystem only (drop --nofuse)",
+            EXIT_USAGE,
+        )
 
 
 def print_json(data: object) -> None:

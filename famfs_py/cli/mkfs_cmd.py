@@ -6,8 +6,10 @@ import argparse
 
 from famfs_py.cli.common import (
     Parser,
+    add_mode_selectors,
     add_root_option,
     add_system_uuid_option,
+    check_mode_selectors,
     parse_size,
     resolve_device_or_fail,
     this_host_uuid,
@@ -45,6 +47,10 @@ def build_parser(prog: str) -> Parser:
         metavar="LOGLEN",
         help="log length: a power of two >= 8m (default 8m)",
     )
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="also print the new log's layout"
+    )
+    add_mode_selectors(parser)
     parser.add_argument("--devdax", action="store_true", help="accept a real device in devdax mode")
     parser.add_argument(
         "--allow-small",
@@ -62,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
     from famfs_py import omf
     from famfs_py.fs.mkfs import EXIT_FAILURE, mkfs
 
+    check_mode_selectors(args)
     device = resolve_device_or_fail(args.device, args.root, EXIT_FAILURE)
     result = mkfs(
         device,
@@ -73,7 +80,10 @@ def run(args: argparse.Namespace) -> int:
         allow_devdax=args.devdax,
     )
     if result.killed:
-        print(f"Killed superblock on {result.device}")
+        if not result.had_fs:
+            print(f"No famfs superblock on {result.device}: nothing to kill")
+        else:
+            print(f"Killed superblock on {result.device}")
         return 0
     assert result.superblock is not None
     print(f"famfs filesystem created on {result.device}")
@@ -82,4 +92,7 @@ def run(args: argparse.Namespace) -> int:
     print(f"  free space:   {result.free_bytes} bytes")
     print(f"  fs uuid:      {result.superblock.fs_uuid}")
     print(f"  system uuid:  {result.superblock.system_uuid} (this host is the master)")
+    if args.verbose:
+        print(f"  log offset:   {result.superblock.log_offset}")
+        print(f"  alloc unit:   {omf.ALLOC_UNIT}")
     return 0

@@ -137,7 +137,9 @@ class Daemon:
 
     def _fuse_options(self) -> set[str]:
         assert self.fs is not None
-        options = {f"fsname={self.fs.device.path}", "subtype=famfs-py"}
+        # the mount's source is the device's name on its host, /dev/daxX.Y, also for an
+        # emulated device (upstream's scripts find a mount with `findmnt -S /dev/daxX.Y`)
+        options = {f"fsname=/dev/{self.fs.device.name}", "subtype=famfs-py"}
         if self.opts.default_permissions:
             options.add("default_permissions")
         if self.opts.allow_other:

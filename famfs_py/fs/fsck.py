@@ -15,6 +15,11 @@ from famfs_py.fs.alloc import Bitmap
 from famfs_py.fs.log import Log, read_log_header, read_superblock
 
 
+# fsck's exit code counts problems up to this; above it (and never >= 128, which shells and
+# upstream's scripts read as death by a signal) the code means "could not check"
+MAX_PROBLEMS_EXIT = 99
+
+
 @dataclass
 class FsckReport:
     device: str
@@ -24,7 +29,12 @@ class FsckReport:
     role: str | None = None  # "Owner" (master) or "Client"
     fs_uuid: str | None = None
     system_uuid: str | None = None
+    dev_uuid: str | None = None
+    dev_name: str = ""  # the device name the superblock records (upstream's "primary")
     dev_size: int = 0
+    alloc_unit: int = 0
+    omf_version: tuple[int, int] = (0, 0)
+    log_offset: int = 0
     log_len: int = 0
     log_slots: int = 0
     entries: int = 0
@@ -50,7 +60,7 @@ class FsckReport:
 
     @property
     def exit_code(self) -> int:
-        return min(self.problems, 127)
+        return min(self.problems, MAX_PROBLEMS_EXIT)
 
     @property
     def space_amplification(self) -> float:
@@ -59,7 +69,10 @@ class FsckReport:
     @classmethod
     def from_json(cls, data: dict[str, object]) -> FsckReport:
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})  # type: ignore[arg-type]
+        values = {k: v for k, v in data.items() if k in names}
+        if isinstance(values.get("omf_version"), list):  # JSON has no tuples
+            values["omf_version"] = tuple(values["omf_version"])
+        return cls(**values)  # type: ignore[arg-type]
 
     def as_json(self) -> dict[str, object]:
         out = asdict(self)
@@ -117,7 +130,12 @@ def fsck_memory(
     report.fs_uuid = str(sb.fs_uuid)
     report.system_uuid = str(sb.system_uuid)
     report.role = "Owner" if sb.system_uuid == this_host else "Client"
+    report.dev_uuid = str(sb.dev_uuid)
+    report.dev_name = sb.dev_name
     report.dev_size = sb.dev_size
+    report.alloc_unit = sb.alloc_unit
+    report.omf_version = (sb.omf_major, sb.omf_minor)
+    report.log_offset = sb.log_offset
     report.log_len = sb.log_len
     try:
         header = read_log_header(mem, sb)

@@ -29,6 +29,7 @@ class MkfsResult:
     free_bytes: int
     killed: bool
     superblock: omf.Superblock | None
+    had_fs: bool = True  # with killed: False if there was no famfs to kill
 
 
 def _fail(message: str, code: int | None = None) -> FamfsError:
@@ -79,10 +80,10 @@ def mkfs(
                 old = read_superblock(mem)
                 has_fs = old.magic == omf.SUPER_MAGIC
                 if kill:
-                    if not has_fs:
-                        raise _fail(f"{device.path} holds no famfs superblock to kill")
                     if not force:
                         raise _fail(f"{device.path}: -k kills the filesystem; add -f to confirm")
+                    if not has_fs:  # killed already, or never made: nothing to do (as upstream)
+                        return MkfsResult(device.path, dev_size, 0, 0, 0, True, None, False)
                     mem.write(0, bytes(8))  # zero the magic only
                     return MkfsResult(device.path, dev_size, old.log_len, 0, 0, True, None)
                 if not has_fs and not force and _damaged_famfs(mem, old):
