@@ -277,7 +277,7 @@ def test_fsck_through_the_mount_with_buckets_and_clone_collisions(fs):
     assert "collisions" in result.stdout
     # by device, while mounted: refused
     result = host.cli("fsck", "dax0.0")
-    assert result.returncode == 128 and "busy" in result.stderr
+    assert result.returncode == 100 and "busy" in result.stderr
 
 
 def test_getmap_exit_codes(fs, tmp_path):
@@ -307,7 +307,12 @@ def test_flush_check_and_chkread(fs):
     with open(mp / "f", "r+b") as f:
         f.write(os.urandom(2 * MiB))
     assert "Read and mmap match" in host.ok("chkread", mp / "f").stdout
-    assert "Read and mmap match" in host.ok("chkread", "-l", mp / "f").stdout
+    log = host.ok("chkread", "-l", mp / ".meta" / ".log").stdout  # -l: FILE is the log
+    assert "Read and mmap match" in log and "2 of " in log  # the header: 2 entries used
+    sb = host.ok("chkread", "-s", mp / ".meta" / ".superblock").stdout
+    assert "Read and mmap match" in sb and "magic 0x87b282ff" in sb
+    result = host.cli("chkread", "-s", mp / "missing")  # upstream: a missing FILE fails
+    assert result.returncode == 1 and "missing" in result.stderr
 
 
 # -- the seeded pattern: creat -r and verify ---------------------------------------------------

@@ -4,7 +4,6 @@ in its device memory."""
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 from famfs_py.cli.common import Parser
@@ -19,20 +18,46 @@ EXIT_CODES = """
 def build_parser(prog: str) -> Parser:
     parser = Parser(
         prog=prog,
-        description="Compare read(2) through the mount with the file's device memory.",
+        description="Compare read(2) through the mount with the file's device memory. With -s "
+        "or -l (as upstream), FILE is the mount's .meta/.superblock or .meta/.log, and its "
+        "fields are printed too.",
         exit_codes=EXIT_CODES,
     )
     which = parser.add_mutually_exclusive_group()
     which.add_argument(
-        "-s",
-        "--superblock",
-        action="store_true",
-        help="check the mount's .meta/.superblock instead",
+        "-s", "--superblock", action="store_true", help="FILE is a superblock: print its fields"
     )
-    which.add_argument("-l", "--log", action="store_true", help="check .meta/.log instead")
+    which.add_argument("-l", "--log", action="store_true", help="FILE is a log: print its header")
     parser.add_argument("-d", "--debug", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("files", nargs="+", metavar="FILE")
     return parser
+
+
+def describe(name: str, superblock: bool) -> list[str]:
+    """The superblock's fields or the log header, as read(2) returns them."""
+    from famfs_py import omf
+
+    with open(name, "rb") as f:
+        raw = f.read(max(omf.SUPERBLOCK_STRUCT_SIZE, omf.LOG_HEADER_SIZE))
+    try:
+        if superblock:
+            sb = omf.Superblock.unpack(raw)
+            return [
+                f"superblock: magic {sb.magic:#x}, version {sb.version}, "
+                f"OMF {sb.omf_major}.{sb.omf_minor}",
+                f"  log offset {sb.log_offset:#x}, log length {sb.log_len}, "
+                f"alloc unit {sb.alloc_unit:#x}",
+                f"  fs uuid {sb.fs_uuid}, system uuid {sb.system_uuid}",
+                f"  primary device {sb.dev_name}, {sb.dev_size} bytes",
+            ]
+        header = omf.LogHeader.unpack(raw)
+    except omf.OmfError as exc:
+        return [f"cannot decode: {exc}"]
+    return [
+        f"log: magic {header.magic:#x}, length {header.log_len}, "
+        f"{header.next_index} of {header.last_index + 1} entries used, "
+        f"next seqnum {header.next_seqnum}"
+    ]
 
 
 def chkread(name: str) -> str | None:
@@ -55,15 +80,13 @@ def chkread(name: str) -> str | None:
 def run(args: argparse.Namespace) -> int:
     failures = 0
     for name in args.files:
-        if args.superblock or args.log:
-            from famfs_py import channel
-
-            mountpoint = channel.locate(name).mountpoint
-            name = os.path.join(mountpoint, ".meta", ".superblock" if args.superblock else ".log")
         problem = chkread(name)
         if problem:
             print(f"famfs-py chkread: {name}: Read and mmap miscompare: {problem}", file=sys.stderr)
             failures += 1
-        else:
-            print(f"{name}: Read and mmap match")
+            continue
+        if args.superblock or args.log:
+            for line in describe(name, superblock=args.superblock):
+                print(line)
+        print(f"{name}: Read and mmap match")
     return 1 if failures else 0

@@ -20,6 +20,7 @@ def build_parser(prog: str) -> Parser:
         description="Cross-link DEST to SRC's memory (for testing fsck; never for real data).",
         exit_codes=EXIT_CODES,
     )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="say what was cloned")
     parser.add_argument("-d", "--debug", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("source", metavar="SRC")
     parser.add_argument("dest", metavar="DEST")
@@ -36,4 +37,6 @@ def run(args: argparse.Namespace) -> int:
         raise FamfsError("source and destination must be in the same famfs mount")
     with channel.Channel(src.mountpoint) as chan:
         chan.call("clone", source=src.relpath, path=dest.relpath)
+    if args.verbose:
+        print(f"famfs-py clone: {args.dest} now shares the memory of {args.source}")
     return 0

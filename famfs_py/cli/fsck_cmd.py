@@ -36,9 +36,7 @@ def build_parser(prog: str) -> Parser:
         exit_codes=EXIT_CODES,
         help_flags=("--help", "-?"),  # -h is --human, as upstream
     )
-    parser.add_argument(
-        "-h", "--human", action="store_true", help="sizes in GiB (upstream: 0.00G)"
-    )
+    parser.add_argument("-h", "--human", action="store_true", help="sizes in GiB (upstream: 0.00G)")
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="also the log layout and every file"
     )

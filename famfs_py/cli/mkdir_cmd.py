@@ -38,6 +38,8 @@ def run(args: argparse.Namespace) -> int:
     for directory in args.dirs:
         try:
             located = channel.locate(directory)
+            if not located.relpath and args.parents:
+                continue  # the mount's root: there already, as -p asks (upstream too)
             with channel.Channel(located.mountpoint) as chan:
                 reply = chan.call(
                     "mkdir",

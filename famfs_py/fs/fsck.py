@@ -14,7 +14,6 @@ from famfs_py.dax.memory import DeviceMemory, MemoryFault
 from famfs_py.fs.alloc import Bitmap
 from famfs_py.fs.log import Log, read_log_header, read_superblock
 
-
 # fsck's exit code counts problems up to this; above it (and never >= 128, which shells and
 # upstream's scripts read as death by a signal) the code means "could not check"
 MAX_PROBLEMS_EXIT = 99
