@@ -1,0 +1,157 @@
+"""What scripts written for upstream famfs rely on: its option meanings, its exit-code
+classes (0, a failure 1..127; never >= 128, which a shell reads as death by a signal), the
+output lines they parse, and the mount's source in /proc/mounts."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+
+import pytest
+from conftest import assert_no_traceback, run_cli
+
+
+def _fields(stdout: str, label: str) -> list[list[str]]:
+    """The whitespace-separated fields of every line containing `label` (grep | awk)."""
+    return [line.split() for line in stdout.splitlines() if label in line]
+
+
+# -- the mount's source ----------------------------------------------------------------------------
+def _mountinfo_source(mp) -> str:
+    real = os.path.realpath(mp)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            if left.split()[4] == real:
+                return right.split()[1]
+    raise AssertionError(f"{mp} is not mounted")
+
+
+def test_the_mount_source_is_the_device_name_on_its_host(fresh, mounts):
+    mp = mounts.mount(fresh)  # an emulated device: its node lives in the emulation root
+    assert _mountinfo_source(mp) == "/dev/dax0.0"
+    found = subprocess.run(
+        ["findmnt", "-rn", "-S", "/dev/dax0.0", "--target", str(mp)], capture_output=True
+    )
+    assert found.returncode == 0  # how upstream's scripts decide "mounted"
+    status = json.loads(fresh.ok("status", "--json", mp).stdout)
+    assert status["role"] == "master"
+    fresh.ok("umount", mp)
+    gone = subprocess.run(["findmnt", "-rn", "-S", "/dev/dax0.0", "--target", str(mp)])
+    assert gone.returncode != 0
+
+
+def test_two_hosts_each_mount_their_dax0_0(pair, mounts, tmp_path):
+    master, client = pair
+    mp_master = mounts.mount(master, tmp_path / "a")
+    mp_client = mounts.mount(client, tmp_path / "b")
+    assert _mountinfo_source(mp_master) == _mountinfo_source(mp_client) == "/dev/dax0.0"
+    client.ok("umount", mp_client)  # each unmounts from its own mount point
+    master.ok("status", mp_master)
+
+
+# -- mkfs ------------------------------------------------------------------------------------------
+def test_mkfs_verbose_and_kill_as_upstream(host):
+    host.ok("dax", "create", "dax0.0", "--size", "4g")
+    out = host.ok("mkfs", "-v", "dax0.0").stdout
+    assert "log offset" in out
+    assert host.cli("mkfs", "-k", "dax0.0").returncode == 2  # -k wants -f
+    assert "Killed superblock" in host.ok("mkfs", "-f", "-k", "dax0.0").stdout
+    again = host.ok("mkfs", "-f", "-k", "dax0.0")  # nothing left to kill: still success
+    assert "nothing to kill" in again.stdout
+    assert host.ok("mkfs", "--fuse", "dax0.0")  # upstream's mode selector: what famfs-py does
+    nofuse = host.cli("mkfs", "-F", "-f", "dax0.0")
+    assert nofuse.returncode == 2 and "famfs-py is a FUSE filesystem only" in nofuse.stderr
+    assert_no_traceback(nofuse)
+
+
+@pytest.mark.parametrize("loglen", ["1", "1m", "11m"])
+def test_mkfs_refuses_a_bad_log_length_and_keeps_the_filesystem(fresh, loglen):
+    result = fresh.cli("mkfs", "-f", "--loglen", loglen, "dax0.0")
+    assert result.returncode == 2 and "power of two" in result.stderr
+    (log_len,) = _fields(fresh.ok("fsck", "-v", "dax0.0").stdout, "log_len")
+    assert log_len[1] == str(8 << 20)
+
+
+# -- fsck ------------------------------------------------------------------------------------------
+def test_fsck_verbose_prints_one_log_len_line(fresh):
+    fresh.ok("mkfs", "-f", "--loglen", "256m", "dax0.0")
+    lines = _fields(fresh.ok("fsck", "-v", "dax0.0").stdout, "log_len")
+    assert lines == [["log_len:", str(256 << 20)]]  # prepare.sh: grep log_len | awk '{print $2}'
+
+
+def test_fsck_capacity_lines_carry_numbers_in_field_3(fresh, mounts):
+    mp = mounts.mount(fresh)
+    fresh.ok("creat", "-s", "4m", mp / "f")
+    out = fresh.ok("fsck", mp).stdout
+    (capacity,) = _fields(out, "Device capacity")
+    (free,) = _fields(out, "Free space")
+    assert int(capacity[2]) == 4 << 30  # famfs_get_capacity / test_fio: awk '{print $3}'
+    report = json.loads(fresh.ok("fsck", "--json", mp).stdout)
+    assert int(free[2]) == report["free_bytes"] > 0
+
+
+def test_fsck_h_is_human_as_upstream_and_help_is_question_mark(fresh):
+    human = fresh.ok("fsck", "-h", "dax0.0").stdout
+    assert _fields(human, "Device capacity")[0][2] == "4.00G"
+    assert fresh.ok("fsck", "--human", "-B", "4", "dax0.0").stdout.count("Bitmap range") == 4
+    for flag in ("-?", "--help"):
+        assert "exit codes" in fresh.ok("fsck", flag).stdout
+
+
+def test_fsck_read_mode_flags_and_their_conflict(fresh):
+    for flag in ("-m", "-r", "--mmap", "--read", "-vv", "--fuse"):
+        fresh.ok("fsck", flag, "dax0.0")
+    both = fresh.cli("fsck", "-rm", "dax0.0")
+    assert both.returncode == 2 and "not allowed with" in both.stderr
+
+
+def test_fsck_exit_codes_stay_below_128(fresh, mounts, tmp_path):
+    assert fresh.cli("fsck").returncode == 2
+    missing = fresh.cli("fsck", "dax7.7")
+    unmounted = fresh.cli("fsck", tmp_path)  # a directory, not in a mount, not a device
+    mp = mounts.mount(fresh)
+    busy = fresh.cli("fsck", "dax0.0")  # mounted: check it by its mount point
+    for result in (missing, unmounted, busy):
+        assert result.returncode == 100, result.out
+        assert_no_traceback(result)
+    fresh.ok("fsck", mp)
+
+
+# -- logplay, chkread, clone, mkdir --------------------------------------------------------------------
+def test_logplay_accepts_upstreams_read_mode_and_client_flags(fresh, mounts):
+    mp = mounts.mount(fresh)
+    fresh.ok("mkdir", mp / "d")
+    for flags in (["-rc"], ["-m"], ["-vr"], ["-vvv"], ["--client"], ["-n"]):
+        out = fresh.ok("logplay", *flags, mp).stdout
+        assert out.startswith("famfs_logplay: 1 log entries")
+    assert fresh.cli("logplay", "-rm", mp).returncode == 2
+    assert fresh.cli("logplay").returncode == 2
+
+
+def test_chkread_s_and_l_name_the_file_they_check(fresh, mounts):
+    mp = mounts.mount(fresh)
+    log = fresh.ok("chkread", "-l", mp / ".meta" / ".log").stdout
+    assert "log: magic 0xbadcafef00d" in log and "Read and mmap match" in log
+    sb = fresh.ok("chkread", "-s", mp / ".meta" / ".superblock").stdout
+    assert "primary device /dev/dax0.0" in sb
+    assert fresh.cli("chkread", "-s", mp / "badfilexx").returncode == 1
+    assert fresh.cli("chkread").returncode == 2
+    assert "exit codes" in fresh.ok("chkread", "-?").stdout
+
+
+def test_clone_verbose_and_mkdir_p_of_the_mount_point(fresh, mounts):
+    mp = mounts.mount(fresh)
+    fresh.ok("creat", "-s", "2m", mp / "f")
+    assert "shares the memory of" in fresh.ok("clone", "-v", mp / "f", mp / "g").stdout
+    fresh.ok("mkdir", "-p", mp)  # there already: as upstream, -p succeeds
+    assert fresh.cli("mkdir", mp).returncode == 1
+
+
+# -- the famfs command itself ------------------------------------------------------------------------
+def test_help_forms_upstream_scripts_use():
+    assert run_cli("-h").returncode == 0
+    assert run_cli("-h", "mount").returncode == 0
+    assert run_cli("--").returncode != 0
+    assert run_cli("badarg").returncode == 2
