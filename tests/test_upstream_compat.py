@@ -119,7 +119,7 @@ def test_fsck_exit_codes_stay_below_128(fresh, mounts, tmp_path):
     fresh.ok("fsck", mp)
 
 
-# -- logplay, chkread, clone, mkdir --------------------------------------------------------------------
+# -- logplay, chkread, clone, mkdir ----------------------------------------------------------------
 def test_logplay_accepts_upstreams_read_mode_and_client_flags(fresh, mounts):
     mp = mounts.mount(fresh)
     fresh.ok("mkdir", mp / "d")
@@ -149,7 +149,7 @@ def test_clone_verbose_and_mkdir_p_of_the_mount_point(fresh, mounts):
     assert fresh.cli("mkdir", mp).returncode == 1
 
 
-# -- the famfs command itself ------------------------------------------------------------------------
+# -- the famfs command itself ----------------------------------------------------------------------
 def test_help_forms_upstream_scripts_use():
     assert run_cli("-h").returncode == 0
     assert run_cli("-h", "mount").returncode == 0
