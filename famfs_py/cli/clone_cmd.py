@@ -28,7 +28,7 @@ def build_parser(prog: str) -> Parser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from famfs_py import channel
+    from famfs_py import channel, protocol
     from famfs_py.errors import FamfsError
 
     src = channel.locate(args.source)
@@ -36,7 +36,7 @@ def run(args: argparse.Namespace) -> int:
     if src.mountpoint != dest.mountpoint:
         raise FamfsError("source and destination must be in the same famfs mount")
     with channel.Channel(src.mountpoint) as chan:
-        chan.call("clone", source=src.relpath, path=dest.relpath)
+        chan.call(protocol.Clone(src.relpath, dest.relpath))
     if args.verbose:
         print(f"famfs-py clone: {args.dest} now shares the memory of {args.source}")
     return 0

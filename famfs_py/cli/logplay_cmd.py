@@ -134,7 +134,7 @@ def _log_from_device(spec: str, root: str | None) -> bytes:
         if device.size < omf.SUPERBLOCK_STRUCT_SIZE:
             raise FamfsError(f"{device.path} holds {device.size} bytes: no famfs on it")
         try:
-            with DeviceMemory(device.node, device.size, writable=False) as mem:
+            with DeviceMemory.of_device(device, writable=False) as mem:
                 sb = read_superblock(mem)
                 problems = sb.problems()
                 if problems:
@@ -174,7 +174,7 @@ def run_shadow(args: argparse.Namespace, shadow: str, mountpoint: str | None) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from famfs_py import channel
+    from famfs_py import channel, protocol
 
     shadow, mountpoint = _targets(args)
     if shadow is not None:
@@ -182,7 +182,7 @@ def run(args: argparse.Namespace) -> int:
     assert mountpoint is not None
     located = channel.locate(mountpoint)
     with channel.Channel(located.mountpoint) as chan:
-        reply = chan.call("logplay", dry_run=args.dryrun)
+        reply = chan.call(protocol.Logplay(dry_run=args.dryrun))
     print(
         f"famfs_logplay: {reply['entries']} log entries; {reply['new_files']} new files; "
         f"{reply['new_dirs']} new directories"
