@@ -141,6 +141,15 @@ def test_chkread_s_and_l_name_the_file_they_check(fresh, mounts):
     assert "exit codes" in fresh.ok("chkread", "-?").stdout
 
 
+def test_verify_verbose_verifies(fresh, mounts):
+    """Upstream's verify has no -v: it prints its usage and exits 0, verifying nothing."""
+    mp = mounts.mount(fresh)
+    fresh.ok("creat", "-M", f"{mp}/a,2m,42", "-M", f"{mp}/b,2m,43")
+    assert "Success" in fresh.ok("verify", "-v", "-m", f"{mp}/a,42", "-m", f"{mp}/b,43").stdout
+    bad = fresh.cli("verify", "-v", "-m", f"{mp}/a,42", "-m", f"{mp}/b,44")
+    assert bad.returncode == 1 and "Verify fail" in bad.stderr
+
+
 def test_clone_verbose_and_mkdir_p_of_the_mount_point(fresh, mounts):
     mp = mounts.mount(fresh)
     fresh.ok("creat", "-s", "2m", mp / "f")

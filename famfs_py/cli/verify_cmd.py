@@ -45,6 +45,9 @@ def build_parser(prog: str) -> Parser:
         "-t", "--threadct", type=int, default=None, help="threads for -m (default: CPUs; 0: none)"
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="no success lines")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="a line per file (the default)"
+    )
     parser.add_argument("-d", "--debug", action="store_true", help=argparse.SUPPRESS)
     return parser
 
