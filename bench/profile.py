@@ -278,7 +278,7 @@ class Profiler:
             self._write("creat", "\n".join(lines) + "\n")
 
     def profile_mount(self, workload: str) -> None:
-        """The daemon from exec to serving, under cProfile (`famfs-py mount -f`, unmounted
+        """The daemon from exec to serving, under cProfile (`famfs-py mount --foreground`, unmounted
         as soon as it answers; the profile covers imports, claim, replay and FUSE init)."""
         if workload == "mount-8m":
             entries, log_len = omf.log_slots(omf.DEFAULT_LOG_LEN), omf.DEFAULT_LOG_LEN
@@ -291,7 +291,7 @@ class Profiler:
         mountpoint = self.env.path(f"mnt-{name}")
         stats = self.out / f"raw-{workload}.pstats"
         argv = [sys.executable, "-m", "cProfile", "-o", str(stats), "-m", "famfs_py.cli.main"]
-        argv += ["mount", "-f", name, str(mountpoint)]
+        argv += ["mount", "--foreground", name, str(mountpoint)]
         env = {**os.environ, **self.env.host.env}
         start = time.perf_counter()
         proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -316,7 +316,10 @@ class Profiler:
         report.sort_stats("cumulative").print_stats(30)
         report.sort_stats("tottime").print_stats(20)
         stats.unlink(missing_ok=True)
-        title = f"== {workload}: famfs-py mount -f, {entries} entries, answered after {ready:.2f} s"
+        title = (
+            f"== {workload}: famfs-py mount --foreground, {entries} entries, "
+            f"answered after {ready:.2f} s"
+        )
         lines = [title + " (under cProfile, which slows Python code ~2x)"]
         lines += ["    " + line for line in out.getvalue().splitlines() if line.strip()]
         self._write(workload, "\n".join(lines) + "\n")

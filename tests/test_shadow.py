@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import assert_no_traceback, manifest
+from helpers import assert_no_traceback, manifest
 
 from famfs_py import omf
 from famfs_py.fs import shadow

@@ -493,7 +493,7 @@ def test_foreground_logs_for_the_journal_only_when_stderr_is_the_journal(fresh, 
     env = {**os.environ, **fresh.env, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"}
     with open(log, "ab") as err:
         proc = subprocess.Popen(
-            [BIN / "famfs-py", "mount", "-f", "dax0.0", mp], env=env, stderr=err
+            [BIN / "famfs-py", "mount", "--foreground", "dax0.0", mp], env=env, stderr=err
         )
     try:
         assert _wait(lambda: "mounted (" in log.read_text()), log.read_text()

@@ -9,7 +9,7 @@ import os
 import subprocess
 
 import pytest
-from conftest import assert_no_traceback, run_cli
+from helpers import assert_no_traceback, run_cli
 
 
 def _fields(stdout: str, label: str) -> list[list[str]]:
@@ -49,6 +49,29 @@ def test_two_hosts_each_mount_their_dax0_0(pair, mounts, tmp_path):
     assert _mountinfo_source(mp_master) == _mountinfo_source(mp_client) == "/dev/dax0.0"
     client.ok("umount", mp_client)  # each unmounts from its own mount point
     master.ok("status", mp_master)
+
+
+def test_mount_options_mean_what_they_mean_upstream(fresh, mounts, tmp_path):
+    mp = mounts.mount(fresh, tmp_path / "a", "-f", "-r", "-vvv")  # -f is --fuse, not foreground
+    assert "daemon pid" in mounts.last.stdout  # it returned: the daemon runs on its own
+    again = fresh.cli("mount", "-vvv", "dax0.0", mp)
+    assert again.returncode == 1 and "busy" in again.stderr  # mounted already
+    fresh.ok("umount", mp)
+    for args, message in [
+        (["-rm"], "exclude each other"),
+        (["-F"], "famfs-py is a FUSE filesystem only"),
+        (["--nofuse"], "famfs-py is a FUSE filesystem only"),
+        (["a", "b"], "unrecognized arguments"),
+    ]:
+        result = fresh.cli("mount", *args, "dax0.0", mp)
+        assert result.returncode == 2 and message in result.stderr, result.out
+        assert_no_traceback(result)
+    for bad in (["baddev", mp], ["dax0.0", tmp_path / "badmpt"]):
+        result = fresh.cli("mount", *bad)
+        assert result.returncode == 1, result.out
+        assert_no_traceback(result)
+    assert "exit codes" in fresh.ok("mount", "-?").stdout
+    assert fresh.cli("mount").returncode == 2
 
 
 # -- mkfs ------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """`famfs-py mount`: start the daemon for a device and return once the mount answers.
 
-Without -f the daemon is started as a separate process (its own session, output to a log
+Without --foreground the daemon is started as a separate process (its own session, output to a log
 file) and this command waits for its word on a pipe: mounted, or why not. With --systemd it
 stays in the foreground and tells systemd instead. The options are declared once, in
 famfs_py.daemon.options; readiness is famfs_py.daemon.readiness.
@@ -20,7 +20,7 @@ from famfs_py.daemon.options import MountOptions
 from famfs_py.errors import FamfsError
 
 EXIT_CODES = """
-  0  mounted (the mount answers); with -f: unmounted cleanly
+  0  mounted (the mount answers); with --foreground: unmounted cleanly
   1  the mount failed; nothing is left mounted and the device is not claimed
   2  usage error (unknown option, bad -o option)
 """
@@ -120,7 +120,8 @@ def run_background(opts: MountOptions) -> int:
         ) from None
     daemon_log = DaemonLog(log_file, os.fstat(log_fd).st_size)  # this attempt's lines start here
     read_fd, write_fd = os.pipe()
-    argv = [sys.executable, "-m", "famfs_py.cli.main", "mount", "-f", "--ready-fd", str(write_fd)]
+    argv = [sys.executable, "-m", "famfs_py.cli.main", "mount", "--foreground"]
+    argv += ["--ready-fd", str(write_fd)]
     env = {**os.environ, "FAMFS_PY_DAX_ROOT": opts.root} if opts.root else None
     try:
         proc = subprocess.Popen(

@@ -106,8 +106,7 @@ class MountOptions:
     mountpoint: str = _positional("MOUNTPOINT")
     # -- how to run ---------------------------------------------------------------------------
     foreground: bool = _option(
-        "-f", "--foreground", default=False, help="stay attached (log to stderr)", o=(),
-        daemon=False,
+        "--foreground", default=False, help="stay attached (log to stderr)", o=(), daemon=False,
     )  # fmt: skip
     systemd: bool = _option(
         "--systemd", default=False, o=(), daemon=False,
@@ -115,8 +114,8 @@ class MountOptions:
     )  # fmt: skip
     log_file: str | None = _option(
         "--log-file", default=None, daemon=False,
-        help="daemon log (default /var/log/famfs-py/<mount>.log; with -f: stderr, or the "
-        "journal under systemd)",
+        help="daemon log (default /var/log/famfs-py/<mount>.log; with --foreground: stderr, or "
+        "the journal under systemd)",
     )  # fmt: skip
     ready_fd: int | None = _option(
         "--ready-fd", default=None, parse=int, o=(), daemon=False, hidden=True,
@@ -152,19 +151,32 @@ class MountOptions:
     )  # fmt: skip
     allow_other: bool = _option(
         "--allow-other", default=False,
-        help="let users other than the mounting one use the mount (FUSE allow_other); file "
-        "modes and owners from the log are enforced for them",
+        help="let users other than the mounting one use the mount (FUSE allow_other; the "
+        "default when root mounts, as upstream); file modes and owners from the log are "
+        "enforced for them",
     )  # fmt: skip
     nouseraccess: bool = _option(
         "-u", "--nouseraccess", default=False,
-        help="accepted (upstream): other users have no access unless --allow-other",
+        help="other users have no access, also when root mounts (upstream: no allow_other)",
     )  # fmt: skip
     nodefaultperm: bool = _option(
         "-p", "--nodefaultperm", default=False, help="do not let the kernel check file permissions"
     )
-    read: bool = _option("-r", "--read", default=False, o=(), help="accepted (upstream)")
-    mmap: bool = _option("-m", "--mmap", default=False, o=(), help="accepted (upstream)")
-    verbose: bool = _option("-v", "--verbose", default=False, o=(), help="more logging")
+    read: bool = _option(
+        "-r", "--read", default=False, o=(), help="accepted (upstream; not with -m)"
+    )
+    mmap: bool = _option(
+        "-m", "--mmap", default=False, o=(), help="accepted (upstream; not with -r)"
+    )
+    fuse: bool = _option(
+        "-f", "--fuse", default=False, o=(), daemon=False,
+        help="accepted (upstream's mode selector): famfs-py is a FUSE filesystem",
+    )  # fmt: skip
+    nofuse: bool = _option(
+        "-F", "--nofuse", default=False, o=(), daemon=False,
+        help="refused: upstream's famfs v1 kernel module is not famfs-py's",
+    )  # fmt: skip
+    verbose: bool = _option("-v", "--verbose", default=False, o=(), help="more logging (-vvv)")
     debug: bool = _option("-d", "--debug", default=False, help="debug logging")
     follow_interval: float = _option(
         "--follow-interval", default=0.2, parse=_number(float, "a number of seconds"), o=(),
@@ -182,7 +194,20 @@ class MountOptions:
     # -- derived ------------------------------------------------------------------------------
     @property
     def others_allowed(self) -> bool:
-        return self.allow_other and not self.nouseraccess
+        """As upstream: a mount made by root lets other users in (the log's modes and owners
+        enforced for them) unless -u; another user's mount only with --allow-other (FUSE
+        then wants user_allow_other in /etc/fuse.conf)."""
+        return (self.allow_other or os.geteuid() == 0) and not self.nouseraccess
+
+    def check(self) -> None:
+        """Combinations upstream refuses, and what famfs-py cannot do: ValueError."""
+        if self.nofuse:
+            raise ValueError(
+                "-F/--nofuse selects upstream's famfs v1 kernel module, which famfs-py does "
+                "not use: famfs-py is a FUSE filesystem only (drop -F)"
+            )
+        if self.read and self.mmap:
+            raise ValueError("-r/--read and -m/--mmap exclude each other (as upstream)")
 
     @property
     def default_permissions(self) -> bool:
@@ -287,6 +312,7 @@ def from_namespace(args: argparse.Namespace) -> MountOptions:
     """The options argparse collected (then -o applied: ValueError names a bad one)."""
     opts = MountOptions(**{f.name: getattr(args, f.name) for f in fields(MountOptions)})
     apply_o_options(opts, getattr(args, "options", []))
+    opts.check()
     if opts.root:
         opts.root = os.path.abspath(opts.root)
     return opts

@@ -2,7 +2,7 @@
 
 Three listeners, one protocol: the `famfs-py mount` parent waiting on a pipe (`PipeReadiness`
 in the daemon, `wait_for_daemon` in the parent), a person at a terminal (`ConsoleReadiness`,
-for `mount -f`), and systemd (`SystemdReadiness`: READY=1, STATUS=, WATCHDOG=1, STOPPING=1
+for `mount --foreground`), and systemd (`SystemdReadiness`: READY=1, STATUS=, WATCHDOG=1, STOPPING=1
 through famfs_py.daemon.systemd's notifier).
 """
 
