@@ -10,7 +10,7 @@ import pytest
 from helpers import assert_no_traceback, manifest
 
 from famfs_py import omf
-from famfs_py.fs import shadow
+from famfs_py.fs.shadow_yaml import parse_shadow_yaml, shadow_yaml, yaml_value
 
 IMAGES_WITH_FILES = ["B", "C", "E"]
 
@@ -36,8 +36,8 @@ def test_yaml_of_every_logged_file_is_what_upstream_wrote(ref_images, name):
             continue
         meta = _entry(log, expected["index"]).payload  # E's entry 3 too: its CRC is stale,
         assert isinstance(meta, omf.FileMeta)  # but upstream wrote its YAML all the same
-        assert shadow.shadow_yaml(meta) == expected["shadow_yaml"]
-        assert shadow.parse_shadow_yaml(expected["shadow_yaml"]) == meta
+        assert shadow_yaml(meta) == expected["shadow_yaml"]
+        assert parse_shadow_yaml(expected["shadow_yaml"]) == meta
         checked += 1
     assert checked >= 3
 
@@ -71,11 +71,11 @@ PATH_STYLES = [
 
 @pytest.mark.parametrize("path,written", PATH_STYLES)
 def test_awkward_paths_are_quoted_as_libyaml_quotes_them_and_read_back(path, written):
-    assert shadow.yaml_value(path, len("  path:")) == written
+    assert yaml_value(path, len("  path:")) == written
     meta = omf.FileMeta(4096, 2, 0, 0, 0o644, path, omf.SimpleFmap((omf.Extent(1 << 23, 1 << 21),)))
-    text = shadow.shadow_yaml(meta)
+    text = shadow_yaml(meta)
     assert text.startswith("---\nfile:\n  path:" + written + "\n  size: 4096\n")
-    assert shadow.parse_shadow_yaml(text) == meta
+    assert parse_shadow_yaml(text) == meta
 
 
 def test_numbers_are_printed_as_upstreams_printf_prints_them():
@@ -83,17 +83,17 @@ def test_numbers_are_printed_as_upstreams_printf_prints_them():
         1 << 21, 0xFFFFFFFF, 0xFFFFFFFE, 4000000000, 0o4755, "f",
         omf.SimpleFmap((omf.Extent(0x400000, 0x200000, 0),)),
     )  # fmt: skip
-    text = shadow.shadow_yaml(meta)
+    text = shadow_yaml(meta)
     assert "  flags: -1\n  mode: 04755\n  uid: -2\n  gid: -294967296\n" in text  # %d of a u32
     assert "    offset: 0x400000\n    length: 0x200000\n" in text
-    assert shadow.parse_shadow_yaml(text) == meta
+    assert parse_shadow_yaml(text) == meta
 
 
 def test_a_path_that_is_not_utf8_has_no_yaml():
     bad = b"caf\xe9".decode("utf-8", "surrogateescape")
     meta = omf.FileMeta(4096, 2, 0, 0, 0o644, bad, omf.SimpleFmap((omf.Extent(1 << 23, 1 << 21),)))
     with pytest.raises(ValueError, match="not UTF-8"):
-        shadow.shadow_yaml(meta)
+        shadow_yaml(meta)
 
 
 @pytest.mark.parametrize(
@@ -102,7 +102,7 @@ def test_a_path_that_is_not_utf8_has_no_yaml():
 )
 def test_a_broken_shadow_file_is_refused(text):
     with pytest.raises(ValueError):
-        shadow.parse_shadow_yaml(text)
+        parse_shadow_yaml(text)
 
 
 # -- shadow logplay through the CLI --------------------------------------------------------------
@@ -152,17 +152,31 @@ def _umask() -> int:
     return mask
 
 
-def test_shadowtest_finds_a_shadow_file_that_lies(ref_device, tmp_path):
+def test_a_stale_shadow_file_is_rewritten_from_the_log(ref_device, tmp_path):
+    """A shadow tree left by an earlier filesystem: the log decides (upstream leaves the
+    stale file, and its --shadowtest then fails on every rerun)."""
     host = ref_device("B")
     root = tmp_path / "sh" / "root"
     root.mkdir(parents=True)
     host.ok("logplay", "--shadow", root, "--daxdev", "dax0.0")  # a path ending in /root
     top = root / "top"
-    top.write_text(top.read_text().replace("size: 3145728", "size: 3145729"))
-    result = host.cli("logplay", "--shadow", root, "--shadowtest", "--daxdev", "dax0.0")
+    right = top.read_text()
+    top.write_text(right.replace("size: 3145728", "size: 3145729"))
+    result = host.ok("logplay", "--shadow", root, "--shadowtest", "--daxdev", "dax0.0")
+    assert "Replaced: 1 stale shadow files" in result.stdout
+    assert "there were 0 yaml errors detected" in result.stdout
+    assert top.read_text() == right
+
+
+def test_something_else_where_a_shadow_file_belongs_is_an_error(ref_device, tmp_path):
+    host = ref_device("B")
+    root = tmp_path / "sh" / "root"
+    root.mkdir(parents=True)
+    (root / "top").write_text("not yaml at all\n")
+    result = host.cli("logplay", "--shadow", root, "--daxdev", "dax0.0")
     assert result.returncode == 1, result.out
-    assert "does not describe the file's log entry" in result.stderr
-    assert "there were 1 yaml errors detected" in result.stdout
+    assert "not a shadow file" in result.stderr
+    assert (root / "top").read_text() == "not yaml at all\n"  # left alone
     assert_no_traceback(result)
 
 
@@ -186,7 +200,7 @@ def test_shadow_logplay_from_a_mount_and_with_upstreams_short_flags(fresh, mount
         result = fresh.ok("logplay", flag, shadow_path, mp)
         assert "2 log entries; 1 new files; 1 new directories" in result.stdout
         text = (shadow_path / "root" / "d" / "f").read_text()
-        assert shadow.parse_shadow_yaml(text).relpath == "d/f"
+        assert parse_shadow_yaml(text).relpath == "d/f"
         assert ("shadow yaml checked for 1 files" in result.stdout) == tested
     result = fresh.ok("logplay", "-sS", tmp_path / "sh0", mp)  # exists now; checked
     assert "Existed: " not in result.stdout and "checked for 1 files" in result.stdout

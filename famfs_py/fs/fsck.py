@@ -69,8 +69,9 @@ class FsckReport:
     def from_json(cls, data: dict[str, object]) -> FsckReport:
         names = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in names}
-        if isinstance(values.get("omf_version"), list):  # JSON has no tuples
-            values["omf_version"] = tuple(values["omf_version"])
+        version = values.get("omf_version")
+        if isinstance(version, list):  # JSON has no tuples
+            values["omf_version"] = tuple(version)
         return cls(**values)  # type: ignore[arg-type]
 
     def as_json(self) -> dict[str, object]:
