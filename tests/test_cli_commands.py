@@ -140,6 +140,7 @@ def test_creat_interleaved_follows_upstreams_rules(fs):
         (("-N", "5", "-B", "4"), "at most nbuckets"),
         (("-N", "3", "-B", "65"), "nbuckets"),
         (("-N", "17", "-B", "32"), "1..16"),
+        (("-N", "3", "-B", "8"), "each bucket needs at least 1 GiB"),  # 512 MiB buckets
         (("-B", "4"), "needs both"),
     ]:
         result = host.cli("creat", "-s", "64m", *args, mp / "bad")
