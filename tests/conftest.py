@@ -1,4 +1,9 @@
-"""Shared fixtures: reference images, emulation roots, and the real CLI in subprocesses."""
+"""Shared fixtures: reference images, emulation roots, and the real CLI in subprocesses.
+
+A run's memory, mounts and image cache are its own and are cleaned up at its end, also
+after Ctrl-C or SIGTERM (tests/run_isolation.py); `pytest_report_header` names the famfs-py
+under test (the checkout, or an installed copy: FAMFS_PY_TEST_INSTALLED=1 insists on one).
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import run_isolation
 
 REPO = Path(__file__).resolve().parent.parent
 REF_DIR = REPO / "tests" / "data" / "famfs-ref"
@@ -136,8 +142,59 @@ def pair(host_factory) -> tuple[Host, Host]:
     return master, client
 
 
+# -- this run's own resources ------------------------------------------------------------------
+RUN: run_isolation.TestRun | None = None
+
+
+def pytest_configure(config) -> None:
+    global RUN
+    import famfs_py
+
+    source = Path(famfs_py.__file__).resolve()
+    if os.environ.get("FAMFS_PY_TEST_INSTALLED") and source.is_relative_to(REPO):
+        raise pytest.UsageError(
+            f"FAMFS_PY_TEST_INSTALLED is set but famfs_py comes from the checkout ({source}); "
+            "run the installed copy's pytest from outside the checkout (make test-installed)"
+        )
+    RUN = run_isolation.TestRun(BIN)
+
+
+def pytest_report_header(config) -> list[str]:
+    import famfs_py
+
+    where = Path(famfs_py.__file__).resolve().parent
+    lines = [f"famfs-py {famfs_py.__version__} from {where}, commands from {BIN}"]
+    if RUN is not None:
+        lines.append(f"this run's memory: {RUN.dir}")
+        if RUN.swept:
+            lines.append(f"swept after killed runs: {', '.join(map(str, RUN.swept))}")
+    return lines
+
+
+def pytest_unconfigure(config) -> None:
+    global RUN
+    if RUN is not None:
+        left, RUN = RUN.close(), None
+        for what in left:
+            print(f"famfs-py tests: cleaned up what a test left behind: {what}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _run_basetemp(tmp_path_factory) -> None:
+    """Tell this run's cleanup where its mount points and emulation roots are."""
+    if RUN is not None:
+        RUN.set_basetemp(tmp_path_factory.getbasetemp())
+
+
+def memory_dir() -> Path:
+    """This run's memory directory (emulated memory and the image cache)."""
+    assert RUN is not None
+    return RUN.dir
+
+
 # -- reference images ------------------------------------------------------------------------
-IMAGE_CACHE = Path("/dev/shm") / f"famfs-py-tests-{os.getpid()}"
+def _image_cache() -> Path:
+    return memory_dir() / "images"
 
 
 def manifest(name: str) -> dict:
@@ -147,8 +204,8 @@ def manifest(name: str) -> dict:
 def _decompress(name: str) -> Path:
     import zstandard
 
-    IMAGE_CACHE.mkdir(exist_ok=True)
-    out = IMAGE_CACHE / f"{name}.img"
+    _image_cache().mkdir(exist_ok=True)
+    out = _image_cache() / f"{name}.img"
     if out.exists():
         return out
     if shutil.which("zstd"):  # 5x faster than the Python decoder; writes sparse files
@@ -191,7 +248,7 @@ def _decompress(name: str) -> Path:
 def ref_images() -> Iterator:
     """Decompressed reference images (read-only: copy one before writing to it)."""
     yield _decompress
-    shutil.rmtree(IMAGE_CACHE, ignore_errors=True)
+    shutil.rmtree(_image_cache(), ignore_errors=True)
 
 
 def copy_image(src: Path, dst: Path) -> Path:
@@ -205,7 +262,7 @@ def ref_device(ref_images, host_factory, tmp_path):
 
     def make(name: str, host: Host | None = None, dev: str = "dax0.0") -> Host:
         host = host or host_factory(f"ref{name}")
-        image = copy_image(ref_images(name), Path("/dev/shm") / f"famfs-py-ref-{uuid.uuid4()}")
+        image = copy_image(ref_images(name), memory_dir() / f"ref-{uuid.uuid4()}")
         try:
             host.ok("dax", "create", dev, "--backing", image)
         finally:
