@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test lint bench bench-full clean install-service
+.PHONY: setup demo test test-installed lint bench bench-full clean install-service
 
 setup:
 	./scripts/setup.sh
@@ -14,12 +14,16 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q -m "not slow" tests
 
+# the same suite against a wheel installed into a fresh venv outside the checkout
+test-installed: setup
+	./scripts/test-installed.sh -q -m "not slow"
+
 lint: setup
-	$(VENV)/bin/ruff check famfs_py mkfs tests bench
-	$(VENV)/bin/ruff format --check famfs_py mkfs tests bench
+	$(VENV)/bin/ruff check famfs_py tests bench
+	$(VENV)/bin/ruff format --check famfs_py tests bench
 
 install-service: setup
-	./systemd/install.sh
+	$(VENV)/bin/famfs-py install-service
 
 bench: setup
 	./scripts/setup-bench.sh
