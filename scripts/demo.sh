@@ -3,7 +3,7 @@
 # mounted there and on a second simulated host (a client) that shares the same memory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=$PWD/.venv/bin
+BIN=${FAMFS_PY_BIN:-$PWD/${VENV:-.venv}/bin}  # FAMFS_PY_BIN: another famfs-py (the tests)
 DEMO=${FAMFS_PY_DEMO_DIR:-/run/famfs-py/demo}
 MASTER_ROOT=$DEMO/master-host
 CLIENT_ROOT=$DEMO/client-host
