@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Prepare this machine for famfs-py's tests and demo: the Debian packages they use, then a
 # virtualenv in .venv with famfs-py (editable) and its test tools. Safe to run again: it
-# installs only what is missing and rebuilds .venv only when pyproject.toml or the Python
-# it is made from changed. Needs a Debian 12 machine (as root, for apt) with git and make.
+# installs only what is missing and rebuilds .venv only when the build files (pyproject.toml,
+# setup.py, the C extension's source) or the Python it is made from changed. Needs a Debian 12 machine (as root, for apt) with git and make.
 #   PYTHON=/path/to/python3.11+   make the venv from this Python instead of Debian's
 #   VENV=DIR                       the venv's directory (default .venv)
 set -euo pipefail
@@ -50,7 +50,8 @@ pick_python() {
 python=$(pick_python)
 VENV=${VENV:-.venv}
 stamp="$VENV/.famfs-py-installed"
-want="python=$(readlink -f "$python") pyproject=$(sha256sum pyproject.toml | cut -c1-16)"
+build_files=(pyproject.toml setup.py $(find famfs_py -name '*.c' | sort))
+want="python=$(readlink -f "$python") build=$(cat "${build_files[@]}" | sha256sum | cut -c1-16)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "setup: making $VENV from $python"
   rm -rf "$VENV"

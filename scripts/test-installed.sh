@@ -13,7 +13,7 @@ trap 'rm -rf "$work"' EXIT
 # build from a copy, so the checkout gets no build/ or *.egg-info
 mkdir "$work/source"
 tar -C "$repo" --exclude=./.git --exclude="./$VENV" --exclude=./build --exclude=./dist \
-  --exclude='*.egg-info' --exclude=__pycache__ -cf - pyproject.toml README.md famfs_py |
+  --exclude='*.egg-info' --exclude=__pycache__ --exclude='*.so' -cf - pyproject.toml setup.py README.md famfs_py |
   tar -C "$work/source" -xf -
 "$VENV/bin/python" -m build -q --outdir "$work/dist" "$work/source" >/dev/null
 wheel=$(ls "$work"/dist/famfs_py-*.whl)

@@ -12,9 +12,10 @@ import secrets
 from pathlib import Path
 
 import pytest
-from conftest import CLIENT_UUID, GiB, MiB, assert_no_traceback, memory_dir
+from conftest import CLIENT_UUID, MiB, assert_no_traceback, memory_dir
 
 from famfs_py.dax import backing
+from famfs_py.dax.device import device_in_root
 from famfs_py.dax.memory import DeviceMemory
 
 
@@ -42,7 +43,8 @@ def test_new_memory_sits_on_2mib_pages_and_maps_with_pmds(host):
     assert "warning" not in result.stderr, result.out
     (row,) = json.loads(host.ok("dax", "list", "--json").stdout)
     assert row["huge_pages"] is True and Path(row["memory"]).parent == memory_dir()
-    with DeviceMemory(host.node(), GiB, writable=True) as mem:
+    device = device_in_root("dax0.0", host.root)
+    with DeviceMemory.of_device(device, writable=True) as mem:
         assert mem.base % (2 * MiB) == 0
         mem.write(6 * MiB, secrets.token_bytes(8 * MiB))  # first touch, by the kernel
         assert mem.read(6 * MiB, 4) != b"\0\0\0\0"
