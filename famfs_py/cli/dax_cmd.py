@@ -4,6 +4,7 @@ inject-error, clear-errors), and the emulated memory no device uses any more."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import os
 import sys
@@ -207,15 +208,28 @@ def _reclaim(args: argparse.Namespace) -> None:
     from famfs_py.dax import backing
 
     if args.orphans:
-        reclaimed = [o for o in backing.orphans() if o.reclaimable]
-        total = 0
-        for orphan in reclaimed:
-            if backing.reclaim(orphan.path, unowned_ok=False):
-                total += orphan.allocated
-                print(f"reclaimed {orphan.path} ({orphan.allocated / (1 << 20):.1f} MiB)")
+        reclaimed, refused, total = 0, 0, 0
+        for orphan in backing.orphans():
+            if not orphan.reclaimable:
+                continue
+            try:
+                if backing.reclaim(orphan.path, unowned_ok=False):
+                    reclaimed += 1
+                    total += orphan.allocated
+                    print(f"reclaimed {orphan.path} ({orphan.allocated / (1 << 20):.1f} MiB)")
+            except PermissionError:
+                refused += 1
+                print(
+                    f"famfs-py dax remove: cannot reclaim {orphan.path}: another user's "
+                    "(run as root)",
+                    file=sys.stderr,
+                )
         for record in backing.stale_owner_records():
-            record.unlink(missing_ok=True)
-        print(f"{len(reclaimed)} orphaned memory file(s), {total / (1 << 20):.1f} MiB reclaimed")
+            with contextlib.suppress(OSError):
+                record.unlink()
+        print(f"{reclaimed} orphaned memory file(s), {total / (1 << 20):.1f} MiB reclaimed")
+        if refused:
+            raise FamfsError(f"remove --orphans: {refused} file(s) left (not yours)", 1)
         return
     for name in args.memory:
         path = Path(name).absolute()
@@ -224,11 +238,8 @@ def _reclaim(args: argparse.Namespace) -> None:
         try:
             removed = backing.reclaim(path, unowned_ok=True)
         except OSError as exc:
-            raise FamfsError(
-                f"remove --memory {name}: {exc.strerror}: remove that device instead",
-                1,
-                exc.errno,
-            ) from None
+            fix = ": remove that device instead" if exc.errno == errno.EBUSY else ""
+            raise FamfsError(f"remove --memory {name}: {exc.strerror}{fix}", 1, exc.errno) from None
         print(f"reclaimed {path}" if removed else f"{path}: being set up or gone; left alone")
 
 
