@@ -34,4 +34,4 @@ bench-full: setup
 	$(PY) -m bench --readme
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache build dist *.egg-info famfs_py/dax/*.so
