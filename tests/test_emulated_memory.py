@@ -51,20 +51,6 @@ def test_new_memory_sits_on_2mib_pages_and_maps_with_pmds(host):
         assert _pmd_mapped_kib(mem.base) >= 8 * 1024  # 2 MiB page table entries, not 4 KiB
 
 
-def test_famfs_pys_tmpfs_is_mounted_with_huge_pages_for_everyone():
-    _need_huge_pages()
-    if os.environ.get(backing.DIR_ENV) != str(memory_dir()):
-        pytest.skip("the run's memory is not in famfs-py's own tmpfs")
-    if not memory_dir().is_relative_to(backing.HUGE_DIR):
-        pytest.skip(f"this run's memory is in {memory_dir()}, not under {backing.HUGE_DIR}")
-    with open("/proc/self/mountinfo") as f:
-        (line,) = [x for x in f if x.split()[4] == str(backing.HUGE_DIR)]
-    fstype, _source, options = line.split(" - ")[1].split()
-    assert fstype == "tmpfs" and "huge=within_size" in options.split(",")
-    assert {"nosuid", "nodev"} <= set(line.split()[5].split(","))
-    assert backing.HUGE_DIR.stat().st_mode & 0o7777 == 0o1777
-
-
 def _in_child(action) -> str:
     """Run `action()` in a forked child; its return value (a string) or its error."""
     read_fd, write_fd = os.pipe()
@@ -86,6 +72,62 @@ def _in_child(action) -> str:
     return text
 
 
+def _private_run_dir(libc) -> None:
+    """In this (forked) process: a mount namespace of its own where /run/famfs-py is empty."""
+    if libc.unshare(0x00020000) != 0:  # CLONE_NEWNS
+        raise OSError(ctypes.get_errno(), "unshare")
+    libc.mount(b"none", b"/", None, 0x4000 | 0x40000, None)  # MS_REC | MS_PRIVATE
+    backing.HUGE_DIR.parent.mkdir(parents=True, exist_ok=True)
+    if libc.mount(b"none", bytes(backing.HUGE_DIR.parent), b"tmpfs", 0, b"mode=1777"):
+        raise OSError(ctypes.get_errno(), "mount")
+    os.environ.pop(backing.DIR_ENV, None)
+
+
+def test_first_uses_at_once_mount_one_huge_page_tmpfs_as_large_as_dev_shm():
+    """Four processes asking for the memory directory at the same moment, where famfs-py's
+    tmpfs is not mounted yet: one tmpfs is mounted (not four stacked), with huge pages,
+    nosuid/nodev, sticky and open to all, and the size of /dev/shm."""
+    if os.geteuid() != 0 or not backing.SHMEM_THP.exists():
+        pytest.skip("needs root and transparent huge pages")
+    libc = ctypes.CDLL(None, use_errno=True)
+
+    def at_huge_dir() -> list[str]:
+        with open("/proc/self/mountinfo") as f:
+            return [x for x in f if x.split()[4] == str(backing.HUGE_DIR)]
+
+    def race() -> str:
+        _private_run_dir(libc)
+        before = at_huge_dir()  # the host's, covered by the empty /run/famfs-py
+        go_read, go_write = os.pipe()
+        children = []
+        for _ in range(4):
+            pid = os.fork()
+            if pid == 0:
+                os.close(go_write)
+                os.read(go_read, 1)  # all start together
+                code = 0 if backing.memory_dir() == backing.MemoryDir(backing.HUGE_DIR, True) else 1
+                os._exit(code)
+            children.append(pid)
+        os.close(go_write)  # EOF releases them all
+        codes = [os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]
+        lines = [x for x in at_huge_dir() if x not in before]
+        mode = backing.HUGE_DIR.stat().st_mode & 0o7777
+        return json.dumps({"codes": codes, "mounts": lines, "mode": mode})
+
+    text = _in_child(race)
+    assert text.startswith("ok "), text
+    found = json.loads(text[3:])
+    assert found["codes"] == [0, 0, 0, 0]
+    (line,) = found["mounts"]
+    fstype, _source, options = line.split(" - ")[1].split()
+    assert fstype == "tmpfs" and "huge=within_size" in options.split(",")
+    assert {"nosuid", "nodev"} <= set(line.split()[5].split(","))
+    assert found["mode"] == 0o1777
+    shm = os.statvfs(backing.SHM_DIR)
+    size_kib = next(o for o in options.split(",") if o.startswith("size=")).split("=")[1]
+    assert int(size_kib.rstrip("k")) * 1024 == shm.f_blocks * shm.f_frsize
+
+
 def test_an_unprivileged_user_without_famfs_pys_tmpfs_falls_back_to_dev_shm_with_a_warning():
     """In a mount namespace where /run/famfs-py is empty, a user who may not mount gets
     memory in /dev/shm and one warning line that says why and what to do."""
@@ -97,13 +139,7 @@ def test_an_unprivileged_user_without_famfs_pys_tmpfs_falls_back_to_dev_shm_with
     def create() -> str:
         from famfs_py.dax import emulated
 
-        if libc.unshare(0x00020000) != 0:  # CLONE_NEWNS
-            raise OSError(ctypes.get_errno(), "unshare")
-        libc.mount(b"none", b"/", None, 0x4000 | 0x40000, None)  # MS_REC | MS_PRIVATE
-        backing.HUGE_DIR.parent.mkdir(parents=True, exist_ok=True)
-        if libc.mount(b"none", bytes(backing.HUGE_DIR.parent), b"tmpfs", 0, b"mode=1777"):
-            raise OSError(ctypes.get_errno(), "mount")
-        os.environ.pop(backing.DIR_ENV, None)
+        _private_run_dir(libc)
         os.setgroups([])
         os.setgid(65534)
         os.setuid(65534)

@@ -150,12 +150,22 @@ def _mount_huge_dir() -> str | None:
         if _is_mountpoint(HUGE_DIR):
             return None
         HUGE_DIR.mkdir(mode=0o1777, exist_ok=True)
-        _mount("famfs-py-memory", HUGE_DIR, "tmpfs", _MS_NOSUID | _MS_NODEV, MOUNT_OPTIONS)
+        _mount("famfs-py-memory", HUGE_DIR, "tmpfs", _MS_NOSUID | _MS_NODEV, _options())
     except OSError as exc:
         return f"cannot mount a tmpfs with huge pages at {HUGE_DIR}: {exc.strerror}"
     finally:
         os.close(lock_fd)
     return None
+
+
+def _options() -> str:
+    """The tmpfs's options: huge pages, open to all (sticky), and as large as /dev/shm (the
+    memory it would otherwise hold), where that can be told."""
+    try:
+        st = os.statvfs(SHM_DIR)
+    except OSError:
+        return MOUNT_OPTIONS
+    return f"{MOUNT_OPTIONS},size={st.f_blocks * st.f_frsize}"
 
 
 def _mount(source: str, target: Path, fstype: str, flags: int, data: str) -> None:
