@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test test-installed lint bench bench-full clean install-service
+.PHONY: setup demo test test-installed model lint bench bench-full clean install-service
 
 setup:
 	./scripts/setup.sh
@@ -18,9 +18,14 @@ test: setup
 test-installed: setup
 	./scripts/test-installed.sh -q -m "not slow"
 
+# the inner loop: the model tier, no FUSE and no daemon (seconds)
+model: setup
+	$(PY) -m pytest -q -m model tests
+
 lint: setup
 	$(VENV)/bin/ruff check famfs_py tests bench
 	$(VENV)/bin/ruff format --check famfs_py tests bench
+	$(VENV)/bin/mypy
 
 install-service: setup
 	$(VENV)/bin/famfs-py install-service

@@ -7,7 +7,8 @@ import os
 import subprocess
 from pathlib import Path
 
-from conftest import BIN, REPO, _is_mounted
+from helpers import BIN, REPO
+from helpers import is_mounted as _is_mounted
 
 DEMO = REPO / "scripts" / "demo.sh"
 

@@ -12,7 +12,7 @@ import secrets
 from pathlib import Path
 
 import pytest
-from conftest import CLIENT_UUID, MiB, assert_no_traceback, memory_dir
+from helpers import CLIENT_UUID, MiB, assert_no_traceback, memory_dir
 
 from famfs_py.dax import backing
 from famfs_py.dax.device import device_in_root

@@ -13,7 +13,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import MASTER_UUID, REPO
+from helpers import MASTER_UUID, REPO
 
 import famfs_py
 

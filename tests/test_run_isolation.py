@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import run_isolation
-from conftest import BIN, REPO, memory_dir
+from helpers import BIN, REPO, memory_dir
 
 HOLD_ENV = "FAMFS_PY_TEST_HOLD"  # where the child says it is mounted
 

@@ -191,13 +191,14 @@ def _list(args: argparse.Namespace) -> None:
     for row in rows:
         state = f" {row['state']}" if "state" in row else ""
         holder = f" held by {row['holder']}" if row.get("holder") else ""
+        facts = f"align {row.get('align', '?')}\tnuma node {row.get('numa_node', '?')}"
         missing = ""
         if row.get("memory_missing"):
             missing = (
                 f"\tmemory missing: {row['memory']} is gone; remove the device with "
                 f"'famfs-py dax remove {row['path']}'"
             )
-        print(f"{row['chardev']}\t{row['size']}\t{row['mode']}{state}{holder}{missing}")
+        print(f"{row['chardev']}\t{row['size']}\t{row['mode']}{state}\t{facts}{holder}{missing}")
     for orphan in orphans:
         print(orphan.describe())
 

@@ -176,22 +176,15 @@ def create(
 
 def describe(device: DaxDevice) -> dict[str, object]:
     """daxctl-style JSON object for one device."""
-    out: dict[str, object] = {
-        "chardev": device.name,
-        "size": device.size,
-        "target_node": device.sysfs.read_int(device.name, "target_node"),
-        "align": device.align,
-        "mode": device.mode,
-    }
-    if device.driver is None:
-        out["state"] = "disabled"
+    out = device.as_daxctl()
     if device.emulated:
         out["path"] = device.path
-        out["memory"] = os.path.realpath(device.node)
+        memory = os.path.realpath(device.node)
+        out["memory"] = memory
         if memory_missing(device):
             out["memory_missing"] = True
         else:
-            out["huge_pages"] = memory_files.huge_pages(Path(out["memory"]).parent)
+            out["huge_pages"] = memory_files.huge_pages(Path(memory).parent)
         info = holder.holder_info(device)
         if info is not None:
             out["holder"] = info.get("holder")
