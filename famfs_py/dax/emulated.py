@@ -127,8 +127,8 @@ def create(
         if where.warning:
             warn(where.warning)
         link = where.path / f"{memory_files.PREFIX}{secrets.token_hex(8)}"
-        fd = os.open(link, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o666)
-        try:
+        fd = os.open(link, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:  # private, as a devdax node is (crw------- root): give it to a group to share
             fcntl.flock(fd, fcntl.LOCK_EX)
             os.ftruncate(fd, size)
         except BaseException:
