@@ -352,7 +352,8 @@ def test_install_puts_the_unit_helper_and_rule_in_place_and_uninstall_removes_th
     assert "/usr/local/bin" not in unit
     helper = installed["sbin"] / "mount.fuse.famfs-py"
     assert os.readlink(helper) == str(BIN / "mount.fuse.famfs-py")
-    assert (installed["udev"] / "90-famfs-py-dax.rules").is_file()
+    rule = (installed["udev"] / "90-famfs-py-dax.rules").read_text()
+    assert 'GROUP="famfs", MODE="0660"' in rule  # the device to the group that may map it
     assert "FAMFS_PY_MOUNTPOINT=" in (installed["conf"] / "example.conf").read_text()
     result = subprocess.run(
         [BIN / "famfs-py", "install-service", "--uninstall", *installed["options"]],

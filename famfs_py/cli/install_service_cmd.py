@@ -22,6 +22,7 @@ EXIT_CODES = """
 TOOLS = ("famfs-py", "mount.fuse.famfs-py")
 HELPER = "mount.fuse.famfs-py"
 SYSTEM_UNIT_DIR = Path("/etc/systemd/system")
+SYSTEM_UDEV_DIR = Path("/etc/udev/rules.d")
 
 
 def build_parser(prog: str) -> Parser:
@@ -49,8 +50,14 @@ def build_parser(prog: str) -> Parser:
     )
     parser.add_argument("--unit-dir", type=Path, default=SYSTEM_UNIT_DIR)
     parser.add_argument("--sbin-dir", type=Path, default=Path("/sbin"))
-    parser.add_argument("--udev-dir", type=Path, default=Path("/etc/udev/rules.d"))
+    parser.add_argument("--udev-dir", type=Path, default=SYSTEM_UDEV_DIR)
     parser.add_argument("--conf-dir", type=Path, default=Path("/etc/famfs-py"))
+    parser.add_argument(
+        "--group",
+        default="famfs",
+        help="the group the udev rule gives dax devices to, mode 0660 (default famfs; created "
+        "when installing into the system's udev directory): its members may map files' memory",
+    )
     return parser
 
 
@@ -69,6 +76,16 @@ def _bin_dir(chosen: Path | None) -> Path:
     raise FamfsError(
         f"{where} does not hold {' and '.join(TOOLS)} (install famfs-py, or give --bin-dir)", 1
     )
+
+
+def _ensure_group(name: str) -> None:
+    import grp
+
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        subprocess.run(["groupadd", "--system", name], check=True)
+        print(f"famfs-py: created group {name} (add users who may map files: usermod -aG)")
 
 
 def _systemd_runs(unit_dir: Path) -> bool:
@@ -107,7 +124,9 @@ def _install(args: argparse.Namespace) -> None:
     os.symlink(bin_dir / HELPER, tmp)
     os.replace(tmp, helper)
     rule = args.udev_dir / service.UDEV_RULE
-    _write(rule, service.path(service.UDEV_RULE).read_text())
+    _write(rule, service.path(service.UDEV_RULE).read_text().replace("@GROUP@", args.group))
+    if args.udev_dir == SYSTEM_UDEV_DIR:
+        _ensure_group(args.group)
     conf = args.conf_dir / service.EXAMPLE_CONF
     _write(conf, service.path(service.EXAMPLE_CONF).read_text())
     _reload(args.unit_dir)
