@@ -180,11 +180,6 @@ def claim(
                     errno.EOPNOTSUPP,
                     f"{device.describe()} is in {device.mode} mode, not famfs ({hint})",
                 )
-            log.warning(
-                "%s is in devdax mode: the kernel does not stop other processes from "
-                "mapping it while famfs-py holds it",
-                device.path,
-            )
         device.holder_dir.mkdir(parents=True, exist_ok=True)
         fd = _lock_file(device.holder_dir / HOLDER_LOCK, create=True)
         assert fd is not None
@@ -205,6 +200,12 @@ def claim(
         except BaseException:
             held.release()
             raise
+    if driver == "device_dax":  # only once claimed: a refused claim says one thing, why
+        log.warning(
+            "%s is in devdax mode: the kernel does not stop other processes from "
+            "mapping it while famfs-py holds it",
+            device.path,
+        )
     log.info("claimed %s for %s", device.path, holder)
     return held
 
