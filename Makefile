@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test lint bench bench-full clean install-service
+.PHONY: setup demo test test-fast lint bench bench-full clean install-service
 
 setup:
 	./scripts/setup.sh
@@ -13,6 +13,10 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest -q -m "not slow" tests
+
+# the edit loop: everything but the guest tier (QEMU guests with a real kernel devdax device)
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow and not guest" tests
 
 lint: setup
 	$(VENV)/bin/ruff check famfs_py mkfs tests bench

@@ -20,6 +20,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get install -y -q "${missing[@]}"
 fi
 
+./scripts/setup-guest.sh  # the guest test tier (tests/guest): QEMU, busybox, ndctl, udev
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 stamp="$VENV/.famfs-py-installed"

@@ -1,0 +1,27 @@
+"""Inside the guest: run scenarios in order and report every check.
+
+    python -m guest.inguest.run ROLE SCENARIO...
+
+Exit status 0 when no check failed, 1 otherwise (skipped checks do not fail the run).
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+from guest.inguest.checks import Report, State
+
+
+def main(argv: list[str]) -> int:
+    role, names = argv[0], argv[1:]
+    report = Report(role)
+    state = State(role)
+    for name in names:
+        module = importlib.import_module(f"guest.inguest.{name}")
+        module.SCENARIO.run(report, state)
+    return 1 if report.failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
