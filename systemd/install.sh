@@ -50,6 +50,8 @@ install -m 0644 "$here/example.conf" "$CONF_DIR/example.conf"
 if systemd_runs; then
   systemctl daemon-reload
   udevadm control --reload || true
+  # dax devices that are already there get their device units now, not at the next boot
+  udevadm trigger --action=add --subsystem-match=dax || true
 fi
 echo "famfs-py: installed $UNIT_DIR/famfs-py@.service, $SBIN_DIR/mount.fuse.famfs-py," \
   "$UDEV_DIR/90-famfs-py-dax.rules and $CONF_DIR/example.conf (famfs-py in $BIN_DIR)"

@@ -1,9 +1,13 @@
-"""Fixtures of the guest tier: each boot is made once per session, on first use."""
+"""Fixtures of the guest tier. Every boot the selected tests need is started in the
+background when the first of them asks (at most $FAMFS_PY_GUEST_JOBS at once, default 2:
+a TCG guest keeps one host core busy), each made once per session; a test waits only for
+its own boot."""
 
 from __future__ import annotations
 
+import os
 import re
-from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
@@ -11,18 +15,59 @@ from guest import runs
 from guest.machine import STATUS_NO_REPORT, STATUS_TIMEOUT, GuestResult
 
 KERNEL_TROUBLE = re.compile(r"(BUG:|Oops|general protection fault|Kernel panic|Call Trace)")
+JOBS_ENV = "FAMFS_PY_GUEST_JOBS"
+
+
+def _boots_of(item: pytest.Item) -> list[str]:
+    """The boots a test reads: its `boot` fixture's parameter, else its module's BOOTS."""
+    callspec = getattr(item, "callspec", None)
+    if callspec is not None and "boot" in callspec.params:
+        return [callspec.params["boot"]]
+    return list(getattr(item.module, "BOOTS", ()))
+
+
+def pytest_collection_modifyitems(session, config, items) -> None:
+    wanted: list[str] = []
+    for item in items:
+        for name in _boots_of(item):
+            if name not in wanted:
+                wanted.append(name)
+    config._famfs_guest_boots = wanted  # type: ignore[attr-defined]
+
+
+class Boots:
+    """The session's boots, run in a pool in the order the tests need them."""
+
+    def __init__(self, wanted: list[str], tmp_path_factory) -> None:
+        self.wanted = wanted
+        self.tmp = tmp_path_factory
+        self.pool = ThreadPoolExecutor(max_workers=int(os.environ.get(JOBS_ENV, "2")))
+        self.futures: dict[str, Future] = {}
+
+    def _start(self, name: str) -> Future:
+        if name not in self.futures:
+            workdir = self.tmp.mktemp(f"guest-{name}")
+            self.futures[name] = self.pool.submit(runs.BOOTS[name], workdir)
+        return self.futures[name]
+
+    def get(self, name: str):
+        for other in self.wanted:  # the first request starts every wanted boot
+            self._start(other)
+        return self._start(name).result()
+
+    def close(self) -> None:
+        for future in self.futures.values():
+            future.cancel()
+        self.pool.shutdown(wait=True)
+        runs.remove_leftovers()
 
 
 @pytest.fixture(scope="session")
-def guest_boot(tmp_path_factory) -> Callable[[runs.Plan], GuestResult]:
-    made: dict[str, GuestResult] = {}
-
-    def get(plan: runs.Plan) -> GuestResult:
-        if plan.key not in made:
-            made[plan.key] = runs.boot(plan, tmp_path_factory.mktemp(plan.key))
-        return made[plan.key]
-
-    return get
+def guest_boots(request, tmp_path_factory):
+    runs.precompile()
+    boots = Boots(getattr(request.config, "_famfs_guest_boots", []), tmp_path_factory)
+    yield boots
+    boots.close()
 
 
 def _where(result: GuestResult) -> str:

@@ -7,16 +7,18 @@ check results. Every boot is made once per pytest session, however many tests re
 
 from __future__ import annotations
 
+import compileall
 import os
 import re
 import shlex
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from guest import bootfiles
-from guest.machine import Guest, GuestError, GuestResult, new_backing
+from guest.machine import DAX_OFFSET, Guest, GuestError, GuestResult, new_backing
 
 TESTS_DIR = Path(__file__).resolve().parent.parent
 # the venv that runs pytest: the guest sees the host's "/" and so the same venv at this path
@@ -34,6 +36,7 @@ class Plan:
     role: str = "main"
     systemd: bool = False
     system_uuid: str | None = None
+    persist: bool = False  # restore /xfer/persist.tar into the root before it boots
 
     @property
     def key(self) -> str:
@@ -49,13 +52,21 @@ SINGLE = {
 }
 
 
-def run_script(plan: Plan, extra_env: dict[str, str] | None = None) -> str:
+# two hosts on one memory: guest A (master) and guest B (--rw client), each its own system UUID
+MASTER_UUID = "a0a0a0a0-1111-4222-8333-000000000a0a"
+CLIENT_UUID = "b0b0b0b0-1111-4222-8333-000000000b0b"
+TWO_HOSTS = (
+    Plan("stable", ("two_hosts:MASTER",), role="A", system_uuid=MASTER_UUID),
+    Plan("stable", ("two_hosts:CLIENT",), role="B", system_uuid=CLIENT_UUID),
+)
+
+
+def run_script(plan: Plan) -> str:
     """The guest's command: the scenarios, with the venv's python, logs kept in /xfer."""
     env = {
         "PYTHONPATH": str(TESTS_DIR),
         "FAMFS_PY_LOG_DIR": f"/xfer/logs-{plan.role}",
         "OPENBLAS_NUM_THREADS": "1",
-        **(extra_env or {}),
     }
     exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
     command = [str(PYTHON), "-m", "guest.inguest.run", plan.role, *plan.scenarios]
@@ -65,15 +76,13 @@ def run_script(plan: Plan, extra_env: dict[str, str] | None = None) -> str:
     )
 
 
-def prepare(
-    plan: Plan, workdir: Path, backing: Path, extra_env: dict[str, str] | None = None
-) -> Guest:
+def prepare(plan: Plan, workdir: Path, backing: Path) -> Guest:
     """A guest for `plan`: `workdir/xfer` is its exchange directory (command, results,
     console, daemon logs); `backing` its NVDIMM's file (made, sparse, if missing)."""
     boot = bootfiles.prepare(plan.kernel)
     xfer = workdir / "xfer"
     xfer.mkdir(parents=True, exist_ok=True)
-    (xfer / f"{plan.role}.sh").write_text(run_script(plan, extra_env))
+    (xfer / f"{plan.role}.sh").write_text(run_script(plan))
     if not backing.exists():
         new_backing(backing)
     return Guest(
@@ -83,6 +92,7 @@ def prepare(
         role=plan.role,
         system_uuid=plan.system_uuid,
         systemd=plan.systemd,
+        persist=plan.persist,
         timeout=BOOT_TIMEOUT,
     )
 
@@ -122,21 +132,122 @@ class RequestServer:
         raise GuestError(f"unknown request {what!r}")
 
 
+def precompile() -> None:
+    """Byte-compile what the guest imports from this checkout: the guest's root is read-only
+    to it, and compiling there costs seconds per process under TCG."""
+    for directory in (
+        TESTS_DIR.parent / "famfs_py",
+        TESTS_DIR.parent / "mkfs",
+        TESTS_DIR / "guest",
+    ):
+        compileall.compile_dir(directory, quiet=1)
+
+
 def backing_path(name: str) -> Path:
     """A backing file in RAM (/dev/shm), named for this process; the caller removes it."""
     return Path("/dev/shm") / f"famfs-py-guest-{os.getpid()}-{name}.img"
 
 
-def boot(plan: Plan, workdir: Path, extra_env: dict[str, str] | None = None) -> GuestResult:
+def boot(plan: Plan, workdir: Path) -> GuestResult:
     """Boot `plan` once on a fresh backing file, serve its requests, return its results."""
-    backing = backing_path(plan.key)
+    return boot_in_turn((plan,), workdir)[0]
+
+
+def boot_pair(plans: tuple[Plan, Plan], workdir: Path, backing: Path) -> list[GuestResult]:
+    """Boot two guests on one backing file, sharing one exchange directory. The second
+    starts once the first runs its command: by then the first boot has written the NVDIMM's
+    devdax info block, which the second must find. `backing` is kept (the caller checks
+    and removes it)."""
+    first, second = (prepare(plan, workdir, backing) for plan in plans)
+    with first, second:
+        first.start()
+        try:
+            first.wait_for(rf"^guest-init: running /xfer/{first.role}\.sh", BOOT_TIMEOUT)
+        except GuestError:
+            pass  # it ended early: its result says why; the second still runs
+        second.start()
+        return [first.wait(), second.wait()]
+
+
+@dataclass
+class PairResult:
+    master: GuestResult
+    client: GuestResult
+    image: Path | None  # the device's bytes after both guests ended (None: not copied)
+    xfer: Path
+
+
+def boot_two_hosts(workdir: Path) -> PairResult:
+    backing = backing_path("two-hosts")
     backing.unlink(missing_ok=True)
     try:
-        with prepare(plan, workdir, backing, extra_env) as guest:
-            guest.start()
-            server = RequestServer(guest).start()
-            result = guest.wait()
-            result.request_errors = server.errors
-            return result
+        master, client = boot_pair(TWO_HOSTS, workdir, backing)
+        image = copy_device_bytes(backing, backing_path("two-hosts-device"))
     finally:
         backing.unlink(missing_ok=True)
+    return PairResult(master, client, image, workdir / "xfer")
+
+
+# the service under systemd as PID 1; then a power cycle (the same memory, the root rebuilt
+# but for what the first boot kept in /xfer/persist.tar: the installed files, an fstab line)
+SERVICE = (
+    Plan("stable", ("service:SERVICE",), role="first", systemd=True),
+    Plan("stable", ("service:AT_BOOT",), role="second", systemd=True, persist=True),
+)
+
+
+def boot_in_turn(plans: tuple[Plan, ...], workdir: Path) -> list[GuestResult]:
+    """Boot `plans` one after the other on one backing file and one exchange directory."""
+    backing = backing_path(plans[0].key)
+    backing.unlink(missing_ok=True)
+    results = []
+    try:
+        for plan in plans:
+            with prepare(plan, workdir, backing) as guest:
+                guest.start()
+                server = RequestServer(guest).start()
+                result = guest.wait()
+                result.request_errors = server.errors
+                results.append(result)
+    finally:
+        backing.unlink(missing_ok=True)
+    return results
+
+
+# every boot of the tier by name: what the tests ask the session for
+BOOTS: dict[str, Callable[[Path], object]] = {
+    "stable": lambda workdir: boot(SINGLE["stable"], workdir),
+    "sid": lambda workdir: boot(SINGLE["sid"], workdir),
+    "two-hosts": boot_two_hosts,
+    "service": lambda workdir: boot_in_turn(SERVICE, workdir),
+}
+
+
+def remove_leftovers() -> None:
+    """Backing files this process made and did not remove (an interrupted run)."""
+    for path in Path("/dev/shm").glob(f"famfs-py-guest-{os.getpid()}-*.img"):
+        path.unlink(missing_ok=True)
+
+
+def copy_device_bytes(backing: Path, out: Path, offset: int = DAX_OFFSET) -> Path:
+    """The device's bytes, [offset, end) of the backing file, as a file of their own (holes
+    kept): a host opens that as an emulated device (famfs-py has no backing offset)."""
+    with open(backing, "rb") as src, open(out, "wb") as dst:
+        size = os.fstat(src.fileno()).st_size
+        dst.truncate(size - offset)
+        position = offset
+        while position < size:
+            try:
+                start = os.lseek(src.fileno(), position, os.SEEK_DATA)
+            except OSError:
+                break
+            end = os.lseek(src.fileno(), start, os.SEEK_HOLE)
+            while start < end:
+                done = os.copy_file_range(
+                    src.fileno(), dst.fileno(), end - start, start, start - offset
+                )
+                if done <= 0:
+                    raise OSError(f"copy_file_range stopped at {start:#x} of {backing}")
+                start += done
+            position = end
+    return out

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 
-from guest import runs
 from guest.conftest import expect_check
 from guest.inguest import fsdev
 
@@ -14,11 +13,14 @@ pytestmark = pytest.mark.guest
 XFAIL: dict[str, str] = {}
 
 
+BOOTS = ["sid"]
+
+
 @pytest.fixture(scope="module")
-def boot(guest_boot):
-    return guest_boot(runs.SINGLE["sid"])
+def sid(guest_boots):
+    return guest_boots.get("sid")
 
 
 @pytest.mark.parametrize("name", fsdev.SCENARIO.names())
-def test_fsdev_dax(boot, name):
-    expect_check(boot, name, XFAIL.get(name))
+def test_fsdev_dax(sid, name):
+    expect_check(sid, name, XFAIL.get(name))

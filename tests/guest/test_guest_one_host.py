@@ -17,8 +17,8 @@ XFAIL: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module", params=sorted(runs.SINGLE))
-def boot(request, guest_boot):
-    return guest_boot(runs.SINGLE[request.param])
+def boot(request, guest_boots):
+    return guest_boots.get(request.param)
 
 
 def test_boot_is_clean(boot):

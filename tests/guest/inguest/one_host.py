@@ -240,15 +240,14 @@ def open_mapped_interleaved_rplus(state: State) -> str:
 
 @check("second_claimant_busy", needs="mount")
 def second_claimant_busy(state: State) -> str:
-    other = Path("/mnt/other")
-    other.mkdir(parents=True, exist_ok=True)
-    mounted = one_line_error(cli("mount", "--devdax", DEVICE, other, ok=False), "busy")
-    assert not is_mounted(other)
+    """While mounted, any other claimant of the device gets EBUSY, and mkfs -f (force) does
+    not override the claim."""
     forced = one_line_error(cli("-f", "--devdax", DEVICE, prog="mkfs.famfs-py", ok=False), "busy")
+    fsck = one_line_error(cli("fsck", "--devdax", DEVICE, ok=False), "busy")
     # the forced mkfs did not touch the filesystem: its files still read back
     for name in ("data/plain", "data/striped"):
         assert sha256(mnt(state, name)) == state.expected[name], f"{name} changed"
-    return f"mount: {mounted} | mkfs -f: {forced}"
+    return f"mkfs -f: {forced} | fsck: {fsck}"
 
 
 @check("fsck_online", needs="mount")
@@ -264,8 +263,6 @@ def status(state: State) -> str:
     assert info["device_mode"] == "devdax" and not info["emulated"], info
     assert info["health"] == "ok", info
     assert info["files"] >= len(state.expected), info
-    text = cli("status", state.mountpoint).stdout
-    assert "health:     ok" in text, text
     return f"{info['files']} files, log {info['log']}"
 
 

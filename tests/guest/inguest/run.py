@@ -2,6 +2,8 @@
 
     python -m guest.inguest.run ROLE SCENARIO...
 
+SCENARIO is a module of guest.inguest (its SCENARIO) or MODULE:NAME (its scenario NAME).
+
 Exit status 0 when no check failed, 1 otherwise (skipped checks do not fail the run).
 """
 
@@ -18,8 +20,9 @@ def main(argv: list[str]) -> int:
     report = Report(role)
     state = State(role)
     for name in names:
-        module = importlib.import_module(f"guest.inguest.{name}")
-        module.SCENARIO.run(report, state)
+        module, _, attr = name.partition(":")
+        scenario = getattr(importlib.import_module(f"guest.inguest.{module}"), attr or "SCENARIO")
+        scenario.run(report, state)
     return 1 if report.failed else 0
 
 
