@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-REF_DIR = REPO.parent / "shared" / "testdata" / "famfs-ref"
+REF_DIR = REPO / "tests" / "data" / "famfs-ref"
 BIN = Path(sys.executable).parent
 MASTER_UUID = "6b1c9a3e-2f4d-4e8a-9b7c-1d2e3f405162"  # the reference images' system UUID
 CLIENT_UUID = "0c1d2e3f-4a5b-4c6d-8e7f-901122334455"
