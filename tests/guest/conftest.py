@@ -26,6 +26,7 @@ def _boots_of(item: pytest.Item) -> list[str]:
     return list(getattr(item.module, "BOOTS", ()))
 
 
+@pytest.hookimpl(trylast=True)  # after -k/-m deselection: only the boots still wanted
 def pytest_collection_modifyitems(session, config, items) -> None:
     wanted: list[str] = []
     for item in items:

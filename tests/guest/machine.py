@@ -128,7 +128,7 @@ class Guest:
         if self.system_uuid:
             append.append(f"guest.uuid={self.system_uuid}")
         if self.systemd:
-            append.append("guest.init=systemd")
+            append += ["guest.init=systemd", "systemd.show_status=false"]
         if self.persist:
             append.append("guest.persist")
         append.extend(self.extra_append)

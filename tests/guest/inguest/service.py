@@ -95,7 +95,9 @@ def served(state: State) -> bool:
 def install(state: State) -> str:
     before = prop("dev-dax0.0.device", "ActiveState")
     assert before != "active", "dev-dax0.0.device exists before the rule is installed"
+    started = time.monotonic()
     out = sh(f"{REPO}/systemd/install.sh").stdout.strip()
+    installed = time.monotonic() - started
     for path in (
         "/etc/systemd/system/famfs-py@.service",
         "/sbin/mount.fuse.famfs-py",
@@ -115,7 +117,8 @@ def install(state: State) -> str:
         60,
         "dev-dax0.0.device to be active",
     )
-    return out.splitlines()[-1]
+    unit_after = time.monotonic() - started
+    return f"install.sh {installed:.0f} s, device unit {unit_after:.0f} s: {out.splitlines()[-1]}"
 
 
 @SERVICE.check("start_returns_when_mounted", needs="install")
@@ -132,8 +135,8 @@ def start(state: State) -> str:
     assert info["role"] == "master" and info["health"] == "ok", info
     cli("creat", "-s", "3m", "-r", "-S", "5", state.mountpoint / "seeded")
     cli("creat", "-s", "2m", state.mountpoint / "written")
-    data = pattern(6, 2 << 20)
-    (state.mountpoint / "written").write_bytes(data)
+    with open(state.mountpoint / "written", "r+b") as f:  # famfs files never shrink: no O_TRUNC
+        f.write(pattern(6, 2 << 20))
     for name in ("seeded", "written"):
         state.expected[name] = sha256(state.mountpoint / name)
     return f"systemctl start returned after {seconds:.1f} s with the mount answering"
