@@ -24,7 +24,11 @@ fi
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 stamp="$VENV/.famfs-py-installed"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+stale=0
+for f in pyproject.toml setup.py famfs_py/*/*.c; do  # the build's inputs (the C extension too)
+  [ -f "$stamp" ] && [ ! "$f" -nt "$stamp" ] || stale=1
+done
+if [ "$stale" -eq 1 ]; then
   "$PYTHON" -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip
   "$VENV/bin/pip" install -q -e '.[test]' --config-settings editable_mode=compat
