@@ -10,19 +10,28 @@ Exit status 0 when no check failed, 1 otherwise (skipped checks do not fail the 
 from __future__ import annotations
 
 import importlib
+import subprocess
 import sys
+from pathlib import Path
 
-from guest.inguest.checks import Report, State
+from guest.inguest.checks import XFER, Report, State
 
 
 def main(argv: list[str]) -> int:
     role, names = argv[0], argv[1:]
     report = Report(role)
     state = State(role)
-    for name in names:
-        module, _, attr = name.partition(":")
-        scenario = getattr(importlib.import_module(f"guest.inguest.{module}"), attr or "SCENARIO")
-        scenario.run(report, state)
+    try:
+        for name in names:
+            module, _, attr = name.partition(":")
+            scenario = getattr(
+                importlib.import_module(f"guest.inguest.{module}"), attr or "SCENARIO"
+            )
+            scenario.run(report, state)
+    finally:
+        if Path("/run/systemd/system").is_dir():  # systemd is PID 1: keep its journal
+            with open(XFER / f"{role}.journal", "w") as out:
+                subprocess.run(["journalctl", "--no-pager", "-o", "short-monotonic"], stdout=out)
     return 1 if report.failed else 0
 
 

@@ -4,8 +4,9 @@ a second unit on the same device; then (SERVICE, first boot) an fstab line and t
 files are kept for a power cycle, after which (AT_BOOT, second boot) systemd mounts the
 famfs at boot.
 
-The stall: the daemon's fault-injection switch (FAMFS_PY_FAULT_INJECT, `statfs:sleep=N`)
-set through a unit drop-in blocks its event loop in the next statfs.
+The stall: the tests' switch plugin (tests/plugins, put on the daemon's PYTHONPATH by a unit
+drop-in with FAMFS_PY_TEST_FAULT=statfs:sleep=N) blocks the daemon's event loop in the next
+statfs; the drop-in is removed and the unit restarted once the watchdog has done its work.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from guest.inguest.checks import (
 SERVICE = Scenario("service")
 AT_BOOT = Scenario("at_boot")
 REPO = Path(__file__).resolve().parents[3]
+PLUGINS = REPO / "tests" / "plugins"  # the test-only switches (famfs_switches)
 UNIT = "famfs-py@dev-dax0.0.service"
 CONF = Path("/etc/famfs-py/dev-dax0.0.conf")
 DROP_IN = Path(f"/etc/systemd/system/{UNIT}.d/test.conf")
@@ -108,7 +110,7 @@ def install(state: State) -> str:
     DROP_IN.parent.mkdir(parents=True, exist_ok=True)
     DROP_IN.write_text(
         f"[Service]\nWatchdogSec={WATCHDOG_SEC}\nRestartSec=1\n"
-        "Environment=FAMFS_PY_FAULT_INJECT=statfs:sleep=600\n"
+        f"Environment=PYTHONPATH={PLUGINS} FAMFS_PY_TEST_FAULT=statfs:sleep=600\n"
     )
     systemctl("daemon-reload")
     sh("udevadm settle --timeout=60")
@@ -191,7 +193,12 @@ def watchdog_restart(state: State) -> str:
     assert any("Watchdog timeout" in m for m in lines), "no watchdog timeout in the journal"
     cleaned = [m for m in lines if "cleaned up the stale mount" in m]
     assert cleaned, "the restart did not clean up the stale mount first"
-    return f"{cleaned[-1]}; daemon {first} -> {prop(UNIT, 'MainPID')}"
+    assert any("statfs blocks the event loop" in m for m in lines), "the stall never happened"
+    second = prop(UNIT, "MainPID")
+    DROP_IN.unlink()  # disarm: the checks that follow get a daemon without the stall
+    systemctl("daemon-reload")
+    systemctl("restart", UNIT)
+    return f"{cleaned[-1]}; daemon {first} -> {second}"
 
 
 def _statvfs(path: Path) -> None:
