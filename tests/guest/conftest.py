@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
@@ -39,17 +40,25 @@ def pytest_collection_modifyitems(session, config, items) -> None:
 class Boots:
     """The session's boots, run in a pool in the order the tests need them."""
 
-    def __init__(self, wanted: list[str], tmp_path_factory) -> None:
+    def __init__(self, wanted: list[str], tmp_path_factory, config) -> None:
         self.wanted = wanted
+        self.config = config
         self.tmp = tmp_path_factory
-        self.pool = ThreadPoolExecutor(max_workers=int(os.environ.get(JOBS_ENV, "2")))
+        self.jobs = int(os.environ.get(JOBS_ENV, "2"))
+        self.pool = ThreadPoolExecutor(max_workers=self.jobs)
         self.futures: dict[str, Future] = {}
 
     def _start(self, name: str) -> Future:
         if name not in self.futures:
             workdir = self.tmp.mktemp(f"guest-{name}")
-            self.futures[name] = self.pool.submit(runs.BOOTS[name], workdir)
+            self.futures[name] = self.pool.submit(self._boot, name, workdir)
         return self.futures[name]
+
+    def _boot(self, name: str, workdir) -> object:
+        started = time.monotonic()
+        results = runs.BOOTS[name](workdir)
+        _record_timing(self.config, name, results, time.monotonic() - started)
+        return results
 
     def get(self, name: str):
         for other in self.wanted:  # the first request starts every wanted boot
@@ -66,9 +75,39 @@ class Boots:
 @pytest.fixture(scope="session")
 def guest_boots(request, tmp_path_factory):
     runs.precompile()
-    boots = Boots(getattr(request.config, "_famfs_guest_boots", []), tmp_path_factory)
+    started = time.monotonic()
+    boots = Boots(
+        getattr(request.config, "_famfs_guest_boots", []), tmp_path_factory, request.config
+    )
     yield boots
     boots.close()
+    if boots.futures:
+        lines = request.config.__dict__.setdefault("_famfs_guest_timing", [])
+        seconds = time.monotonic() - started
+        lines.append(f"all boots: {seconds:.0f} s wall ({boots.jobs} at a time)")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    """What each boot cost: wall time and QEMU's CPU time, and the tier's wall time."""
+    boots = getattr(config, "_famfs_guest_timing", None)
+    if not boots:
+        return
+    terminalreporter.write_sep("-", "guest tier")
+    for line in boots:
+        terminalreporter.write_line(line)
+
+
+def _record_timing(config, name: str, results: object, seconds: float) -> None:
+    lines = config.__dict__.setdefault("_famfs_guest_timing", [])
+    if isinstance(results, runs.PairResult):
+        results = [results.master, results.client]
+    if isinstance(results, GuestResult):
+        results = [results]
+    parts = [
+        f"{r.role}: {r.seconds:.0f} s wall, {r.cpu_seconds:.0f} s CPU, exit {r.status}"
+        for r in results  # type: ignore[union-attr]
+    ]
+    lines.append(f"boot {name}: {seconds:.0f} s ({'; '.join(parts)})")
 
 
 def _where(result: GuestResult) -> str:

@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import re
+import select
 import shutil
 import signal
 import socket
@@ -63,6 +64,7 @@ class GuestResult:
     seconds: float = 0.0
     console_log: Path | None = None
     request_errors: list[str] = field(default_factory=list)
+    cpu_seconds: float = 0.0  # QEMU's CPU time (user + system): the cost, whatever the load
 
     def check(self, name: str) -> dict | None:
         for item in self.checks:
@@ -115,6 +117,7 @@ class Guest:
         self._sockdir = Path(tempfile.mkdtemp(prefix="famfs-guest-", dir="/run"))
         self.qmp_path = self._sockdir / "qmp"
         self._started = 0.0
+        self.cpu_seconds = 0.0
 
     # -- the QEMU command -------------------------------------------------------------------
     def command(self) -> list[str]:
@@ -241,12 +244,18 @@ class Guest:
         """Wait for the guest to power off (killing it at its timeout) and collect results."""
         assert self._proc is not None
         left = self.timeout - (time.monotonic() - self._started)
-        timed_out = False
+        pidfd = os.pidfd_open(self._proc.pid)
         try:
-            self._proc.wait(timeout=max(left, 0))
-        except subprocess.TimeoutExpired:
-            timed_out = True
-            self.kill()
+            ended, _, _ = select.select([pidfd], [], [], max(left, 0))
+        finally:
+            os.close(pidfd)
+        timed_out = not ended
+        if timed_out:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self._proc.pid, signal.SIGKILL)
+        _, wait_status, usage = os.wait4(self._proc.pid, 0)
+        self._proc.returncode = os.waitstatus_to_exitcode(wait_status)
+        self.cpu_seconds = usage.ru_utime + usage.ru_stime
         if self._reader is not None:
             self._reader.join(timeout=10)
         status = self._status(timed_out)
@@ -258,6 +267,7 @@ class Guest:
             read_checks(self.xfer / f"{self.role}.checks.jsonl"),
             time.monotonic() - self._started,
             self.console_log,
+            cpu_seconds=self.cpu_seconds,
         )
 
     def _status(self, timed_out: bool) -> int:

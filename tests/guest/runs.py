@@ -61,13 +61,26 @@ TWO_HOSTS = (
 )
 
 
+# what every famfs-py process in a guest gets: the tests' switch plugin, with which `famfs-py
+# mount` waits up to 10 minutes for its daemon (it gives up after 60 s; a TCG guest on a loaded
+# machine can take longer than that to import pyfuse3 and trio)
+GUEST_ENV = {
+    "PYTHONPATH": f"{TESTS_DIR / 'plugins'}:{TESTS_DIR}",
+    "FAMFS_PY_TEST_READY_WAIT": "600",
+    "OPENBLAS_NUM_THREADS": "1",
+}
+# systemd as PID 1: the same for every unit, and mount units as patient as the command
+SYSTEMD_CONF = (
+    "[Manager]\n"
+    + "DefaultEnvironment="
+    + " ".join(f"{k}={v}" for k, v in GUEST_ENV.items())
+    + "\nDefaultTimeoutStartSec=600\n"
+)
+
+
 def run_script(plan: Plan) -> str:
     """The guest's command: the scenarios, with the venv's python, logs kept in /xfer."""
-    env = {
-        "PYTHONPATH": str(TESTS_DIR),
-        "FAMFS_PY_LOG_DIR": f"/xfer/logs-{plan.role}",
-        "OPENBLAS_NUM_THREADS": "1",
-    }
+    env = {**GUEST_ENV, "FAMFS_PY_LOG_DIR": f"/xfer/logs-{plan.role}"}
     exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
     command = [str(PYTHON), "-m", "guest.inguest.run", plan.role, *plan.scenarios]
     return (
@@ -83,6 +96,8 @@ def prepare(plan: Plan, workdir: Path, backing: Path) -> Guest:
     xfer = workdir / "xfer"
     xfer.mkdir(parents=True, exist_ok=True)
     (xfer / f"{plan.role}.sh").write_text(run_script(plan))
+    if plan.systemd:
+        (xfer / "system.conf").write_text(SYSTEMD_CONF)
     if not backing.exists():
         new_backing(backing)
     return Guest(

@@ -10,6 +10,7 @@
 #   guest.init=systemd boot Debian's systemd (from the host's root) as PID 1
 #   guest.persist      restore /xfer/persist.tar into the root before it starts (a "disk"
 #                      that outlives a power cycle: units, fstab lines)
+# Under systemd, /xfer/system.conf (if any) becomes a system.conf.d drop-in.
 /bin/busybox --install -s /bin
 export PATH=/bin
 mount -t proc proc /proc
@@ -88,6 +89,11 @@ After=basic.target
 AllowIsolate=yes
 EOF
     ln -sf famfs-guest.target "$units/default.target"
+    # the run's manager settings (the environment of every unit, timeouts for TCG)
+    if [ -f /newroot/xfer/system.conf ]; then
+        mkdir -p /newroot/etc/systemd/system.conf.d
+        cp /newroot/xfer/system.conf /newroot/etc/systemd/system.conf.d/famfs-guest.conf
+    fi
     # Debian's tmp.conf empties /tmp at boot ("D /tmp"): the host's /tmp, seen through the
     # overlay, holds venvs and scripts the run may use; keep it
     mkdir -p /newroot/etc/tmpfiles.d

@@ -8,10 +8,12 @@ Runs after one_host, on its filesystem.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import mmap
 import os
+import re
 from pathlib import Path
 
 from guest.inguest.checks import (
@@ -22,6 +24,7 @@ from guest.inguest.checks import (
     cli,
     is_mounted,
     one_line_error,
+    sh,
     sha256,
 )
 
@@ -90,18 +93,37 @@ def mkfs_refused(state: State) -> str:
     return with_flag
 
 
+refusal: list[str] = []
+
+
 @check("mount_refused", needs="bind_fsdev_dax")
 def mount_refused(state: State) -> str:
     line = _refusal(cli("mount", "--devdax", DEVICE, state.mountpoint, ok=False))
     assert not is_mounted(state.mountpoint)
+    refusal.append(line)
     return line
+
+
+@check("advice_works", needs="mount_refused")
+def advice_works(state: State) -> str:
+    """The refusal's first way out, run as written, puts the device back in devdax mode."""
+    found = re.search(r"\((daxctl [^,)]+)", refusal[0])
+    assert found, f"no daxctl command in {refusal[0]!r}"
+    result = sh(found.group(1), ok=False)
+    assert driver() == "device_dax", (
+        f"{found.group(1)!r}: exit {result.returncode}, driver {driver()}: {result.out.strip()}"
+    )
+    return f"{found.group(1)}: {result.out.strip()[:200]}"
 
 
 @check("back_to_devdax", needs="bind_fsdev_dax")
 def back_to_devdax(state: State) -> str:
-    write(DRIVERS / "fsdev_dax" / "unbind", "dax0.0")
-    write(DRIVERS / "fsdev_dax" / "remove_id", "dax0.0")
-    write(DRIVERS / "device_dax" / "bind", "dax0.0")
+    if driver() == "fsdev_dax":
+        write(DRIVERS / "fsdev_dax" / "unbind", "dax0.0")
+    with contextlib.suppress(OSError):  # the id new_id gave fsdev_dax, if still there
+        write(DRIVERS / "fsdev_dax" / "remove_id", "dax0.0")
+    if driver() != "device_dax":
+        write(DRIVERS / "device_dax" / "bind", "dax0.0")
     assert driver() == "device_dax", f"driver {driver()}"
     cli("mount", "--devdax", DEVICE, state.mountpoint)
     bad = [n for n, d in state.expected.items() if sha256(state.mountpoint / n) != d]

@@ -39,7 +39,7 @@ PLUGINS = REPO / "tests" / "plugins"  # the test-only switches (famfs_switches)
 UNIT = "famfs-py@dev-dax0.0.service"
 CONF = Path("/etc/famfs-py/dev-dax0.0.conf")
 DROP_IN = Path(f"/etc/systemd/system/{UNIT}.d/test.conf")
-WATCHDOG_SEC = 10
+WATCHDOG_SEC = 20  # well above a loaded TCG guest's hiccups
 HOLDER_LOCK = "/run/famfs-py/holders/dax0.0/holder.lock"
 FSTAB_LINE = "/dev/dax0.0 /mnt/famfs fuse.famfs-py defaults,nofail,devdax 0 0\n"
 SECOND = Path("/mnt/second")
@@ -52,6 +52,16 @@ PERSISTED = (
     "etc/famfs-py",
     "etc/fstab",
 )
+
+
+def write_drop_in(stall: bool) -> None:
+    """The test's drop-in: a short watchdog, a start as patient as a TCG guest on a loaded
+    machine needs (the unit's 120 s may not do), and, with `stall`, the statfs stall."""
+    text = f"[Service]\nWatchdogSec={WATCHDOG_SEC}\nRestartSec=1\nTimeoutStartSec=600\n"
+    if stall:
+        text += f"Environment=PYTHONPATH={PLUGINS} FAMFS_PY_TEST_FAULT=statfs:sleep=600\n"
+    DROP_IN.parent.mkdir(parents=True, exist_ok=True)
+    DROP_IN.write_text(text)
 
 
 def systemctl(*args: str, ok: bool = True, timeout: float = 300):
@@ -107,11 +117,7 @@ def install(state: State) -> str:
     ):
         assert os.path.lexists(path), f"{path} is missing"
     # the stall used by watchdog_restart: armed from the first start on, fired by a statfs
-    DROP_IN.parent.mkdir(parents=True, exist_ok=True)
-    DROP_IN.write_text(
-        f"[Service]\nWatchdogSec={WATCHDOG_SEC}\nRestartSec=1\n"
-        f"Environment=PYTHONPATH={PLUGINS} FAMFS_PY_TEST_FAULT=statfs:sleep=600\n"
-    )
+    write_drop_in(stall=True)
     systemctl("daemon-reload")
     sh("udevadm settle --timeout=60")
     wait_until(
@@ -195,7 +201,7 @@ def watchdog_restart(state: State) -> str:
     assert cleaned, "the restart did not clean up the stale mount first"
     assert any("statfs blocks the event loop" in m for m in lines), "the stall never happened"
     second = prop(UNIT, "MainPID")
-    DROP_IN.unlink()  # disarm: the checks that follow get a daemon without the stall
+    write_drop_in(stall=False)  # disarm: the checks that follow get a daemon without it
     systemctl("daemon-reload")
     systemctl("restart", UNIT)
     return f"{cleaned[-1]}; daemon {first} -> {second}"
