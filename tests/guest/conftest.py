@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +19,7 @@ from guest.machine import STATUS_NO_REPORT, STATUS_TIMEOUT, GuestResult
 
 KERNEL_TROUBLE = re.compile(r"(BUG:|Oops|general protection fault|Kernel panic|Call Trace)")
 JOBS_ENV = "FAMFS_PY_GUEST_JOBS"
+KEEP_ENV = "FAMFS_PY_GUEST_KEEP"  # a directory for the boots' exchange directories
 
 
 def _boots_of(item: pytest.Item) -> list[str]:
@@ -50,7 +53,11 @@ class Boots:
 
     def _start(self, name: str) -> Future:
         if name not in self.futures:
-            workdir = self.tmp.mktemp(f"guest-{name}")
+            keep = os.environ.get(KEEP_ENV)
+            if keep:  # somewhere other pytest runs do not clean up
+                workdir = Path(tempfile.mkdtemp(prefix=f"guest-{name}-", dir=keep))
+            else:
+                workdir = self.tmp.mktemp(f"guest-{name}")
             self.futures[name] = self.pool.submit(self._boot, name, workdir)
         return self.futures[name]
 

@@ -10,7 +10,10 @@ from guest.inguest import fsdev
 
 pytestmark = pytest.mark.guest
 
-XFAIL: dict[str, str] = {}
+XFAIL: dict[str, str] = {
+    "fsdev.advice_works": "Debian 12's daxctl (76) exits 0 on `reconfigure-device "
+    "--mode=devdax` of an fsdev_dax device and leaves it bound to fsdev_dax",
+}
 
 
 BOOTS = ["sid"]

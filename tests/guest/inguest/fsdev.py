@@ -110,8 +110,10 @@ def advice_works(state: State) -> str:
     found = re.search(r"\((daxctl [^,)]+)", refusal[0])
     assert found, f"no daxctl command in {refusal[0]!r}"
     result = sh(found.group(1), ok=False)
+    said = " ".join(result.out.split())  # daxctl prints the device as JSON
     assert driver() == "device_dax", (
-        f"{found.group(1)!r}: exit {result.returncode}, driver {driver()}: {result.out.strip()}"
+        f"{found.group(1)!r}: exit {result.returncode}, the driver is still {driver()}; "
+        f"daxctl said: {said[:300]}"
     )
     return f"{found.group(1)}: {result.out.strip()[:200]}"
 
