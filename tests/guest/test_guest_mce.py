@@ -1,5 +1,6 @@
 """A machine check (QEMU monitor `mce`, SRAO) into one page of one file while the filesystem
-is served, on both kernels: same boot as the one-host checks (guest/inguest/mce.py)."""
+is served, on Debian 12's kernel: same boot as its one-host checks (guest/inguest/mce.py).
+(7.x behaves the same, checked by hand: add "mce" to runs.SINGLE["sid"]; it costs a remount.)"""
 
 from __future__ import annotations
 
@@ -14,7 +15,10 @@ pytestmark = pytest.mark.guest
 XFAIL: dict[str, str] = {}
 
 
-@pytest.fixture(scope="module", params=sorted(runs.SINGLE))
+BOOTS = [name for name, plan in runs.SINGLE.items() if "mce" in plan.scenarios]
+
+
+@pytest.fixture(scope="module", params=BOOTS)
 def boot(request, guest_boots):
     return guest_boots.get(request.param)
 
