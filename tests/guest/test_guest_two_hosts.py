@@ -8,8 +8,7 @@ import json
 import shutil
 
 import pytest
-from conftest import Host, assert_no_traceback
-from helpers import fingerprint
+from helpers import Host, assert_no_traceback, fingerprint
 
 from guest import runs
 from guest.conftest import expect_check, expect_clean_boot

@@ -130,8 +130,7 @@ def setup(state: State) -> str:
     if not is_mounted(state.mountpoint):
         cli("mount", "--devdax", DEVICE, state.mountpoint)
     cli("mkdir", "-p", path(state, "mce"))
-    cli("creat", "-s", "8m", path(state, VICTIM))
-    cli("creat", "-s", "4m", path(state, BYSTANDER))
+    cli("creat", "-M", f"{path(state, VICTIM)},8m", "-M", f"{path(state, BYSTANDER)},4m")
     for name, byte in ((VICTIM, b"v"), (BYSTANDER, b"b")):
         with open(path(state, name), "r+b") as f:
             f.write(byte * (os.fstat(f.fileno()).st_size))

@@ -98,10 +98,9 @@ def master_mkfs_mount(state: State) -> str:
 @MASTER.check("create_before", needs="mkfs_mount")
 def master_create_before(state: State) -> None:
     cli("mkdir", "-p", state.mountpoint / "early")
-    for name, (size, seed) in BEFORE.items():
-        cli("creat", "-s", size, "-r", "-S", seed, state.mountpoint / name)
-    cli("creat", "-s", "4m", state.mountpoint / "from_client")
-    cli("creat", "-s", "4k", state.mountpoint / "mailbox")
+    files = [f"{state.mountpoint / n},{size},{seed}" for n, (size, seed) in BEFORE.items()]
+    files += [f"{state.mountpoint / 'from_client'},4m", f"{state.mountpoint / 'mailbox'},4k"]
+    cli("creat", *(arg for f in files for arg in ("-M", f)))  # one process: imports cost
     tell("A.ready", {name: sha256(state.mountpoint / name) for name in BEFORE})
 
 
@@ -109,8 +108,8 @@ def master_create_before(state: State) -> None:
 def master_create_after(state: State) -> str:
     hear("B.mounted", "B")
     cli("mkdir", "-p", state.mountpoint / "late/deeper")
-    for name, (size, seed) in AFTER.items():
-        cli("creat", "-s", size, "-r", "-S", seed, state.mountpoint / name)
+    files = [f"{state.mountpoint / n},{size},{seed}" for n, (size, seed) in AFTER.items()]
+    cli("creat", *(arg for f in files for arg in ("-M", f)))
     source = Path("/root/tree")
     for seed, (name, size) in enumerate(TREE.items(), start=40):
         file = source / Path(name).relative_to("late/tree")
