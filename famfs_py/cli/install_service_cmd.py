@@ -99,9 +99,7 @@ def _reload(unit_dir: Path) -> None:
     if shutil.which("udevadm"):
         subprocess.run(["udevadm", "control", "--reload"], check=False)
         # dax devices already present get their device units now, not at the next boot
-        subprocess.run(
-            ["udevadm", "trigger", "--action=add", "--subsystem-match=dax"], check=False
-        )
+        subprocess.run(["udevadm", "trigger", "--action=add", "--subsystem-match=dax"], check=False)
 
 
 def _write(path: Path, text: str) -> None:

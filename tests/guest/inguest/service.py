@@ -44,7 +44,8 @@ HOLDER_LOCK = "/run/famfs-py/holders/dax0.0/holder.lock"
 FSTAB_LINE = "/dev/dax0.0 /mnt/famfs fuse.famfs-py defaults,nofail,devdax 0 0\n"
 SECOND = Path("/mnt/second")
 SECOND_UNIT = "mnt-second.mount"
-# what the power cycle keeps: what install-service installed (the famfs group too), the fstab line, the hashes
+# what the power cycle keeps: what install-service installed (and the famfs group it made),
+# the fstab line, the hashes
 PERSISTED = (
     "etc/systemd/system/famfs-py@.service",
     "usr/sbin/mount.fuse.famfs-py",
@@ -128,7 +129,8 @@ def install(state: State) -> str:
         "dev-dax0.0.device to be active",
     )
     unit_after = time.monotonic() - started
-    return f"install-service {installed:.0f} s, device unit {unit_after:.0f} s: {out.splitlines()[-1]}"
+    last = out.splitlines()[-1]
+    return f"install-service {installed:.0f} s, device unit {unit_after:.0f} s: {last}"
 
 
 @SERVICE.check("start_returns_when_mounted", needs="install")
