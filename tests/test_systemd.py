@@ -692,6 +692,50 @@ def test_mount_fuse3_runs_famfs_py_when_the_helper_is_missing(fresh, mounts, tmp
     assert _wait(lambda: _gone(pid))
 
 
+def _source_of(mp: Path) -> str:
+    real = os.path.realpath(mp)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            if left.split()[4] == real:
+                return right.split()[1]
+    raise AssertionError(f"{mp} is not mounted")
+
+
+def test_the_guest_tiers_fstab_and_service_mounts_of_dev_dax(fresh, mounts, tmp_path):
+    """What the guest tier mounts on a real /dev/dax0.0 (tests/guest/inguest/service.py's
+    fstab lines, the unit's `mount --systemd $FAMFS_PY_OPTIONS /dev/dax0.0`, one_host's
+    `mount --devdax`), here with source /dev/dax0.0 naming the emulated host's device: the
+    options parse, it mounts, and /proc/mounts shows the source as given."""
+    helper = "mount.fuse.famfs-py"
+    mp = tmp_path / "m"
+    mp.mkdir()
+    # what mount(8) hands the helper for `defaults,nofail,devdax` and `noauto,devdax`
+    for fstab in ("rw,defaults,nofail,devdax", "rw,noauto,devdax"):
+        checked = fresh.cli("/dev/dax0.0", mp, "-f", "-o", fstab, prog=helper)
+        assert checked.returncode == 0, checked.out
+        assert_no_traceback(checked)
+    assert not is_mounted(mp) and not _claimed(fresh)
+
+    env = {"FAMFS_PY_LOG_DIR": str(mounts.log_dir)}
+    helped = fresh.cli("/dev/dax0.0", mp, "-o", "rw,nofail,devdax", prog=helper, env=env)
+    mounts.made.append((mp, None))
+    assert helped.returncode == 0, helped.out + mounts.logs()
+    assert _source_of(mp) == "/dev/dax0.0"
+    fresh.ok("umount", mp)
+    assert not is_mounted(mp) and _wait(lambda: not _claimed(fresh))
+
+    served = mounts.mount(fresh, tmp_path / "s", "--devdax", device="/dev/dax0.0")
+    assert _source_of(served) == "/dev/dax0.0"
+    pid = mounts.made[-1][1]
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)  # a crash; the unit's ExecStartPre then cleans up
+    assert _wait(lambda: _gone(pid))
+    cleaned = fresh.ok("umount", "--if-stale", served)
+    assert "cleaned up the stale mount" in cleaned.stdout, cleaned.out
+    assert not is_mounted(served) and not _claimed(fresh)
+
+
 def test_the_helper_checks_options_without_mounting(fresh, tmp_path):
     helper = "mount.fuse.famfs-py"
     mp = tmp_path / "m"
