@@ -159,13 +159,23 @@ def test_a_stale_shadow_file_is_rewritten_from_the_log(ref_device, tmp_path):
     root = tmp_path / "sh" / "root"
     root.mkdir(parents=True)
     host.ok("logplay", "--shadow", root, "--daxdev", "dax0.0")  # a path ending in /root
-    top = root / "top"
+    top, big = root / "top", root / "big"
     right = top.read_text()
-    top.write_text(right.replace("size: 3145728", "size: 3145729"))
-    result = host.ok("logplay", "--shadow", root, "--shadowtest", "--daxdev", "dax0.0")
+    top.write_text(right.replace("size: 3145728", "size: 3145729"))  # the same file, changed
+    result = host.ok("logplay", "--shadow", root, "--daxdev", "dax0.0")
+    assert "Replaced: 1 stale shadow files" in result.stdout
+    assert top.read_text() == right
+
+    top.write_text(big.read_text())  # another file's YAML, under this file's name
+    result = host.ok("logplay", "--shadow", root, "--shadowtest", "-v", "--daxdev", "dax0.0")
+    assert "top: stale shadow file replaced" in result.stdout
     assert "Replaced: 1 stale shadow files" in result.stdout
     assert "there were 0 yaml errors detected" in result.stdout
     assert top.read_text() == right
+    assert sorted(p.name for p in root.iterdir()) == ["a", "big", "top"]  # no temporary left
+
+    again = host.ok("logplay", "--shadow", root, "--shadowtest", "--daxdev", "dax0.0")
+    assert "Replaced:" not in again.stdout and "0 yaml errors" in again.stdout
 
 
 def test_something_else_where_a_shadow_file_belongs_is_an_error(ref_device, tmp_path):
