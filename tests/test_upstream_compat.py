@@ -173,6 +173,21 @@ def test_verify_verbose_verifies(fresh, mounts):
     assert bad.returncode == 1 and "Verify fail" in bad.stderr
 
 
+def test_verify_quiet_says_nothing_on_success_and_cp_refuses_negative_ids(fresh, mounts, tmp_path):
+    mp = mounts.mount(fresh)
+    fresh.ok("creat", "-r", "-S", "3", "-s", "2m", mp / "f")
+    assert fresh.ok("verify", "--quiet", "-S", "3", "-f", mp / "f").stdout == ""
+    bad = fresh.cli("verify", "--quiet", "-S", "4", "-f", mp / "f")
+    assert bad.returncode == 1 and "Verify fail" in bad.stderr  # failures are still said
+    source = tmp_path / "src"
+    source.write_bytes(b"x" * 4096)
+    for flag in ("--uid=-1", "--gid=-1"):
+        result = fresh.cli("cp", flag, source, mp / "g")
+        assert result.returncode == 2 and "out of range for an id" in result.stderr, result.out
+        assert_no_traceback(result)
+    assert not (mp / "g").exists()
+
+
 def test_clone_verbose_and_mkdir_p_of_the_mount_point(fresh, mounts):
     mp = mounts.mount(fresh)
     fresh.ok("creat", "-s", "2m", mp / "f")
