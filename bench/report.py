@@ -165,7 +165,7 @@ def pages_table(results: Results) -> str:
         "\n4 KiB pages (before: memory in /dev/shm) against 2 MiB pages (after: famfs-py's "
         "huge-page tmpfs) [GiB/s, medians; × tmpfs: the same file read on tmpfs; × memcpy: "
         f"{m.MEMCPY_PROCESS}, same size]",
-        f"  {'measurement':<42} {'4 KiB pages':>20} {'2 MiB pages':>20} {'2 MiB ÷ 4 KiB':>14}",
+        f"  {'measurement':<46} {'4 KiB pages':>20} {'2 MiB pages':>20} {'2 MiB ÷ 4 KiB':>14}",
     ]
     for pair in pairs:
         cells = []
@@ -177,7 +177,7 @@ def pages_table(results: Results) -> str:
             cells.append(f"{value:>6} {against:<13}")
         gain = results.ratio(pair.case, pair.system_2m, pair.system_4k)
         shown = "—" if gain is None else f"{gain:.2f}×"
-        lines.append(f"  {pair.label:<42} {cells[0]:>20} {cells[1]:>20} {shown:>14}")
+        lines.append(f"  {pair.label:<46} {cells[0]:>20} {cells[1]:>20} {shown:>14}")
     baselines = []
     for case, ref in (
         ("seq_read_cold", m.TMPFS),
