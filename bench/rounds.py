@@ -176,7 +176,7 @@ class Bench:
         )
 
         # the same two files on a device whose memory is a /dev/shm file (4 KiB pages)
-        items_4k = [
+        items_4k: list[logfill.FileSpec | logfill.DirSpec] = [
             logfill.DirSpec("seq"),
             logfill.FileSpec("seq/read", size),
             logfill.FileSpec("seq/write", size),
