@@ -223,7 +223,8 @@ CASES: list[Case] = [
         _COPY,
         "the file's whole size in 1 MiB copies through a mapping made just now (its page "
         "faults are part of it): open_mapped and FileMemory copy out of memory, cp copies a "
-        "tmpfs file in; memcpy rows: process memory, and a fresh mapping of the device",
+        "tmpfs file in; memcpy rows, measured just before on the same device: process memory, "
+        "and a fresh mapping of the device's memory",
     ),
     Case(
         "mapped_read",

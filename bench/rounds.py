@@ -361,8 +361,8 @@ class Bench:
                 mapping.close()
 
         # cold: a fresh mapping of memory that is allocated (2 MiB and 4 KiB pages)
-        for region, system in ((self.region_r, m.MEMCPY_1M), (self.region_4k_r, m.MEMCPY_4K)):
-            self.rec("mapped_read_cold", system, fresh(region, "seq_read_cold", system))
+        fresh(self.region_r, "seq_read_cold", m.MEMCPY_1M)
+        fresh(self.region_4k_r, "seq_read_cold", m.MEMCPY_4K)
         fresh(self.region_r, "seq_read_cold", m.MEMCPY_LARGE, dest=self.large)
         self.rec("seq_read_cold", m.MEMCPY_POPULATE, gib / io.populate_then_copy(self.region_r))
         fresh(self.region_4k_r, "seq_read_cold", m.MEMCPY_LARGE_4K, dest=self.large)
@@ -370,17 +370,11 @@ class Bench:
         fresh(self.region_w, "seq_write_cold", m.MEMCPY_LARGE, src=self.large)
         fresh(self.region_4k_w, "seq_write_cold", m.MEMCPY_4K, src=self.chunk)
         fresh(self.region_4k_w, "seq_write_cold", m.MEMCPY_LARGE_4K, src=self.large)
-        # process memory (no device, no fault): the baseline of the in-process copies
-        process = gib / io.copy_out(self.large, size)
-        for case in ("mapped_read_cold", "mapped_read"):
-            self.rec(case, m.MEMCPY_PROCESS, process)
         # warm: mappings faulted in long ago
         warm_1m = gib / io.copy_out(self.warm_r, size)
         self.rec("seq_read_warm", m.MEMCPY_1M, warm_1m)
         self.rec("seq_read_warm", m.MEMCPY_LARGE, gib / io.copy_out(self.warm_r, size, self.large))
-        warm_4k = gib / io.copy_out(self.warm_4k, size)
-        self.rec("seq_read_warm", m.MEMCPY_4K, warm_4k)
-        self.rec("mapped_read", m.MEMCPY_4K, warm_4k)
+        self.rec("seq_read_warm", m.MEMCPY_4K, gib / io.copy_out(self.warm_4k, size))
         self.rec(
             "seq_read_warm", m.MEMCPY_LARGE_4K, gib / io.copy_out(self.warm_4k, size, self.large)
         )
@@ -406,7 +400,7 @@ class Bench:
         kiops = len(self.offsets) / 1000 / io.rand_copy(self.warm_r, self.offsets)
         self.rec("randread_4k_odirect", m.MEMCPY_1M, kiops)
         self.rec("randread_4k_buffered", m.MEMCPY_1M, kiops)
-        for case in ("mapped_read", "randomize", "verify"):
+        for case in ("randomize", "verify"):
             self.rec(case, m.MEMCPY_1M, warm_1m)
         io.copy_out(self.warm_r_rw, size)  # untimed: fault it in
         for system, how in ((m.KCOPY_PROC_MEM, "proc_mem"), (m.KCOPY_VM_READV, "vm_readv")):
@@ -583,7 +577,9 @@ class Bench:
         (cold: its page faults are part of it), then again through the same mapping (warm):
         open_mapped and FileMemory copy seq/read out in 1 MiB pieces, and cp's copy
         (famfs_py.mapping.fill_from into the whole device mapped, as `famfs-py cp` does it)
-        fills seq/write from the tmpfs file."""
+        fills seq/write from the tmpfs file. Their baselines are measured here too, just
+        before: memcpy out of process memory, and out of the device's memory (a fresh mapping,
+        and the mapping the memcpy group keeps faulted in)."""
         from famfs_py import channel, protocol
         from famfs_py.dax.memory import DeviceMemory
         from famfs_py.fs.fmap import FileMap
@@ -600,6 +596,20 @@ class Bench:
                 start = time.perf_counter()
                 copy()
                 self.rec(case, system + suffix, gib / (time.perf_counter() - start))
+
+        process = gib / io.copy_out(self.large, size)
+        for case in ("mapped_read_cold", "mapped_read"):
+            self.rec(case, m.MEMCPY_PROCESS, process)
+        region, warm = (
+            (self.region_4k_r, self.warm_4k) if small_pages else (self.region_r, self.warm_r)
+        )
+        memcpy = m.MEMCPY_4K if small_pages else m.MEMCPY_1M
+        mapping = region.map()
+        try:
+            self.rec("mapped_read_cold", memcpy, gib / io.copy_out(mapping, size))
+        finally:
+            mapping.close()
+        self.rec("mapped_read", memcpy, gib / io.copy_out(warm, size))
 
         with famfs_py.open_mapped(read) as mapped, memoryview(mapped) as view:
 
