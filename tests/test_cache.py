@@ -54,7 +54,7 @@ def test_the_instructions_found_are_those_the_cpu_reports():
     best = cache.chosen()
     assert best.flush == next(i for i in ALL_X86 if i in flags)
     assert best.invalidate == next(i for i in ("clflushopt", "clflush") if i in flags)
-    print(f"this CPU has {sorted(have)}; flush with {best.flush}, invalidate with {best.invalidate}")
+    print(f"CPU has {sorted(have)}; flush: {best.flush}, invalidate: {best.invalidate}")
 
 
 def _forced() -> list:

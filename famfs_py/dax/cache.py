@@ -123,9 +123,7 @@ def _resolve(operation: str, instruction: str | None) -> int:
         return _default[operation]
     if instruction not in choices(operation):
         can = ", ".join(choices(operation)) or "none"
-        raise ValueError(
-            f"{instruction!r} cannot {operation} on this CPU (it can with: {can})"
-        )
+        raise ValueError(f"{instruction!r} cannot {operation} on this CPU (it can with: {can})")
     return _ids[instruction]
 
 
