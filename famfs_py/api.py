@@ -27,6 +27,7 @@ import threading
 from typing import Any
 
 from famfs_py import channel
+from famfs_py.dax import cache
 from famfs_py.dax.memory import _MAP_FIXED, _PROT_NONE, _mmap
 from famfs_py.fs.fmap import FileMap
 from famfs_py.mapping import fmap_from_reply
@@ -81,6 +82,7 @@ class MappedFile(mmap.mmap):
     _base: int
     _revoked: bool
     _lock: threading.Lock
+    cache_policy: cache.Policy  # whether flush()/invalidate() run the cache instructions
 
     @property
     def revoked(self) -> bool:
@@ -115,25 +117,29 @@ class MappedFile(mmap.mmap):
         return bytes(buf)
 
     def flush(self, offset: int = 0, size: int | None = None) -> None:  # type: ignore[override]
-        """Make this host's stores to [offset, offset+size) visible to other hosts.
+        """Make this host's stores to [offset, offset+size) visible to other hosts: write this
+        CPU's cache lines of the range back to memory (CLWB/CLFLUSHOPT/CLFLUSH, then a fence;
+        see famfs_py.dax.cache). Call it after storing data another host will read.
 
-        A no-op where memory is coherent across the hosts that share it, which is the case
-        for emulated devices (one machine's shared memory) and for memory attached to one
-        host's CPUs; famfs-py has no cache-flush instruction path for non-coherent fabrics.
-        """
-        self._check_range(offset, size)
+        Does nothing where the mount says memory is coherent (`status` shows which is in
+        force: emulated devices, `-o flush=off`)."""
+        end = self._check_range(offset, size)
+        self.cache_policy.flush(self, offset, end - offset)
 
     def invalidate(self, offset: int = 0, size: int | None = None) -> None:
-        """Drop this host's cached copy of [offset, offset+size) so other hosts' stores are
-        seen (a no-op where memory is coherent; see `flush`)."""
-        self._check_range(offset, size)
+        """Drop this CPU's cached copy of [offset, offset+size) (written back first if dirty),
+        so that the next loads read what other hosts stored. Call it before reading data
+        another host wrote (and flushed). A no-op where memory is coherent (see `flush`)."""
+        end = self._check_range(offset, size)
+        self.cache_policy.invalidate(self, offset, end - offset)
 
-    def _check_range(self, offset: int, size: int | None) -> None:
+    def _check_range(self, offset: int, size: int | None) -> int:
         if self._revoked:
             raise OSError(errno.EIO, f"{self.path}: the device was removed")
         end = self.size if size is None else offset + size
         if offset < 0 or end > self.size or end < offset:
             raise ValueError(f"range {offset}..{end} is outside {self.path} ({self.size})")
+        return end
 
     def _revoke(self) -> None:
         """Replace the device pages with inaccessible memory (the daemon said so)."""
@@ -240,9 +246,19 @@ def _map(reply: dict[str, Any], fd: int, write: bool) -> MappedFile:
             mapped.close()
             raise
     mapped.size = size
+    mapped.cache_policy = _cache_policy(reply, fd)
     mapped.filemap = filemap
     mapped._base = base
     mapped._revoked = False
     mapped._lock = threading.Lock()
     mapped._channel = None
     return mapped
+
+
+def _cache_policy(reply: dict[str, Any], fd: int) -> cache.Policy:
+    """The mount's flush policy as its daemon gave it ("flush": true/false); a daemon that
+    does not say gets the safe choice, flushing."""
+    page_cache = cache.page_cache_backed(fd)
+    if reply.get("flush") is False:
+        return cache.Policy(False, str(reply.get("flush_reason", "off (the mount says so)")))
+    return cache.decide("auto", coherent=False, page_cache=page_cache)

@@ -145,22 +145,27 @@ def test_pages_that_are_not_resident_are_skipped_when_asked(tmp_path):
     path = Path("/dev/shm") / f"famfs-py-test-cache-{os.getpid()}"
     fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
     try:
-        os.ftruncate(fd, 16 * PAGE)
+        npages = 64
+        assert npages * PAGE > cache.MINCORE_MIN_BYTES  # ranges this long are checked
+        os.ftruncate(fd, npages * PAGE)
         assert cache.page_cache_backed(fd) and not cache.page_cache_backed("/dev/null")
-        buf = mmap.mmap(fd, 16 * PAGE)
+        buf = mmap.mmap(fd, npages * PAGE)
         buf[0] = 1
         buf[5 * PAGE] = 2
-        expected = [1 if i in (0, 5) else 0 for i in range(16)]
-        assert _resident(buf, 16) == expected
+        expected = [1 if i in (0, 5) else 0 for i in range(npages)]
+        assert _resident(buf, npages) == expected
         for insn in cache.choices(cache.FLUSH):
             assert cache.flush(buf, instruction=insn, resident_only=True) == 2 * PAGE // LINE
         for insn in cache.choices(cache.INVALIDATE):
             assert cache.invalidate(buf, 1, None, instruction=insn, resident_only=True) == (
                 2 * PAGE // LINE
             )
-        assert _resident(buf, 16) == expected
-        assert cache.flush(buf) == 16 * PAGE // LINE
-        assert _resident(buf, 16) == [1] * 16
+        assert _resident(buf, npages) == expected
+        # a short range is not checked (the system call would cost more than the flush)
+        assert cache.flush(buf, 8 * PAGE, PAGE, resident_only=True) == PAGE // LINE
+        assert _resident(buf, npages)[8] == 1
+        assert cache.flush(buf) == npages * PAGE // LINE
+        assert _resident(buf, npages) == [1] * npages
         buf.close()
     finally:
         os.close(fd)

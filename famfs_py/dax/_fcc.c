@@ -21,8 +21,10 @@
  *
  * Page-cache-backed memory (an emulated device's shared-memory file): a page that is not
  * resident holds no data and so no cache line, but touching it would allocate it; with
- * `resident_only` the range is checked with mincore(2) and such pages are skipped. Real
- * devdax memory always exists and mincore does not describe it, so callers pass 0 there.
+ * `resident_only` a range of more than MINCORE_MIN_PAGES pages is checked with mincore(2)
+ * and such pages are skipped (smaller ranges are nearly always what was just written, and
+ * the system call would cost more than the flush). Real devdax memory always exists and
+ * mincore does not describe it, so callers pass 0 there.
  *
  * Counters (calls, bytes, cache lines per operation and instruction) are kept here with
  * relaxed atomics, so that any thread may flush and the counts stay exact.
@@ -55,8 +57,9 @@ static const char *const insn_names[1] = {NULL};
 
 /* Release the GIL for ranges at least this long (a flush of 64 KiB takes microseconds). */
 #define NOGIL_BYTES (256u * 1024u)
-/* Pages checked per mincore(2) call. */
+/* Pages checked per mincore(2) call, and the fewest pages a range must span to be checked. */
 #define MINCORE_PAGES 4096u
+#define MINCORE_MIN_PAGES 16u
 
 static int have_insn[N_INSNS > 0 ? N_INSNS : 1];
 static size_t line_size = 64;
@@ -184,6 +187,8 @@ static long long run_range(int insn, int op, uintptr_t addr, size_t len, int res
 
     if (len == 0)
         return 0;
+    if (resident_only && (end - start) <= MINCORE_MIN_PAGES * page_size)
+        resident_only = 0;
     if (!resident_only) {
         run_lines(insn, op, (const char *)start, (const char *)end);
         lines = (long long)((end - start + line_size - 1) / line_size);
@@ -387,6 +392,7 @@ PyMODINIT_FUNC PyInit__fcc(void)
     if (PyModule_AddIntConstant(m, "OP_FLUSH", OP_FLUSH) ||
         PyModule_AddIntConstant(m, "OP_INVALIDATE", OP_INVALIDATE) ||
         PyModule_AddIntConstant(m, "LINE_SIZE", (long)line_size) ||
+        PyModule_AddIntConstant(m, "MINCORE_MIN_BYTES", (long)(MINCORE_MIN_PAGES * page_size)) ||
         PyModule_AddStringConstant(m, "ARCH",
 #if defined(__x86_64__)
                                    "x86_64"

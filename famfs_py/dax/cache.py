@@ -57,6 +57,10 @@ def arch() -> str:
     return _fcc.ARCH if _fcc is not None else "unsupported"
 
 
+# resident_only checks only ranges longer than this (the check costs more than the flush)
+MINCORE_MIN_BYTES = _fcc.MINCORE_MIN_BYTES if _fcc is not None else 64 << 10
+
+
 def line_size() -> int:
     """Bytes per cache line as the CPU reports it (64 where unknown)."""
     return _fcc.LINE_SIZE if _fcc is not None else 64
@@ -201,21 +205,32 @@ def totals() -> dict[str, dict[str, int]]:
 FLUSH_MODES = ("auto", "on", "off")
 
 
-@dataclass(frozen=True)
 class Policy:
-    """Whether to flush and invalidate where data crosses hosts, and why."""
+    """Whether to flush and invalidate where data crosses hosts, and why. Its methods are the
+    hot path of every caller (a pcq message flushes twice): they go straight to the
+    instruction chosen when the policy was made."""
 
-    enabled: bool
-    reason: str
-    resident_only: bool = False  # page-cache-backed memory: skip pages that are not resident
+    __slots__ = ("_flush_insn", "_invalidate_insn", "enabled", "reason", "resident_only")
+
+    def __init__(self, enabled: bool, reason: str, resident_only: bool = False) -> None:
+        self.enabled = enabled
+        self.reason = reason
+        self.resident_only = resident_only  # page-cache-backed memory: skip absent pages
+        if enabled:
+            self._flush_insn = _resolve(FLUSH, None)
+            self._invalidate_insn = _resolve(INVALIDATE, None)
 
     def flush(self, target: Any, offset: int = 0, length: int | None = None) -> None:
         if self.enabled:
-            flush(target, offset, length, resident_only=self.resident_only)
+            if length is None:
+                length = memoryview(target).nbytes - offset
+            _fcc.range(0, self._flush_insn, target, offset, length, self.resident_only)
 
     def invalidate(self, target: Any, offset: int = 0, length: int | None = None) -> None:
         if self.enabled:
-            invalidate(target, offset, length, resident_only=self.resident_only)
+            if length is None:
+                length = memoryview(target).nbytes - offset
+            _fcc.range(1, self._invalidate_insn, target, offset, length, self.resident_only)
 
     def describe(self) -> dict[str, Any]:
         """What `status` shows: on/off, why, the instructions and this process's counters."""
@@ -227,6 +242,9 @@ class Policy:
         info["available"] = list(available())
         info["counters"] = totals()
         return info
+
+    def __repr__(self) -> str:
+        return f"Policy(enabled={self.enabled}, reason={self.reason!r})"
 
 
 OFF = Policy(False, "flushing is off")
