@@ -197,6 +197,7 @@ class Stats:
     nfull: int = 0  # puts that found the queue full (once per put)
     nempty: int = 0  # gets that found the queue empty (once per get)
     retries: int = 0  # gets whose first read had a bad CRC (once per get)
+    cache: str = ""  # the cache policy the run applied (why flushing was on or off)
 
 
 class Stop:
@@ -236,6 +237,7 @@ class Queue:
 
     def _setup(self, flush: bool) -> None:
         p, c = self.p, self.c
+        self.cache = p.cache_policy.reason if flush else "off (--dontflush)"
         self.p_flush: Callable[..., None] = p.flush if flush else _nothing
         self.p_invalidate: Callable[..., None] = p.invalidate if flush else _nothing
         self.c_flush: Callable[..., None] = c.flush if flush else _nothing
@@ -462,6 +464,7 @@ def run_producer(
 ) -> None:
     """Put messages until `nmessages` are sent (None: until `stop.now`)."""
     with Queue(queue, PRODUCER, flush=flush) as q:
+        stats.cache = q.cache
         producer = Producer(q, stats, stop, seed=seed, verbose=verbose)
         try:
             while nmessages is None or stats.nsent < nmessages:
@@ -486,6 +489,7 @@ def run_consumer(
     """Get messages until `nmessages` are received (None: until `stop.now`), or with
     `drain` until the queue is empty. Error messages go to `errors`."""
     with Queue(queue, CONSUMER, flush=flush) as q:
+        stats.cache = q.cache
         consumer = Consumer(q, stats, stop, seed=seed, verbose=verbose)
         try:
             while nmessages is None or stats.nreceived < nmessages:

@@ -145,6 +145,21 @@ def _write_status(args: argparse.Namespace, value: int) -> None:
             f.write(str(value))
 
 
+def _print_cache(*stats) -> None:
+    """One line beyond upstream's output: whether flushing was in force, and what it did."""
+    from famfs_py.dax import cache
+
+    policy = next((s.cache for s in stats if s.cache), "")
+    if not policy:
+        return
+    done = cache.totals()
+    flushes, invalidates = done["flush"], done["invalidate"]
+    print(
+        f"pcq cache: {policy}; {flushes['calls']} flushes ({flushes['lines']} lines), "
+        f"{invalidates['calls']} invalidates ({invalidates['lines']} lines)"
+    )
+
+
 def _pcq_error(exc: Exception) -> FamfsError:
     return FamfsError(getattr(exc, "message", None) or str(exc), 1)
 
@@ -215,6 +230,7 @@ def _drain(args: argparse.Namespace, flush: bool) -> int:
         f"pcq drain: nreceived={stats.nreceived} nerrors={stats.nerrors} "
         f"nempty={stats.nempty} retries={stats.retries}"
     )
+    _print_cache(stats)
     if stats.nerrors:
         _write_status(args, -stats.nerrors)
         return 1
@@ -295,6 +311,7 @@ def _run_roles(args: argparse.Namespace, flush: bool) -> int:
         f"pcq consumer: nreceived={cons.nreceived} nerrors={cons.nerrors} "
         f"nempty={cons.nempty} retries={cons.retries}"
     )
+    _print_cache(prod, cons)
     nerrors = prod.nerrors + cons.nerrors
     if nerrors:
         _write_status(args, -nerrors)
