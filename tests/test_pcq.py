@@ -179,7 +179,7 @@ def test_producer_and_consumer_in_two_processes(fs):
 
 
 @pytest.mark.parametrize("producer_on,count", [("master", 100000), ("client", 20000)])
-def test_100000_messages_between_two_hosts_none_lost_duplicated_or_corrupt(
+def test_messages_between_two_hosts_none_lost_duplicated_or_corrupt(
     two_hosts, producer_on, count, tmp_path
 ):
     master, client, mmp, cmp_ = two_hosts
