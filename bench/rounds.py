@@ -22,6 +22,7 @@ from famfs_py import omf
 from . import io, logfill
 from . import model as m
 from .env import BenchError, Environment, GiB, KiB, MiB, drop_caches, run
+from .flushcost import FlushGroup
 from .model import Results
 
 SMALL = 4 * KiB  # the size of every small file
@@ -94,6 +95,7 @@ GROUPS = (
     "famfs-readahead",
     "famfs-huge",
     "mount",
+    "flush",
 )
 EXPERIMENTS = ("famfs-readahead", "famfs-huge")  # what famfs-py could do; full runs only
 
@@ -105,6 +107,7 @@ class Bench:
         self.results = results
         self.chunk = io.aligned_buffer(io.CHUNK)  # every 1 MiB read/write goes through it
         self.offsets = io.random_offsets(cfg.file_size, cfg.rand_ops)
+        self.flush_group = FlushGroup(self)
 
     def log(self, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
@@ -223,6 +226,7 @@ class Bench:
             ("famfs-readahead", self.group_readahead),
             ("famfs-huge", self.group_huge),
             ("mount", self.group_mounts),
+            ("flush", self.flush_group.run),
         ]
 
     def run(self, only: list[str] | None = None) -> None:

@@ -23,6 +23,10 @@ log = logging.getLogger(__name__)
 SHM_DIR = Path("/dev/shm")
 DEFAULT_ALIGN = 2 << 20
 INJECTED = "badblocks.injected"  # emulation-only: the subset of badblocks that was injected
+# emulation-only: "1" if this host's view of the memory is coherent with the other hosts'
+# (famfs-py then need not flush CPU caches, see famfs_py.dax.cache); "0" emulates a fabric
+# pool whose hosts' caches are not kept coherent, which is what famfs is for
+COHERENT = "coherent"
 FAKE_MAJOR = 252
 FAKE_PHYS_BASE = 0x1_0000_0000
 
@@ -64,8 +68,10 @@ def create(
     share: str | None = None,
     mode: str = "famfs",
     align: int = DEFAULT_ALIGN,
+    coherent: bool | None = None,
 ) -> DaxDevice:
-    """Create emulated device `name` under `root`; see `famfs-py dax create --help`."""
+    """Create emulated device `name` under `root`; see `famfs-py dax create --help`.
+    `coherent`: None takes the shared device's (with `share`), else not coherent."""
     if not NAME_RE.match(name):
         raise ValueError(f"device name {name!r} is not of the form daxX.Y")
     if mode not in MODES:
@@ -83,6 +89,8 @@ def create(
         if not shared.emulated or not os.path.exists(shared.node):
             raise FileNotFoundError(errno.ENOENT, f"{share}: no emulated device to share")
         source = Path(os.path.realpath(shared.node))
+        if coherent is None:
+            coherent = shared.coherent
     elif backing:
         source = Path(backing).absolute()
         if not source.exists():
@@ -128,6 +136,7 @@ def create(
         _write(mapping / "page_offset", "0x0\n")
         _write(devdir / "badblocks", "")
         _write(devdir / INJECTED, "")
+        _write(devdir / COHERENT, "1\n" if coherent else "0\n")
         _bind(device, mode)
         os.symlink(link, device.node)
     except BaseException:
@@ -152,6 +161,7 @@ def describe(device: DaxDevice) -> dict[str, object]:
     if device.emulated:
         out["path"] = device.path
         out["memory"] = os.path.realpath(device.node)
+        out["coherent"] = device.coherent
         info = holder.holder_info(device)
         if info is not None:
             out["holder"] = info.get("holder")
