@@ -23,7 +23,9 @@ fi
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 stamp="$VENV/.famfs-py-installed"
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ famfs_py/dax/_fcc.c -nt "$stamp" ]; then
+# (C sources too: an editable install builds its extensions once)
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] ||
+  [ -n "$(find famfs_py -name '*.c' -newer "$stamp" -print -quit)" ]; then
   "$PYTHON" -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip
   "$VENV/bin/pip" install -q -e '.[test]' --config-settings editable_mode=compat
