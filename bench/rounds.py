@@ -483,7 +483,7 @@ class Bench:
 
         device = resolve_device(device_name, str(self.env.host.root))
         start = time.perf_counter()
-        mem = DeviceMemory(device.node, device.size, writable=False)
+        mem = DeviceMemory.of_device(device, writable=False)
         try:
             sb = read_superblock(mem)
             Log(mem, sb, read_log_header(mem, sb)).replay()
@@ -533,15 +533,11 @@ class Bench:
     def _mapped(self, path: Path) -> None:
         """In-process reads of a file's memory: MappedFile (what cp uses) and, once it
         exists, famfs_py.open_mapped."""
-        from famfs_py import channel
-        from famfs_py.mapping import MappedFile
+        from famfs_py.mapping import open_file_memory
 
         size = self.cfg.file_size
         target = memoryview(bytearray(io.CHUNK))
-        located = channel.locate(str(path))
-        with channel.Channel(located.mountpoint) as chan:
-            reply, fds = chan.call_fds("map", path=located.relpath, write=False)
-        with MappedFile(reply, fds[0], writable=False) as mapped:
+        with open_file_memory(str(path), write=False) as mapped:
             for _ in range(2):  # the first pass faults the mapping in
                 start = time.perf_counter()
                 for off in range(0, size, io.CHUNK):

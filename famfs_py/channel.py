@@ -1,26 +1,22 @@
-"""The control channel between famfs-py commands and a mount's daemon.
+"""The command side of the control channel: find the famfs-py mount holding a path, connect to
+its daemon, send requests (famfs_py.protocol) and receive replies and descriptors.
 
 A daemon listens on an abstract unix socket named after its mount point; a command finds the
-famfs-py mount holding a path (from /proc/self/mountinfo) and sends JSON requests over
-SOCK_SEQPACKET; a reply may carry file descriptors (SCM_RIGHTS). The daemon learns who is
-calling from SO_PEERCRED, never from the request.
+mount from /proc/self/mountinfo and talks only to a daemon of the mount's owner (or root).
 """
 
 from __future__ import annotations
 
 import errno
-import json
 import os
 import socket
-import struct
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
+from famfs_py import protocol
+from famfs_py.credentials import peer_credentials
 from famfs_py.errors import FamfsError
 
 FSTYPE = "fuse.famfs-py"
-_PEERCRED = struct.Struct("3i")
-MAX_MESSAGE = 1 << 20
-MAX_FDS = 4
 
 
 def socket_name(mountpoint: str) -> str:
@@ -136,9 +132,8 @@ class Channel:
     def _check_daemon(self) -> None:
         """The socket's name is in the abstract namespace: once a daemon is gone, anyone can
         take it. Talk only to a process of the user who mounted (FUSE's user_id) or root."""
-        pid, uid, _gid = _PEERCRED.unpack(
-            self.sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
-        )
+        peer = peer_credentials(self.sock)
+        pid, uid = peer.pid, peer.uid
         real = os.path.realpath(self.mountpoint)
         owners = {m.owner for m in famfs_mounts() if m.mountpoint == real} - {None}
         trusted = {0, *owners} if owners else {0, os.geteuid()}
@@ -151,28 +146,31 @@ class Channel:
                 errno.EPERM,
             )
 
-    def call(self, op: str, **fields: object) -> dict:
-        reply, fds = self.call_fds(op, **fields)
+    def call(self, request: protocol.Request) -> dict[str, Any]:
+        """Send one request and return its reply's fields (descriptors are closed)."""
+        reply, fds = self.call_fds(request)
         for fd in fds:
             os.close(fd)
         return reply
 
-    def call_fds(self, op: str, **fields: object) -> tuple[dict, list[int]]:
-        """Send one request; returns the reply and any descriptors it carried. An error
-        reply raises FamfsError with the daemon's errno and message."""
-        self.sock.send(json.dumps({"op": op, **fields}).encode())
+    def call_fds(self, request: protocol.Request) -> tuple[dict[str, Any], list[int]]:
+        """Send one request; returns the reply's fields and any descriptors it carried. An
+        error reply raises FamfsError with the daemon's errno and message."""
+        self.sock.send(request.encode())
         try:
-            data, fds, _flags, _addr = socket.recv_fds(self.sock, MAX_MESSAGE, MAX_FDS)
+            data, fds, _flags, _addr = socket.recv_fds(
+                self.sock, protocol.MAX_MESSAGE, protocol.MAX_FDS
+            )
         except TimeoutError:
             raise FamfsError(f"the daemon of {self.mountpoint} did not answer", 1) from None
         if not data:
             raise FamfsError(f"the daemon of {self.mountpoint} closed the connection", 1)
-        reply = json.loads(data)
-        if not reply.get("ok"):
+        try:
+            return protocol.decode_reply(data), list(fds)
+        except BaseException:
             for fd in fds:
                 os.close(fd)
-            raise FamfsError(str(reply.get("error")), 1, int(reply.get("errno") or errno.EIO))
-        return reply, list(fds)
+            raise
 
     def close(self) -> None:
         self.sock.close()

@@ -1,132 +1,271 @@
-"""A famfs file's device memory mapped into this process, through the mount's daemon.
+"""A famfs file's device memory in this process: the client side of the `map` op, and the
+kernel-copy loops every command uses to fill, read and compare files.
 
-The daemon answers a `map` request with the file's fmap and a descriptor of the device; each
-extent (or strip) is mapped on its own. Bytes move only by kernel copies (readv into a view,
-/proc/self/mem for reads), so a bad page is an error, never a SIGBUS in this process.
+`layout_file` maps a file's pieces (extents, or interleaved chunks) side by side in one
+reserved, aligned range of this process's address space, so that the file is one run of
+memory; famfs_py.api builds the public zero-copy view on it, and `FileMemory` (used by
+`creat -r`, `verify`, `chkread`) copies through it. Every mapping respects the device's
+alignment (dax.memory). `Segment`s are runs of file bytes in memory; `fill_from`,
+`first_difference`, `read_segments` and `write_segments` move bytes through them by kernel
+copies only, for FileMemory and for cp's whole-device mapping alike.
 """
 
 from __future__ import annotations
 
+import errno
 import os
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
 
-from famfs_py import omf
-from famfs_py.dax.memory import DeviceMemory
+from famfs_py import channel, omf, protocol
+from famfs_py.dax.memory import (
+    DeviceMemory,
+    Region,
+    align_down,
+    align_up,
+    copy_in,
+    copy_out,
+    map_range,
+    reserve,
+    unmap,
+)
 from famfs_py.fs.fmap import FileMap
 
-
-def fmap_from_reply(reply: dict[str, Any]) -> omf.Fmap:
-    if reply["kind"] == "interleaved":
-        strips = tuple(omf.Extent(s["offset"], s["length"]) for s in reply["strips"])
-        return omf.InterleavedFmap(reply["nstrips"], reply["chunk_size"], strips)
-    return omf.SimpleFmap(tuple(omf.Extent(e["offset"], e["length"]) for e in reply["extents"]))
+COMPARE_CHUNK = 4 << 20
 
 
-class MappedFile:
-    """Per-extent mappings of one file, addressed by file offset."""
-
-    def __init__(self, reply: dict[str, Any], device_fd: int, *, writable: bool) -> None:
-        self.path = reply["path"]
-        self.size = int(reply["size"])
-        self.fmap = fmap_from_reply(reply)
-        self.filemap = FileMap(self.fmap, self.size)
-        self.writable = writable
-        self._maps: list[tuple[int, DeviceMemory]] = []  # (device offset, mapping)
-        try:
-            for ext in omf.fmap_extents(self.fmap):
-                memory = DeviceMemory(device_fd, ext.length, writable=writable, offset=ext.offset)
-                self._maps.append((ext.offset, memory))
-        except BaseException:
-            self.close()
-            raise
-        finally:
-            os.close(device_fd)
-
-    def _locate(self, dev_offset: int, length: int) -> tuple[DeviceMemory, int]:
-        for start, memory in self._maps:
-            if start <= dev_offset and dev_offset + length <= start + memory.size:
-                return memory, dev_offset - start
-        raise ValueError(f"device range {dev_offset:#x}+{length:#x} is not mapped")
-
-    def pieces(
-        self, offset: int = 0, length: int | None = None
-    ) -> Iterator[tuple[int, memoryview]]:
-        """(file offset, view) for file bytes [offset, offset+length), in file order.
-        Hand the views to the kernel (os.readv, os.write); never copy them in Python."""
-        length = self.size - offset if length is None else length
-        position = offset
-        for dev, n in self.filemap.ranges(offset, length):
-            memory, within = self._locate(dev, n)
-            yield position, memory.view(within, n)
-            position += n
-
-    def readinto(self, offset: int, buf: bytearray | memoryview) -> None:
-        """Copy file bytes [offset, offset+len(buf)) out (a kernel copy; EIO on a bad page)."""
-        target = memoryview(buf).cast("B")
-        pos = 0
-        for dev, n in self.filemap.ranges(offset, len(target)):
-            memory, within = self._locate(dev, n)
-            memory.readinto(within, target[pos : pos + n])
-            pos += n
-
-    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
-        """Copy bytes into the file at `offset` (a kernel copy)."""
-        source = memoryview(data).cast("B")
-        pos = 0
-        for dev, n in self.filemap.ranges(offset, len(source)):
-            memory, within = self._locate(dev, n)
-            memory.write(within, source[pos : pos + n])
-            pos += n
-
-    def close(self) -> None:
-        for _, memory in self._maps:
-            memory.close()
-        self._maps = []
-
-    def __enter__(self) -> MappedFile:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+class CannotLayOut(OSError):
+    """The device's alignment keeps the file's pieces from sitting side by side."""
 
 
-def open_file(path: str, *, write: bool) -> MappedFile:
-    """Map the famfs file at `path`, asking the daemon of the mount that holds it."""
-    from famfs_py import channel
+@dataclass(frozen=True)
+class Layout:
+    """A file mapped into this process: the reserved range (what unmapping releases), and
+    where file byte 0 sits in it."""
 
-    where = channel.locate(path)
-    with channel.Channel(where.mountpoint) as chan:
-        reply, fds = chan.call_fds("map", path=where.relpath, write=write)
-    return MappedFile(reply, fds[0], writable=write)
+    map_address: int
+    map_length: int
+    offset: int
+    size: int
+
+    @property
+    def address(self) -> int:
+        return self.map_address + self.offset
 
 
-def copy_into(mapped: MappedFile, src_fd: int) -> int:
-    """Fill the file from `src_fd` (from its offset 0) by kernel copies into device memory."""
+def layout_file(fd: int, filemap: FileMap, *, writable: bool, align: int) -> Layout:
+    """Map every piece of `filemap` from device descriptor `fd` so that file byte i sits at
+    `address + i`. Each piece's mapping is widened to whole multiples of `align`, as device
+    dax requires (within the file's own allocation wherever the alignment is at most the
+    2 MiB allocation unit). CannotLayOut: a larger alignment puts pieces at clashing
+    places."""
+    pieces = filemap.pieces
+    if not pieces:
+        raise OSError(errno.EINVAL, "the file has no memory to map")
+    lead = pieces[0].dev_offset % align  # file byte 0 sits this far into the range
+    spans: list[tuple[int, int, int]] = []  # (offset in the range, device offset, length)
+    for piece in pieces:
+        dev_start = align_down(piece.dev_offset, align)
+        dev_end = align_up(piece.dev_offset + piece.length, align)
+        start = lead + piece.file_offset - (piece.dev_offset - dev_start)
+        if start % align or (spans and start < spans[-1][0] + spans[-1][2]):
+            raise CannotLayOut(
+                errno.EINVAL,
+                f"the device's alignment ({align >> 20} MiB) keeps the file's pieces from "
+                f"sitting side by side (file offset {piece.file_offset:#x} is at device offset "
+                f"{piece.dev_offset:#x}); use a device aligned to 2 MiB",
+            )
+        spans.append((start, dev_start, dev_end - dev_start))
+    total = spans[-1][0] + spans[-1][2]
+    base = reserve(total, align)
+    try:
+        for start, dev, length in spans:
+            map_range(fd, length, offset=dev, writable=writable, align=align, address=base + start)
+    except BaseException:
+        unmap(base, total)
+        raise
+    return Layout(base, total, lead, filemap.size)
+
+
+@dataclass(frozen=True)
+class Segment:
+    """File bytes [file_offset, file_offset + len(view)) at `address` in this process.
+    Hand `view` to the kernel only (os.preadv, os.write); never copy it in Python."""
+
+    file_offset: int
+    address: int
+    view: memoryview
+
+
+def device_segments(mem: DeviceMemory, filemap: FileMap) -> list[Segment]:
+    """A file's segments in a mapping of the whole device."""
+    out = []
+    position = 0
+    for dev, n in filemap.ranges(0, filemap.size):
+        out.append(Segment(position, mem.base + dev, mem.view(dev, n)))
+        position += n
+    return out
+
+
+def _overlaps(
+    segments: Sequence[Segment], offset: int, length: int
+) -> Iterator[tuple[Segment, int, int, int]]:
+    """(segment, offset within it, offset within the caller's buffer, length) for file bytes
+    [offset, offset+length)."""
+    end = offset + length
+    for seg in segments:
+        seg_end = seg.file_offset + len(seg.view)
+        lo, hi = max(offset, seg.file_offset), min(end, seg_end)
+        if lo < hi:
+            yield seg, lo - seg.file_offset, lo - offset, hi - lo
+
+
+def read_segments(segments: Sequence[Segment], offset: int, buf: bytearray | memoryview) -> None:
+    """Copy file bytes [offset, offset+len(buf)) out (kernel copies; MemoryFault on a bad
+    page, with offsets relative to the copy)."""
+    target = memoryview(buf).cast("B")
+    for seg, within, at, n in _overlaps(segments, offset, len(target)):
+        copy_out(seg.address + within, target[at : at + n])
+
+
+def write_segments(segments: Sequence[Segment], offset: int, data: bytes | memoryview) -> None:
+    """Copy `data` into the file at `offset` (kernel copies)."""
+    source = memoryview(data).cast("B")
+    for seg, within, at, n in _overlaps(segments, offset, len(source)):
+        copy_in(seg.address + within, source[at : at + n])
+
+
+def fill_from(
+    segments: Iterable[Segment], src_fd: int, on_copied: Callable[[int], None] | None = None
+) -> int:
+    """Fill the file from `src_fd` (its byte i into file byte i) by kernel copies straight
+    into memory. Returns the bytes copied; EOFError if the source is shorter."""
     done = 0
-    for file_offset, view in mapped.pieces():
+    for seg in segments:
+        view = seg.view
         filled = 0
         while filled < len(view):
-            n = os.preadv(src_fd, [view[filled:]], file_offset + filled)
+            n = os.preadv(src_fd, [view[filled:]], seg.file_offset + filled)
             if n <= 0:
-                raise EOFError(f"source ended at byte {file_offset + filled} of {mapped.size}")
+                raise EOFError(f"the source ended at byte {seg.file_offset + filled}")
             filled += n
+            if on_copied is not None:
+                on_copied(n)
         done += filled
     return done
 
 
-def first_difference(mapped: MappedFile, src_fd: int, chunk: int = 4 << 20) -> int | None:
+def first_difference(
+    segments: Sequence[Segment],
+    size: int,
+    src_fd: int,
+    on_compared: Callable[[int], None] | None = None,
+) -> int | None:
     """File offset of the first byte that differs from `src_fd`, or None if equal."""
-    ours = bytearray(chunk)
+    ours = bytearray(min(COMPARE_CHUNK, max(size, 1)))
     offset = 0
-    while offset < mapped.size:
-        n = min(chunk, mapped.size - offset)
-        mapped.readinto(offset, memoryview(ours)[:n])
+    while offset < size:
+        n = min(len(ours), size - offset)
+        read_segments(segments, offset, memoryview(ours)[:n])
         theirs = os.pread(src_fd, n, offset)
         if len(theirs) != n or theirs != ours[:n]:
             for i in range(min(len(theirs), n)):
                 if theirs[i] != ours[i]:
                     return offset + i
             return offset + min(len(theirs), n)
+        if on_compared is not None:
+            on_compared(n)
         offset += n
     return None
+
+
+# -- asking the daemon ------------------------------------------------------------------------
+def request_map(
+    path: str, *, write: bool, watch: bool = False
+) -> tuple[channel.Channel, protocol.FileMapReply, int]:
+    """Ask the daemon of the mount holding `path` for its map and a descriptor. Returns the
+    open channel (the caller closes it), the map, and the descriptor (the caller closes it)."""
+    where = channel.locate(path)
+    chan = channel.Channel(where.mountpoint)
+    try:
+        reply, fds = chan.call_fds(protocol.Map(where.relpath, write=write, watch=watch))
+        if len(fds) != 1:
+            for fd in fds:
+                os.close(fd)
+            raise protocol.ProtocolError("the daemon sent no descriptor with the map", errno.EIO)
+        return chan, protocol.FileMapReply.from_fields(reply), fds[0]
+    except BaseException:
+        chan.close()
+        raise
+
+
+class FileMemory:
+    """One famfs file's memory, mapped for kernel copies (creat -r, verify, chkread)."""
+
+    def __init__(self, grant: protocol.FileMapReply, fd: int, *, writable: bool) -> None:
+        self.path = grant.path
+        self.size = grant.size
+        self.filemap = FileMap(grant.fmap, grant.size)
+        self.writable = writable
+        self._regions: list[Region] = []
+        self.segments: list[Segment] = []
+        try:
+            try:
+                layouts = [layout_file(fd, self.filemap, writable=writable, align=grant.align)]
+            except CannotLayOut:  # map piece by piece; copies do not need one run
+                layouts = [
+                    layout_file(fd, FileMap(piece_fmap, n), writable=writable, align=grant.align)
+                    for piece_fmap, n in _piece_fmaps(self.filemap)
+                ]
+            position = 0
+            for layout in layouts:
+                region = Region(
+                    layout.map_address,
+                    layout.map_length,
+                    layout.offset,
+                    layout.size,
+                    readonly=not writable,
+                )
+                self._regions.append(region)
+                self.segments.append(Segment(position, layout.address, memoryview(region)))
+                position += layout.size
+        except BaseException:
+            self.close()
+            raise
+
+    def readinto(self, offset: int, buf: bytearray | memoryview) -> None:
+        read_segments(self.segments, offset, buf)
+
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        if not self.writable:
+            raise OSError(errno.EROFS, f"{self.path} is mapped read-only")
+        write_segments(self.segments, offset, data)
+
+    def close(self) -> None:
+        for seg in self.segments:
+            seg.view.release()
+        self.segments = []
+        for region in self._regions:
+            region.close()
+        self._regions = []
+
+    def __enter__(self) -> FileMemory:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _piece_fmaps(filemap: FileMap) -> Iterator[tuple[omf.Fmap, int]]:
+    for piece in filemap.pieces:
+        yield omf.SimpleFmap((omf.Extent(piece.dev_offset, piece.length),)), piece.length
+
+
+def open_file_memory(path: str, *, write: bool) -> FileMemory:
+    """Map the famfs file at `path`, asking the daemon of the mount that holds it."""
+    chan, grant, fd = request_map(path, write=write)
+    try:
+        return FileMemory(grant, fd, writable=write)
+    finally:
+        os.close(fd)
+        chan.close()

@@ -24,7 +24,7 @@ PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 stamp="$VENV/.famfs-py-installed"
 # (C sources too: an editable install builds its extensions once)
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] ||
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] ||
   [ -n "$(find famfs_py -name '*.c' -newer "$stamp" -print -quit)" ]; then
   "$PYTHON" -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import subprocess
 import sys
 import textwrap
 import time
 import zlib
+from pathlib import Path
 
 import pytest
 from conftest import MiB, manifest
@@ -178,3 +180,50 @@ def test_pre_remove_revokes_live_mappings(fs):
     assert info.value.errno == errno.EIO
     m.close()
     assert host.cli("status", mp).returncode == 3  # removed, the daemon still answers
+
+
+def _readme_block(marker: str) -> str:
+    """The README's python code block that contains `marker`, as written there."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for block in re.findall(r"```python\n(.*?)```", readme, re.S):
+        if marker in block:
+            return block
+    raise AssertionError(f"no python block with {marker!r} in README.md")
+
+
+def test_the_readmes_numpy_example_runs_as_written(fs):
+    host, mp = fs
+    host.ok("mkdir", mp / "data")
+    host.ok("creat", "-s", "64m", mp / "data" / "buf")
+    code = _readme_block("numpy.frombuffer").replace("/mnt/famfs", str(mp))
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    run = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
+    )
+    assert run.returncode == 0, run.stderr
+    with open(mp / "data" / "buf", "rb") as f:
+        head = f.read(16)
+    assert head == b"\x00\x00\x80\x3f" * 4  # float32 1.0, through FUSE
+
+
+def test_views_outlive_the_with_block_and_unmap_when_released(fs):
+    import numpy
+
+    host, mp = fs
+    host.ok("creat", "-s", "4m", mp / "f")
+    memory = os.path.realpath(host.node())
+    with famfs_py.open_mapped(mp / "f", "r+") as m:
+        arr = numpy.frombuffer(m, dtype=numpy.uint8)
+        arr[:4] = 7
+    assert m.closed and not m.unmapped  # the block ended; the array still holds the memory
+    assert int(arr[3]) == 7
+    assert _maps_of(memory)
+    del arr
+    assert m.unmapped and not _maps_of(memory)
+    assert (mp / "f").read_bytes()[:5] == b"\x07\x07\x07\x07\x00"
+
+
+def _maps_of(memory: str) -> list[str]:
+    inode = os.stat(memory).st_ino
+    with open("/proc/self/maps") as f:
+        return [line for line in f if len(line.split()) >= 6 and int(line.split()[4]) == inode]

@@ -29,11 +29,12 @@ def _status(host, mp) -> dict:
 
 def _extent(host, path) -> int:
     """Device offset of a file's first extent (asked of its daemon)."""
+    from famfs_py import protocol
     from famfs_py.channel import Channel, locate
 
     where = locate(str(path))
     with Channel(where.mountpoint) as chan:
-        return chan.call("getmap", path=where.relpath)["extents"][0]["offset"]
+        return chan.call(protocol.Getmap(where.relpath))["extents"][0]["offset"]
 
 
 def _fill(path, size: int) -> bytes:

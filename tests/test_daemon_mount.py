@@ -182,21 +182,22 @@ def test_a_handler_bug_answers_eio_and_the_daemon_keeps_serving(fresh, mounts, m
 
 
 def test_unprivileged_users_cannot_create_through_the_control_channel(fresh, mounts):
+    from famfs_py import protocol
     from famfs_py.channel import Channel
 
     mp = mounts.mount(fresh)
 
     def mkdir():
         with Channel(str(mp)) as chan:
-            return chan.call("mkdir", path="x")
+            return chan.call(protocol.Mkdir("x"))
 
     def creat():
         with Channel(str(mp)) as chan:
-            return chan.call("creat", path="y", size=4096)
+            return chan.call(protocol.Creat("y", 4096))
 
     def status():
         with Channel(str(mp)) as chan:
-            return chan.call("status")["role"]
+            return chan.call(protocol.Status())["role"]
 
     assert "only root or the mount's owner" in as_user(65534, mkdir)
     assert "only root or the mount's owner" in as_user(65534, creat)

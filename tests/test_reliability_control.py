@@ -15,7 +15,7 @@ import pytest
 from conftest import assert_no_traceback
 from helpers import as_user
 
-from famfs_py import channel
+from famfs_py import channel, protocol
 from famfs_py.channel import Channel
 
 NOBODY = 65534
@@ -32,7 +32,7 @@ def _raw_request(mountpoint: Path, payload: bytes, timeout: float = 10) -> dict:
         sock.settimeout(timeout)
         sock.connect("\0" + channel.socket_name(str(mountpoint)))
         sock.send(payload)
-        data, fds, _flags, _addr = socket.recv_fds(sock, channel.MAX_MESSAGE, 4)
+        data, fds, _flags, _addr = socket.recv_fds(sock, protocol.MAX_MESSAGE, 4)
         for fd in fds:
             os.close(fd)
     return json.loads(data)
@@ -49,10 +49,10 @@ def test_unprivileged_callers_may_look_but_not_change_or_map_the_device(master):
     host.ok("creat", "-s", "4k", "-m", "0600", mp / "secret")
     host.ok("creat", "-s", "4k", "-m", "0644", mp / "public")
 
-    def call(op: str, **fields: object):
+    def call(request: protocol.Request):
         def action():
             with Channel(str(mp)) as chan:
-                reply, fds = chan.call_fds(op, **fields)
+                reply, fds = chan.call_fds(request)
             for fd in fds:
                 os.close(fd)
             return sorted(k for k in reply if k != "ok")[:3]
@@ -60,20 +60,20 @@ def test_unprivileged_callers_may_look_but_not_change_or_map_the_device(master):
         return action
 
     refused = {
-        "mkdir": call("mkdir", path="x"),
-        "mkdir -p": call("mkdir", path="x/y", parents=True),
-        "creat": call("creat", path="y", size=4096),
-        "clone": call("clone", source="public", path="z"),
-        "device": call("device"),
-        "map secret": call("map", path="secret"),
-        "map public for writing": call("map", path="public", write=True),
+        "mkdir": call(protocol.Mkdir("x")),
+        "mkdir -p": call(protocol.Mkdir("x/y", parents=True)),
+        "creat": call(protocol.Creat("y", 4096)),
+        "clone": call(protocol.Clone("public", "z")),
+        "device": call(protocol.Device()),
+        "map secret": call(protocol.Map("secret")),
+        "map public for writing": call(protocol.Map("public", write=True)),
     }
     for what, action in refused.items():
         text = as_user(NOBODY, action)
         assert text.startswith("error"), f"{what}: {text}"
         assert "only root or the mount's owner" in text or "ermission denied" in text, text
-    assert as_user(NOBODY, call("status")).startswith("ok")
-    assert as_user(NOBODY, call("map", path="public")).startswith("ok")  # 0644: readable
+    assert as_user(NOBODY, call(protocol.Status())).startswith("ok")
+    assert as_user(NOBODY, call(protocol.Map("public"))).startswith("ok")  # 0644: readable
     status = _still_serving(host, mp)
     assert (status["files"], status["directories"]) == (2, 0)
 
@@ -202,7 +202,7 @@ def test_a_silent_or_flooding_client_does_not_stop_the_daemon(master):
         try:
             for _ in range(25):
                 with Channel(str(mp), timeout=10) as chan:
-                    chan.call("status")
+                    chan.call(protocol.Status())
         except BaseException as exc:
             errors.append(exc)
 
@@ -300,7 +300,7 @@ def _impostor(mountpoint: Path, ready_fd: int) -> None:
         while True:
             conn, _ = listener.accept()
             with conn:
-                while conn.recv(channel.MAX_MESSAGE):
+                while conn.recv(protocol.MAX_MESSAGE):
                     lie = {"ok": True, "role": "master", "daemon_pid": 1, "health": "ok"}
                     conn.send(json.dumps(lie).encode())
 

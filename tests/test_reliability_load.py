@@ -22,6 +22,7 @@ import pytest
 from conftest import BIN, Host, MiB, assert_no_traceback
 from reliability import figures
 
+from famfs_py import protocol
 from famfs_py.channel import Channel
 from famfs_py.errors import FamfsError
 
@@ -134,14 +135,12 @@ def _channel_worker(mmp: Path, load: Load, name: str, count: int) -> None:
     rng = random.Random(name)
     try:
         with Channel(str(mmp), timeout=60) as chan:
-            chan.call("mkdir", path=name, mode=0o750)
+            chan.call(protocol.Mkdir(name, 0o750))
             load.ok(name)
             for i in range(count):
                 size = rng.randint(1, 3 * MiB)
                 mode = rng.choice([0o600, 0o640, 0o644])
-                reply = chan.call(
-                    "creat", path=f"{name}/f{i}", size=size, mode=mode, uid=1000 + i % 3
-                )
+                reply = chan.call(protocol.Creat(f"{name}/f{i}", size, mode, uid=1000 + i % 3))
                 assert reply["created"] and reply["size"] == size
                 load.ok(f"{name}/f{i}", size)
     except (FamfsError, AssertionError) as exc:
@@ -150,7 +149,7 @@ def _channel_worker(mmp: Path, load: Load, name: str, count: int) -> None:
 
 def _log_used(mp: Path) -> int:
     with Channel(str(mp)) as chan:
-        return int(chan.call("status")["log"]["used"])
+        return int(chan.call(protocol.Status())["log"]["used"])
 
 
 def _client_reader(cmp: Path, load: Load, stop: threading.Event) -> None:
@@ -173,7 +172,7 @@ def _logplayer(cmp: Path, load: Load, stop: threading.Event) -> None:
     while not stop.is_set():
         try:
             with Channel(str(cmp)) as chan:
-                reply = chan.call("logplay")
+                reply = chan.call(protocol.Logplay())
             if reply["bad"]:
                 load.errors.append(f"logplay found bad entries: {reply['bad']}")
         except FamfsError as exc:

@@ -27,7 +27,7 @@ def build_parser(prog: str) -> Parser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from famfs_py import channel
+    from famfs_py import channel, protocol
     from famfs_py.errors import FamfsError
 
     mountpoint = os.path.realpath(args.mountpoint)
@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
                 files += 1
                 rel = os.path.relpath(os.path.join(dirpath, name), mountpoint)
                 try:
-                    chan.call("map", path=rel, write=False)  # a mapped, readable file?
+                    chan.call(protocol.Map(rel))  # a mapped, readable file?
                 except FamfsError as exc:
                     print(
                         f"famfs_check: Error file not usable: {rel}: {exc.message}", file=sys.stderr

@@ -38,11 +38,11 @@ def build_parser(prog: str) -> Parser:
 def chkread(name: str) -> str | None:
     """None if read(2) matches memory, else what is wrong."""
     from famfs_py.errors import FamfsError
-    from famfs_py.mapping import first_difference, open_file
+    from famfs_py.mapping import first_difference, open_file_memory
 
     try:
-        with open_file(name, write=False) as mapped, open(name, "rb", buffering=0) as f:
-            where_differs = first_difference(mapped, f.fileno())
+        with open_file_memory(name, write=False) as mapped, open(name, "rb", buffering=0) as f:
+            where_differs = first_difference(mapped.segments, mapped.size, f.fileno())
     except FamfsError as exc:
         return exc.message
     except OSError as exc:

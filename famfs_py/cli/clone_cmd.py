@@ -27,7 +27,7 @@ def build_parser(prog: str) -> Parser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from famfs_py import channel
+    from famfs_py import channel, protocol
     from famfs_py.errors import FamfsError
 
     src = channel.locate(args.source)
@@ -35,5 +35,5 @@ def run(args: argparse.Namespace) -> int:
     if src.mountpoint != dest.mountpoint:
         raise FamfsError("source and destination must be in the same famfs mount")
     with channel.Channel(src.mountpoint) as chan:
-        chan.call("clone", source=src.relpath, path=dest.relpath)
+        chan.call(protocol.Clone(src.relpath, dest.relpath))
     return 0

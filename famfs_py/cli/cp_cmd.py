@@ -102,7 +102,7 @@ class Progress:
 
 class Copier:
     def __init__(self, args: argparse.Namespace, mountpoint: str) -> None:
-        from famfs_py import channel
+        from famfs_py import channel, protocol
         from famfs_py.dax.memory import DeviceMemory
 
         self.args = args
@@ -110,15 +110,17 @@ class Copier:
         self.chan = channel.Channel(mountpoint)
         self.mountpoint = mountpoint
         self.interleave = interleave_fields(args)
-        reply, fds = self.chan.call_fds("device")
+        fields, fds = self.chan.call_fds(protocol.Device())
         try:
-            writable = bool(reply["writable"]) and not args.compare
-            self.mem = DeviceMemory(fds[0], int(reply["device_size"]), writable=writable)
+            reply = protocol.DeviceReply.from_fields(fields)
+            writable = reply.writable and not args.compare
+            self.mem = DeviceMemory(fds[0], reply.device_size, writable=writable, align=reply.align)
         finally:
-            os.close(fds[0])
+            for fd in fds:
+                os.close(fd)
         self.pool = ThreadPoolExecutor(args.threadct) if args.threadct > 0 else None
         self.pending: list[Future[None]] = []
-        self.progress: Progress | None = None
+        self.progress = Progress(0)  # run() replaces it with one for the whole copy
         self._local = threading.local()  # one channel per copying thread
 
     def fail(self, message: str) -> None:
@@ -135,7 +137,7 @@ class Copier:
 
     # -- one file ------------------------------------------------------------------------
     def copy_file(self, src: str, dest: str, mode: int | None) -> None:
-        from famfs_py.mapping import fmap_from_reply
+        from famfs_py import protocol
 
         try:
             fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
@@ -150,34 +152,29 @@ class Copier:
         rel = self.relpath(dest)
         try:
             if self.args.compare:
-                reply = self.chan.call("getmap", path=rel)
-                if reply["size"] != size:
-                    raise Abort(f"{dest} holds {reply['size']} bytes, {src} {size}")
-                created = False
+                reply = protocol.FileMapReply.from_fields(self.chan.call(protocol.Getmap(rel)))
+                if reply.size != size:
+                    raise Abort(f"{dest} holds {reply.size} bytes, {src} {size}")
             else:
-                reply = self.chan.call(
-                    "creat",
-                    path=rel,
-                    size=size,
-                    mode=self.args.mode if self.args.mode is not None else mode,
-                    uid=self.args.uid,
-                    gid=self.args.gid,
-                    **self.interleave,
+                chosen = self.args.mode if self.args.mode is not None else mode
+                request = protocol.Creat(
+                    rel, size, chosen, self.args.uid, self.args.gid, **self.interleave
                 )
-                created = reply["created"]
+                reply = protocol.FileMapReply.from_fields(self.chan.call(request))
         except FamfsError as exc:
             os.close(fd)
             raise Abort(f"{src} -> {dest}: {exc.message}") from None
         from famfs_py.fs.fmap import FileMap
 
-        filemap = FileMap(fmap_from_reply(reply), size)
-        job = (fd, src, dest, rel, filemap, created)
+        job = (fd, src, dest, rel, FileMap(reply.fmap, size), reply.created)
         if self.pool is None:
             self._move(job)
         else:
             self.pending.append(self.pool.submit(self._move, job))
 
     def _move(self, job: tuple) -> None:  # type: ignore[type-arg]
+        from famfs_py import protocol
+
         fd, src, dest, rel, filemap, created = job
         try:
             if self.args.compare:
@@ -187,7 +184,7 @@ class Copier:
             else:
                 self._copy(fd, filemap)
                 if not created:
-                    self.chan_for_thread().call("invalidate", path=rel)
+                    self.chan_for_thread().call(protocol.Invalidate(rel))
             if self.args.verbose:
                 verb = "compared" if self.args.compare else "copied"
                 print(f"famfs-py cp: {verb} {src} -> {dest}")
@@ -206,43 +203,28 @@ class Copier:
         return self._local.chan
 
     def _copy(self, fd: int, filemap) -> None:
-        for file_offset, (dev, n) in _with_offsets(filemap):
-            view = self.mem.view(dev, n)
-            done = 0
-            while done < n:
-                got = os.preadv(fd, [view[done:]], file_offset + done)
-                if got <= 0:
-                    raise OSError(0, f"source ended at byte {file_offset + done}")
-                done += got
-                if self.progress:
-                    self.progress.add(got)
+        from famfs_py.mapping import device_segments, fill_from
+
+        try:
+            fill_from(device_segments(self.mem, filemap), fd, self.progress.add)
+        except EOFError as exc:
+            raise OSError(0, str(exc)) from None
 
     def _compare(self, fd: int, filemap) -> int | None:
-        chunk = 4 << 20
-        ours = bytearray(chunk)
-        for file_offset, (dev, n) in _with_offsets(filemap):
-            for pos in range(0, n, chunk):
-                size = min(chunk, n - pos)
-                self.mem.readinto(dev + pos, memoryview(ours)[:size])
-                theirs = os.pread(fd, size, file_offset + pos)
-                if theirs != ours[:size]:
-                    for i, (a, b) in enumerate(zip(theirs, ours[:size], strict=False)):
-                        if a != b:
-                            return file_offset + pos + i
-                    return file_offset + pos + min(len(theirs), size)
-                if self.progress:
-                    self.progress.add(size)
-        return None
+        from famfs_py.mapping import device_segments, first_difference
+
+        segments = device_segments(self.mem, filemap)
+        return first_difference(segments, filemap.size, fd, self.progress.add)
 
     # -- trees ---------------------------------------------------------------------------
     def mkdir(self, dest: str, mode: int) -> None:
         rel = self.relpath(dest)
         if self.args.compare:
             return
+        from famfs_py import protocol
+
         try:
-            self.chan.call(
-                "mkdir", path=rel, mode=mode, uid=self.args.uid, gid=self.args.gid, parents=True
-            )
+            self.chan.call(protocol.Mkdir(rel, mode, self.args.uid, self.args.gid, parents=True))
         except FamfsError as exc:
             raise Abort(f"{dest}: {exc.message}") from None
 
@@ -268,13 +250,6 @@ class Copier:
             self.pool.shutdown(wait=True, cancel_futures=True)
         self.chan.close()
         self.mem.close()
-
-
-def _with_offsets(filemap):
-    offset = 0
-    for dev, n in filemap.ranges(0, filemap.size):
-        yield offset, (dev, n)
-        offset += n
 
 
 def _total_bytes(sources: list[str], recursive: bool) -> int:

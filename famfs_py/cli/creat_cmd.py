@@ -104,14 +104,14 @@ def create(chan, path: str, size: int | None, args: argparse.Namespace) -> dict:
     """Create (or find) one file; no size (or 0) adopts an existing file's size."""
     import errno
 
-    from famfs_py import channel
+    from famfs_py import channel, protocol
 
     where = channel.locate(path)
     if where.mountpoint != chan.mountpoint:
         raise FamfsError(f"{path} is not in the same famfs mount as the first file")
     if not size:
         try:
-            existing = chan.call("getmap", path=where.relpath)
+            existing = chan.call(protocol.Getmap(where.relpath))
         except FamfsError as exc:
             if exc.errno != errno.ENOENT:
                 raise
@@ -119,13 +119,9 @@ def create(chan, path: str, size: int | None, args: argparse.Namespace) -> dict:
             raise FamfsError(f"{path} does not exist: {why}") from None
         return {"created": False, **existing}
     return chan.call(
-        "creat",
-        path=where.relpath,
-        size=size,
-        mode=args.mode,
-        uid=args.uid,
-        gid=args.gid,
-        **interleave_fields(args),
+        protocol.Creat(
+            where.relpath, size, args.mode, args.uid, args.gid, **interleave_fields(args)
+        )
     )
 
 

@@ -30,7 +30,7 @@ def build_parser(prog: str) -> Parser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from famfs_py import channel
+    from famfs_py import channel, protocol
     from famfs_py.errors import FamfsError
 
     errors = 0
@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
         try:
             where = channel.locate(name)
             with channel.Channel(where.mountpoint) as chan:
-                chan.call("map", path=where.relpath, write=False)  # a mapped, readable file?
+                chan.call(protocol.Map(where.relpath))  # a mapped, readable file?
         except FamfsError as exc:
             print(f"famfs-py flush: {name}: {exc.message}", file=sys.stderr)
             errors += 1

@@ -52,7 +52,6 @@ def build_parser(prog: str) -> Parser:
 
 
 def check_device(args: argparse.Namespace):  # -> FsckReport
-    from famfs_py import omf
     from famfs_py.dax import holder
     from famfs_py.dax.memory import DeviceMemory
     from famfs_py.fs.fsck import FsckReport, fsck_memory
@@ -67,29 +66,31 @@ def check_device(args: argparse.Namespace):  # -> FsckReport
             else ""
         )
         raise FamfsError(f"{exc.strerror}{hint}", EXIT_CANNOT_CHECK, exc.errno) from None
-    if device.size < omf.SUPERBLOCK_STRUCT_SIZE:  # nothing to map (a seed device has 0)
-        claim.release()
-        report = FsckReport(device.path)
-        report.superblock_problems.append(f"the device holds {device.size} bytes: no superblock")
-        return report
-    with claim, DeviceMemory(device.node, device.size, writable=False) as mem:
-        return fsck_memory(
-            mem,
-            device.path,
-            this_host_uuid(args),
-            detail=args.verbose > 0,
-            nbuckets=args.nbuckets,
-        )
+    with claim:
+        try:
+            mem = DeviceMemory.of_device(device, writable=False)
+        except OSError as exc:  # e.g. smaller than its alignment (a seed device holds 0)
+            report = FsckReport(device.path)
+            report.superblock_problems.append(f"no superblock can be read: {exc.strerror}")
+            return report
+        with mem:
+            return fsck_memory(
+                mem,
+                device.path,
+                this_host_uuid(args),
+                detail=args.verbose > 0,
+                nbuckets=args.nbuckets,
+            )
 
 
 def check_mounted(args: argparse.Namespace):  # -> FsckReport
     """fsck through a mount: the daemon checks from its own mapping."""
-    from famfs_py import channel
+    from famfs_py import channel, protocol
     from famfs_py.fs.fsck import FsckReport
 
     where = channel.locate(args.target)
     with channel.Channel(where.mountpoint, timeout=600) as chan:
-        reply = chan.call("fsck", verbose=args.verbose > 0, nbuckets=args.nbuckets)
+        reply = chan.call(protocol.Fsck(verbose=args.verbose > 0, nbuckets=args.nbuckets))
     return FsckReport.from_json(reply["report"])
 
 

@@ -47,7 +47,7 @@ def _print_map(name: str, reply: dict) -> None:
 
 def getmap_one(name: str) -> tuple[int, dict | None, str]:
     """(exit code, map, message) for one file."""
-    from famfs_py import channel
+    from famfs_py import channel, protocol
     from famfs_py.errors import FamfsError
 
     if not os.path.lexists(name):
@@ -60,7 +60,7 @@ def getmap_one(name: str) -> tuple[int, dict | None, str]:
         return 2, None, f"file ({name}) is famfs, but has no map (a directory)"
     try:
         with channel.Channel(where.mountpoint) as chan:
-            return 0, chan.call("getmap", path=where.relpath), ""
+            return 0, chan.call(protocol.Getmap(where.relpath)), ""
     except FamfsError as exc:
         code = 2 if exc.errno == errno.EISDIR else 1
         return code, None, f"file ({name}): {exc.message}"

@@ -30,11 +30,11 @@ def build_parser(prog: str) -> Parser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from famfs_py import channel
+    from famfs_py import channel, protocol
 
     located = channel.locate(args.mountpoint)
     with channel.Channel(located.mountpoint) as chan:
-        reply = chan.call("logplay", dry_run=args.dryrun)
+        reply = chan.call(protocol.Logplay(dry_run=args.dryrun))
     print(
         f"famfs_logplay: {reply['entries']} log entries; {reply['new_files']} new files; "
         f"{reply['new_dirs']} new directories"

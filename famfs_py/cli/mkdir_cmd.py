@@ -31,7 +31,7 @@ def build_parser(prog: str) -> Parser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from famfs_py import channel
+    from famfs_py import channel, protocol
     from famfs_py.errors import FamfsError
 
     failures = 0
@@ -40,12 +40,7 @@ def run(args: argparse.Namespace) -> int:
             located = channel.locate(directory)
             with channel.Channel(located.mountpoint) as chan:
                 reply = chan.call(
-                    "mkdir",
-                    path=located.relpath,
-                    mode=args.mode,
-                    uid=args.uid,
-                    gid=args.gid,
-                    parents=args.parents,
+                    protocol.Mkdir(located.relpath, args.mode, args.uid, args.gid, args.parents)
                 )
         except FamfsError as exc:
             print(f"famfs-py mkdir: {directory}: {exc.message}", file=__import__("sys").stderr)

@@ -39,10 +39,10 @@ class Job(NamedTuple):
     seed: int
 
 
-def _mapped(path: str, write: bool):  # -> MappedFile
-    from famfs_py.mapping import open_file
+def _mapped(path: str, write: bool):  # -> FileMemory
+    from famfs_py.mapping import open_file_memory
 
-    return open_file(path, write=write)
+    return open_file_memory(path, write=write)
 
 
 def randomize(path: str, seed: int) -> int:
@@ -63,11 +63,11 @@ def randomize(path: str, seed: int) -> int:
 
 def _invalidate(path: str) -> None:
     """This host's page cache may hold the old bytes: drop them."""
-    from famfs_py import channel
+    from famfs_py import channel, protocol
 
     where = channel.locate(path)
     with channel.Channel(where.mountpoint) as chan:
-        chan.call("invalidate", path=where.relpath)
+        chan.call(protocol.Invalidate(where.relpath))
 
 
 def verify(path: str, seed: int) -> tuple[int, int | None]:

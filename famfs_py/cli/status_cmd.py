@@ -29,11 +29,11 @@ def _gib(n: int) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from famfs_py import channel
+    from famfs_py import channel, protocol
 
     located = channel.locate(args.mountpoint)
     with channel.Channel(located.mountpoint) as chan:
-        status = chan.call("status")
+        status = chan.call(protocol.Status())
     status.pop("ok", None)
     if args.json:
         print_json(status)

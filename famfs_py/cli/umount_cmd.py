@@ -67,7 +67,7 @@ def wait_for_exit(pid: int, timeout: float) -> bool:
 
 def clean_if_stale(given: str, mountpoint: str) -> int:
     """Unmount `mountpoint` only if it holds a famfs-py mount whose daemon is gone."""
-    from famfs_py import channel
+    from famfs_py import channel, protocol
 
     if not channel.is_mountpoint(mountpoint):
         if os.path.ismount(mountpoint):
@@ -78,7 +78,7 @@ def clean_if_stale(given: str, mountpoint: str) -> int:
         return 0
     try:
         with channel.Channel(mountpoint, timeout=10) as chan:
-            pid = chan.call("status")["daemon_pid"]
+            pid = chan.call(protocol.Status())["daemon_pid"]
     except FamfsError as exc:
         if exc.errno != errno.ENOTCONN:  # someone listens but does not answer: not stale
             raise FamfsError(
@@ -96,7 +96,7 @@ def clean_if_stale(given: str, mountpoint: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from famfs_py import channel
+    from famfs_py import channel, protocol
 
     if not args.mountpoint:
         raise FamfsError(
@@ -111,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         raise FamfsError(f"{args.mountpoint} is not a famfs-py mount")
     try:
         with channel.Channel(mountpoint, timeout=10) as chan:
-            pid = int(chan.call("status")["daemon_pid"])
+            pid = int(chan.call(protocol.Status())["daemon_pid"])
     except FamfsError:
         pid = None
     if pid is None:

@@ -1,26 +1,28 @@
-"""The daemon's end of the control channel: who may ask what, and the answers.
+"""The daemon's end of the control channel: who may ask what (one table), and the answers.
 
-Requests run on the trio thread, between FUSE requests, so they see and change the same
-state as the mount without locks. Mutations are for root and the mount's owner only; the
-caller's identity comes from SO_PEERCRED.
+Requests (famfs_py.protocol) run on the trio thread, between FUSE requests, so they see and
+change the same state as the mount without locks. The caller's identity comes from
+SO_PEERCRED, never from the request.
 """
 
 from __future__ import annotations
 
 import array
 import errno
-import json
 import logging
 import os
 import socket
 import stat
-import struct
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 import trio
 
-from famfs_py import channel, omf
+from famfs_py import channel, omf, protocol
+from famfs_py.credentials import Credentials, peer_credentials
+from famfs_py.errors import FamfsError
 from famfs_py.fs.alloc import Interleave
 from famfs_py.fs.filesystem import Famfs, FsError
 from famfs_py.fs.fsck import fsck_memory
@@ -28,70 +30,30 @@ from famfs_py.fs.namespace import Inode
 
 log = logging.getLogger(__name__)
 
-_PEERCRED = struct.Struct("3i")
+
+class Rule(Enum):
+    """Who may use an op."""
+
+    ANYONE = "any caller"
+    OWNER = "root or the mount's owner"
 
 
-class Caller:
-    def __init__(self, pid: int, uid: int, gid: int) -> None:
-        self.pid, self.uid, self.gid = pid, uid, gid
-        self._groups: set[int] | None = None
+@dataclass(frozen=True)
+class Answer:
+    """What an op returns: the reply's fields, descriptors to pass, and whether the caller
+    is to hear about removal on this connection from now on."""
 
-    @property
-    def groups(self) -> set[int]:
-        """Primary and supplementary groups (from /proc: SO_PEERCRED has only the first)."""
-        if self._groups is None:
-            self._groups = {self.gid}
-            try:
-                with open(f"/proc/{self.pid}/status") as f:
-                    for line in f:
-                        if line.startswith("Groups:"):
-                            self._groups.update(int(g) for g in line.split()[1:])
-            except OSError:
-                pass
-        return self._groups
-
-    @property
-    def privileged(self) -> bool:
-        return self.uid in (0, os.geteuid())
+    fields: dict[str, Any]
+    fds: tuple[int, ...] = ()
+    watch: bool = False
 
 
-def _clean_path(value: object) -> str:
-    if not isinstance(value, str):
-        raise FsError(errno.EINVAL, "a path is required")
-    parts = [p for p in value.split("/") if p not in ("", ".")]
-    if any(p == ".." for p in parts):
-        raise FsError(errno.EINVAL, f"{value}: paths may not contain '..'")
-    return "/".join(parts)
+def is_privileged(caller: Credentials) -> bool:
+    return caller.uid in (0, os.geteuid())
 
 
-ID_MAX = (1 << 32) - 1
-
-
-def _bounded(value: object, name: str, highest: int) -> int:
-    """An integer request field within 0..highest (what the log can record), else EINVAL."""
-    number = int(value)  # type: ignore[call-overload]
-    if not 0 <= number <= highest:
-        shown = oct(highest) if name == "mode" else str(highest)
-        raise FsError(errno.EINVAL, f"{name} {value!r} is out of range (0..{shown})")
-    return number
-
-
-def describe_map(fs: Famfs, inode: Inode) -> dict[str, Any]:
-    fmap = inode.fmap
-    assert fmap is not None
-    out: dict[str, Any] = {"path": fs.namespace.path_of(inode.ino), "size": inode.size}
-    if isinstance(fmap, omf.InterleavedFmap):
-        out["kind"] = "interleaved"
-        out["nstrips"] = fmap.nstrips
-        out["chunk_size"] = fmap.chunk_size
-        out["strips"] = [{"offset": e.offset, "length": e.length} for e in fmap.strips]
-    else:
-        out["kind"] = "simple"
-        out["extents"] = [{"offset": e.offset, "length": e.length} for e in omf.fmap_extents(fmap)]
-    return out
-
-
-def _may_access(inode: Inode, caller: Caller, write: bool) -> bool:
+def may_access(inode: Inode, caller: Credentials, write: bool) -> bool:
+    """POSIX permission bits of `inode` for `caller` (root may do anything)."""
     if caller.uid == 0:
         return True
     want = stat.S_IWOTH if write else stat.S_IROTH
@@ -116,6 +78,19 @@ class ControlServer:
         self.status_extra = status_extra
         self.invalidate = invalidate
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        # op -> (who may use it, handler)
+        self.ops: dict[type[protocol.Request], tuple[Rule, Callable[..., Any]]] = {
+            protocol.Status: (Rule.ANYONE, self.status),
+            protocol.Getmap: (Rule.ANYONE, self.getmap),
+            protocol.Map: (Rule.ANYONE, self.map),
+            protocol.Invalidate: (Rule.ANYONE, self.invalidate_file),
+            protocol.Logplay: (Rule.ANYONE, self.logplay),
+            protocol.Fsck: (Rule.ANYONE, self.fsck),
+            protocol.Mkdir: (Rule.OWNER, self.mkdir),
+            protocol.Creat: (Rule.OWNER, self.creat),
+            protocol.Clone: (Rule.OWNER, self.clone),
+            protocol.Device: (Rule.OWNER, self.device),
+        }
 
     def bind(self) -> None:
         """Take the mount point's channel name (before mounting: a second daemon for the
@@ -150,9 +125,10 @@ class ControlServer:
         """Tell every process holding a mapped file that its mapping is withdrawn (the
         device is going away). Returns how many were told."""
         told = 0
+        event = protocol.encode_event(protocol.EVENT_REVOKE)
         for conn in list(self.watchers):
             try:
-                await conn.send(b'{"event": "revoke"}')
+                await conn.send(event)
                 told += 1
             except OSError:
                 self.watchers.discard(conn)
@@ -162,23 +138,21 @@ class ControlServer:
 
     async def _serve_connection(self, conn: trio.socket.SocketType) -> None:
         with conn:
-            raw = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
-            caller = Caller(*_PEERCRED.unpack(raw))
+            caller = peer_credentials(conn)
             while True:
                 try:
-                    data = await conn.recv(channel.MAX_MESSAGE)
+                    data = await conn.recv(protocol.MAX_MESSAGE)
                 except OSError:
                     return
                 if not data:
                     return
-                reply, fds = await self._dispatch(data, caller)
-                if reply.pop("_watch", False):
+                payload, fds, watch = await self.answer(data, caller)
+                if watch:
                     self.watchers.add(conn)
                 try:
-                    payload = json.dumps(reply).encode()
                     if fds:
-                        ancillary = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
-                        await conn.sendmsg([payload], ancillary)
+                        rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
+                        await conn.sendmsg([payload], rights)
                     else:
                         await conn.send(payload)
                 except OSError:
@@ -187,172 +161,130 @@ class ControlServer:
                     for fd in fds:
                         os.close(fd)
 
-    async def _dispatch(self, data: bytes, caller: Caller) -> tuple[dict[str, Any], list[int]]:
+    async def answer(self, data: bytes, caller: Credentials) -> tuple[bytes, tuple[int, ...], bool]:
+        """The encoded reply to one message, the descriptors it carries and whether the
+        connection now watches for removal. Never raises for a bad request."""
         try:
-            request = json.loads(data)
-            if not isinstance(request, dict):
-                raise ValueError("not an object")
-            op = request.get("op")
-            handler = getattr(self, f"op_{op}", None) if isinstance(op, str) else None
-            if handler is None:
-                raise FsError(errno.EINVAL, f"unknown request {op!r}")
+            request = protocol.decode_request(data)
+            rule, handler = self.ops[type(request)]
+            if rule is Rule.OWNER and not is_privileged(caller):
+                raise FsError(
+                    errno.EPERM,
+                    f"only {rule.value} may use {request.OP} (you are uid {caller.uid})",
+                )
             result = handler(request, caller)
-            if hasattr(result, "__await__"):
-                result = await result
-            fds: list[int] = []
-            if isinstance(result, tuple):
-                result, fds = result
-            return {"ok": True, **result}, fds
-        except FsError as exc:
-            return {"ok": False, "errno": exc.errno, "error": exc.message}, []
+            answer: Answer = await result if isinstance(result, Awaitable) else result
+            return protocol.encode_reply(answer.fields), answer.fds, answer.watch
+        except FamfsError as exc:
+            return protocol.encode_error(exc.errno or errno.EIO, exc.message), (), False
         except (ValueError, TypeError, KeyError) as exc:
-            return {"ok": False, "errno": errno.EINVAL, "error": f"malformed request: {exc}"}, []
+            return protocol.encode_error(errno.EINVAL, f"malformed request: {exc}"), (), False
         except Exception as exc:
             log.exception("bug while answering a control request")
-            return {"ok": False, "errno": errno.EIO, "error": f"internal error: {exc}"}, []
+            return protocol.encode_error(errno.EIO, f"internal error: {exc}"), (), False
 
-    # -- requests ------------------------------------------------------------------------
-    def _require_privileged(self, caller: Caller, what: str) -> None:
-        if not caller.privileged:
-            raise FsError(
-                errno.EPERM,
-                f"only root or the mount's owner may {what} (you are uid {caller.uid})",
-            )
+    # -- ops -----------------------------------------------------------------------------
+    def _owner(self, uid: int | None, gid: int | None, caller: Credentials) -> tuple[int, int]:
+        return (caller.uid if uid is None else uid, caller.gid if gid is None else gid)
 
-    def _owner(self, request: dict[str, Any], caller: Caller) -> tuple[int, int]:
-        uid = request.get("uid")
-        gid = request.get("gid")
-        return (
-            caller.uid if uid is None else _bounded(uid, "uid", ID_MAX),
-            caller.gid if gid is None else _bounded(gid, "gid", ID_MAX),
+    def _map_reply(self, inode: Inode, **extra: Any) -> dict[str, Any]:
+        assert inode.fmap is not None
+        reply = protocol.FileMapReply(
+            self.fs.namespace.path_of(inode.ino), inode.size, inode.fmap, inode.ino, **extra
         )
+        return reply.to_fields()
 
-    def op_status(self, request: dict[str, Any], caller: Caller) -> dict[str, Any]:
-        return {**self.fs.status(), **self.status_extra()}
-
-    def op_mkdir(self, request: dict[str, Any], caller: Caller) -> dict[str, Any]:
-        self._require_privileged(caller, "create directories")
-        path = _clean_path(request.get("path"))
-        mode = _bounded(request.get("mode", 0o755), "mode", 0o7777)
-        uid, gid = self._owner(request, caller)
-        if not path:
-            raise FsError(errno.EEXIST, "the mount's root already exists")
-        created = []
-        targets = [path]
-        if request.get("parents"):
-            parts = path.split("/")
-            targets = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-        for target in targets:
-            existing = self.fs.namespace.resolve(target)
-            if existing is not None and request.get("parents"):
-                if not existing.is_dir:
-                    raise FsError(errno.ENOTDIR, f"{target} exists and is not a directory")
-                continue
-            self.fs.mkdir(target, mode, uid, gid)
-            created.append(target)
-        return {"created": created}
-
-    def op_creat(self, request: dict[str, Any], caller: Caller) -> dict[str, Any]:
-        self._require_privileged(caller, "create files")
-        path = _clean_path(request.get("path"))
-        size = int(request["size"])
-        mode = _bounded(request.get("mode", 0o644), "mode", 0o7777)
-        uid, gid = self._owner(request, caller)
-        interleave = None
-        if request.get("nstrips") or request.get("nbuckets") or request.get("chunk_size"):
-            interleave = Interleave(
-                int(request.get("nstrips") or 0),
-                int(request.get("nbuckets") or 0),
-                int(request.get("chunk_size") or omf.ALLOC_UNIT),
-            )
-        inode, created = self.fs.create_file(path, size, mode, uid, gid, interleave)
-        return {"created": created, "ino": inode.ino, **describe_map(self.fs, inode)}
-
-    def op_clone(self, request: dict[str, Any], caller: Caller) -> dict[str, Any]:
-        self._require_privileged(caller, "create files")
-        source = self._file({"path": request.get("source")})
-        inode = self.fs.clone(source, _clean_path(request.get("path")))
-        return describe_map(self.fs, inode)
-
-    async def op_fsck(self, request: dict[str, Any], caller: Caller) -> dict[str, Any]:
-        """fsck of the mounted filesystem, from the daemon's own mapping (kernel copies)."""
-        nbuckets = _bounded(request.get("nbuckets") or 0, "nbuckets", omf.MAX_NBUCKETS)
-        report = await trio.to_thread.run_sync(
-            lambda: fsck_memory(
-                self.fs.mem,
-                self.fs.device.path,
-                self.fs.this_host,
-                detail=bool(request.get("verbose")),
-                nbuckets=nbuckets,
-            )
-        )
-        return {"report": report.as_json()}
-
-    def _file(self, request: dict[str, Any], *, logged: bool = True) -> Inode:
+    def _file(self, path: str, *, logged: bool = True) -> Inode:
         """The file a request names; `logged=False` also accepts the .meta files."""
-        inode = self.fs.lookup_path(_clean_path(request.get("path")))
+        inode = self.fs.lookup_path(path)
         if inode.is_dir:
             raise FsError(errno.EISDIR, f"{inode.name} is a directory")
         if inode.meta is None and logged:
             raise FsError(errno.EINVAL, f"{inode.name} is not a logged file")
         return inode
 
-    def op_getmap(self, request: dict[str, Any], caller: Caller) -> dict[str, Any]:
-        return describe_map(self.fs, self._file(request, logged=False))
+    def status(self, request: protocol.Status, caller: Credentials) -> Answer:
+        return Answer({**self.fs.status(), **self.status_extra()})
 
-    def op_map(self, request: dict[str, Any], caller: Caller) -> tuple[dict[str, Any], list[int]]:
+    def mkdir(self, request: protocol.Mkdir, caller: Credentials) -> Answer:
+        uid, gid = self._owner(request.uid, request.gid, caller)
+        created = self.fs.mkdir(request.path, request.mode, uid, gid, parents=request.parents)
+        return Answer({"created": created})
+
+    def creat(self, request: protocol.Creat, caller: Credentials) -> Answer:
+        uid, gid = self._owner(request.uid, request.gid, caller)
+        interleave = None
+        if request.interleaved:
+            interleave = Interleave(
+                request.nstrips or 0, request.nbuckets or 0, request.chunk_size or omf.ALLOC_UNIT
+            )
+        inode, created = self.fs.create_file(
+            request.path, request.size, request.mode, uid, gid, interleave
+        )
+        return Answer(self._map_reply(inode, created=created))
+
+    def clone(self, request: protocol.Clone, caller: Credentials) -> Answer:
+        inode = self.fs.clone(self._file(request.source), request.path)
+        return Answer(self._map_reply(inode, created=True))
+
+    async def fsck(self, request: protocol.Fsck, caller: Credentials) -> Answer:
+        """fsck of the mounted filesystem, from the daemon's own mapping (kernel copies)."""
+        report = await trio.to_thread.run_sync(
+            lambda: fsck_memory(
+                self.fs.mem,
+                self.fs.device.path,
+                self.fs.this_host,
+                detail=request.verbose,
+                nbuckets=request.nbuckets,
+            )
+        )
+        return Answer({"report": report.as_json()})
+
+    def getmap(self, request: protocol.Getmap, caller: Credentials) -> Answer:
+        return Answer(self._map_reply(self._file(request.path, logged=False)))
+
+    def map(self, request: protocol.Map, caller: Credentials) -> Answer:
         """The file's map and an open descriptor of the device for mapping it."""
-        write = bool(request.get("write"))
-        inode = self._file(request, logged=write)
-        if not _may_access(inode, caller, write):
+        inode = self._file(request.path, logged=request.write)
+        if not may_access(inode, caller, request.write):
             raise FsError(errno.EACCES, f"{inode.name}: permission denied")
-        if write:
+        if request.write:
             self.fs.check_writable(inode)
         self.fs.check_data_available(inode)
-        fd = self.fs.mem.dup_fd(writable=write)
-        reply = describe_map(self.fs, inode)
-        reply["ino"] = inode.ino
-        reply["device_size"] = self.fs.sb.dev_size
-        reply["_watch"] = bool(request.get("watch"))  # keep telling this caller about removal
-        return reply, [fd]
+        fd = self.fs.mem.dup_fd(writable=request.write)
+        reply = self._map_reply(inode, align=self.fs.mem.align, device_size=self.fs.sb.dev_size)
+        return Answer(reply, (fd,), watch=request.watch)
 
-    def op_device(
-        self, request: dict[str, Any], caller: Caller
-    ) -> tuple[dict[str, Any], list[int]]:
+    def device(self, request: protocol.Device, caller: Credentials) -> Answer:
         """A descriptor of the whole device, for batched copies by root or the mount's owner
         (who may create files anyway)."""
-        self._require_privileged(caller, "map the device")
         if self.fs.health.removed:
             raise FsError(errno.EIO, "the device was removed")
         fd = self.fs.mem.dup_fd(writable=self.fs.writable)
-        return {"device_size": self.fs.sb.dev_size, "writable": self.fs.writable}, [fd]
+        reply = protocol.DeviceReply(self.fs.sb.dev_size, self.fs.writable, self.fs.mem.align)
+        return Answer(reply.to_fields(), (fd,))
 
-    async def op_invalidate(self, request: dict[str, Any], caller: Caller) -> dict[str, Any]:
+    async def invalidate_file(self, request: protocol.Invalidate, caller: Credentials) -> Answer:
         """Drop this host's cached pages of a file written behind the kernel's back."""
-        inode = self._file(request)
+        inode = self._file(request.path)
         await self.invalidate([inode.ino])
-        return {}
+        return Answer({})
 
-    def op_logplay(self, request: dict[str, Any], caller: Caller) -> dict[str, Any]:
-        before_files = self.fs.namespace.files
-        before_dirs = self.fs.namespace.dirs
-        if request.get("dry_run"):
-            pending = self.fs.log.committed() - self.fs.log.next_index
-            return {
-                "entries": self.fs.log.committed(),
-                "new_files": 0,
-                "new_dirs": 0,
-                "pending": max(0, pending),
-                "files": self.fs.namespace.files,
-                "dirs": self.fs.namespace.dirs,
-                "bad": [b.describe() for b in self.fs.log.bad.values()],
-            }
-        self.fs.follow()
-        return {
-            "entries": self.fs.log.next_index,
-            "new_files": self.fs.namespace.files - before_files,
-            "new_dirs": self.fs.namespace.dirs - before_dirs,
-            "files": self.fs.namespace.files,
-            "dirs": self.fs.namespace.dirs,
-            "bad": [b.describe() for b in self.fs.log.bad.values()],
-        }
+    def logplay(self, request: protocol.Logplay, caller: Credentials) -> Answer:
+        ns = self.fs.namespace
+        before_files, before_dirs = ns.files, ns.dirs
+        pending = 0
+        if request.dry_run:
+            pending = max(0, self.fs.log.committed() - self.fs.log.next_index)
+        else:
+            self.fs.follow()
+        reply = protocol.LogplayReply(
+            entries=self.fs.log.committed() if request.dry_run else self.fs.log.next_index,
+            new_files=ns.files - before_files,
+            new_dirs=ns.dirs - before_dirs,
+            files=ns.files,
+            dirs=ns.dirs,
+            bad=[b.describe() for b in self.fs.log.bad.values()],
+            pending=pending,
+        )
+        return Answer(reply.to_fields())

@@ -210,16 +210,16 @@ class FamfsOperations(pyfuse3.Operations):
 
     @guarded
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
-        bitmap = self.fs.log.bitmap
+        space = self.fs.space()
+        master = self.fs.role == "master"
         data = pyfuse3.StatvfsData()
-        data.f_bsize = bitmap.alloc_unit
-        data.f_frsize = bitmap.alloc_unit
-        data.f_blocks = bitmap.nbits
-        data.f_bfree = bitmap.free
-        data.f_bavail = bitmap.free if self.fs.role == "master" else 0
-        data.f_files = self.fs.log.slots
-        data.f_ffree = max(0, self.fs.log.slots - self.fs.log.next_index)
-        data.f_favail = data.f_ffree if self.fs.role == "master" else 0
+        data.f_bsize = data.f_frsize = space.alloc_unit
+        data.f_blocks = space.units
+        data.f_bfree = space.free_units
+        data.f_bavail = space.free_units if master else 0
+        data.f_files = space.log_slots
+        data.f_ffree = max(0, space.log_slots - space.log_used)
+        data.f_favail = data.f_ffree if master else 0
         data.f_namemax = omf.MAX_PATHLEN - 1
         return data
 

@@ -272,3 +272,12 @@ def decide(mode: str, *, coherent: bool, page_cache: bool, where: str = "device"
         return Policy(False, f"off: {_unsupported_reason()}")
     why = "flush=on" if mode == "on" else f"flush=auto: the {where} is not known coherent"
     return Policy(True, f"on ({why})", resident_only=page_cache)
+
+
+def policy_of_grant(flush: object, fd: int) -> Policy:
+    """The policy a process applies to a file the daemon mapped for it: the mount's say
+    (`flush`: True, False, or None for a daemon that does not say: then flush, the safe
+    choice), over memory that `fd` tells page-cache backed or not."""
+    if flush is False:
+        return Policy(False, "off (the mount says memory is coherent)")
+    return decide("on" if flush else "auto", coherent=False, page_cache=page_cache_backed(fd))

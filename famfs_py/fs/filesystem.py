@@ -54,6 +54,26 @@ class Health:
         }
 
 
+@dataclass(frozen=True)
+class Space:
+    """What the filesystem holds and has left: allocation units and log slots."""
+
+    size: int  # bytes the superblock says the device holds
+    alloc_unit: int
+    units: int
+    free_units: int
+    log_slots: int
+    log_used: int
+
+    @property
+    def allocated(self) -> int:
+        return (self.units - self.free_units) * self.alloc_unit
+
+    @property
+    def free(self) -> int:
+        return self.free_units * self.alloc_unit
+
+
 class Famfs:
     """A famfs filesystem on one claimed device."""
 
@@ -89,8 +109,7 @@ class Famfs:
             raise FsError(
                 errno.EINVAL, f"{self.device.path} holds {size} bytes: no famfs superblock fits"
             )
-        # a closed mapping stays reserved (PROT_NONE) for good: map only what is read
-        probe = DeviceMemory(self.device.node, omf.SUPERBLOCK_STRUCT_SIZE, writable=False)
+        probe = self._map(writable=False, length=omf.SUPERBLOCK_STRUCT_SIZE)
         try:
             sb = read_superblock(probe)
         except MemoryFault as exc:
@@ -115,7 +134,7 @@ class Famfs:
         self.sb = sb
         self.role = MASTER if sb.system_uuid == self.this_host else CLIENT
         self.writable = self.role == MASTER or writable_client
-        self.mem = DeviceMemory(self.device.node, size, writable=self.writable)
+        self.mem = self._map(writable=self.writable)
         try:
             header = read_log_header(self.mem, sb)
         except MemoryFault as exc:
@@ -155,6 +174,14 @@ class Famfs:
             self.log.next_index,
             self.log.slots,
         )
+
+    def _map(self, *, writable: bool, length: int | None = None) -> DeviceMemory:
+        try:
+            return DeviceMemory.of_device(self.device, writable=writable, length=length)
+        except OSError as exc:
+            raise FsError(
+                exc.errno or errno.EIO, f"{self.device.path}: cannot map its memory: {exc.strerror}"
+            ) from None
 
     # -- log -----------------------------------------------------------------------------
     def _after_replay(self, stats: ReplayStats) -> None:
@@ -214,14 +241,31 @@ class Famfs:
         self.log.next_index = index + 1
         return self.namespace.add(index, payload)
 
-    def mkdir(self, relpath: str, mode: int, uid: int, gid: int) -> Inode:
-        """Create one directory (its parent must exist)."""
-        self._check_can_create()
-        try:
-            self.namespace.check_new(relpath)
-        except NamespaceError as exc:
-            raise FsError(exc.errno, str(exc)) from None
-        return self._append(omf.MkdirMeta(uid, gid, mode & 0o7777, relpath))
+    def mkdir(
+        self, relpath: str, mode: int, uid: int, gid: int, *, parents: bool = False
+    ) -> list[str]:
+        """Create directory `relpath` (its parent must exist). With `parents`, create the
+        missing parents too, and an existing directory is no error. Returns the paths
+        created."""
+        if not relpath and not parents:
+            raise FsError(errno.EEXIST, "the mount's root already exists")
+        parts = relpath.split("/") if relpath else []
+        targets = ["/".join(parts[: i + 1]) for i in range(len(parts))] if parents else [relpath]
+        created = []
+        for target in targets:
+            existing = self.namespace.resolve(target)
+            if existing is not None and parents:
+                if not existing.is_dir:
+                    raise FsError(errno.ENOTDIR, f"{target} exists and is not a directory")
+                continue
+            self._check_can_create()
+            try:
+                self.namespace.check_new(target)
+            except NamespaceError as exc:
+                raise FsError(exc.errno, str(exc)) from None
+            self._append(omf.MkdirMeta(uid, gid, mode & 0o7777, target))
+            created.append(target)
+        return created
 
     def create_file(
         self,
@@ -478,8 +522,19 @@ class Famfs:
         log.error("%s: unmapped and released; the mount stays until unmounted", self.device.path)
 
     # -- reporting -----------------------------------------------------------------------
-    def status(self) -> dict[str, object]:
+    def space(self) -> Space:
         bitmap = self.log.bitmap
+        return Space(
+            self.sb.dev_size,
+            bitmap.alloc_unit,
+            bitmap.nbits,
+            bitmap.free,
+            self.log.slots,
+            self.log.next_index,
+        )
+
+    def status(self) -> dict[str, object]:
+        space = self.space()
         info = holder.holder_info(self.device) if not self.health.removed else None
         poisoned = []
         for offset, length in self.health.poisoned or []:
@@ -503,12 +558,8 @@ class Famfs:
             "this_system_uuid": str(self.this_host),
             "files": self.namespace.files,
             "directories": self.namespace.dirs,
-            "log": {"used": self.log.next_index, "slots": self.log.slots},
-            "capacity": {
-                "size": self.sb.dev_size,
-                "allocated": bitmap.used * bitmap.alloc_unit,
-                "free": bitmap.free * bitmap.alloc_unit,
-            },
+            "log": {"used": space.log_used, "slots": space.log_slots},
+            "capacity": {"size": space.size, "allocated": space.allocated, "free": space.free},
             "writable_data": self.writable,
             "health": health,
             "failsafe": self.health.failsafe,

@@ -74,7 +74,7 @@ def mkfs(
             check_log_len(log_len, dev_size)
         if dev_size < omf.SUPERBLOCK_STRUCT_SIZE:
             raise _fail(f"{device.path} holds {dev_size} bytes: too small for famfs")
-        with DeviceMemory(device.node, dev_size, writable=True) as mem:
+        with DeviceMemory.of_device(device, writable=True) as mem:
             try:
                 old = read_superblock(mem)
                 has_fs = old.magic == omf.SUPER_MAGIC

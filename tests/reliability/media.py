@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import ctypes
 import errno
 import logging
 import os
@@ -45,14 +44,6 @@ from .corrupt import DEV_SIZE, MASTER, OTHER, Case, Image
 
 CASE_SECONDS = 10.0  # a case taking longer is a hang
 PAGE = 4096
-
-
-_libc = ctypes.CDLL(None, use_errno=True)
-_libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
-
-
-def _munmap(base: int, size: int) -> None:
-    _libc.munmap(base, size)
 
 
 class CaseTimeout(Exception):
@@ -369,19 +360,8 @@ class MediaBench:
                 bench.outside.append(f"{offset:#x}+{length:#x} of {mem.size:#x}")
             original(mem, offset, length)
 
-        original_close = DeviceMemory.close
-
-        def close(mem: DeviceMemory) -> None:
-            # a closed mapping stays reserved (PROT_NONE, see DeviceMemory.revoke): ten
-            # thousand cases would use up the address space; the bench keeps no views
-            reserved = not mem.revoked
-            original_close(mem)
-            if reserved:
-                _munmap(mem.base, mem.size)
-
         saved_delay = fslog.RETRY_DELAY
         DeviceMemory._check = check  # type: ignore[method-assign]
-        DeviceMemory.close = close  # type: ignore[method-assign]
         fslog.RETRY_DELAY = 0.0
         logging.disable(logging.CRITICAL)  # thousands of expected warnings about bad entries
         try:
@@ -389,7 +369,6 @@ class MediaBench:
         finally:
             logging.disable(logging.NOTSET)
             DeviceMemory._check = original  # type: ignore[method-assign]
-            DeviceMemory.close = original_close  # type: ignore[method-assign]
             fslog.RETRY_DELAY = saved_delay
 
     def close(self) -> None:
@@ -424,7 +403,7 @@ class MediaBench:
         return check_device(args)
 
     def _replay_fsck_mode(self) -> Log:
-        mem = DeviceMemory(self.master.node, self.master.size, writable=False)
+        mem = DeviceMemory.of_device(self.master, writable=False)
         sb = fslog.read_superblock(mem)
         famfs_log = Log(mem, sb, fslog.read_log_header(mem, sb))
         famfs_log.replay(stop_at_corrupt=False)
