@@ -108,7 +108,7 @@ def create(
 ) -> None:
     """Create QUEUE and QUEUE.consumer through the master's daemon (mode 0644, owned by
     uid:gid, default the caller) and write their metadata. Fails if either exists."""
-    from famfs_py import channel
+    from famfs_py import channel, protocol
     from famfs_py.errors import FamfsError
 
     check_geometry(nbuckets, bucket_size)
@@ -124,14 +124,14 @@ def create(
                 (queue, producer_size(nbuckets, bucket_size)),
             ):
                 relpath = channel.locate(name).relpath
-                chan.call("creat", path=relpath, size=size, mode=0o644, uid=uid, gid=gid)
+                chan.call(protocol.Creat(relpath, size, 0o644, uid, gid))
     except FamfsError as exc:
         raise PcqError(f"cannot create pcq {queue}: {exc.message}", exc.errno) from None
     with _map(cname, True) as c:
         _put(c, C_MAGIC, PCQ_CONSUMER_MAGIC)  # u32 magic + u32 pad of 0
         _put(c, C_INDEX, 0)
         _put(c, C_NEXT_SEQ, 0)
-        _put(c, C_SIZE, c.size)
+        _put(c, C_SIZE, len(c))
         if flush:
             c.flush(0, C_INDEX + 8)
             c.flush(C_NEXT_SEQ, C_END - C_NEXT_SEQ)
@@ -143,7 +143,7 @@ def create(
             (P_ARRAY_OFFSET, BUCKET_ARRAY_OFFSET),
             (P_INDEX, 0),
             (P_NEXT_SEQ, 0),
-            (P_SIZE, p.size),
+            (P_SIZE, len(p)),
         ):
             _put(p, offset, value)
         if flush:
@@ -242,7 +242,7 @@ class Queue:
         self.p_invalidate: Callable[..., None] = p.invalidate if flush else _nothing
         self.c_flush: Callable[..., None] = c.flush if flush else _nothing
         self.c_invalidate: Callable[..., None] = c.invalidate if flush else _nothing
-        if p.size < P_END or c.size < C_END:
+        if len(p) < P_END or len(c) < C_END:
             raise PcqError(f"{self.name}: too small to be a pcq")
         self.p_invalidate(0, P_END)
         self.c_invalidate(0, C_INDEX + 8)
@@ -259,8 +259,8 @@ class Queue:
         except PcqError as exc:
             raise PcqError(f"{self.name}: bad metadata: {exc.message}") from None
         end = self.array_offset + self.nbuckets * self.bucket_size
-        if self.array_offset < P_END or end > p.size:
-            raise PcqError(f"{self.name}: bad metadata: buckets end at {end}, file is {p.size}")
+        if self.array_offset < P_END or end > len(p):
+            raise PcqError(f"{self.name}: bad metadata: buckets end at {end}, file is {len(p)}")
         self.payload_size = self.bucket_size - TRAILER
         self.seq_offset = self.bucket_size - TRAILER
         self.crc_offset = self.bucket_size - 8
