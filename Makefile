@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test lint bench bench-full clean install-service
+.PHONY: setup demo test model lint bench bench-full clean install-service
 
 setup:
 	./scripts/setup.sh
@@ -14,9 +14,14 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q -m "not slow" tests
 
+# the inner loop: the model tier, no FUSE and no daemon (seconds)
+model: setup
+	$(PY) -m pytest -q -m model tests
+
 lint: setup
 	$(VENV)/bin/ruff check famfs_py mkfs tests bench
 	$(VENV)/bin/ruff format --check famfs_py mkfs tests bench
+	$(VENV)/bin/mypy
 
 install-service: setup
 	./systemd/install.sh

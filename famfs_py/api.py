@@ -59,7 +59,7 @@ class MappedFile(Region):
 
     def __setitem__(self, key: int | slice, value: int | bytes | bytearray | memoryview) -> None:
         with memoryview(self) as view:
-            view[key] = value  # type: ignore[index]
+            view[key] = value  # type: ignore[index,assignment]
 
     def read_range(self, offset: int, length: int) -> bytes:
         """Copy file bytes out with a kernel copy: a bad page raises OSError(EIO) here
@@ -112,7 +112,7 @@ class MappedFile(Region):
                 with self._lock:
                     self.revoke()
 
-    def close(self) -> bool:  # type: ignore[override]
+    def close(self) -> bool:
         """Stop watching and unmap (at once, or when the last view is released)."""
         chan, self._channel = self._channel, None
         if chan is not None:

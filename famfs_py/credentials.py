@@ -9,6 +9,7 @@ from __future__ import annotations
 import socket
 import struct
 from dataclasses import dataclass, field
+from typing import Protocol
 
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
 
@@ -38,7 +39,11 @@ class Credentials:
         return self._groups[0]
 
 
-def peer_credentials(sock: socket.socket) -> Credentials:
+class _Socket(Protocol):
+    def getsockopt(self, level: int, optname: int, buflen: int, /) -> bytes: ...
+
+
+def peer_credentials(sock: _Socket) -> Credentials:
     """The credentials of the process that connected `sock` (or that it connected to)."""
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
     return Credentials(*_PEERCRED.unpack(raw))

@@ -128,7 +128,9 @@ def read_segments(segments: Sequence[Segment], offset: int, buf: bytearray | mem
         copy_out(seg.address + within, target[at : at + n])
 
 
-def write_segments(segments: Sequence[Segment], offset: int, data: bytes | memoryview) -> None:
+def write_segments(
+    segments: Sequence[Segment], offset: int, data: bytes | bytearray | memoryview
+) -> None:
     """Copy `data` into the file at `offset` (kernel copies)."""
     source = memoryview(data).cast("B")
     for seg, within, at, n in _overlaps(segments, offset, len(source)):

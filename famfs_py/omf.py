@@ -37,13 +37,6 @@ LOG_MKDIR = 1  # FAMFS_LOG_MKDIR
 LOG_DELETE = 2  # FAMFS_LOG_DELETE (never written)
 LOG_ADD_DAXDEV = 3  # FAMFS_LOG_ADD_DAXDEV
 LOG_INVALID = 4  # FAMFS_LOG_INVALID
-ENTRY_TYPE_NAMES = {
-    LOG_FILE: "FILE",
-    LOG_MKDIR: "MKDIR",
-    LOG_DELETE: "DELETE",
-    LOG_ADD_DAXDEV: "ADD_DAXDEV",
-    LOG_INVALID: "INVALID",
-}
 
 EXT_SIMPLE = 0  # FAMFS_EXT_SIMPLE
 EXT_INTERLEAVE = 1  # FAMFS_EXT_INTERLEAVE
@@ -516,10 +509,6 @@ class LogEntry:
         decoding drops, such as what follows a path's NUL, count as upstream counts them),
         as packed for a new one."""
         return _crc(self._raw_body or self.pack_body())
-
-    @property
-    def type_name(self) -> str:
-        return ENTRY_TYPE_NAMES.get(self.entry_type, f"UNKNOWN({self.entry_type})")
 
     @property
     def relpath(self) -> str | None:

@@ -88,7 +88,6 @@ def decode_fmap(data: dict[str, Any]) -> omf.Fmap:
 
 
 # -- requests -------------------------------------------------------------------------------
-R = TypeVar("R", bound="Request")
 REQUESTS: dict[str, type[Request]] = {}
 
 

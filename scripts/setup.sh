@@ -23,9 +23,11 @@ fi
 PYTHON=${PYTHON:-python3}
 VENV=${VENV:-.venv}
 stamp="$VENV/.famfs-py-installed"
-# (C sources too: an editable install builds its extensions once)
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.py -nt "$stamp" ] ||
-  [ -n "$(find famfs_py -name '*.c' -newer "$stamp" -print -quit)" ]; then
+stale=0
+for f in pyproject.toml setup.py famfs_py/*/*.c; do  # the build's inputs (the C extension too)
+  [ -f "$stamp" ] && [ ! "$f" -nt "$stamp" ] || stale=1
+done
+if [ "$stale" -eq 1 ]; then
   "$PYTHON" -m venv "$VENV"
   "$VENV/bin/pip" install -q --upgrade pip
   "$VENV/bin/pip" install -q -e '.[test]' --config-settings editable_mode=compat

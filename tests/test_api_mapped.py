@@ -8,13 +8,11 @@ import re
 import subprocess
 import sys
 import textwrap
-import time
 import zlib
 from pathlib import Path
 
 import pytest
-from conftest import MiB, manifest
-from helpers import as_user
+from helpers import MiB, as_user, manifest, wait_until
 
 import famfs_py
 from famfs_py import omf
@@ -103,10 +101,7 @@ def test_two_hosts_exchange_data_through_mapped_views(pair, mounts, tmp_path):
     mmp = mounts.mount(master, tmp_path / "m1")
     cmp_ = mounts.mount(client, tmp_path / "m2", "--rw")
     master.ok("creat", "-s", "4k", mmp / "mailbox")
-    deadline = time.monotonic() + 2
-    while not (cmp_ / "mailbox").exists():
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_until((cmp_ / "mailbox").exists, what="the client seeing the mailbox")
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     echo = subprocess.Popen(
         [sys.executable, "-c", EXCHANGE, str(cmp_ / "mailbox"), "echo"], env=env
@@ -171,10 +166,7 @@ def test_pre_remove_revokes_live_mappings(fs):
     m = famfs_py.open_mapped(mp / "f")
     assert m.read_range(0, 4) == bytes(4)
     host.ok("dax", "remove", "dax0.0")
-    deadline = time.monotonic() + 2
-    while not m.revoked:
-        assert time.monotonic() < deadline, "the mapping was not revoked"
-        time.sleep(0.02)
+    wait_until(lambda: m.revoked, what="the mapping's revocation")
     with pytest.raises(OSError) as info:
         m.read_range(0, 4)
     assert info.value.errno == errno.EIO

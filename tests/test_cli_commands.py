@@ -8,7 +8,7 @@ import os
 import subprocess
 
 import pytest
-from conftest import BIN, MiB, assert_no_traceback, run_cli
+from helpers import BIN, MiB, assert_no_traceback, run_cli
 
 COMMANDS = [
     "mkfs",

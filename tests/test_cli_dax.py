@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import os
 
-from conftest import CLIENT_UUID, GiB, assert_no_traceback
+from helpers import CLIENT_UUID, GiB, assert_no_traceback
 
 from famfs_py.dax.device import device_in_root
 
@@ -93,7 +93,7 @@ def test_a_device_is_named_by_name_or_path(host):
     host.ok("fsck", "/dev/dax0.0")
     # and a node path works without any root
     env = {k: v for k, v in os.environ.items() if k != "FAMFS_PY_DAX_ROOT"}
-    from conftest import run_cli
+    from helpers import run_cli
 
     result = run_cli(
         "fsck", str(host.node()), env={**env, "FAMFS_PY_SYSTEM_UUID": host.system_uuid}

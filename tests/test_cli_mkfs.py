@@ -8,8 +8,7 @@ import textwrap
 import uuid
 
 import pytest
-from conftest import CLIENT_UUID, GiB, MiB, assert_no_traceback, manifest, run_cli
-from helpers import fingerprint
+from helpers import CLIENT_UUID, GiB, MiB, assert_no_traceback, fingerprint, manifest, run_cli
 
 from famfs_py import omf
 from famfs_py.dax import holder

@@ -10,7 +10,7 @@ import subprocess
 import zlib
 
 import pytest
-from conftest import MiB, manifest
+from helpers import MiB, manifest
 
 from famfs_py import omf
 from famfs_py.fs.namespace import FIRST_ENTRY_INO

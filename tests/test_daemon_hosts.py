@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import time
 
 import pytest
+from helpers import wait_until
 
 
 @pytest.fixture
@@ -15,15 +15,6 @@ def mounted_pair(pair, mounts, tmp_path):
     mmp = mounts.mount(master, tmp_path / "mnt-master")
     cmp = mounts.mount(client, tmp_path / "mnt-client")
     return master, client, mmp, cmp
-
-
-def _wait_for(predicate, timeout: float = 2.0) -> float:
-    start = time.monotonic()
-    while not predicate():
-        if time.monotonic() - start > timeout:
-            raise AssertionError("timed out")
-        time.sleep(0.02)
-    return time.monotonic() - start
 
 
 def test_client_sees_the_masters_files_without_a_command(mounted_pair, tmp_path):
@@ -44,8 +35,7 @@ def test_client_sees_the_masters_files_without_a_command(mounted_pair, tmp_path)
     def client_has_all() -> bool:
         return all(os.path.exists(cmp / "tree" / p) for p in expected)
 
-    waited = _wait_for(client_has_all, timeout=1.5)
-    assert waited < 1.0
+    wait_until(client_has_all, what="the client following the master's log")
     for rel in expected:
         if (src / rel).is_file():
             assert (cmp / "tree" / rel).read_bytes() == (src / rel).read_bytes(), rel
@@ -56,7 +46,7 @@ def test_client_sees_the_masters_files_without_a_command(mounted_pair, tmp_path)
 def test_data_written_on_the_master_is_read_byte_exact_on_the_client(mounted_pair):
     master, client, mmp, cmp = mounted_pair
     master.ok("creat", "-s", "3m", mmp / "shared")
-    _wait_for(lambda: (cmp / "shared").exists())
+    wait_until(lambda: (cmp / "shared").exists())
     first = os.urandom(3 << 20)
     (mmp / "shared").open("r+b").write(first)
     assert (cmp / "shared").read_bytes() == first
@@ -70,7 +60,7 @@ def test_data_written_on_the_master_is_read_byte_exact_on_the_client(mounted_pai
 def test_client_data_is_read_only_unless_mounted_rw(mounted_pair, host_factory, mounts, tmp_path):
     master, client, mmp, cmp = mounted_pair
     master.ok("creat", "-s", "4096", mmp / "f")
-    _wait_for(lambda: (cmp / "f").exists())
+    wait_until(lambda: (cmp / "f").exists())
     with pytest.raises(OSError) as info:
         open(cmp / "f", "r+b")
     assert info.value.errno == 30  # EROFS
@@ -96,7 +86,7 @@ def test_cache_never_sees_the_other_hosts_writes_without_reopening(pair, mounts,
     mmp = mounts.mount(master, tmp_path / "mnt-master")
     cmp = mounts.mount(client, tmp_path / "mnt-client", "-c", "never")
     master.ok("creat", "-s", "8k", mmp / "f")
-    _wait_for(lambda: (cmp / "f").exists())
+    wait_until(lambda: (cmp / "f").exists())
     with open(cmp / "f", "rb", buffering=0) as reader:
         assert reader.read(5) == bytes(5)
         with open(mmp / "f", "r+b", buffering=0) as writer:

@@ -6,12 +6,10 @@ import json
 import os
 import signal
 import struct
-import time
 from pathlib import Path
 
 import pytest
-from conftest import _is_mounted, assert_no_traceback
-from helpers import as_user
+from helpers import as_user, assert_no_traceback, is_mounted, wait_gone
 
 from famfs_py import omf
 from famfs_py.dax import holder
@@ -28,19 +26,19 @@ def _failed_mount(mounts, host, mp, *args, expect: str) -> None:
     assert result.returncode == 1, result.out
     assert_no_traceback(result)
     assert expect in result.stderr, result.stderr
-    assert not _is_mounted(mp)
+    assert not is_mounted(mp)
     assert not _claimed(host), "a failed mount left the device claimed"
 
 
 def test_mount_returns_once_the_mount_answers_and_umount_releases(fresh, mounts):
     mp = mounts.mount(fresh)
-    assert _is_mounted(mp)
+    assert is_mounted(mp)
     assert sorted(os.listdir(mp)) == [".meta"]
     assert _claimed(fresh)
     status = json.loads(fresh.ok("status", "--json", mp).stdout)
     assert status["role"] == "master" and status["holder_pid"] == status["daemon_pid"]
     fresh.ok("umount", mp)
-    assert not _is_mounted(mp)
+    assert not is_mounted(mp)
     assert not _claimed(fresh)
 
 
@@ -72,7 +70,7 @@ def test_mount_fails_cleanly_on_a_busy_device(fresh, mounts, tmp_path):
     mounts.mount(fresh, tmp_path / "second", expect_ok=False)
     result = mounts.last
     assert result.returncode == 1 and "busy" in result.stderr
-    assert not _is_mounted(tmp_path / "second")
+    assert not is_mounted(tmp_path / "second")
     assert _claimed(fresh)  # still the first mount's
 
 
@@ -128,12 +126,8 @@ def test_sigterm_unmounts_cleanly(fresh, mounts):
     mp = mounts.mount(fresh)
     pid = json.loads(fresh.ok("status", "--json", mp).stdout)["daemon_pid"]
     os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + 10
-    while _is_mounted(mp) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not _is_mounted(mp)
-    while _claimed(fresh) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_gone(pid)
+    assert not is_mounted(mp)
     assert not _claimed(fresh)
 
 
@@ -142,11 +136,11 @@ def test_kill_9_then_umount_cleans_the_stale_mount_and_a_new_mount_works(fresh, 
     fresh.ok("mkdir", mp / "kept")
     pid = json.loads(fresh.ok("status", "--json", mp).stdout)["daemon_pid"]
     os.kill(pid, signal.SIGKILL)
-    time.sleep(0.2)
-    assert _is_mounted(mp)
+    wait_gone(pid)
+    assert is_mounted(mp)  # stale: listed, its daemon gone
     result = fresh.ok("umount", mp)
     assert "stale" in result.stdout
-    assert not _is_mounted(mp)
+    assert not is_mounted(mp)
     mounts.mount(fresh, mp)
     assert os.path.isdir(mp / "kept")
 
@@ -170,7 +164,7 @@ def test_remount_shows_the_same_tree_with_the_same_inode_numbers(fresh, mounts):
 
 
 def test_a_handler_bug_answers_eio_and_the_daemon_keeps_serving(fresh, mounts, monkeypatch):
-    monkeypatch.setenv("FAMFS_PY_FAULT_INJECT", "read")
+    monkeypatch.setenv("FAMFS_PY_TEST_FAULT", "read")
     mp = mounts.mount(fresh)
     fresh.ok("creat", "-s", "4096", mp / "f")
     with pytest.raises(OSError) as info:

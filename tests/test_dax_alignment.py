@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import MiB
+from helpers import MiB
 
 import famfs_py
 from famfs_py.dax.device import device_in_root

@@ -11,7 +11,7 @@ import textwrap
 import threading
 
 import pytest
-from conftest import GiB
+from helpers import GiB
 
 from famfs_py.dax import emulated, holder
 from famfs_py.dax.device import device_in_root

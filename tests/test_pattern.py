@@ -15,6 +15,8 @@ import pytest
 from famfs_py.fs import pattern
 from famfs_py.fs.pattern import first_mismatch, pattern_bytes
 
+pytestmark = pytest.mark.model  # the model tier: no FUSE, in this process
+
 M64 = (1 << 64) - 1
 MiB = 1 << 20
 ORACLE_BYTES = 10 * MiB + 7

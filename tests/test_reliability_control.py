@@ -12,8 +12,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import assert_no_traceback
-from helpers import as_user
+from helpers import as_user, assert_no_traceback
 
 from famfs_py import channel, protocol
 from famfs_py.channel import Channel

@@ -1,9 +1,9 @@
-"""Reliability campaign, crash consistency: the master's daemon SIGKILLed at every step of a
-create (FAMFS_PY_CRASH_AT, see famfs_py/fs/log.py) and at random moments under load. The
-device memory outlives the process, so what it holds afterwards is what a power cut at that
-point would leave. After each kill: umount cleans the stale mount, fsck is clean, a new
-mount works, every create that returned success is there, and a create whose entry was not
-committed is absent with its space free again."""
+"""Reliability campaign, crash consistency: the master's daemon SIGKILLed at every step of a create
+(FAMFS_PY_TEST_CRASH_AT, see tests/plugins/famfs_switches.py) and at random moments under load.
+The device memory outlives the process, so what it holds afterwards is what a power cut at that
+point would leave. After each kill: umount cleans the stale mount, fsck is clean, a new mount
+works, every create that returned success is there, and a create whose entry was not committed
+is absent with its space free again."""
 
 from __future__ import annotations
 
@@ -17,14 +17,23 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import BIN, CLIENT_UUID, MiB, _is_mounted, assert_no_traceback
-from helpers import fingerprint
+from helpers import (
+    BIN,
+    CLIENT_UUID,
+    MiB,
+    assert_no_traceback,
+    fingerprint,
+    is_mounted,
+    plugin_env,
+    wait_gone,
+    wait_until,
+)
+from plugins.famfs_switches import CRASH_ENV, CRASH_STEPS
 from reliability import figures
 
 from famfs_py import omf
 from famfs_py.dax import holder
 from famfs_py.dax.device import device_in_root
-from famfs_py.fs.log import CRASH_ENV, CRASH_STEPS
 
 # the appends of one scenario: (kind, path, size, seed); the last one is killed
 SCENARIO = [
@@ -45,19 +54,6 @@ COMMITTED_BY = {  # step -> is the killed create's entry committed?
 
 def _daemon_pid(host, mp: Path) -> int:
     return int(json.loads(host.ok("status", "--json", mp).stdout)["daemon_pid"])
-
-
-def _wait_gone(pid: int, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return
-        if Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z":
-            return  # killed, waiting to be reaped by its parent (gone: init)
-        time.sleep(0.02)
-    raise AssertionError(f"daemon {pid} is still alive")
 
 
 def _claimed(host) -> bool:
@@ -93,13 +89,13 @@ def _fsck_clean(host, expect_entries: int) -> dict:
 
 
 def _clean_stale_mount(host, mp: Path) -> None:
-    assert _is_mounted(mp), "the killed daemon's mount should be stale, still listed"
+    assert is_mounted(mp), "the killed daemon's mount should be stale, still listed"
     status = host.cli("status", mp)
     assert status.returncode == 1 and "stale mount" in status.stderr, status.out
     assert_no_traceback(status)
     result = host.ok("umount", mp)
     assert "stale" in result.stdout
-    assert not _is_mounted(mp) and not _claimed(host)
+    assert not is_mounted(mp) and not _claimed(host)
 
 
 def _kill_at_step(fresh, mounts, monkeypatch, step: str, scenario: list, client=None) -> None:
@@ -119,7 +115,7 @@ def _kill_at_step(fresh, mounts, monkeypatch, step: str, scenario: list, client=
     assert killed.returncode != 0, killed.out  # the daemon died before it could answer
     assert_no_traceback(killed)
     assert len(killed.stderr.strip().splitlines()) == 1, killed.stderr
-    _wait_gone(pid)
+    wait_gone(pid)
 
     # the memory is what a power cut at that step leaves
     entry_at = omf.LOG_OFFSET + omf.entry_offset(victim)
@@ -140,7 +136,7 @@ def _kill_at_step(fresh, mounts, monkeypatch, step: str, scenario: list, client=
 
     committed = COMMITTED_BY[step]
     if cmp is not None:  # the client never shows an uncommitted create
-        time.sleep(0.5)  # a few follow intervals
+        client.ok("logplay", cmp)  # the client has replayed all that is committed now
         assert (cmp / scenario[-1][1]).exists() == committed, f"{step}: the client disagrees"
     _clean_stale_mount(host, mp)
     _fsck_clean(host, victim + committed)
@@ -176,10 +172,10 @@ def _kill_at_step(fresh, mounts, monkeypatch, step: str, scenario: list, client=
     assert result.returncode == 0 and report["collisions"] == 0, result.out
     if cmp is not None:  # the client, mounted all along, converges on the master's tree
         expected = sorted(p.name for p in mp.iterdir())
-        deadline = time.monotonic() + 2
-        while sorted(p.name for p in cmp.iterdir()) != expected:
-            assert time.monotonic() < deadline, f"{step}: the client does not converge"
-            time.sleep(0.05)
+        wait_until(
+            lambda: sorted(p.name for p in cmp.iterdir()) == expected,
+            what=f"{step}: the client converging",
+        )
         assert os.stat(cmp / "after").st_ino == os.stat(mp / "after").st_ino
     host.ok("umount", mp)
     figures.add("kills survived, at a step of a create")
@@ -208,13 +204,22 @@ def test_a_master_killed_at_any_step_of_other_creates_loses_nothing_that_was_com
     _kill_at_step(fresh, mounts, monkeypatch, step, scenario)
 
 
-def test_the_crash_knob_ignores_what_it_does_not_understand():
-    env = {**os.environ, CRASH_ENV: "sometimes"}
-    code = "from famfs_py.fs import log; print(log._CRASH)"
+def test_the_crash_switch_ignores_what_it_does_not_understand():
+    env = plugin_env({CRASH_ENV: "sometimes"})
+    code = "from famfs_py.fs import log; print(log.Log.append.__qualname__)"
     out = subprocess.run(
         [str(BIN / "python"), "-c", code], env=env, capture_output=True, text=True, check=True
     )
-    assert out.stdout.strip() == "None" and "ignored" in out.stderr
+    assert out.stdout.strip() == "Log.append" and "ignored" in out.stderr  # not patched
+
+
+def test_the_crash_switch_patches_the_library_from_outside():
+    env = plugin_env({CRASH_ENV: "mid-entry:2"})
+    code = "from famfs_py.fs import log; print(log.Log.append.__qualname__)"
+    out = subprocess.run(
+        [str(BIN / "python"), "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "install_crash.<locals>.patch.<locals>.append", out.stderr
 
 
 # -- kills at random moments under load ------------------------------------------------------
@@ -242,12 +247,14 @@ def _kill_under_load(host, mounts, rng: random.Random, round_: int) -> int:
     ]
     for t in threads:
         t.start()
-    time.sleep(rng.uniform(0.3, 1.5))
+    # the load is under way (every creator has had a create acknowledged), then a random moment
+    wait_until(lambda: all(done.values()), timeout=60, what="the first creates")
+    time.sleep(rng.uniform(0.0, 1.0))
     os.kill(pid, signal.SIGKILL)
     stop.set()
     for t in threads:
         t.join(60)
-    _wait_gone(pid)
+    wait_gone(pid)
     _clean_stale_mount(host, mp)
     result = host.cli("fsck", "--json", "dax0.0")
     report = json.loads(result.stdout)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import BIN, Host, MiB, assert_no_traceback
+from helpers import BIN, Host, MiB, assert_no_traceback, wait_until
 from reliability import figures
 
 from famfs_py import protocol
@@ -284,10 +284,7 @@ def test_a_busy_client_daemon_still_answers_and_reads_stay_exact(cluster):
     """Reads on a client while the master appends: no EIO, no short read, no stale size."""
     master, mmp, clients, cmps = cluster
     master.ok("creat", "-s", "1m", "-r", "-S", "0x5eed", mmp / "steady")
-    deadline = time.monotonic() + 2
-    while not (cmps[0] / "steady").exists():
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    wait_until((cmps[0] / "steady").exists, what="the client seeing the new file")
     expected = (mmp / "steady").read_bytes()
     errors: list[str] = []
     stop = threading.Event()

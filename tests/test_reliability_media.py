@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import MASTER_UUID, Host, _is_mounted, assert_no_traceback
+from helpers import MASTER_UUID, Host, assert_no_traceback, is_mounted
 from reliability import corrupt, figures, media
 
 from famfs_py.dax import emulated, holder
@@ -180,8 +180,9 @@ def _expected_tree(bench: media.MediaBench, image: corrupt.Image) -> tuple[dict,
             path = ns.path_of(inode.ino)
             tree[path] = (inode.is_dir, inode.size, inode.mode, inode.ino)
             if inode.filemap is not None and inode.filemap.size:
-                poke = pokes.get(inode.filemap.device_offset(0))
-                if poke is not None and inode.filemap.device_offset(0) + 64 <= image.memory:
+                first = next(inode.filemap.ranges(0, 1))[0]
+                poke = pokes.get(first)
+                if poke is not None and first + 64 <= image.memory:
                     data[path] = poke.ljust(64, b"\0")[: min(64, inode.size)]
         return tree, data
     finally:
@@ -213,7 +214,7 @@ def _cli_case(bench: media.MediaBench, host: Host, case: corrupt.Case, mounts, m
     if expected is None:
         assert result.returncode == 1, f"{case.name}: {result.out}"
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
-        assert not _is_mounted(mp) and holder.holder_info(bench.master) is None
+        assert not is_mounted(mp) and holder.holder_info(bench.master) is None
         figures.add("corrupt images, real CLI: mounts refused cleanly")
         return
     assert result.returncode == 0, f"{case.name}: {result.out}\n{mounts.logs()}"

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import BIN, REPO, _is_mounted, assert_no_traceback
+from helpers import BIN, REPO, assert_no_traceback, is_mounted, plugin_env, wait_until
 
 from famfs_py.dax import holder
 from famfs_py.dax.device import device_in_root
@@ -81,12 +81,8 @@ def _claimed(host) -> bool:
 
 
 def _wait(predicate, timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.02)
-    return predicate()
+    wait_until(predicate, timeout)
+    return True
 
 
 def _gone(pid: int) -> bool:
@@ -242,7 +238,7 @@ class Service:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def env(self, notify: NotifySocket | None, extra: dict[str, str]) -> dict[str, str]:
-        env = {**os.environ, **self.host.env, "FAMFS_PY_MOUNTPOINT": str(self.mountpoint)}
+        env = {**plugin_env(self.host.env), "FAMFS_PY_MOUNTPOINT": str(self.mountpoint)}
         env["FAMFS_PY_OPTIONS"] = "--status-interval 0.2"
         env.pop("FAMFS_PY_DAX_ROOT")  # the instance names the device node itself
         for name in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID", "JOURNAL_STREAM"):
@@ -298,7 +294,7 @@ class Service:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        if _is_mounted(self.mountpoint):
+        if is_mounted(self.mountpoint):
             subprocess.run(["fusermount3", "-u", "-z", str(self.mountpoint)], capture_output=True)
 
 
@@ -391,7 +387,7 @@ def test_ready_comes_once_the_mount_answers_then_status_watchdog_and_stopping(
 ):
     proc = service.start(notify, WATCHDOG_USEC=str(WATCHDOG_USEC))
     _, ready = notify.wait_for("READY=1", proc=service.proc)
-    mounted, listing = _is_mounted(service.mountpoint), os.listdir(service.mountpoint)
+    mounted, listing = is_mounted(service.mountpoint), os.listdir(service.mountpoint)
     assert mounted and listing == [".meta"], "READY=1 came before the mount answered"
     before = [line for _, m in notify.received[:-1] for line in m]
     assert set(before) <= {"WATCHDOG=1"}, before
@@ -413,11 +409,11 @@ def test_ready_comes_once_the_mount_answers_then_status_watchdog_and_stopping(
 
     assert service.stop() == 0
     assert "STOPPING=1" in notify.lines()
-    assert not _is_mounted(service.mountpoint)
+    assert not is_mounted(service.mountpoint)
     assert _wait(lambda: not _claimed(fresh))
     journal = service.journal_text()
     _assert_journal_format(journal)
-    assert "<6>famfs_py.daemon.systemd: ready: master" in journal
+    assert "<6>famfs_py.daemon.readiness: ready: master" in journal
 
 
 def test_no_watchdog_pings_for_another_process(service, abstract_notify):
@@ -432,7 +428,7 @@ def test_a_blocked_event_loop_stops_the_watchdog_pings(service, abstract_notify)
     service.start(
         abstract_notify,
         WATCHDOG_USEC=str(WATCHDOG_USEC),
-        FAMFS_PY_FAULT_INJECT="statfs:sleep=1.5",
+        FAMFS_PY_TEST_FAULT="statfs:sleep=1.5",
     )
     abstract_notify.wait_for("READY=1", proc=service.proc)
     assert any("WATCHDOG=1" in m for _, m in abstract_notify.collect(0.4))
@@ -470,7 +466,7 @@ def test_a_failed_start_says_why_in_status_and_the_journal(installed, host, tmp_
         assert failed and "no valid famfs superblock" in failed[0], lines
         journal = svc.journal_text()
         assert re.search(r"^<3>famfs-py mount: .*no valid famfs superblock", journal, re.M)
-        assert not _is_mounted(tmp_path / "mnt") and not _claimed(host)
+        assert not is_mounted(tmp_path / "mnt") and not _claimed(host)
         _assert_journal_format(journal)
         assert "Traceback" not in journal
     finally:
@@ -521,13 +517,13 @@ def test_the_pre_start_step_cleans_a_stale_mount_and_the_service_starts_again(
     fresh.ok("mkdir", service.mountpoint / "kept")
     first.kill()  # a crash: the mount stays, its daemon is gone
     first.wait()
-    assert _is_mounted(service.mountpoint)
+    assert is_mounted(service.mountpoint)
     with pytest.raises(OSError):
         os.listdir(service.mountpoint)
     results = service.pre_start()
     assert [r.returncode for r in results] == [0, 0], [r.stderr for r in results]
     assert "cleaned up the stale mount" in results[0].stdout
-    assert not _is_mounted(service.mountpoint)
+    assert not is_mounted(service.mountpoint)
 
     service.start(abstract_notify)
     abstract_notify.wait_for("READY=1", proc=service.proc)
@@ -545,7 +541,7 @@ def test_the_pre_start_step_succeeds_on_nothing_and_leaves_a_live_mount_alone(
     result = fresh.cli("umount", "--if-stale", mp)
     assert result.returncode == 1 and "not stale" in result.stderr, result.out
     assert_no_traceback(result)
-    assert _is_mounted(mp) and os.listdir(mp) == [".meta"]
+    assert is_mounted(mp) and os.listdir(mp) == [".meta"]
 
 
 # -- mount(8), umount(8), fstab --------------------------------------------------------------
@@ -594,7 +590,7 @@ def test_mount_t_fuse_famfs_py_and_umount(helper_link, fresh, mounts, tmp_path):
 
     result = _run("umount", mp, env=env)
     assert result.returncode == 0, result.stderr
-    assert not _is_mounted(mp)
+    assert not is_mounted(mp)
     assert _wait(lambda: _gone(pid)) and _wait(lambda: not _claimed(fresh))
 
 
@@ -606,7 +602,7 @@ def test_mount_t_fuse_famfs_py_refuses_unknown_options(helper_link, fresh, mount
     assert result.returncode != 0
     assert "unknown mount option -o bogus=1" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
-    assert not _is_mounted(mp) and not _claimed(fresh)
+    assert not is_mounted(mp) and not _claimed(fresh)
 
 
 def test_an_fstab_line_mounts(helper_link, fresh, mounts, tmp_path):
@@ -669,7 +665,7 @@ def test_the_helper_checks_options_without_mounting(fresh, tmp_path):
     mp.mkdir()
     ok = fresh.cli(fresh.node(), mp, "-f", "-n", "-o", "rw,cache=never,client_rw", prog=helper)
     assert ok.returncode == 0, ok.out
-    assert not _is_mounted(mp) and not _claimed(fresh)
+    assert not is_mounted(mp) and not _claimed(fresh)
     bad = fresh.cli(fresh.node(), mp, "-f", "-o", "rw,bogus", prog=helper)
     assert bad.returncode == 2 and "unknown mount option -o bogus" in bad.stderr
     sloppy = fresh.cli(fresh.node(), mp, "-f", "-s", "-o", "bogus", prog=helper)

@@ -156,7 +156,7 @@ class Copier:
                 if reply.size != size:
                     raise Abort(f"{dest} holds {reply.size} bytes, {src} {size}")
             else:
-                chosen = self.args.mode if self.args.mode is not None else mode
+                chosen: int = self.args.mode if self.args.mode is not None else mode or 0o644
                 request = protocol.Creat(
                     rel, size, chosen, self.args.uid, self.args.gid, **self.interleave
                 )
@@ -172,7 +172,7 @@ class Copier:
         else:
             self.pending.append(self.pool.submit(self._move, job))
 
-    def _move(self, job: tuple) -> None:  # type: ignore[type-arg]
+    def _move(self, job: tuple) -> None:
         from famfs_py import protocol
 
         fd, src, dest, rel, filemap, created = job

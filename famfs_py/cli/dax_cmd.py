@@ -171,7 +171,8 @@ def run(args: argparse.Namespace) -> int:
                 for row in rows:
                     state = f" {row['state']}" if "state" in row else ""
                     holder = f" held by {row['holder']}" if row.get("holder") else ""
-                    print(f"{row['chardev']}\t{row['size']}\t{row['mode']}{state}{holder}")
+                    facts = f"align {row.get('align', '?')}\tnuma node {row.get('numa_node', '?')}"
+                    print(f"{row['chardev']}\t{row['size']}\t{row['mode']}{state}\t{facts}{holder}")
         elif args.action == "reconfigure":
             rc = emulated.reconfigure(_emulated(args), args.mode)
             print(f"{args.name}: mode {args.mode}{_delivery_note(rc)}")

@@ -78,6 +78,7 @@ def emulated_node_for(source: str, root_option: str | None) -> str | None:
 def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     from famfs_py.cli import mount_cmd
     from famfs_py.cli.main import run_command
+    from famfs_py.daemon import options as mount_options
 
     args = build_parser(prog).parse_args(list(sys.argv[1:] if argv is None else argv))
     if args.namespace:
@@ -91,7 +92,7 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
         for item in filter(None, (i.strip() for i in group.split(","))):
             if item == "rw":
                 continue  # mount(8)'s default, not a request for writable client data
-            if args.sloppy and not mount_cmd.known_o_option(item):
+            if args.sloppy and not mount_options.is_known(item):
                 print(f"{prog}: ignoring unknown mount option {item} (-s)", file=sys.stderr)
                 continue
             options.append(item)
@@ -103,7 +104,7 @@ def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
     mount_argv += [source, args.mountpoint]
     if args.fake:
         parser = mount_cmd.build_parser("famfs-py mount")
-        mount_cmd.apply_o_options(parser.parse_args(mount_argv), parser)
+        mount_cmd.parse_options(parser.parse_args(mount_argv), parser)
         return 0
     return run_command("famfs-py mount", "mount_cmd", mount_argv)
 

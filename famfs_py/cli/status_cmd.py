@@ -28,6 +28,10 @@ def _gib(n: int) -> str:
     return f"{n / (1 << 30):.2f} GiB"
 
 
+def _size(n: int) -> str:
+    return f"{n >> 30} GiB" if n >= 1 << 30 else f"{n >> 20} MiB" if n >= 1 << 20 else f"{n} B"
+
+
 def run(args: argparse.Namespace) -> int:
     from famfs_py import channel, protocol
 
@@ -43,7 +47,9 @@ def run(args: argparse.Namespace) -> int:
             f"mount:      {status['mountpoint']} (daemon pid {status['daemon_pid']})",
             f"role:       {status['role']}"
             + ("" if status["writable_data"] else " (file data read-only)"),
-            f"device:     {status['device']} ({status['device_mode']} mode"
+            f"device:     {status['device']} ({status['device_mode']} mode, "
+            f"align {_size(status['device_align'])}, {_gib(status['device_size'])}"
+            + (f", numa node {status['numa_node']}" if status["numa_node"] is not None else "")
             + (", emulated)" if status["emulated"] else ")"),
             f"claimed by: pid {status['holder_pid']}",
             f"fs uuid:    {status['fs_uuid']}",

@@ -2,20 +2,21 @@
 
 Reads top to bottom: check the mount point -> open the filesystem (claim, superblock, log)
 -> take the control channel -> pyfuse3.init (this mounts) -> nursery {FUSE loop, control
-server, log follower, signals, readiness} -> unmount, release. Any failure before the mount
-answers leaves nothing mounted and the device unclaimed, and is reported through
-`Readiness`.
+server, log follower, device watcher, signals, readiness} -> unmount, release. One ExitStack
+owns every teardown, in the reverse order of setup. Any failure before the mount answers
+leaves nothing mounted and the device unclaimed, and is reported through `Readiness`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
 import signal
 import threading
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import pyfuse3
 import trio
@@ -29,61 +30,21 @@ from famfs_py.fs.namespace import META_DIR, META_INO, Inode
 
 from .control import ControlServer
 from .operations import FamfsOperations, ReplyFailureHook
+from .options import MountOptions
+from .readiness import Readiness
 
 log = logging.getLogger(__name__)
 
 EXIT_MOUNT_FAILED = 1
 READY_TIMEOUT = 30.0
-
-
-@dataclass
-class MountOptions:
-    device: str
-    mountpoint: str
-    root: str | None = None
-    system_uuid: str | None = None
-    cache: str = "auto"
-    timeout: float = 30.0
-    allow_other: bool = False
-    default_permissions: bool = True
-    rw: bool = False
-    devdax: bool = False
-    debug: bool = False
-    follow_interval: float = 0.2
-    watch_interval: float = 0.5
-    readahead_kb: int = 4096
-    fuse_options: list[str] = field(default_factory=list)
-
-
-class Readiness(Protocol):
-    """Whoever waits for the mount: the `famfs-py mount` parent, or systemd.
-
-    One that keeps talking while the mount serves (systemd: STATUS= and watchdog pings) also
-    has `async def supervise(self, summary: Callable[[], str]) -> None`, run as a task of the
-    daemon's nursery, so it stops with the mount and stalls when the event loop does.
-    """
-
-    def ready(self, summary: str) -> None: ...
-    def failed(self, message: str, exit_code: int) -> None: ...
-    def stopping(self) -> None: ...
-
-
-class NoReadiness:
-    def ready(self, summary: str) -> None:
-        log.info("ready: %s", summary)
-
-    def failed(self, message: str, exit_code: int) -> None:
-        log.error("%s", message)
-
-    def stopping(self) -> None:
-        pass
+T = TypeVar("T")
 
 
 def check_mountpoint(path: str) -> str:
     """The absolute mount point, or FamfsError if it cannot be mounted on."""
     absolute = os.path.abspath(path)
     try:
-        st = os.stat(absolute)
+        os.stat(absolute)
     except FileNotFoundError:
         raise FamfsError(f"mount point {path} does not exist (create it first)") from None
     except OSError as exc:
@@ -97,117 +58,117 @@ def check_mountpoint(path: str) -> str:
         raise FamfsError(f"mount point {path} is not a directory")
     if os.path.ismount(absolute) or channel.is_mountpoint(absolute):
         raise FamfsError(f"{path} is already a mount point (busy); unmount it first")
-    del st
     return os.path.realpath(absolute)
+
+
+def open_filesystem(opts: MountOptions, mountpoint: str) -> Famfs:
+    try:
+        device = resolve_device(opts.device, opts.root)
+        this_host = system_uuid(opts.system_uuid)
+    except (OSError, ValueError) as exc:
+        message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        raise FamfsError(message) from None
+    for path in (device.node, device.sysfs_dir):
+        if os.path.realpath(path).startswith(mountpoint.rstrip("/") + "/"):
+            raise FamfsError(
+                f"{path} is inside the mount point {mountpoint}: the daemon would "
+                "hide its own device; choose another mount point"
+            )
+    return Famfs(
+        device,
+        this_host=this_host,
+        writable_client=opts.rw,
+        allow_devdax=opts.devdax,
+        holder_name=f"famfs-py mount {mountpoint}",
+    )
 
 
 class Daemon:
     def __init__(self, opts: MountOptions, readiness: Readiness) -> None:
         self.opts = opts
         self.readiness = readiness
+        self.mountpoint = opts.mountpoint
         self.fs: Famfs | None = None
         self.ops: FamfsOperations | None = None
+        self.control: ControlServer | None = None
         self.trio_token: trio.lowlevel.TrioToken | None = None
+        self.nursery: trio.Nursery | None = None
         self._session_open = False
         self._ready = False
 
-    # -- setup ---------------------------------------------------------------------------
-    def _open(self) -> tuple[Famfs, str]:
-        mountpoint = check_mountpoint(self.opts.mountpoint)
-        try:
-            device = resolve_device(self.opts.device, self.opts.root)
-            this_host = system_uuid(self.opts.system_uuid)
-        except (OSError, ValueError) as exc:
-            message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise FamfsError(message) from None
-        for path in (device.node, device.sysfs_dir):
-            if os.path.realpath(path).startswith(mountpoint.rstrip("/") + "/"):
-                raise FamfsError(
-                    f"{path} is inside the mount point {mountpoint}: the daemon would "
-                    "hide its own device; choose another mount point"
-                )
-        fs = Famfs(
-            device,
-            this_host=this_host,
-            writable_client=self.opts.rw,
-            allow_devdax=self.opts.devdax,
-            holder_name=f"famfs-py mount {mountpoint}",
-        )
-        return fs, mountpoint
-
-    def _fuse_options(self) -> set[str]:
-        assert self.fs is not None
-        options = {f"fsname={self.fs.device.path}", "subtype=famfs-py"}
+    def _fuse_options(self, fs: Famfs) -> set[str]:
+        options = {f"fsname={fs.device.path}", "subtype=famfs-py"}
         if self.opts.default_permissions:
             options.add("default_permissions")
-        if self.opts.allow_other:
+        if self.opts.others_allowed:
             options.add("allow_other")
-        options.update(self.opts.fuse_options)
         return options
 
     def run(self) -> int:
         """Serve until unmounted; returns the process exit code."""
         try:
-            self.fs, mountpoint = self._open()
+            with contextlib.ExitStack() as teardown:
+                self.mountpoint = check_mountpoint(self.opts.mountpoint)
+                fs = self.fs = open_filesystem(self.opts, self.mountpoint)
+                teardown.callback(fs.close)
+                control = self.control = ControlServer(
+                    fs, self.mountpoint, self._status_extra, self._invalidate_async
+                )
+                teardown.callback(control.close)
+                control.bind()
+                ops = self.ops = FamfsOperations(
+                    fs, cache=self.opts.cache, timeout=self.opts.timeout
+                )
+                logging.getLogger("pyfuse3").addHandler(ReplyFailureHook(ops))
+                try:
+                    pyfuse3.init(ops, self.mountpoint, self._fuse_options(fs))
+                except RuntimeError as exc:
+                    raise FamfsError(f"FUSE could not mount {self.mountpoint}: {exc}") from None
+                self._session_open = True
+                teardown.callback(self._close_session)
+                fs.failures = DaemonFailures(self)
+                teardown.callback(self._stopping)
+                trio.run(self._serve)
         except FamfsError as exc:
-            self.readiness.failed(exc.message, exc.exit_code or EXIT_MOUNT_FAILED)
-            return exc.exit_code or EXIT_MOUNT_FAILED
-        self.mountpoint = mountpoint
-        fs = self.fs
-        control = ControlServer(fs, mountpoint, self._status_extra, self._invalidate_async)
-        self.control = control
-        try:
-            control.bind()
-            self.ops = FamfsOperations(fs, cache=self.opts.cache, timeout=self.opts.timeout)
-            logging.getLogger("pyfuse3").addHandler(ReplyFailureHook(self.ops))
-            try:
-                pyfuse3.init(self.ops, mountpoint, self._fuse_options())
-            except RuntimeError as exc:
-                raise FamfsError(f"FUSE could not mount {mountpoint}: {exc}") from None
-            self._session_open = True
-            fs.drain = self._drain
-            fs.drop_cache = self._drop_cache
-            trio.run(self._serve, control)
-        except FamfsError as exc:
+            code = exc.exit_code or EXIT_MOUNT_FAILED
             if not self._ready:
-                self.readiness.failed(exc.message, exc.exit_code or EXIT_MOUNT_FAILED)
+                self.readiness.failed(exc.message, code)
             else:
                 log.error("%s", exc.message)
-            return exc.exit_code or EXIT_MOUNT_FAILED
+            return code
         except BaseException:
             log.exception("the daemon failed")
             if not self._ready:
                 self.readiness.failed("the daemon failed (see its log)", EXIT_MOUNT_FAILED)
             return EXIT_MOUNT_FAILED
         finally:
-            self._shutdown(control)
+            log.info("daemon for %s exits", self.mountpoint)
         return 0
 
-    def _shutdown(self, control: ControlServer) -> None:
+    def _stopping(self) -> None:
         if self._ready:
             self.readiness.stopping()  # also when unmounted from outside, not only on signals
-        control.close()
-        if self._session_open:
-            still_mounted = channel.is_mountpoint(self.mountpoint)
-            self._session_open = False
-            pyfuse3.close(unmount=still_mounted)
-        if self.fs is not None:
-            self.fs.close()
-        log.info("daemon for %s exits", self.mountpoint)
+
+    def _close_session(self) -> None:
+        still_mounted = channel.is_mountpoint(self.mountpoint)
+        self._session_open = False
+        pyfuse3.close(unmount=still_mounted)
 
     # -- serving -------------------------------------------------------------------------
-    async def _serve(self, control: ControlServer) -> None:
+    async def _serve(self) -> None:
+        assert self.fs is not None and self.control is not None
         self.trio_token = trio.lowlevel.current_trio_token()
         async with trio.open_nursery() as nursery:
+            self.nursery = nursery
             nursery.start_soon(self._fuse_loop, nursery.cancel_scope)
-            nursery.start_soon(control.serve)
+            nursery.start_soon(self.control.serve)
             nursery.start_soon(self._signals)
             nursery.start_soon(self._announce_ready)
             nursery.start_soon(self._watch_device)
             supervise = getattr(self.readiness, "supervise", None)
             if supervise is not None:
                 nursery.start_soon(supervise, self.summary)
-            if self.fs is not None and self.fs.role != "master":
+            if self.fs.role != "master":
                 nursery.start_soon(self._follow_log)
 
     async def _fuse_loop(self, scope: trio.CancelScope) -> None:
@@ -244,12 +205,12 @@ class Daemon:
     def _set_readahead(self, st_dev: int) -> None:
         """Let the kernel read ahead in large requests (FUSE's default is 128 KiB, and each
         request is a round trip to this daemon): the mount's backing-dev readahead."""
-        if self.opts.readahead_kb <= 0:
+        if self.opts.readahead <= 0:
             return
         knob = f"/sys/class/bdi/{os.major(st_dev)}:{os.minor(st_dev)}/read_ahead_kb"
         try:
             with open(knob, "w") as f:
-                f.write(f"{self.opts.readahead_kb}\n")
+                f.write(f"{self.opts.readahead}\n")
         except OSError as exc:
             log.warning("could not set the readahead of %s (%s): %s", self.mountpoint, knob, exc)
 
@@ -274,23 +235,16 @@ class Daemon:
                 gone = f"it cannot be inspected ({exc.strerror})"
             if gone:
                 log.error("%s vanished without notice: %s", fs.device.path, gone)
-                await trio.to_thread.run_sync(fs.remove_device)
+                fs.remove_device()
                 return
             fs.check_badblocks()
 
     def summary(self) -> str:
         assert self.fs is not None
         fs = self.fs
-        health = "ok"
-        if fs.health.removed:
-            health = "removed"
-        elif fs.health.failsafe:
-            health = "failsafe"
-        elif fs.health.poisoned:
-            health = f"degraded ({len(fs.health.poisoned)} poisoned ranges)"
         return (
             f"{fs.role}, {fs.namespace.files} files, {fs.namespace.dirs} directories, "
-            f"log {fs.log.next_index}/{fs.log.slots}, health {health}"
+            f"log {fs.log.next_index}/{fs.log.slots}, health {fs.health.summary()}"
         )
 
     def _status_extra(self) -> dict[str, Any]:
@@ -302,8 +256,8 @@ class Daemon:
             "kernel_lookups": sum(self.ops.lookups.values()) if self.ops else 0,
         }
 
-    # -- cache invalidation and removal (may be called from the holder's thread) ---------
-    def _invalidate(self, inos: list[int]) -> None:
+    # -- cache invalidation --------------------------------------------------------------
+    def invalidate(self, inos: list[int]) -> None:
         """Drop cached pages; must not run on the trio thread (a queued read may hold the
         page lock the kernel needs)."""
         if not self._session_open:
@@ -316,30 +270,40 @@ class Daemon:
                     log.warning("could not drop cached pages of inode %d: %s", ino, exc)
 
     async def _invalidate_async(self, inos: list[int]) -> None:
-        await trio.to_thread.run_sync(self._invalidate, inos)
+        await trio.to_thread.run_sync(self.invalidate, inos)
 
-    def _drop_cache(self, inodes: list[Inode] | None) -> None:
-        if self.fs is None:
-            return
-        if inodes is None:
-            inos = [i.ino for i in self.fs.namespace.logged_files()]
-        else:
-            inos = [i.ino for i in inodes]
-        if threading.current_thread() is threading.main_thread():
-            threading.Thread(target=self._invalidate, args=(inos,), daemon=True).start()
-        else:
-            self._invalidate(inos)
 
-    def _drain(self) -> None:
-        """Before the device is unmapped: wait until the trio thread is between requests
-        (in-flight copies are done) and tell the holders of mapped files to let go."""
-        token = self.trio_token
-        if token is None or threading.current_thread() is threading.main_thread():
-            return
+class DaemonFailures:
+    """The daemon's FailureHandler: failures are handled on the event loop (between FUSE
+    requests, so no copy is under way and the namespace holds still), cached pages are
+    dropped from a thread of their own, and removal tells the holders of mapped files."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+
+    def run_in_loop(self, fn: Callable[[], T]) -> T:
+        token = self.daemon.trio_token
+        if token is None:
+            return fn()  # not serving yet (or any more): nothing else runs
         try:
-            trio.from_thread.run(self.control.revoke_mappings, trio_token=token)
+            return trio.from_thread.run_sync(fn, trio_token=token)
         except trio.RunFinishedError:
-            pass
+            return fn()
+        except RuntimeError:  # called on the event loop's own thread
+            return fn()
+
+    def files_poisoned(self, inodes: list[Inode]) -> None:
+        self._invalidate_in_thread([i.ino for i in inodes])
+
+    def device_removing(self) -> None:
+        daemon = self.daemon
+        if daemon.nursery is not None and daemon.control is not None:
+            daemon.nursery.start_soon(daemon.control.revoke_mappings)
+        if daemon.fs is not None:
+            self._invalidate_in_thread([i.ino for i in daemon.fs.namespace.logged_files()])
+
+    def _invalidate_in_thread(self, inos: list[int]) -> None:
+        threading.Thread(target=self.daemon.invalidate, args=(inos,), daemon=True).start()
 
 
 def serve(opts: MountOptions, readiness: Readiness) -> int:

@@ -12,7 +12,6 @@ import functools
 import logging
 import os
 import stat
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -20,15 +19,11 @@ from typing import Any
 import pyfuse3
 
 from famfs_py import omf
+from famfs_py.daemon.options import CACHE_MODES
 from famfs_py.fs.filesystem import Famfs, FsError
 from famfs_py.fs.namespace import Inode
 
 log = logging.getLogger(__name__)
-
-CACHE_MODES = ("auto", "never", "always")
-# testing knob: comma-separated handler names that raise a bug, or `name:sleep=SECONDS` to
-# block the event loop (the trio thread) in that handler before it answers
-FAULT_ENV = "FAMFS_PY_FAULT_INJECT"
 
 
 def guarded(handler: Callable[..., Any]) -> Callable[..., Any]:
@@ -96,36 +91,6 @@ class FamfsOperations(pyfuse3.Operations):
         self._next_fh = 1
         self._times = int(fs.mounted_at * 1e9)
         self._last_read: tuple[Inode, int, int] | None = None
-        for spec in filter(None, os.environ.get(FAULT_ENV, "").split(",")):
-            name, _, how = spec.partition(":")
-            if how.startswith("sleep="):
-                self._inject_stall(name, float(how.removeprefix("sleep=")))
-            else:
-                self._inject_fault(name)
-
-    def _inject_fault(self, name: str) -> None:
-        """Make handler `name` raise an unexpected exception (tests prove it costs one
-        request, not the daemon)."""
-
-        async def broken(*args: Any) -> Any:
-            raise RuntimeError(f"{FAULT_ENV}: fault injected into {name}")
-
-        broken.__name__ = name
-        log.warning("%s: handler %s will fail on every call", FAULT_ENV, name)
-        setattr(self, name, guarded(broken))
-
-    def _inject_stall(self, name: str, seconds: float) -> None:
-        """Make handler `name` block the event loop for `seconds` before answering (tests
-        prove a stuck loop stops the watchdog pings)."""
-        handler = getattr(self, name)
-
-        async def stalled(*args: Any) -> Any:
-            log.warning("%s: %s blocks the event loop for %gs", FAULT_ENV, name, seconds)
-            time.sleep(seconds)
-            return await handler(*args)
-
-        stalled.__name__ = name
-        setattr(self, name, stalled)
 
     # -- attributes ----------------------------------------------------------------------
     def _inode(self, ino: int) -> Inode:

@@ -1,5 +1,6 @@
-"""Talking to systemd: the sd_notify datagram protocol, the daemon's readiness and watchdog as
-systemd sees them, and log lines the journal files at the right priority.
+"""Talking to systemd: the sd_notify datagram protocol, the watchdog interval systemd asks for,
+and log lines the journal files at the right priority (readiness itself, READY=1 and the
+watchdog pings, is famfs_py.daemon.readiness.SystemdReadiness).
 
 No library: a notification is one datagram of `KEY=value` lines sent to $NOTIFY_SOCKET (a path,
 or an abstract name written `@name`); the watchdog interval comes from $WATCHDOG_USEC (for the
@@ -12,9 +13,7 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import Callable, Mapping
-
-import trio
+from collections.abc import Mapping
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +21,6 @@ NOTIFY_SOCKET_ENV = "NOTIFY_SOCKET"
 WATCHDOG_USEC_ENV = "WATCHDOG_USEC"
 WATCHDOG_PID_ENV = "WATCHDOG_PID"
 JOURNAL_STREAM_ENV = "JOURNAL_STREAM"
-STATUS_INTERVAL = 2.0  # seconds between checks whether STATUS= needs refreshing
 
 # syslog priorities (sd-daemon.h SD_ERR, SD_WARNING, ...) by logging level, highest first
 _PRIORITIES = (
@@ -121,74 +119,7 @@ def watchdog_interval(environ: Mapping[str, str] | None = None) -> float | None:
     return interval / 1e6 if interval > 0 else None
 
 
-def _one_line(text: str) -> str:
-    return " ".join(text.split())  # a newline would start another KEY= line
-
-
-def status_text(summary: str) -> str:
-    return f"STATUS=mounted: {_one_line(summary)}"
-
-
-class SystemdReadiness:
-    """`Readiness` for `famfs-py mount --systemd` (Type=notify): READY=1 once the mount answers,
-    STATUS= lines a person can read, STOPPING=1, and - through `supervise`, a task in the
-    daemon's nursery - STATUS= refreshes and WATCHDOG=1 pings. The pings come from the event
-    loop itself, so a stuck loop stops them and systemd's watchdog fires."""
-
-    def __init__(self, status_interval: float = STATUS_INTERVAL) -> None:
-        self.notifier = Notifier(os.environ.get(NOTIFY_SOCKET_ENV))
-        self.watchdog = watchdog_interval()
-        self.status_interval = status_interval
-        # like sd_notify(unset_environment=1): nothing we start may talk for us
-        for name in (NOTIFY_SOCKET_ENV, WATCHDOG_USEC_ENV, WATCHDOG_PID_ENV):
-            os.environ.pop(name, None)
-        self._status: str | None = None
-        self._ready = False
-        self._stopping = False
-        if not self.notifier.enabled:
-            log.info("--systemd: %s is not set; not notifying anyone", NOTIFY_SOCKET_ENV)
-
-    # -- Readiness -----------------------------------------------------------------------
-    def ready(self, summary: str) -> None:
-        self._ready = True
-        self._status = status_text(summary)
-        self.notifier.send("READY=1", self._status)
-        log.info("ready: %s", summary)
-
-    def failed(self, message: str, exit_code: int) -> None:
-        # the one line a user acts on, at error priority; systemd shows STATUS= next to it
-        sys.stderr.write(f"<3>famfs-py mount: {message}\n")
-        sys.stderr.flush()
-        self.notifier.send(f"STATUS=failed: {_one_line(message)}")
-
-    def stopping(self) -> None:
-        if self._stopping:
-            return
-        self._stopping = True
-        self.notifier.send("STOPPING=1", "STATUS=unmounting")
-
-    # -- tasks in the daemon's nursery ---------------------------------------------------
-    async def supervise(self, summary: Callable[[], str]) -> None:
-        """Run while the mount serves: refresh STATUS= and ping the watchdog."""
-        if not self.notifier.enabled:
-            return
-        async with trio.open_nursery() as nursery:
-            if self.watchdog is not None:
-                log.info("watchdog: pinging every %.3gs", self.watchdog / 2)
-                nursery.start_soon(self._ping_watchdog, self.watchdog / 2)
-            nursery.start_soon(self._refresh_status, summary)
-
-    async def _ping_watchdog(self, period: float) -> None:
-        while True:
-            self.notifier.send("WATCHDOG=1")
-            await trio.sleep(period)
-
-    async def _refresh_status(self, summary: Callable[[], str]) -> None:
-        while True:
-            await trio.sleep(self.status_interval)
-            if not self._ready or self._stopping:
-                continue
-            text = status_text(summary())
-            if text != self._status:
-                self._status = text
-                self.notifier.send(text)
+def forget_environment() -> None:
+    """Like sd_notify(unset_environment=1): nothing this process starts may talk for it."""
+    for name in (NOTIFY_SOCKET_ENV, WATCHDOG_USEC_ENV, WATCHDOG_PID_ENV):
+        os.environ.pop(name, None)

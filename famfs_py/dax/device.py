@@ -80,7 +80,12 @@ class DaxDevice:
 
     @property
     def align(self) -> int:
-        return self.sysfs.read_int(self.name, "align")
+        """What every mapping's offset, length and address must be a multiple of (devices of
+        kernels without an `align` attribute map in 2 MiB units)."""
+        try:
+            return self.sysfs.read_int(self.name, "align")
+        except FileNotFoundError:
+            return 2 << 20
 
     @property
     def driver(self) -> str | None:
@@ -108,6 +113,19 @@ class DaxDevice:
     def describe(self) -> str:
         kind = "emulated " if self.emulated else ""
         return f"{kind}device {self.path}"
+
+    def as_daxctl(self) -> dict[str, object]:
+        """The device as `daxctl list` shows it (attributes the kernel lacks are left out)."""
+        out: dict[str, object] = {"chardev": self.name}
+        for key in ("size", "target_node", "align", "numa_node"):
+            try:
+                out[key] = self.sysfs.read_int(self.name, key)
+            except (OSError, ValueError):
+                pass
+        out["mode"] = self.mode
+        if self.driver is None:
+            out["state"] = "disabled"
+        return out
 
 
 def device_in_root(name: str, root: Path) -> DaxDevice:

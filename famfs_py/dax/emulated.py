@@ -149,15 +149,7 @@ def create(
 
 def describe(device: DaxDevice) -> dict[str, object]:
     """daxctl-style JSON object for one device."""
-    out: dict[str, object] = {
-        "chardev": device.name,
-        "size": device.size,
-        "target_node": device.sysfs.read_int(device.name, "target_node"),
-        "align": device.align,
-        "mode": device.mode,
-    }
-    if device.driver is None:
-        out["state"] = "disabled"
+    out = device.as_daxctl()
     if device.emulated:
         out["path"] = device.path
         out["memory"] = os.path.realpath(device.node)

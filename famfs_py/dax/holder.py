@@ -16,13 +16,13 @@ import logging
 import os
 import secrets
 import socket
-import struct
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
+from famfs_py.credentials import peer_credentials
 from famfs_py.dax.device import DaxDevice
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,6 @@ WHOLE_DEVICE = (1 << 64) - 1  # the length a pre-remove notification carries
 HOLDER_LOCK = "holder.lock"
 HOLDER_INFO = "holder"
 DELIVERY_TIMEOUT = 10.0  # seconds a holder's callback may take before the reporter gives up
-_PEERCRED = struct.Struct("3i")
 
 
 class HolderOps(Protocol):
@@ -75,18 +74,68 @@ def device_lock(device: DaxDevice, exclusive: bool) -> Iterator[None]:
         os.close(fd)
 
 
+def mode_hint(device: DaxDevice, mode: str) -> str:
+    """How to put `device` in `mode` (devdax for a real device, famfs for an emulated one)."""
+    if device.emulated:
+        return (
+            f"famfs-py dax reconfigure {device.name} --mode {mode} --root {device.emulation_root}"
+        )
+    return f"daxctl reconfigure-device --mode={mode} {device.name}"
+
+
 def dead_reason(device: DaxDevice) -> str | None:
     """Why the device cannot be used by a filesystem at all (None: it is alive)."""
     if not device.exists():
         return f"{device.describe()} does not exist"
+    usable = "famfs" if device.emulated else "devdax"
     driver = device.driver
     if driver is None:
-        return f"{device.describe()} is disabled (no driver bound)"
+        enable = (
+            mode_hint(device, usable) if device.emulated else f"daxctl enable-device {device.name}"
+        )
+        return f"{device.describe()} is disabled (no driver bound); enable it: {enable}"
     if driver == "kmem":
-        return f"{device.describe()} is in system-ram mode (onlined as memory)"
+        return (
+            f"{device.describe()} is in system-ram mode (onlined as memory); give it back "
+            f"(offline its memory, then {mode_hint(device, usable)})"
+        )
     if device.emulated and not os.path.exists(device.node):
         return f"{device.describe()} has no memory node {device.node}"
     return None
+
+
+def check_mode(device: DaxDevice, *, allow_devdax: bool) -> None:
+    """OSError(EOPNOTSUPP) with the way out, unless famfs-py can map and hold the device in
+    the mode it is in: famfs for an emulated device; devdax (with `allow_devdax`) for a real
+    one, whose famfs mode (fsdev_dax) the kernel does not let userspace map."""
+    driver = device.driver
+    if device.emulated:
+        if driver == "fsdev_dax":
+            return
+        hint = mode_hint(device, "famfs")
+        raise OSError(
+            errno.EOPNOTSUPP, f"{device.describe()} is in {device.mode} mode, not famfs ({hint})"
+        )
+    if driver == "device_dax":
+        if allow_devdax:
+            return
+        raise OSError(
+            errno.EOPNOTSUPP,
+            f"{device.describe()} is in devdax mode: give --devdax to use it (the kernel does "
+            "not stop other processes from mapping a devdax device while famfs-py holds it)",
+        )
+    if driver == "fsdev_dax":
+        raise OSError(
+            errno.EOPNOTSUPP,
+            f"{device.describe()} is in famfs mode (fsdev_dax), whose memory the kernel does "
+            f"not let userspace map; switch it to devdax mode ({mode_hint(device, 'devdax')}, "
+            f"or unbind it from fsdev_dax and bind it to device_dax) and give --devdax",
+        )
+    raise OSError(
+        errno.EOPNOTSUPP,
+        f"{device.describe()} is bound to {driver} ({device.mode} mode), which famfs-py "
+        f"cannot use; switch it to devdax mode ({mode_hint(device, 'devdax')})",
+    )
 
 
 @contextlib.contextmanager
@@ -163,30 +212,27 @@ def claim(
 ) -> Claim:
     """fs_dax_get(): take `device` for `holder`, registering `ops` for memory failures.
 
-    ENODEV: missing, disabled or system-ram. EOPNOTSUPP: bound to a driver other than
-    fsdev_dax (devdax is accepted on a real device only with `allow_devdax`). EBUSY: held.
+    ENODEV: missing, disabled or system-ram. EOPNOTSUPP: a mode famfs-py cannot map and hold
+    (see check_mode: an emulated device must be in famfs mode, a real one in devdax mode,
+    accepted only with `allow_devdax`). EBUSY: held. The messages say how to fix it.
     """
     with alive_guard(device):
-        driver = device.driver
-        if driver != "fsdev_dax":
-            devdax_ok = driver == "device_dax" and allow_devdax and not device.emulated
-            if not devdax_ok:
-                hint = (
-                    "use --devdax to accept a real device in devdax mode"
-                    if driver == "device_dax" and not device.emulated
-                    else "reconfigure it to famfs mode"
-                )
-                raise OSError(
-                    errno.EOPNOTSUPP,
-                    f"{device.describe()} is in {device.mode} mode, not famfs ({hint})",
-                )
+        check_mode(device, allow_devdax=allow_devdax)
+        if not device.emulated:
             log.warning(
                 "%s is in devdax mode: the kernel does not stop other processes from "
                 "mapping it while famfs-py holds it",
                 device.path,
             )
-        device.holder_dir.mkdir(parents=True, exist_ok=True)
-        fd = _lock_file(device.holder_dir / HOLDER_LOCK, create=True)
+        try:
+            device.holder_dir.mkdir(parents=True, exist_ok=True)
+            fd = _lock_file(device.holder_dir / HOLDER_LOCK, create=True)
+        except PermissionError:
+            raise PermissionError(
+                errno.EACCES,
+                f"{device.describe()} cannot be claimed: no permission to write its holder "
+                f"lock in {device.holder_dir} (run as root)",
+            ) from None
         assert fd is not None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -294,15 +340,14 @@ class _FailureListener:
         self._sock.bind("\0" + self.name)
         self._sock.listen(16)
         self._stopping = False
+        self._in_callback = False  # a callback may release the claim (pre-remove) itself
         self._thread = threading.Thread(
             target=self._serve, name=f"holder-{device.name}", daemon=True
         )
         self._thread.start()
 
     def _allowed(self, conn: socket.socket) -> bool:
-        creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
-        _pid, uid, _gid = _PEERCRED.unpack(creds)
-        return uid in (0, os.geteuid())
+        return peer_credentials(conn).uid in (0, os.geteuid())
 
     def _serve(self) -> None:
         while not self._stopping:
@@ -322,11 +367,14 @@ class _FailureListener:
             offset, length, flags = (int(request[k]) for k in ("offset", "length", "flags"))
         except (OSError, ValueError, KeyError, TypeError):
             return
+        self._in_callback = True
         try:
             rc = int(self.ops.notify_failure(offset, length, flags) or 0)
         except Exception:
             log.exception("notify_failure callback failed for %s", self.device.path)
             rc = errno.EIO
+        finally:
+            self._in_callback = False
         with contextlib.suppress(OSError):
             conn.send(json.dumps({"rc": rc}).encode())
 
@@ -335,5 +383,7 @@ class _FailureListener:
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
-        if threading.current_thread() is not self._thread:
+        # a callback that releases the claim (directly, or by another thread it waits for)
+        # must not wait for the thread that runs it: that thread ends once it returns
+        if threading.current_thread() is not self._thread and not self._in_callback:
             self._thread.join(timeout=5)

@@ -247,7 +247,15 @@ class DeviceMemory:
                 f"{device.path} holds {device.size} bytes, less than its alignment "
                 f"({_size(align)}): nothing of it can be mapped",
             )
-        return cls(device.node, size, writable=writable, align=align)
+        try:
+            return cls(device.node, size, writable=writable, align=align)
+        except PermissionError:
+            access = "read/write" if writable else "read"
+            raise PermissionError(
+                errno.EACCES,
+                f"no {access} access to {device.node}: run as root, or give this user access "
+                "to the device (its owner or group)",
+            ) from None
 
     # -- kernel copies -----------------------------------------------------------------------
     def _check(self, offset: int, length: int) -> None:

@@ -27,10 +27,6 @@ class DaxSysfs:
     def devices_dir(self) -> Path:
         return self.root / "bus" / "dax" / "devices"
 
-    @property
-    def drivers_dir(self) -> Path:
-        return self.root / "bus" / "dax" / "drivers"
-
     def device_dir(self, name: str) -> Path:
         return self.devices_dir / name
 

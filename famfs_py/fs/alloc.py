@@ -16,17 +16,10 @@ from famfs_py.omf import Extent
 GiB = 1 << 30
 
 FREE = 0
-USED = 1
 
 
 class NoSpace(Exception):
     """Not enough free allocation units."""
-
-
-@dataclass
-class MarkResult:
-    collisions: int = 0
-    outside: bool = False
 
 
 class BadInterleave(ValueError):
@@ -76,23 +69,18 @@ class Bitmap:
     def free(self) -> int:
         return self.nbits - self.used
 
-    def is_used(self, au: int) -> bool:
-        return self._bits[au] != FREE
-
-    def mark(self, extent: Extent) -> MarkResult:
-        """Mark an extent's AUs used; report AUs that were already used (collisions)."""
+    def mark(self, extent: Extent) -> int:
+        """Mark an extent's AUs used (the part inside the device); returns how many were
+        used already (collisions, also added to `collisions`)."""
         first = extent.offset // self.alloc_unit
-        count = -(-extent.length // self.alloc_unit)
-        result = MarkResult(outside=first + count > self.nbits)
-        last = min(first + count, self.nbits)
+        last = min(first + -(-extent.length // self.alloc_unit), self.nbits)
         if first >= last:
-            return result
+            return 0
         already = (last - first) - self._bits.count(FREE, first, last)
-        result.collisions = already
         self._bits[first:last] = b"\1" * (last - first)
         self.used += (last - first) - already
         self.collisions += already
-        return result
+        return already
 
     def find_free(self, count: int, start: int = 0, end: int | None = None) -> int | None:
         """First index of `count` consecutive free AUs within [start, end), or None."""

@@ -1,9 +1,10 @@
-"""Famfs: one mounted filesystem as the daemon sees it, with no FUSE in sight.
+"""Famfs: one mounted filesystem, the operations a mount serves, with no FUSE in sight.
 
-Opening claims the device (holder ops = this object), maps its memory, checks the superblock
-and log header and replays the log. It serves reads and writes by fmap, creates files and
-directories on the master (allocate, append, publish), follows the log on clients, and keeps
-the health state (failsafe, poison, removal) that memory failures change.
+Opening claims the device, maps its memory, checks the superblock and log header and replays
+the log; then it answers namespace lookups, reads and writes file bytes by fmap, creates on
+the master (allocate, append, publish) and follows the log on clients. What failures do to
+it is recorded in its `Health` (famfs_py.fs.health); what they mean for the kernel's caches
+and for mapped files is the daemon's part, through `FailureHandler`.
 """
 
 from __future__ import annotations
@@ -11,11 +12,11 @@ from __future__ import annotations
 import errno
 import gc
 import logging
-import threading
 import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from famfs_py import omf
 from famfs_py.dax import holder
@@ -23,8 +24,9 @@ from famfs_py.dax.device import DaxDevice
 from famfs_py.dax.memory import DeviceMemory, MemoryFault
 from famfs_py.errors import FamfsError
 from famfs_py.fs.alloc import BadInterleave, Interleave, NoSpace
+from famfs_py.fs.health import Health
 from famfs_py.fs.log import Log, LogFull, ReplayStats, read_log_header, read_superblock
-from famfs_py.fs.namespace import Inode, NamespaceError
+from famfs_py.fs.namespace import Inode, Namespace, NamespaceError
 
 log = logging.getLogger(__name__)
 
@@ -40,18 +42,24 @@ class FsError(FamfsError):
         super().__init__(message, 1, code)
 
 
-@dataclass
-class Health:
-    failsafe: str | None = None  # why metadata is frozen (None: healthy)
-    removed: bool = False  # the device announced removal; data is gone for good
-    poisoned: list[tuple[int, int]] | None = None  # device ranges reported bad
+T = TypeVar("T")
 
-    def as_json(self) -> dict[str, object]:
-        return {
-            "failsafe": self.failsafe,
-            "removed": self.removed,
-            "poisoned": [{"offset": o, "length": n} for o, n in self.poisoned or []],
-        }
+
+class FailureHandler(Protocol):
+    """What the daemon does about failures: where their handling runs, and what it means for
+    the kernel's page cache and for processes that map files."""
+
+    def run_in_loop(self, fn: Callable[[], T]) -> T:
+        """Run `fn` where nothing else changes the namespace (the daemon: its event loop)."""
+        ...
+
+    def files_poisoned(self, inodes: list[Inode]) -> None:
+        """Drop cached pages of these files (their memory went bad)."""
+        ...
+
+    def device_removing(self) -> None:
+        """Before the memory goes: tell processes that map files, drop every cached page."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -88,11 +96,9 @@ class Famfs:
     ) -> None:
         self.device = device
         self.this_host = this_host
-        self.health = Health()
-        self._lock = threading.Lock()  # health changes come from the holder's thread
-        # hooks the daemon sets: wait for in-flight copies; drop cached pages (None: all)
-        self.drain: Callable[[], None] | None = None
-        self.drop_cache: Callable[[list[Inode] | None], None] | None = None
+        self.health = Health(device.path)  # before the claim: failures may come at once
+        self.failures: FailureHandler | None = None  # the daemon's, once it serves
+        self._opened = False
         try:
             self.claim = holder.claim(device, holder_name, self, allow_devdax=allow_devdax)
         except OSError as exc:
@@ -162,8 +168,13 @@ class Famfs:
                 gc.enable()
         gc.freeze()
         self._after_replay(stats)
-        for offset, length in self.device.badblocks():  # poison persists across mounts
-            self.poison_range(offset, length, "badblocks")
+        self._opened = True
+        for offset, length in self.health.poisoned:  # reported while opening
+            self._apply_poison(offset, length, "notify_failure")
+        self.check_badblocks()  # poison persists across mounts
+        if self.health.removed:
+            self.mem.close()
+            raise FsError(errno.ENODEV, f"{self.device.path} is being removed")
         log.info(
             "%s: %s of famfs %s, %d files, %d directories, log %d/%d",
             self.device.path,
@@ -185,29 +196,24 @@ class Famfs:
 
     # -- log -----------------------------------------------------------------------------
     def _after_replay(self, stats: ReplayStats) -> None:
-        if stats.stopped_at is not None and not self.health.failsafe:
-            self._go_failsafe(f"log entry {stats.stopped_at} is corrupt; replay stopped there")
+        if stats.stopped_at is not None:
+            self.health.go_failsafe(
+                f"log entry {stats.stopped_at} is corrupt; replay stopped there"
+            )
 
     def follow(self) -> ReplayStats:
         """Apply entries the master appended since the last look (clients)."""
         try:
             stats = self.log.replay()
         except MemoryFault as exc:
-            self._go_failsafe(f"the log cannot be read ({exc})")
+            self.health.go_failsafe(f"the log cannot be read ({exc})")
             return ReplayStats()
         self._after_replay(stats)
         return stats
 
-    def _go_failsafe(self, reason: str) -> None:
-        with self._lock:
-            if self.health.failsafe:
-                return
-            self.health.failsafe = reason
-        log.error("%s: failsafe: %s; metadata is frozen", self.device.path, reason)
-
     # -- namespace -----------------------------------------------------------------------
     @property
-    def namespace(self):  # -> Namespace
+    def namespace(self) -> Namespace:
         return self.log.namespace
 
     def lookup_path(self, relpath: str) -> Inode:
@@ -236,7 +242,7 @@ class Famfs:
         except LogFull as exc:
             raise FsError(errno.ENOSPC, f"{exc}; no more files can be created") from None
         except MemoryFault as exc:
-            self._go_failsafe(f"the log cannot be written ({exc})")
+            self.health.go_failsafe(f"the log cannot be written ({exc})")
             raise FsError(errno.EIO, f"the log cannot be written: {exc}") from None
         self.log.next_index = index + 1
         return self.namespace.add(index, payload)
@@ -341,12 +347,8 @@ class Famfs:
     def _check_data(self, inode: Inode, offset: int, length: int) -> None:
         if self.health.removed:
             raise FsError(errno.EIO, "the device was removed")
-        poisoned = self.health.poisoned
-        if poisoned and inode.filemap is not None:
-            for dev, n in inode.filemap.ranges(offset, length):
-                for bad_off, bad_len in poisoned:
-                    if dev < bad_off + bad_len and bad_off < dev + n:
-                        raise FsError(errno.EIO, f"{inode.name}: memory error in its data")
+        if inode.filemap is not None and self.health.hits(inode.filemap.ranges(offset, length)):
+            raise FsError(errno.EIO, f"{inode.name}: memory error in its data")
 
     def check_data_available(self, inode: Inode) -> None:
         """EIO if any of the file's data is poisoned or the device is gone."""
@@ -419,7 +421,7 @@ class Famfs:
             raise FsError(errno.EIO, str(exc)) from None
         return length
 
-    # -- memory failures (holder ops) ----------------------------------------------------
+    # -- memory failures ---------------------------------------------------------------
     def _record_fault(self, exc: MemoryFault, source: str) -> None:
         """A kernel copy faulted at exc.offset: poison that page."""
         self.poison_range(exc.offset - exc.offset % PAGE, PAGE, source)
@@ -457,7 +459,7 @@ class Famfs:
 
     def check_badblocks(self) -> None:
         """Poison ranges that appeared in the device's badblocks since the last look."""
-        known = set(self.health.poisoned or [])
+        known = set(self.health.poisoned)
         for offset, length in self.device.badblocks():
             if (offset, length) not in known:
                 self.poison_range(offset, length, "badblocks")
@@ -474,16 +476,15 @@ class Famfs:
         return hit
 
     def poison_range(self, offset: int, length: int, source: str) -> list[Inode]:
-        """Record a bad device range; metadata damage makes the mount failsafe."""
-        with self._lock:
-            current = list(self.health.poisoned or [])
-            if (offset, length) in current:
-                return []
-            current.append((offset, length))
-            self.health.poisoned = current
-        meta_end = self.sb.log_offset + self.sb.log_len
-        if offset < meta_end:
-            self._go_failsafe(f"memory error in the superblock or log at {offset:#x}")
+        """Record a bad device range (the files it hits fail with EIO from now on; metadata
+        damage makes the mount failsafe). Returns the files hit, if it was new."""
+        if not self.health.poison(offset, length) or not self._opened:
+            return []  # known already, or applied once opening has read the superblock
+        return self._apply_poison(offset, length, source)
+
+    def _apply_poison(self, offset: int, length: int, source: str) -> list[Inode]:
+        if offset < self.sb.log_offset + self.sb.log_len:
+            self.health.go_failsafe(f"memory error in the superblock or log at {offset:#x}")
         hit = self.files_in_range(offset, length)
         names = ", ".join(self.namespace.path_of(i.ino) for i in hit) or "no file"
         log.error(
@@ -494,30 +495,36 @@ class Famfs:
             source,
             names,
         )
-        if hit and self.drop_cache is not None:
-            self.drop_cache(hit)
+        if hit and self.failures is not None:
+            self.failures.files_poisoned(hit)
         return hit
 
     def notify_failure(self, offset: int, length: int, flags: int) -> int:
-        """The holder callback (runs on the holder's listener thread)."""
+        """The holder callback (holder_operations.notify_failure). It comes on the holder's
+        listener thread; the handling runs where the daemon says (its event loop)."""
+        failures = self.failures
+        if failures is None:
+            return self.handle_failure(offset, length, flags)
+        return failures.run_in_loop(lambda: self.handle_failure(offset, length, flags))
+
+    def handle_failure(self, offset: int, length: int, flags: int) -> int:
         if flags & holder.MF_MEM_PRE_REMOVE:
             self.remove_device()
-            return 0
-        self.poison_range(offset, length, f"notify_failure flags {flags:#x}")
+        else:
+            self.poison_range(offset, length, f"notify_failure flags {flags:#x}")
         return 0
 
     def remove_device(self) -> None:
-        """The device is going away: fail data at once, unmap, release the claim."""
-        with self._lock:
-            if self.health.removed:
-                return
-            self.health.removed = True
+        """The device is going away: data access fails from now on, processes that map files
+        are told, the memory is unmapped and the claim released; the namespace stays until
+        unmounted."""
+        if not self.health.mark_removed():
+            return
         log.error("%s: device is being removed; data access stops now", self.device.path)
-        if self.drain is not None:
-            self.drain()  # copies already under way finish; new ones see `removed`
-        self.mem.revoke()
-        if self.drop_cache is not None:
-            self.drop_cache(None)
+        if self._opened:
+            if self.failures is not None:
+                self.failures.device_removing()
+            self.mem.revoke()
         self.claim.release()
         log.error("%s: unmapped and released; the mount stays until unmounted", self.device.path)
 
@@ -537,20 +544,16 @@ class Famfs:
         space = self.space()
         info = holder.holder_info(self.device) if not self.health.removed else None
         poisoned = []
-        for offset, length in self.health.poisoned or []:
+        for offset, length in self.health.poisoned:
             files = [self.namespace.path_of(i.ino) for i in self.files_in_range(offset, length)]
             poisoned.append({"offset": offset, "length": length, "files": files})
-        health = "ok"
-        if self.health.removed:
-            health = "removed"
-        elif self.health.failsafe:
-            health = "failsafe"
-        elif poisoned:
-            health = "degraded"
         return {
             "role": self.role,
             "device": self.device.path,
             "device_mode": self.device.mode if self.device.exists() else "removed",
+            "device_align": self.mem.align,
+            "device_size": self.device.size if self.device.exists() else self.sb.dev_size,
+            "numa_node": self.device.as_daxctl().get("numa_node") if self.device.exists() else None,
             "emulated": self.device.emulated,
             "holder_pid": info.get("pid") if info else None,
             "fs_uuid": str(self.sb.fs_uuid),
@@ -561,12 +564,16 @@ class Famfs:
             "log": {"used": space.log_used, "slots": space.log_slots},
             "capacity": {"size": space.size, "allocated": space.allocated, "free": space.free},
             "writable_data": self.writable,
-            "health": health,
-            "failsafe": self.health.failsafe,
-            "removed": self.health.removed,
+            **self.health.as_json(),
             "poisoned": poisoned,
         }
 
     def close(self) -> None:
         self.claim.release()
         self.mem.close()
+
+    def __enter__(self) -> Famfs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

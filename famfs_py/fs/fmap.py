@@ -100,10 +100,6 @@ class FileMap:
             return self._flatten(self.size)
         return self._pieces
 
-    @property
-    def contiguous(self) -> bool:
-        return len(self.pieces) == 1
-
     def ranges(self, offset: int, length: int) -> Iterator[tuple[int, int]]:
         """(device offset, length) ranges for file bytes [offset, offset+length), clipped to
         the file size."""
@@ -140,11 +136,6 @@ class FileMap:
             offset += take
         if pending:
             yield pending
-
-    def device_offset(self, offset: int) -> int:
-        """Device offset of file byte `offset` (which must be inside the file)."""
-        dev, _ = next(self.ranges(offset, 1))
-        return dev
 
 
 def _interleaved_capacity(fmap: InterleavedFmap) -> int:

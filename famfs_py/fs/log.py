@@ -10,10 +10,7 @@ Entries whose path or extents are unusable are counted as bad and skipped.
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from famfs_py import omf
@@ -24,39 +21,6 @@ from famfs_py.fs.namespace import Inode, Namespace, NamespaceError
 log = logging.getLogger(__name__)
 
 RETRY_DELAY = 0.005  # seconds before re-reading an entry that failed its CRC
-
-# Crash tests only: FAMFS_PY_CRASH_AT=STEP[:N] SIGKILLs this process at STEP of its N-th
-# append (default the first), leaving device memory as a power cut there would: before-entry,
-# mid-entry (half the entry written), after-entry (entry written, not committed), mid-header
-# (next_seqnum bumped, next_index not) or after-header (committed). Read once, at import.
-CRASH_ENV = "FAMFS_PY_CRASH_AT"
-CRASH_STEPS = ("before-entry", "mid-entry", "after-entry", "mid-header", "after-header")
-
-
-def _crash_plan() -> tuple[str, int] | None:
-    raw = os.environ.get(CRASH_ENV)
-    if not raw:
-        return None
-    step, _, nth = raw.partition(":")
-    if step not in CRASH_STEPS or not (nth or "1").isdigit():
-        log.warning("%s=%r ignored: expected STEP[:N], STEP one of %s", CRASH_ENV, raw, CRASH_STEPS)
-        return None
-    return step, int(nth or 1)
-
-
-_CRASH = _crash_plan()
-_appends = 0  # appends this process has started
-
-
-def _crash_at(step: str, partial: Callable[[], object] | None = None) -> None:
-    """Die here if FAMFS_PY_CRASH_AT names this step of this append (after writing what a
-    power cut would leave half-written)."""
-    if (step, _appends) != _CRASH:
-        return
-    if partial is not None:
-        partial()
-    log.critical("%s: killed at %s of append %d", CRASH_ENV, step, _appends)
-    os.kill(os.getpid(), signal.SIGKILL)
 
 
 class LogFull(Exception):
@@ -75,7 +39,6 @@ class BadEntry:
 
 @dataclass
 class ReplayStats:
-    applied: int = 0  # entries examined
     files: int = 0
     dirs: int = 0
     sum_file_sizes: int = 0
@@ -188,7 +151,6 @@ class Log:
         stats.bad.append(bad)
 
     def _apply(self, index: int, entry: omf.LogEntry, stats: ReplayStats) -> None:
-        stats.applied += 1
         payload = entry.payload
         if isinstance(payload, omf.AddDaxdevMeta):
             return  # multi-device famfs is future work upstream too
@@ -238,19 +200,12 @@ class Log:
             raise RuntimeError(f"log has {index} entries but {self.next_index} were replayed")
         if index >= self.header.slots:
             raise LogFull(f"the log is full ({self.header.slots} entries)")
-        global _appends
-        _appends += 1
         raw = omf.LogEntry.new(index, payload).pack()
         where = self.sb.log_offset + omf.entry_offset(index)
         counters = omf.pack_counters(index + 1, index + 1)
         counters_at = self.sb.log_offset + omf.COUNTERS_OFFSET
-        _crash_at("before-entry")
-        _crash_at("mid-entry", lambda: self.mem.write(where, raw[: len(raw) // 2]))
         self.mem.write(where, raw)
-        _crash_at("after-entry")
-        _crash_at("mid-header", lambda: self.mem.write(counters_at, counters[:8]))
         self.mem.write(counters_at, counters)
-        _crash_at("after-header")
         return index
 
     @property

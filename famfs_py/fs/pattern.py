@@ -7,11 +7,14 @@ from __future__ import annotations
 import sys
 import threading
 from collections.abc import Iterator
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 # numpy is a dependency for this module: stepping thousands of generators at once as uint64
 # array operations fills or checks about 1 GB/s; a Python loop over words manages about 1 MB/s.
 import numpy as np
+
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
 # The pattern (upstream's xrand_init / xrand64): the seed's low 32 bits start splitmix64, whose
 # first two outputs are the state (s0, s1) of xoroshiro128+ in its original 2016 form (rotations
@@ -350,7 +353,7 @@ def _check_args(seed: int, offset: int) -> int:
     return pattern_seed(seed)
 
 
-def fill(buf: bytearray | memoryview | np.ndarray, seed: int, offset: int) -> None:
+def fill(buf: Buffer, seed: int, offset: int) -> None:
     """Write the pattern of `seed` for file bytes [offset, offset + nbytes) into `buf`, any
     writable C-contiguous buffer of nbytes bytes (a bytearray, a writable memoryview or mmap,
     a numpy array of any dtype). Scratch memory: about 5 MiB, whatever the size of `buf`."""
@@ -379,9 +382,7 @@ def pattern_bytes(seed: int, offset: int, length: int) -> bytearray:
     return out
 
 
-def first_mismatch(
-    data: bytes | bytearray | memoryview | np.ndarray, seed: int, offset: int
-) -> int | None:
+def first_mismatch(data: Buffer, seed: int, offset: int) -> int | None:
     """The file offset of the first byte of `data` (file bytes [offset, offset + nbytes))
     that differs from the pattern of `seed`, or None if every byte matches.
 

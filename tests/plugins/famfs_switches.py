@@ -1,0 +1,185 @@
+"""Test-only switches for famfs-py processes the tests start: crash points in the log append
+and faults in FUSE handlers. They patch the library from outside (the library has no such
+switches); sitecustomize.py in this directory installs them when their variables are set.
+
+FAMFS_PY_TEST_CRASH_AT=STEP[:N]
+    SIGKILL the process at STEP of its N-th log append (default the first), leaving device
+    memory as a power cut there would: before-entry, mid-entry (half the entry written),
+    after-entry (entry written, not committed), mid-header (next_seqnum bumped, next_index
+    not) or after-header (committed).
+FAMFS_PY_TEST_FAULT=NAME[:sleep=SECONDS][,...]
+    make FUSE handler NAME raise an unexpected exception (the daemon must answer EIO and go
+    on), or with sleep=, block the event loop that long before answering (the watchdog must
+    notice).
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import importlib.util
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+CRASH_ENV = "FAMFS_PY_TEST_CRASH_AT"
+FAULT_ENV = "FAMFS_PY_TEST_FAULT"
+CRASH_STEPS = ("before-entry", "mid-entry", "after-entry", "mid-header", "after-header")
+
+log = logging.getLogger("famfs_switches")
+
+
+def parse_crash(raw: str) -> tuple[str, int] | None:
+    step, _, nth = raw.partition(":")
+    if step not in CRASH_STEPS or not (nth or "1").isdigit():
+        print(
+            f"{CRASH_ENV}={raw!r} ignored: expected STEP[:N], STEP one of {CRASH_STEPS}",
+            file=sys.stderr,
+        )
+        return None
+    return step, int(nth or 1)
+
+
+def parse_faults(raw: str) -> list[tuple[str, float | None]]:
+    out = []
+    for spec in filter(None, raw.split(",")):
+        name, _, how = spec.partition(":")
+        out.append((name, float(how.removeprefix("sleep=")) if how.startswith("sleep=") else None))
+    return out
+
+
+# -- patching a module when it is first imported ----------------------------------------------
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Runs `patch(module)` right after `name` is imported, wherever the import comes from."""
+
+    def __init__(self, name: str, patch: Callable[[Any], None]) -> None:
+        self.name, self.patch = name, patch
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> Any:
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None:
+            return spec
+        loader, patch = spec.loader, self.patch
+
+        class Patched(importlib.abc.Loader):
+            def create_module(self, spec: Any) -> Any:
+                return loader.create_module(spec)
+
+            def exec_module(self, module: Any) -> None:
+                loader.exec_module(module)
+                patch(module)
+
+        spec.loader = Patched()
+        return spec
+
+
+def _when_imported(name: str, patch: Callable[[Any], None]) -> None:
+    if name in sys.modules:
+        patch(sys.modules[name])
+    else:
+        sys.meta_path.insert(0, _AfterImport(name, patch))
+
+
+# -- crash points -----------------------------------------------------------------------------
+class _CrashingMemory:
+    """Stands in for the log's device memory during the planned append: the entry is the
+    first write, the header's counters the second; dies at the planned step."""
+
+    def __init__(self, mem: Any, step: str) -> None:
+        self._mem, self._step, self._writes = mem, step, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._mem, name)
+
+    def _die(self) -> None:
+        print(f"{CRASH_ENV}: killed at {self._step}", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def write(self, offset: int, data: bytes) -> None:
+        self._writes += 1
+        first = self._writes == 1
+        step = self._step
+        if first and step == "before-entry":
+            self._die()
+        if (first and step == "mid-entry") or (not first and step == "mid-header"):
+            self._mem.write(offset, data[: 8 if not first else len(data) // 2])
+            self._die()
+        self._mem.write(offset, data)
+        if (first and step == "after-entry") or (not first and step == "after-header"):
+            self._die()
+
+
+def install_crash(step: str, nth: int) -> None:
+    def patch(module: Any) -> None:
+        original = module.Log.append
+        appends = [0]
+
+        def append(self: Any, payload: Any) -> int:
+            appends[0] += 1
+            if appends[0] != nth:
+                return original(self, payload)
+            real, self.mem = self.mem, _CrashingMemory(self.mem, step)
+            try:
+                return original(self, payload)
+            finally:
+                self.mem = real
+
+        module.Log.append = append
+
+    _when_imported("famfs_py.fs.log", patch)
+
+
+# -- faults in FUSE handlers ------------------------------------------------------------------
+def install_faults(faults: list[tuple[str, float | None]]) -> None:
+    def patch(module: Any) -> None:
+        cls = module.FamfsOperations
+        for name, seconds in faults:
+            handler = getattr(cls, name)
+            if seconds is None:
+
+                async def broken(*args: Any, _name: str = name) -> Any:
+                    raise RuntimeError(f"{FAULT_ENV}: fault injected into {_name}")
+
+                broken.__name__ = name
+                setattr(cls, name, module.guarded(broken))
+            else:
+
+                async def stalled(
+                    *args: Any, _handler: Any = handler, _s: float = seconds, _n: str = name
+                ) -> Any:
+                    log.warning("%s: %s blocks the event loop for %gs", FAULT_ENV, _n, _s)
+                    time.sleep(_s)
+                    return await _handler(*args)
+
+                stalled.__name__ = name
+                setattr(cls, name, stalled)
+
+    _when_imported("famfs_py.daemon.operations", patch)
+
+
+def install_from_environment() -> None:
+    crash = os.environ.get(CRASH_ENV)
+    if crash:
+        plan = parse_crash(crash)
+        if plan is not None:
+            install_crash(*plan)
+    faults = os.environ.get(FAULT_ENV)
+    if faults:
+        install_faults(parse_faults(faults))
+
+
+def chain_sitecustomize(this_file: str) -> None:
+    """Run the next sitecustomize on sys.path (Debian's python has one)."""
+    here = os.path.dirname(os.path.abspath(this_file))
+    others = [p for p in sys.path if os.path.abspath(p or ".") != here]
+    spec = importlib.machinery.PathFinder.find_spec("sitecustomize", others)
+    if spec is not None and spec.loader is not None:
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)

@@ -1,0 +1,173 @@
+"""The daemon's two adapters called in this process, under trio, with no mount: the pyfuse3
+handlers (FamfsOperations) and the control server's answers, including its authorization
+table for an unprivileged caller. Part of the model tier (no /dev/fuse needed)."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import types
+import uuid
+
+import pyfuse3
+import pytest
+import trio
+from helpers import MASTER_UUID, GiB, MiB
+
+from famfs_py import protocol
+from famfs_py.credentials import Credentials
+from famfs_py.daemon.control import ControlServer, Rule
+from famfs_py.daemon.operations import FamfsOperations
+from famfs_py.dax import emulated
+from famfs_py.fs.filesystem import Famfs
+from famfs_py.fs.mkfs import mkfs
+from famfs_py.fs.namespace import META_INO, ROOT_INO
+
+pytestmark = pytest.mark.model
+
+ROOT = Credentials(os.getpid(), 0, 0)
+NOBODY = Credentials(os.getpid(), 65534, 65534)
+CTX = pyfuse3.RequestContext()
+
+
+@pytest.fixture
+def fs(tmp_path):
+    device = emulated.create("dax0.0", 4 * GiB, tmp_path)
+    mkfs(device, system_uuid=uuid.UUID(MASTER_UUID))
+    famfs = Famfs(device, this_host=uuid.UUID(MASTER_UUID))
+    yield famfs
+    famfs.close()
+    emulated.remove(device)
+
+
+@pytest.fixture
+def ops(fs):
+    return FamfsOperations(fs, cache="auto")
+
+
+async def _fuse_errno(call) -> int:
+    with pytest.raises(pyfuse3.FUSEError) as info:
+        await call
+    return info.value.errno
+
+
+async def test_lookup_getattr_open_read_write_release(fs, ops):
+    inode, _ = fs.create_file("f", MiB, 0o640, 7, 8)
+    attr = await ops.lookup(ROOT_INO, b"f", CTX)
+    assert (attr.st_ino, attr.st_size, attr.st_uid, attr.st_gid) == (inode.ino, MiB, 7, 8)
+    assert (await ops.getattr(META_INO, CTX)).st_ino == META_INO
+    info = await ops.open(inode.ino, os.O_RDWR, CTX)
+    assert await ops.write(info.fh, 10, b"hello") == 5
+    assert bytes(await ops.read(info.fh, 8, 9)) == b"\0\0hello\0\0"
+    await ops.release(info.fh)
+    assert ops.handles == {}
+    assert await _fuse_errno(ops.lookup(ROOT_INO, b"missing", CTX)) == errno.ENOENT
+
+
+async def test_what_the_log_cannot_record_is_refused(fs, ops):
+    inode, _ = fs.create_file("f", MiB, 0o644, 0, 0)
+    assert await _fuse_errno(ops.create(ROOT_INO, b"new", 0o644, os.O_RDWR, CTX)) == errno.EPERM
+    assert await _fuse_errno(ops.unlink(ROOT_INO, b"f", CTX)) == errno.EPERM
+    assert await _fuse_errno(ops.open(inode.ino, os.O_RDWR | os.O_TRUNC, CTX)) == errno.EPERM
+    # pyfuse3's SetattrFields cannot be filled from Python: what the kernel would send
+    fields = types.SimpleNamespace(
+        update_size=True, update_mode=False, update_uid=False, update_gid=False
+    )
+    attr = await ops.getattr(inode.ino, CTX)
+    attr.st_size = 2 * MiB
+    assert await _fuse_errno(ops.setattr(inode.ino, attr, fields, None, CTX)) == errno.EPERM
+
+
+async def test_a_handler_bug_answers_eio(fs, ops, monkeypatch):
+    inode, _ = fs.create_file("f", MiB, 0o644, 0, 0)
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(fs, "read", broken)
+    info = await ops.open(inode.ino, os.O_RDONLY, CTX)
+    assert await _fuse_errno(ops.read(info.fh, 0, 10)) == errno.EIO
+    assert (await ops.getattr(inode.ino, CTX)).st_size == MiB  # the others still work
+
+
+async def test_statfs_reports_the_models_space(fs, ops):
+    fs.create_file("f", 5 * MiB, 0o644, 0, 0)
+    data = await ops.statfs(CTX)
+    space = fs.space()
+    assert data.f_bsize == space.alloc_unit and data.f_blocks == space.units
+    assert data.f_bfree == space.free_units and data.f_ffree == space.log_slots - space.log_used
+
+
+# -- the control server ----------------------------------------------------------------------
+@pytest.fixture
+def control(fs):
+    invalidated: list[list[int]] = []
+
+    async def invalidate(inos: list[int]) -> None:
+        invalidated.append(inos)
+
+    server = ControlServer(fs, "/nowhere", lambda: {"daemon_pid": 1}, invalidate)
+    server.invalidated = invalidated  # type: ignore[attr-defined]
+    yield server
+    server.close()
+
+
+async def _ask(control, request: protocol.Request, caller=ROOT) -> dict:
+    payload, fds, _watch = await control.answer(request.encode(), caller)
+    for fd in fds:
+        os.close(fd)
+    return json.loads(payload)
+
+
+async def test_every_op_has_a_rule_and_owner_ops_refuse_others(fs, control):
+    assert set(control.ops) == set(protocol.REQUESTS.values())
+    fs.create_file("public", MiB, 0o644, 0, 0)
+    requests = {
+        protocol.Mkdir: protocol.Mkdir("d"),
+        protocol.Creat: protocol.Creat("f", 4096),
+        protocol.Clone: protocol.Clone("public", "c"),
+        protocol.Device: protocol.Device(),
+    }
+    for cls, (rule, _handler) in control.ops.items():
+        if rule is Rule.OWNER:
+            reply = await _ask(control, requests[cls], NOBODY)
+            assert reply["ok"] is False and reply["errno"] == errno.EPERM, (cls, reply)
+    assert (await _ask(control, protocol.Status(), NOBODY))["ok"]
+    assert (await _ask(control, protocol.Map("public"), NOBODY))["ok"]
+
+
+async def test_requests_change_the_model_and_answer_with_maps(fs, control):
+    reply = await _ask(control, protocol.Mkdir("a/b", parents=True))
+    assert reply == {"ok": True, "created": ["a", "a/b"]}
+    reply = await _ask(control, protocol.Creat("a/b/f", 3 * MiB, 0o600))
+    grant = protocol.FileMapReply.from_fields(reply)
+    assert grant.created and grant.size == 3 * MiB and grant.path == "a/b/f"
+    again = protocol.FileMapReply.from_fields(await _ask(control, protocol.Getmap("a/b/f")))
+    assert again.fmap == grant.fmap and not again.created
+    payload, fds, watch = await control.answer(protocol.Map("a/b/f", watch=True).encode(), ROOT)
+    try:
+        assert watch and len(fds) == 1 and json.loads(payload)["align"] == 2 * MiB
+    finally:
+        for fd in fds:
+            os.close(fd)
+    await _ask(control, protocol.Invalidate("a/b/f"))
+    assert control.invalidated == [[fs.namespace.resolve("a/b/f").ino]]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [b"", b"{", b"[]", b'{"op": "nope"}', b'{"op": "creat", "size": "x", "path": "f"}',
+     b'{"op": "creat", "path": "../x", "size": 1}', b'{"op": "mkdir", "bogus": 1}'],
+)  # fmt: skip
+async def test_malformed_requests_are_answered_einval(control, payload):
+    reply_bytes, fds, _ = await control.answer(payload, ROOT)
+    reply = json.loads(reply_bytes)
+    assert fds == () and reply["ok"] is False and reply["errno"] == errno.EINVAL, reply
+
+
+async def test_an_fsck_through_the_daemon_runs_off_the_event_loop(fs, control):
+    fs.create_file("f", MiB, 0o644, 0, 0)
+    with trio.fail_after(30):
+        reply = await _ask(control, protocol.Fsck(verbose=True))
+    assert reply["report"]["files"] == 1 and reply["report"]["problems"] == 0
