@@ -8,11 +8,10 @@ import json
 import os
 import re
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
-from conftest import BIN, REPO, Host, Result, assert_no_traceback
+from helpers import BIN, REPO, Host, Result, assert_no_traceback, wait_until
 
 from famfs_py import pcq
 
@@ -31,13 +30,6 @@ def two_hosts(pair, mounts, tmp_path):
     mmp = mounts.mount(master, tmp_path / "mnt-master")
     cmp_ = mounts.mount(client, tmp_path / "mnt-client", "--rw")
     return master, client, mmp, cmp_
-
-
-def _wait_for(predicate, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
 
 
 def _counts(result: Result) -> dict[str, int]:
@@ -184,7 +176,7 @@ def test_messages_between_two_hosts_none_lost_duplicated_or_corrupt(
 ):
     master, client, mmp, cmp_ = two_hosts
     _pcq(master, "--create", "-b", "1024", "-n", "1024", mmp / "q")
-    _wait_for(lambda: (cmp_ / "q").exists() and (cmp_ / "q.consumer").exists())
+    wait_until(lambda: (cmp_ / "q").exists() and (cmp_ / "q.consumer").exists(), 10, "the queue")
     sender, sender_mp = (master, mmp) if producer_on == "master" else (client, cmp_)
     receiver, receiver_mp = (client, cmp_) if producer_on == "master" else (master, mmp)
     status = tmp_path / "status"
@@ -216,7 +208,7 @@ def test_a_consumer_on_a_client_without_rw_is_told_why(pair, mounts, tmp_path):
     mmp = mounts.mount(master, tmp_path / "m1")
     cmp_ = mounts.mount(client, tmp_path / "m2")
     _pcq(master, "--create", "-b", "1024", "-n", "16", mmp / "q")
-    _wait_for(lambda: (cmp_ / "q.consumer").exists())
+    wait_until(lambda: (cmp_ / "q.consumer").exists(), 10, "the queue on the client")
     refused = _pcq(client, "--consumer", "-N", "1", cmp_ / "q", expect=1)
     assert "--rw" in refused.stderr
     assert "contains 0 messages" in _pcq(client, "--info", cmp_ / "q").stdout

@@ -211,7 +211,7 @@ def run(args: argparse.Namespace) -> int:
 def _drain(args: argparse.Namespace, flush: bool) -> int:
     from famfs_py import pcq
 
-    stats, errors = pcq.Stats(), []
+    stats, errors = pcq.Stats(), list[str]()
     print(f"pcq:    {args.queue}")
     pcq.run_consumer(
         args.queue,

@@ -32,7 +32,7 @@ from typing import Any
 try:
     from famfs_py.dax import _fcc
 except ImportError as exc:  # the extension was not built: say so on first use
-    _fcc = None
+    _fcc = None  # type: ignore[assignment]
     _IMPORT_ERROR: str | None = str(exc)
 else:
     _IMPORT_ERROR = None
@@ -186,7 +186,7 @@ def counters() -> dict[str, dict[str, dict[str, int]]]:
         return out
     names = _fcc.features()
     for op, insn, calls, nbytes, lines in _fcc.counters():
-        out[OPERATIONS[op]][names[insn]] = {"calls": calls, "bytes": nbytes, "lines": lines}
+        out[OPERATIONS[op]][str(names[insn])] = {"calls": calls, "bytes": nbytes, "lines": lines}
     return out
 
 
