@@ -1,9 +1,15 @@
-"""The "flush" group: what cache flushing costs, measured with it on and off in the same
-round, and pcq's message rate and one-way latency between two simulated hosts.
+"""The "flush" group: what CPU cache flushing costs, each case measured with it on and off
+in the same round (the order alternating by round, so that the ratios on/off compare like
+with like on this shared machine), and pcq's message rate and one-way latency between two
+simulated hosts for a few bucket sizes.
 
-Two hosts share one emulated device: the master (the benchmark's host) and a client mounted
---rw. Each round measures every case with flushing on, then off (the order alternates by
-round), so that the ratios "on / off" compare like with like on this shared machine.
+- log append: `Log.append` in this process (the entry, then the header; flushing adds one
+  flush of each), on a device of its own opened with `Famfs(flush=...)`;
+- cp: `famfs-py cp` of one large file from tmpfs over an existing file of the same size, into
+  a mount `-o flush=on|off` (first touch of the memory done while preparing);
+- follow: a client's latency from the master's creat reply until the file is visible on the
+  client (`--follow-interval 0.01`: the client looks at the log every 10 ms);
+- pcq: producer on the master, consumer on a client `--rw`, flush on against --dontflush.
 """
 
 from __future__ import annotations
@@ -48,17 +54,22 @@ class FlushGroup:
         env = self.env
         size = 4 * GiB
         env.dax_create("dax5.0", size)
+        env.dax_create("dax6.0", size)
+        env.host.cli("mkfs", "-f", "-l", "64m", "dax6.0")  # room for every round's appends
         self.client = Host(env.base / "client", env.host.log_dir, CLIENT_UUID)
         self.client.root.mkdir(exist_ok=True)
         self.client.cli("dax", "create", "dax5.0", "--share", str(env.host.root / "dev/dax5.0"))
         env.stack.callback(self.client.cli, "dax", "remove", "dax5.0", check=False)
         env.host.cli("mkfs", "-f", "dax5.0")
         self.prepared = True
+        with self.pair("off") as pair:  # the cp targets, their memory touched once
+            for mode in ("on", "off"):
+                env.host.cli("cp", str(self.bench.t_read), str(pair.mmp / f"cp-{mode}"))
 
     @contextlib.contextmanager
     def pair(self, flush: str) -> Iterator[Pair]:
         env = self.env
-        opts = ["-o", f"flush={flush}"]
+        opts = ["-o", f"flush={flush}", "--follow-interval", "0.01"]
         with (
             env.famfs_mount("dax5.0", f"flush-master-{flush}", "auto", args=opts) as mm,
             env.famfs_mount(
@@ -70,7 +81,54 @@ class FlushGroup:
     def run(self, r: int) -> None:
         if not self.prepared:
             self.prepare()
+        modes = ["on", "off"] if r % 2 == 0 else ["off", "on"]
+        for mode in modes:
+            self._log_append(r, mode)
+        for mode in modes:
+            with self.pair(mode) as pair:
+                self._cp(pair, mode)
+                self._follow(pair, r, mode)
         self._pcq(r)
+
+    # -- the filesystem's own flushes ----------------------------------------------------
+    def _log_append(self, r: int, mode: str) -> None:
+        import uuid
+
+        from famfs_py import omf
+        from famfs_py.dax.device import resolve_device
+        from famfs_py.fs.filesystem import Famfs
+
+        count = 300 if self.bench.cfg.quick else 1000
+        device = resolve_device("dax6.0", str(self.env.host.root))
+        with Famfs(device, this_host=uuid.UUID(self.env.host.system_uuid), flush=mode) as fs:
+            log = fs.log
+            start = time.perf_counter()
+            for i in range(count):
+                index = log.append(omf.MkdirMeta(0, 0, 0o755, f"r{r}-{mode}-{i}"))
+                log.next_index = index + 1
+            seconds = time.perf_counter() - start
+        self.bench.rec("flush_log_append", m.FLUSH_SYSTEMS[mode], seconds * 1e6 / count)
+
+    def _cp(self, pair: Pair, mode: str) -> None:
+        size = self.bench.cfg.file_size
+        src, dest = str(self.bench.t_read), str(pair.mmp / f"cp-{mode}")
+        seconds = self.bench._timed([str(_bin("famfs-py")), "cp", src, dest], pair.master.env)
+        self.bench.rec("flush_cp", m.FLUSH_SYSTEMS[mode], size / GiB / seconds)
+
+    def _follow(self, pair: Pair, r: int, mode: str) -> None:
+        from famfs_py import channel, protocol
+
+        count = 5 if self.bench.cfg.quick else 10
+        where = channel.locate(str(pair.mmp))
+        with channel.Channel(where.mountpoint) as chan:
+            for i in range(count):
+                name = f"follow-r{r}-{mode}-{i}"
+                chan.call(protocol.Creat(name, 4096))
+                start = time.perf_counter()
+                _wait_exists(pair.cmp / name, poll=0.0005)
+                self.bench.rec(
+                    "flush_follow", m.FLUSH_SYSTEMS[mode], (time.perf_counter() - start) * 1e3
+                )
 
     # -- pcq -----------------------------------------------------------------------------
     def _pcq(self, r: int) -> None:
@@ -98,12 +156,16 @@ class FlushGroup:
                     self.bench.rec("pcq_latency_p99", system, paced["p99_us"])
 
 
-def _wait_exists(path: Path, timeout: float = 10.0) -> None:
+def _bin(name: str) -> Path:
+    return Path(sys.executable).parent / name
+
+
+def _wait_exists(path: Path, timeout: float = 10.0, poll: float = 0.005) -> None:
     deadline = time.monotonic() + timeout
     while not path.exists():
         if time.monotonic() > deadline:
             raise BenchError(f"{path} did not appear on the client in {timeout} s")
-        time.sleep(0.005)
+        time.sleep(poll)
 
 
 def _role(host: Host, role: str, queue: Path, count: int, paced: bool, dontflush: bool):

@@ -62,6 +62,9 @@ def pcq_systems(bucket_size: int) -> tuple[str, str]:
     return f"pcq {label} buckets, flush on", f"pcq {label} buckets, --dontflush"
 
 
+FLUSH_SYSTEMS = {"on": "famfs-py flush=on", "off": "famfs-py flush=off"}
+_FLUSH = {FLUSH_SYSTEMS["on"]: (FLUSH_SYSTEMS["off"],), FLUSH_SYSTEMS["off"]: ()}
+
 _PCQ = {on: (off,) for on, off in map(pcq_systems, PCQ_BUCKET_SIZES)} | {
     off: () for _, off in map(pcq_systems, PCQ_BUCKET_SIZES)
 }
@@ -221,6 +224,30 @@ CASES: list[Case] = [
     ),
 ]
 CASES += [
+    Case(
+        "flush_log_append",
+        "log append (in-process Log.append)",
+        "µs/entry",
+        False,
+        _FLUSH,
+        "flush=on: the entry, then the header's counters, flushed after they are written",
+    ),
+    Case(
+        "flush_cp",
+        "cp of one large file over an existing one",
+        "GiB/s",
+        True,
+        _FLUSH,
+        "famfs-py cp from tmpfs; flush=on: each copy into memory flushed as it lands",
+    ),
+    Case(
+        "flush_follow",
+        "a client's follow latency",
+        "ms",
+        False,
+        _FLUSH,
+        "the master's creat reply until the client sees the file (client looks every 10 ms)",
+    ),
     Case(
         "pcq_rate",
         "pcq messages between two hosts",

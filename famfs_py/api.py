@@ -148,7 +148,7 @@ def open_mapped(path: str | os.PathLike[str], mode: str = "r") -> MappedFile:
         raise kind(code, exc.message) from None
     try:
         filemap = FileMap(grant.fmap, grant.size)
-        policy = cache.policy_of_grant(getattr(grant, "flush", None), fd)
+        policy = cache.policy_of_grant(grant.flush, fd)
         layout = layout_file(fd, filemap, writable=write, align=grant.align)
     except BaseException:
         chan.close()

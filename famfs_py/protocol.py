@@ -305,6 +305,7 @@ class FileMapReply:
     created: bool = False  # creat: made now (not found)
     align: int = 0  # map: the device's alignment, for mapping the descriptor
     device_size: int = 0  # map
+    flush: bool | None = None  # map: whether the mount flushes CPU caches (dax.cache)
 
     def to_fields(self) -> dict[str, Any]:
         out: dict[str, Any] = {"path": self.path, "size": self.size, "ino": self.ino}
@@ -313,6 +314,8 @@ class FileMapReply:
         if self.align:
             out["align"] = self.align
             out["device_size"] = self.device_size
+        if self.flush is not None:
+            out["flush"] = self.flush
         return out
 
     @classmethod
@@ -326,6 +329,7 @@ class FileMapReply:
                 bool(data.get("created", False)),
                 int(data.get("align", 0)),
                 int(data.get("device_size", 0)),
+                _flush_field(data),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ProtocolError(f"malformed map reply: {exc}", errno.EIO) from None
@@ -338,13 +342,25 @@ class DeviceReply:
     device_size: int
     writable: bool
     align: int
+    flush: bool | None = None  # whether the mount flushes CPU caches (dax.cache)
 
     def to_fields(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_fields(cls, data: dict[str, Any]) -> DeviceReply:
-        return cls(int(data["device_size"]), bool(data["writable"]), int(data["align"]))
+        return cls(
+            int(data["device_size"]),
+            bool(data["writable"]),
+            int(data["align"]),
+            _flush_field(data),
+        )
+
+
+def _flush_field(data: dict[str, Any]) -> bool | None:
+    """A reply's "flush": True/False, or None from a daemon that does not say."""
+    value = data.get("flush")
+    return None if value is None else bool(value)
 
 
 @dataclass(frozen=True)

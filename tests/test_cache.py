@@ -4,6 +4,7 @@ instruction this CPU offers, forced one at a time, over real mappings."""
 from __future__ import annotations
 
 import ctypes
+import errno
 import mmap
 import os
 import platform
@@ -104,39 +105,71 @@ def test_each_instruction_touches_every_line_of_the_range_and_is_counted(op):
         buf.close()
 
 
-_GUARD_CHILD = """
-import ctypes, mmap, sys
-from famfs_py.dax import cache
-op, insn, length = sys.argv[1], sys.argv[2], int(sys.argv[3])
-libc = ctypes.CDLL(None)
-page = mmap.PAGESIZE
-buf = mmap.mmap(-1, 2 * page)
-buf[0] = 1
-addr = ctypes.addressof(ctypes.c_char.from_buffer(buf))
-assert libc.mprotect(ctypes.c_void_p(addr + page), page, 0) == 0   # page 1: no access
-run = cache.flush if op == "flush" else cache.invalidate
-run(addr, page - 1, length, instruction=insn)   # from the last byte of page 0
-print("survived", flush=True)
-"""
+def _guarded_pages():
+    """Two pages; the second one inaccessible. Returns (mapping, address)."""
+    buf = mmap.mmap(-1, 2 * PAGE)
+    buf[0] = 1
+    addr = _address(buf)
+    assert _libc.mprotect(ctypes.c_void_p(addr + PAGE), PAGE, 0) == 0
+    return buf, addr
 
 
 @pytest.mark.parametrize("op,insn", _forced())
 def test_the_instruction_really_runs_on_each_line_up_to_the_end_of_the_range(op, insn):
-    """The instruction executes on the memory (a range reaching one byte into an inaccessible
-    page faults there, as a load would), and not one line past the range's end."""
+    """The instruction executes on the memory: a range reaching one byte into an
+    inaccessible page faults there (as a load would), and the fault is an error naming the
+    address, not a dead process; a range that ends one byte earlier touches nothing more."""
+    run = cache.flush if op == cache.FLUSH else cache.invalidate
+    buf, addr = _guarded_pages()
+    assert run(addr, PAGE - 1, 1, instruction=insn) == 1  # page 0's last byte only
+    for _ in range(2):  # and again: the fault left this thread able to fault
+        with pytest.raises(cache.CacheFault) as info:
+            run(addr, PAGE - 1, 2, instruction=insn)
+        assert info.value.address == addr + PAGE
+        assert info.value.errno == errno.EFAULT and "SIGSEGV" in str(info.value)
+    assert run(addr, 0, LINE, instruction=insn) == 1
 
-    def child(length: int) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, "-c", _GUARD_CHILD, op, insn, str(length)],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
 
-    inside = child(1)  # the range ends at page 0's last byte
-    assert inside.returncode == 0 and "survived" in inside.stdout, inside.stderr
-    across = child(2)  # one byte into page 1
-    assert across.returncode == -signal.SIGSEGV, (across.returncode, across.stderr)
+def test_a_page_that_is_gone_is_an_error_not_a_sigbus(tmp_path):
+    """A page whose memory is gone (SIGBUS, as a poisoned page gives) inside the range."""
+    path = Path("/dev/shm") / f"famfs-py-test-sigbus-{os.getpid()}"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.ftruncate(fd, 2 * PAGE)
+        buf = mmap.mmap(fd, 2 * PAGE)
+        buf[PAGE] = 1
+        os.ftruncate(fd, PAGE)  # page 1 is beyond the end of its file now
+        with pytest.raises(cache.CacheFault) as info:
+            cache.invalidate(buf)
+        assert info.value.address == _address(buf) + PAGE and "SIGBUS" in str(info.value)
+        assert cache.flush(buf, 0, PAGE) == PAGE // LINE
+    finally:
+        os.close(fd)
+        path.unlink()
+
+
+_CRASH_CHILD = """
+import ctypes, faulthandler, mmap, sys
+from famfs_py.dax import cache
+if sys.argv[1] == "faulthandler":
+    faulthandler.enable()
+buf = mmap.mmap(-1, 4096)
+cache.flush(buf)                     # the fault handlers are installed now
+print("flushed", flush=True)
+ctypes.string_at(16)                 # a fault outside any flush
+print("survived", flush=True)
+"""
+
+
+@pytest.mark.parametrize("first", ["none", "faulthandler"])
+def test_a_fault_outside_a_flush_still_kills_the_process(first):
+    proc = subprocess.run(
+        [sys.executable, "-c", _CRASH_CHILD, first], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == -signal.SIGSEGV, (proc.returncode, proc.stderr)
+    assert "flushed" in proc.stdout and "survived" not in proc.stdout
+    if first == "faulthandler":
+        assert "Segmentation fault" in proc.stderr  # the earlier handler ran, as it would have
 
 
 def test_pages_that_are_not_resident_are_skipped_when_asked(tmp_path):

@@ -103,6 +103,7 @@ class Progress:
 class Copier:
     def __init__(self, args: argparse.Namespace, mountpoint: str) -> None:
         from famfs_py import channel, protocol
+        from famfs_py.dax import cache
         from famfs_py.dax.memory import DeviceMemory
 
         self.args = args
@@ -115,6 +116,7 @@ class Copier:
             reply = protocol.DeviceReply.from_fields(fields)
             writable = reply.writable and not args.compare
             self.mem = DeviceMemory(fds[0], reply.device_size, writable=writable, align=reply.align)
+            self.coherency = cache.policy_of_grant(reply.flush, fds[0])  # data: flushed
         finally:
             for fd in fds:
                 os.close(fd)
@@ -206,7 +208,8 @@ class Copier:
         from famfs_py.mapping import device_segments, fill_from
 
         try:
-            fill_from(device_segments(self.mem, filemap), fd, self.progress.add)
+            segments = device_segments(self.mem, filemap)
+            fill_from(segments, fd, self.progress.add, self.coherency)
         except EOFError as exc:
             raise OSError(0, str(exc)) from None
 

@@ -252,7 +252,12 @@ class ControlServer:
             self.fs.check_writable(inode)
         self.fs.check_data_available(inode)
         fd = self.fs.mem.dup_fd(writable=request.write)
-        reply = self._map_reply(inode, align=self.fs.mem.align, device_size=self.fs.sb.dev_size)
+        reply = self._map_reply(
+            inode,
+            align=self.fs.mem.align,
+            device_size=self.fs.sb.dev_size,
+            flush=self.fs.coherency.enabled,
+        )
         return Answer(reply, (fd,), watch=request.watch)
 
     def device(self, request: protocol.Device, caller: Credentials) -> Answer:
@@ -261,7 +266,9 @@ class ControlServer:
         if self.fs.health.removed:
             raise FsError(errno.EIO, "the device was removed")
         fd = self.fs.mem.dup_fd(writable=self.fs.writable)
-        reply = protocol.DeviceReply(self.fs.sb.dev_size, self.fs.writable, self.fs.mem.align)
+        reply = protocol.DeviceReply(
+            self.fs.sb.dev_size, self.fs.writable, self.fs.mem.align, self.fs.coherency.enabled
+        )
         return Answer(reply.to_fields(), (fd,))
 
     async def invalidate_file(self, request: protocol.Invalidate, caller: Credentials) -> Answer:

@@ -28,13 +28,24 @@
  *
  * Counters (calls, bytes, cache lines per operation and instruction) are kept here with
  * relaxed atomics, so that any thread may flush and the counts stay exact.
+ *
+ * Faults: the instructions touch memory as a load does, so a page that is gone (a revoked
+ * mapping) or poisoned (hardware memory error) raises SIGSEGV/SIGBUS. famfs-py turns bad
+ * pages into errors, never into a dead process: while a range runs, this thread's fault
+ * handler jumps back out of the loop and the call raises _fcc.Fault (an OSError, EFAULT)
+ * with the faulting address. A fault anywhere else goes to the handler that was there before
+ * (chained), or kills the process as it would have.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 
 #include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 
@@ -175,6 +186,53 @@ static void run_lines(int insn, int op, const char *start, const char *end)
 static void fence(int op) { (void)op; }
 #endif
 
+/* -- faults inside a range ----------------------------------------------------------------- */
+
+static __thread sigjmp_buf *volatile guard;   /* set while this thread runs a range */
+static __thread volatile uintptr_t fault_address;
+static __thread volatile int fault_signal;
+static struct sigaction previous[2];          /* SIGBUS, SIGSEGV as they were */
+static pthread_once_t handlers_once = PTHREAD_ONCE_INIT;
+static int handlers_ok;
+static PyObject *Fault;
+
+static void on_fault(int sig, siginfo_t *info, void *context)
+{
+    sigjmp_buf *jump = guard;
+    struct sigaction *old = &previous[sig == SIGBUS ? 0 : 1];
+
+    if (jump != NULL) {
+        guard = NULL;
+        fault_address = (uintptr_t)info->si_addr;
+        fault_signal = sig;
+        siglongjmp(*jump, 1);
+    }
+    if (old->sa_flags & SA_SIGINFO) {
+        if (old->sa_sigaction != NULL) {
+            old->sa_sigaction(sig, info, context);
+            return;
+        }
+    } else if (old->sa_handler != SIG_DFL && old->sa_handler != SIG_IGN) {
+        old->sa_handler(sig);
+        return;
+    }
+    /* as if we were never here: die by this signal (a fault re-faults on return) */
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static void install_handlers(void)
+{
+    struct sigaction sa;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_sigaction = on_fault;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    handlers_ok = sigaction(SIGBUS, &sa, &previous[0]) == 0 &&
+                  sigaction(SIGSEGV, &sa, &previous[1]) == 0;
+}
+
 /* -- one range --------------------------------------------------------------------------- */
 
 /* Run `insn` over every line of [addr, addr+len), skipping non-resident pages when asked.
@@ -223,6 +281,53 @@ static long long run_range(int insn, int op, uintptr_t addr, size_t len, int res
     return lines;
 }
 
+/* run_range with faults turned into -2 (fault_address and fault_signal say where and how) */
+static long long guarded_range(int insn, int op, uintptr_t addr, size_t len, int resident_only)
+{
+    sigjmp_buf jump;
+    long long lines;
+
+    if (sigsetjmp(jump, 0)) {  /* the mask is not saved: unblock the signal we came by */
+        sigset_t set;
+
+        __atomic_signal_fence(__ATOMIC_SEQ_CST);
+        sigemptyset(&set);
+        sigaddset(&set, fault_signal);
+        pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+        return -2;
+    }
+    guard = &jump;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    lines = run_range(insn, op, addr, len, resident_only);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    guard = NULL;
+    return lines;
+}
+
+static PyObject *raise_fault(int op)
+{
+    PyObject *exc, *where;
+
+    exc = PyObject_CallFunction(Fault, "is", EFAULT,
+                                fault_signal == SIGBUS ? "memory error (SIGBUS) during a cache "
+                                                         "flush or invalidate"
+                                                       : "inaccessible memory (SIGSEGV) during "
+                                                         "a cache flush or invalidate");
+    if (exc == NULL)
+        return NULL;
+    where = PyLong_FromUnsignedLongLong((unsigned long long)fault_address);
+    (void)op;
+    if (where == NULL || PyObject_SetAttrString(exc, "address", where) != 0) {
+        Py_XDECREF(where);
+        Py_DECREF(exc);
+        return NULL;
+    }
+    Py_DECREF(where);
+    PyErr_SetObject(Fault, exc);
+    Py_DECREF(exc);
+    return NULL;
+}
+
 static PyObject *do_range(int op, int insn, uintptr_t addr, size_t len, int resident_only)
 {
     long long lines;
@@ -236,13 +341,18 @@ static PyObject *do_range(int op, int insn, uintptr_t addr, size_t len, int resi
         PyErr_Format(PyExc_ValueError, "instruction %d is not available on this CPU", insn);
         return NULL;
     }
+    pthread_once(&handlers_once, install_handlers);
+    if (!handlers_ok)
+        return PyErr_SetFromErrno(PyExc_OSError);
     if (len >= NOGIL_BYTES) {
         Py_BEGIN_ALLOW_THREADS
-        lines = run_range(insn, op, addr, len, resident_only);
+        lines = guarded_range(insn, op, addr, len, resident_only);
         Py_END_ALLOW_THREADS
     } else {
-        lines = run_range(insn, op, addr, len, resident_only);
+        lines = guarded_range(insn, op, addr, len, resident_only);
     }
+    if (lines == -2)
+        return raise_fault(op);
     if (lines < 0)
         return PyErr_SetFromErrno(PyExc_OSError);
     if (N_INSNS > 0) {
@@ -389,6 +499,14 @@ PyMODINIT_FUNC PyInit__fcc(void)
     m = PyModule_Create(&fcc_module);
     if (!m)
         return NULL;
+    Fault = PyErr_NewExceptionWithDoc(
+        "famfs_py.dax._fcc.Fault",
+        "A page of the range faulted (gone or poisoned); `address` is where.", PyExc_OSError,
+        NULL);
+    if (Fault == NULL || PyModule_AddObjectRef(m, "Fault", Fault) != 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
     if (PyModule_AddIntConstant(m, "OP_FLUSH", OP_FLUSH) ||
         PyModule_AddIntConstant(m, "OP_INVALIDATE", OP_INVALIDATE) ||
         PyModule_AddIntConstant(m, "LINE_SIZE", (long)line_size) ||

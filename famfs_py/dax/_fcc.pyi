@@ -8,6 +8,9 @@ LINE_SIZE: int
 MINCORE_MIN_BYTES: int
 ARCH: str
 
+class Fault(OSError):
+    address: int
+
 def range(
     op: int, insn: int, buffer: Any, offset: int, length: int, resident_only: bool, /
 ) -> int: ...

@@ -8,7 +8,8 @@ another host stored must *invalidate* its own copy of those lines (or it may rea
 one). Both take a byte range of a mapping in this process: a buffer (an mmap, a memoryview of
 device memory) with an offset and length, or an address and length (the caller vouches that
 it is mapped). Every line the range touches is written back or evicted, then a fence orders
-it (see `_fcc.c`).
+it (see `_fcc.c`). A page that faults (gone, poisoned) raises `CacheFault` (EFAULT, with the
+`address`), never a signal that kills the process.
 
 The instruction is chosen from CPUID, as upstream famfs's fcc does: flush with CLWB >
 CLFLUSHOPT > CLFLUSH, invalidate with CLFLUSHOPT > CLFLUSH (aarch64: DC CVAC / DC CIVAC).
@@ -50,6 +51,11 @@ _PREFERENCE: dict[str, dict[str, tuple[str, ...]]] = {
 
 class CacheUnsupported(OSError):
     """This machine has no cache flush/invalidate instruction famfs-py can run."""
+
+
+# A page of the range faulted (a revoked mapping, a poisoned page): raised instead of the
+# SIGSEGV/SIGBUS the instruction took; `.address` is the faulting address.
+CacheFault: type[OSError] = _fcc.Fault if _fcc is not None else OSError
 
 
 def arch() -> str:
@@ -257,6 +263,17 @@ def page_cache_backed(fd_or_path: int | str | os.PathLike[str]) -> bool:
     return stat.S_ISREG(st.st_mode)
 
 
+def for_device(device: Any, mode: str = "auto") -> Policy:
+    """The policy for flush mode `mode` on a DaxDevice: its `coherent` property says whether
+    "auto" flushes; an emulated device's memory is page-cache backed."""
+    return decide(
+        mode,
+        coherent=device.coherent,
+        page_cache=page_cache_backed(device.node),
+        where=f"{'emulated ' if device.emulated else ''}device {device.name}",
+    )
+
+
 def decide(mode: str, *, coherent: bool, page_cache: bool, where: str = "device") -> Policy:
     """The policy for flush mode `mode` ("auto": on unless the memory is known coherent;
     "on"; "off") on memory that is (`coherent`) or is not known coherent."""
@@ -265,11 +282,11 @@ def decide(mode: str, *, coherent: bool, page_cache: bool, where: str = "device"
     if mode == "off":
         return Policy(False, "off (flush=off)")
     if mode == "auto" and coherent:
-        return Policy(False, f"off: the {where} is coherent (flush=auto)")
+        return Policy(False, f"off (flush=auto: the {where} is coherent)")
     if not supported():
         if mode == "on":
             raise CacheUnsupported(f"flush=on: {_unsupported_reason()}")
-        return Policy(False, f"off: {_unsupported_reason()}")
+        return Policy(False, f"off ({_unsupported_reason()})")
     why = "flush=on" if mode == "on" else f"flush=auto: the {where} is not known coherent"
     return Policy(True, f"on ({why})", resident_only=page_cache)
 
