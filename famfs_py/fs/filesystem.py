@@ -97,10 +97,6 @@ class Famfs:
     ) -> None:
         self.device = device
         self.this_host = this_host
-        try:  # CPU cache flushing where data crosses hosts (famfs_py.dax.cache)
-            self.coherency = cache.for_device(device, flush)
-        except cache.CacheUnsupported as exc:
-            raise FsError(errno.EOPNOTSUPP, str(exc)) from None
         self.health = Health(device.path)  # before the claim: failures may come at once
         self.failures: FailureHandler | None = None  # the daemon's, once it serves
         self._opened = False
@@ -108,10 +104,13 @@ class Famfs:
             self.claim = holder.claim(device, holder_name, self, allow_devdax=allow_devdax)
         except OSError as exc:
             raise FsError(exc.errno or errno.EIO, exc.strerror or str(exc)) from None
-        try:
+        try:  # CPU cache flushing where data crosses hosts (famfs_py.dax.cache)
+            self.coherency = cache.for_device(device, flush)
             self._open(writable_client)
-        except BaseException:
+        except BaseException as exc:
             self.claim.release()
+            if isinstance(exc, cache.CacheUnsupported):
+                raise FsError(errno.EOPNOTSUPP, str(exc)) from None
             raise
 
     def _open(self, writable_client: bool) -> None:
