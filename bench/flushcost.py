@@ -4,9 +4,9 @@ with like on this shared machine), and pcq's message rate and one-way latency be
 simulated hosts for a few bucket sizes.
 
 - log append: `Log.append` in this process (the entry, then the header; flushing adds one
-  flush of each), on a device of its own opened with `Famfs(flush=...)`;
-- cp: `famfs-py cp` of one large file from tmpfs over an existing file of the same size, into
-  a mount `-o flush=on|off` (first touch of the memory done while preparing);
+  flush of each), on a device of its own, in batches with flushing on and off in turn;
+- cp: `famfs-py cp` (in this process) of one large file from tmpfs over an existing file of
+  the same size, into a mount `-o flush=on|off` (the memory's first touch done beforehand);
 - follow: a client's latency from the master's creat reply until the file is visible on the
   client (`--follow-interval 0.01`: the client looks at the log every 10 ms);
 - pcq: producer on the master, consumer on a client `--rw`, flush on against --dontflush.
@@ -82,8 +82,7 @@ class FlushGroup:
         if not self.prepared:
             self.prepare()
         modes = ["on", "off"] if r % 2 == 0 else ["off", "on"]
-        for mode in modes:
-            self._log_append(r, mode)
+        self._log_append(r)
         for mode in modes:
             with self.pair(mode) as pair:
                 self._cp(pair, mode)
@@ -91,29 +90,43 @@ class FlushGroup:
         self._pcq(r)
 
     # -- the filesystem's own flushes ----------------------------------------------------
-    def _log_append(self, r: int, mode: str) -> None:
+    def _log_append(self, r: int) -> None:
+        """Batches of appends to one log, flushing on and off in turn (one sample a batch)."""
         import uuid
 
         from famfs_py import omf
+        from famfs_py.dax import cache
         from famfs_py.dax.device import resolve_device
         from famfs_py.fs.filesystem import Famfs
 
-        count = 300 if self.bench.cfg.quick else 1000
+        batches, per_batch = (6, 50) if self.bench.cfg.quick else (10, 100)
         device = resolve_device("dax6.0", str(self.env.host.root))
-        with Famfs(device, this_host=uuid.UUID(self.env.host.system_uuid), flush=mode) as fs:
-            log = fs.log
-            start = time.perf_counter()
-            for i in range(count):
-                index = log.append(omf.MkdirMeta(0, 0, 0o755, f"r{r}-{mode}-{i}"))
-                log.next_index = index + 1
-            seconds = time.perf_counter() - start
-        self.bench.rec("flush_log_append", m.FLUSH_SYSTEMS[mode], seconds * 1e6 / count)
+        with Famfs(device, this_host=uuid.UUID(self.env.host.system_uuid), flush="on") as fs:
+            log, policies = fs.log, {"on": fs.coherency, "off": cache.OFF}
+            for b in range(batches):
+                for mode in ("on", "off") if (r + b) % 2 == 0 else ("off", "on"):
+                    log.coherency = policies[mode]
+                    start = time.perf_counter()
+                    for i in range(per_batch):
+                        name = f"r{r}-b{b}-{mode}-{i}"
+                        log.next_index = log.append(omf.MkdirMeta(0, 0, 0o755, name)) + 1
+                    seconds = time.perf_counter() - start
+                    self.bench.rec(
+                        "flush_log_append", m.FLUSH_SYSTEMS[mode], seconds * 1e6 / per_batch
+                    )
 
     def _cp(self, pair: Pair, mode: str) -> None:
+        """famfs-py cp in this process (its start-up is not what is measured)."""
+        from famfs_py.cli.main import main as cli_main
+
         size = self.bench.cfg.file_size
         src, dest = str(self.bench.t_read), str(pair.mmp / f"cp-{mode}")
-        seconds = self.bench._timed([str(_bin("famfs-py")), "cp", src, dest], pair.master.env)
-        self.bench.rec("flush_cp", m.FLUSH_SYSTEMS[mode], size / GiB / seconds)
+        start = time.perf_counter()
+        if cli_main(["cp", src, dest]) != 0:
+            raise BenchError(f"famfs-py cp {src} {dest} failed")
+        self.bench.rec(
+            "flush_cp", m.FLUSH_SYSTEMS[mode], size / GiB / (time.perf_counter() - start)
+        )
 
     def _follow(self, pair: Pair, r: int, mode: str) -> None:
         from famfs_py import channel, protocol
@@ -154,10 +167,6 @@ class FlushGroup:
                     paced = _pcq_run(pair, queue, paced_n, paced=True, dontflush=dontflush)
                     self.bench.rec("pcq_latency", system, paced["median_us"])
                     self.bench.rec("pcq_latency_p99", system, paced["p99_us"])
-
-
-def _bin(name: str) -> Path:
-    return Path(sys.executable).parent / name
 
 
 def _wait_exists(path: Path, timeout: float = 10.0, poll: float = 0.005) -> None:
