@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test model lint bench bench-full clean install-service
+.PHONY: setup demo test fast model lint bench bench-full clean install-service
 
 setup:
 	./scripts/setup.sh
@@ -11,10 +11,14 @@ setup:
 demo: setup
 	./scripts/demo.sh
 
+# everything: the model tier, mounts and CLI, the reliability campaign's long runs, the guest tier
 test: setup
-	$(PY) -m pytest -q -m "not slow" tests
+	$(PY) -m pytest -q tests
 
-# the inner loop: the model tier, no FUSE and no daemon (seconds)
+# the inner loops: without the long runs and the guest tier (minutes); the model tier (seconds)
+fast: setup
+	$(PY) -m pytest -q -m "not slow and not guest" tests
+
 model: setup
 	$(PY) -m pytest -q -m model tests
 

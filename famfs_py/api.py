@@ -9,6 +9,12 @@ or an interleaved file, is laid out piece by piece in this process's address spa
 Closing (or leaving the `with` block) while views such as numpy arrays are still alive
 succeeds: the memory is unmapped when the last of them is released.
 
+Who gets it: a caller the file's mode and owner allow (and the directories above it), who
+could also open the device itself (root, or the device node's owner or group): a mapping is
+made from a descriptor of the device, and whoever holds one could map any file. Anyone else
+gets PermissionError naming the group to join, and can use the file through the mount (read
+and write it, or mmap it there).
+
 Removal: when the device announces removal, the daemon tells every holder; the mapping is
 then replaced by inaccessible memory (touching it faults, as touching a removed device's
 pages does) and the methods here raise OSError(EIO).
@@ -134,6 +140,7 @@ class MappedFile(Region):
 def open_mapped(path: str | os.PathLike[str], mode: str = "r") -> MappedFile:
     """Map famfs file `path` ("r": read-only, "r+": read-write) straight onto its device
     memory. Raises PermissionError (EACCES) when the file's mode and owner do not allow it,
+    or when this process could not open the device itself (see the module's docstring),
     OSError(EROFS) for "r+" where data is read-only (a client mounted without --rw), and
     OSError(EIO) for a poisoned file or a removed device."""
     if mode not in MODES:

@@ -1,8 +1,9 @@
 """The command side of the control channel: find the famfs-py mount holding a path, connect to
 its daemon, send requests (famfs_py.protocol) and receive replies and descriptors.
 
-A daemon listens on an abstract unix socket named after its mount point; a command finds the
-mount from /proc/self/mountinfo and talks only to a daemon of the mount's owner (or root).
+A daemon listens on a socket file named after its mount point, in its user's runtime
+directory (famfs_py.rundir); a command finds the mount from /proc/self/mountinfo and talks
+only through a socket file, and to a process, of the mount's owner (or root).
 """
 
 from __future__ import annotations
@@ -10,20 +11,29 @@ from __future__ import annotations
 import errno
 import os
 import socket
+from pathlib import Path
 from typing import Any, NamedTuple
 
-from famfs_py import protocol
+from famfs_py import protocol, rundir
 from famfs_py.credentials import peer_credentials
 from famfs_py.errors import FamfsError
 
 FSTYPE = "fuse.famfs-py"
 
 
-def socket_name(mountpoint: str) -> str:
+def control_socket(mountpoint: str, owner: int) -> Path:
+    """The control socket of the daemon run by `owner` for `mountpoint`."""
     import hashlib
 
     digest = hashlib.sha256(os.path.realpath(mountpoint).encode()).hexdigest()[:32]
-    return f"famfs-py/ctl/{digest}"
+    return rundir.socket_path("ctl", digest, owner)
+
+
+def mount_owner(mountpoint: str) -> int:
+    """The user whose daemon serves the famfs-py mount at `mountpoint` (FUSE's user_id)."""
+    real = os.path.realpath(mountpoint)
+    owners = [m.owner for m in famfs_mounts() if m.mountpoint == real and m.owner is not None]
+    return owners[-1] if owners else os.geteuid()
 
 
 def _unescape(field: str) -> str:
@@ -111,10 +121,20 @@ class Channel:
 
     def __init__(self, mountpoint: str, timeout: float = 60.0) -> None:
         self.mountpoint = mountpoint
+        self.owner = mount_owner(mountpoint)
+        path = control_socket(mountpoint, self.owner)
+        try:
+            rundir.check_trusted(path, self.owner)
+        except FileNotFoundError:
+            pass  # no socket: said below, as a refused connection
+        except OSError as exc:
+            raise FamfsError(
+                f"refusing the control socket of {mountpoint}: {exc.strerror}", 1, errno.EPERM
+            ) from None
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         self.sock.settimeout(timeout)
         try:
-            self.sock.connect("\0" + socket_name(mountpoint))
+            self.sock.connect(str(path))
         except OSError:
             self.sock.close()
             raise FamfsError(
@@ -130,14 +150,11 @@ class Channel:
             raise
 
     def _check_daemon(self) -> None:
-        """The socket's name is in the abstract namespace: once a daemon is gone, anyone can
-        take it. Talk only to a process of the user who mounted (FUSE's user_id) or root."""
+        """Talk only to a process of the user who mounted (FUSE's user_id) or root, whoever
+        managed to put a socket at the path."""
         peer = peer_credentials(self.sock)
         pid, uid = peer.pid, peer.uid
-        real = os.path.realpath(self.mountpoint)
-        owners = {m.owner for m in famfs_mounts() if m.mountpoint == real} - {None}
-        trusted = {0, *owners} if owners else {0, os.geteuid()}
-        if uid not in trusted:
+        if uid not in (0, self.owner):
             raise FamfsError(
                 f"the control socket of {self.mountpoint} is held by pid {pid} (uid {uid}), "
                 "not the mount's daemon: refusing to talk to it (a stale mount? "

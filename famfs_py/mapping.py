@@ -164,17 +164,18 @@ def fill_from(
 
 
 def first_difference(
-    segments: Sequence[Segment],
+    read_into: Callable[[int, memoryview], None],
     size: int,
     src_fd: int,
     on_compared: Callable[[int], None] | None = None,
 ) -> int | None:
-    """File offset of the first byte that differs from `src_fd`, or None if equal."""
+    """File offset of the first byte of a file (read by `read_into(offset, buf)`: memory
+    segments, FileMemory or MountedFile) that differs from `src_fd`, or None if equal."""
     ours = bytearray(min(COMPARE_CHUNK, max(size, 1)))
     offset = 0
     while offset < size:
         n = min(len(ours), size - offset)
-        read_segments(segments, offset, memoryview(ours)[:n])
+        read_into(offset, memoryview(ours)[:n])
         theirs = os.pread(src_fd, n, offset)
         if len(theirs) != n or theirs != ours[:n]:
             for i in range(min(len(theirs), n)):
@@ -294,3 +295,57 @@ def open_file_memory(path: str, *, write: bool) -> FileMemory:
     finally:
         os.close(fd)
         chan.close()
+
+
+class MountedFile:
+    """A famfs file's bytes through the mount (read/write system calls): what a caller who
+    may use the file but not the device gets instead of its memory."""
+
+    def __init__(self, path: str, *, writable: bool) -> None:
+        self.path = path
+        self.writable = writable
+        self._fd = os.open(path, (os.O_RDWR if writable else os.O_RDONLY) | os.O_CLOEXEC)
+        self.size = os.fstat(self._fd).st_size
+
+    def readinto(self, offset: int, buf: bytearray | memoryview) -> None:
+        target = memoryview(buf).cast("B")
+        done = 0
+        while done < len(target):
+            n = os.preadv(self._fd, [target[done:]], offset + done)
+            if n <= 0:
+                raise EOFError(f"{self.path} ended at byte {offset + done}")
+            done += n
+
+    def write(self, offset: int, data: bytes | bytearray | memoryview) -> None:
+        source = memoryview(data).cast("B")
+        done = 0
+        while done < len(source):
+            done += os.pwrite(self._fd, source[done:], offset + done)
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            os.close(self._fd)
+            self._fd = -1
+
+    def __enter__(self) -> MountedFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_file_bytes(path: str, *, write: bool) -> FileMemory | MountedFile:
+    """The file's memory if this caller may have it, else the file through the mount (the
+    daemon refuses device memory to those who could not open the device: EACCES)."""
+    from famfs_py.errors import FamfsError
+
+    try:
+        return open_file_memory(path, write=write)
+    except FamfsError as exc:
+        if exc.errno != errno.EACCES or not _may_open(path, write):
+            raise
+    return MountedFile(path, writable=write)
+
+
+def _may_open(path: str, write: bool) -> bool:
+    return os.access(path, os.R_OK | (os.W_OK if write else 0))

@@ -166,11 +166,10 @@ def _map(path: str, write: bool) -> Any:  # -> famfs_py.api.MappedFile
         return api.open_mapped(path, "r+" if write else "r")
     except FamfsError as exc:
         raise PcqError(f"{path}: {exc.message}", exc.errno) from None
-    except PermissionError:
+    except PermissionError as exc:
         how = "write" if write else "read"
-        raise PcqError(
-            f"{path}: permission denied (this role must {how} it)", errno.EACCES
-        ) from None
+        why = exc.strerror or "permission denied"
+        raise PcqError(f"{path}: {why} (this role must {how} it)", errno.EACCES) from None
     except OSError as exc:
         if exc.errno == errno.EROFS:
             raise PcqError(

@@ -18,7 +18,8 @@ from typing import Any, ClassVar, TypeVar
 from famfs_py import omf
 from famfs_py.errors import FamfsError
 
-MAX_MESSAGE = 1 << 20  # bytes in one request or reply
+MAX_REQUEST = 64 << 10  # bytes the daemon reads of one request (requests are small)
+MAX_MESSAGE = 1 << 20  # bytes a command reads of one reply
 MAX_FDS = 4  # descriptors one reply may carry
 ID_MAX = (1 << 32) - 1
 
@@ -305,12 +306,14 @@ class FileMapReply:
     created: bool = False  # creat: made now (not found)
     align: int = 0  # map: the device's alignment, for mapping the descriptor
     device_size: int = 0  # map
+    available: bool = True  # getmap: its memory can be used (no poison, device present)
     flush: bool | None = None  # map: whether the mount flushes CPU caches (dax.cache)
 
     def to_fields(self) -> dict[str, Any]:
         out: dict[str, Any] = {"path": self.path, "size": self.size, "ino": self.ino}
         out.update(encode_fmap(self.fmap))
         out["created"] = self.created
+        out["available"] = self.available
         if self.align:
             out["align"] = self.align
             out["device_size"] = self.device_size
@@ -329,6 +332,7 @@ class FileMapReply:
                 bool(data.get("created", False)),
                 int(data.get("align", 0)),
                 int(data.get("device_size", 0)),
+                bool(data.get("available", True)),
                 _flush_field(data),
             )
         except (KeyError, TypeError, ValueError) as exc:

@@ -163,3 +163,22 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     written = figures.write(config.option.markexpr or "all")
     if written:
         terminalreporter.write_line(f"(merged into {written})")
+
+
+@pytest.fixture
+def public_dir(mounts):
+    """A directory other users can reach (pytest's tmp_path sits under a 0700 dir)."""
+    import shutil
+    import tempfile
+
+    path = tempfile.mkdtemp(prefix="famfs-py-public-", dir="/tmp")
+    os.chmod(path, 0o755)
+    yield Path(path)
+    mounts.cleanup()  # unmount first: this fixture ends before `mounts` does
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def public_mount(fresh, mounts, public_dir):
+    """A master mount with --allow-other where other users can reach it."""
+    return fresh, mounts.mount(fresh, public_dir / "shared", "--allow-other")

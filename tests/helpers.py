@@ -226,15 +226,15 @@ def fingerprint(path: Path) -> str:
     return digest.hexdigest()
 
 
-def as_user(uid: int, action) -> str:
-    """Run `action()` in a forked child whose uid and gid are `uid` (no supplementary
-    groups). Returns "ok <result>" or "error <errno> <message>"."""
+def as_user(uid: int, action, groups: tuple[int, ...] = ()) -> str:
+    """Run `action()` in a forked child whose uid and gid are `uid`, with supplementary
+    `groups`. Returns "ok <result>" or "error <errno> <message>"."""
     read_fd, write_fd = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child
         try:
             os.close(read_fd)
-            os.setgroups([])
+            os.setgroups(list(groups))
             os.setgid(uid)
             os.setuid(uid)
             try:

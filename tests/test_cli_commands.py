@@ -140,6 +140,7 @@ def test_creat_interleaved_follows_upstreams_rules(fs):
         (("-N", "5", "-B", "4"), "at most nbuckets"),
         (("-N", "3", "-B", "65"), "nbuckets"),
         (("-N", "17", "-B", "32"), "1..16"),
+        (("-N", "3", "-B", "8"), "each bucket needs at least 1 GiB"),  # 512 MiB buckets
         (("-B", "4"), "needs both"),
     ]:
         result = host.cli("creat", "-s", "64m", *args, mp / "bad")
@@ -213,6 +214,31 @@ def test_cp_recursive_recreates_directories_and_compare(fs, tree):
         f.write(b"\x00" if (tree / "b").read_bytes()[2 * MiB + 3] else b"\x01")
     result = host.cli("cp", "-c", tree / "b", mp / "copy" / "b")
     assert result.returncode == 1 and f"differ at byte {2 * MiB + 3}" in result.stderr
+
+
+@pytest.mark.parametrize("slash", ["", "/"])
+def test_cp_r_into_the_mounts_root_works_like_any_directory(fs, tree, slash):
+    """Upstream's issue #32: copying into the root must not fail as "exists"."""
+    host, mp = fs
+    host.ok("cp", "-r", tree, f"{mp}{slash}")
+    subprocess.run(["diff", "-r", "-x", ".meta", str(tree), str(mp)], check=True)
+    host.ok("cp", "-r", tree, f"{mp}{slash}")  # again: restartable, the files are there
+
+
+def test_a_daemon_that_dies_at_start_is_quoted_from_this_attempts_log_lines(fs, tmp_path):
+    host, _ = fs
+    log = tmp_path / "daemon.log"
+    log.write_text("an earlier mount of another device wrote this line\n")
+    mp = tmp_path / "mp"
+    mp.mkdir()
+    env = {"FAMFS_PY_TEST_DIE_AT_START": "the reason it died"}
+    result = host.cli("mount", "--log-file", log, "dax0.0", mp, env=env)
+    assert result.returncode == 1, result.out
+    assert_no_traceback(result)
+    assert "exited (status 9) before the mount was ready" in result.stderr
+    assert "earlier mount" not in result.stderr  # another attempt's lines are not quoted
+    quoted = result.stderr.split("says:\n", 1)[1].splitlines()
+    assert quoted[0] == "famfs-py mount: the reason it died"  # the reason first
 
 
 def test_cp_threads_modes_owners_and_interleave(fs, tree):

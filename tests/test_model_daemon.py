@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import socket
 import types
 import uuid
 
@@ -128,13 +129,17 @@ async def test_every_op_has_a_rule_and_owner_ops_refuse_others(fs, control):
         protocol.Creat: protocol.Creat("f", 4096),
         protocol.Clone: protocol.Clone("public", "c"),
         protocol.Device: protocol.Device(),
+        protocol.Fsck: protocol.Fsck(),
+        protocol.Logplay: protocol.Logplay(),
     }
     for cls, (rule, _handler) in control.ops.items():
         if rule is Rule.OWNER:
             reply = await _ask(control, requests[cls], NOBODY)
             assert reply["ok"] is False and reply["errno"] == errno.EPERM, (cls, reply)
     assert (await _ask(control, protocol.Status(), NOBODY))["ok"]
-    assert (await _ask(control, protocol.Map("public"), NOBODY))["ok"]
+    assert (await _ask(control, protocol.Getmap("public"), NOBODY))["ok"]
+    refused = await _ask(control, protocol.Map("public"), NOBODY)  # the device is root's only
+    assert refused["errno"] == errno.EACCES and "access to the device" in refused["error"]
 
 
 async def test_requests_change_the_model_and_answer_with_maps(fs, control):
@@ -171,3 +176,39 @@ async def test_an_fsck_through_the_daemon_runs_off_the_event_loop(fs, control):
     with trio.fail_after(30):
         reply = await _ask(control, protocol.Fsck(verbose=True))
     assert reply["report"]["files"] == 1 and reply["report"]["problems"] == 0
+
+
+async def test_a_silent_connection_is_closed_and_a_user_cannot_hold_too_many(
+    fs, control, monkeypatch
+):
+    from famfs_py.daemon import control as control_module
+
+    monkeypatch.setattr(control_module, "IDLE_TIMEOUT", 0.2)
+    monkeypatch.setattr(control_module, "MAX_CONNECTIONS_PER_USER", 2)
+    control.mountpoint = f"/nowhere-{os.getpid()}-{id(control)}"
+    control.bind()
+
+    def connect_as_nobody() -> socket.socket:  # SO_PEERCRED is fixed at connect: as nobody
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:
+            os.setuid(65534)
+            try:
+                sock.connect(str(control.path))
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        return sock
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(control.serve)
+        first, second = connect_as_nobody(), connect_as_nobody()
+        third = connect_as_nobody()
+        third.settimeout(5)
+        refused = json.loads(await trio.to_thread.run_sync(third.recv, 4096))
+        assert refused["errno"] == errno.EAGAIN and "connections open" in refused["error"]
+        first.settimeout(5)
+        assert await trio.to_thread.run_sync(first.recv, 4096) == b""  # closed: it said nothing
+        for sock in (first, second, third):
+            sock.close()
+        nursery.cancel_scope.cancel()

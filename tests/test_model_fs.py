@@ -128,14 +128,15 @@ def test_allocation_is_first_fit_in_whole_units_and_counts_collisions():
 
 
 def test_interleaved_strips_land_in_different_buckets_and_a_failure_leaves_nothing():
-    bitmap = Bitmap(64 * AU, AU, AU)
-    fmap = bitmap.allocate_interleaved(8 * AU, Interleave(2, 4), real_device=False)
+    bitmap = Bitmap(4 * GiB, AU, AU)  # buckets of 1 GiB, as upstream requires
+    bucket = GiB // AU
+    fmap = bitmap.allocate_interleaved(8 * AU, Interleave(2, 4))
     assert isinstance(fmap, omf.InterleavedFmap) and fmap.nstrips == 2
-    buckets = {s.offset // (16 * AU) for s in fmap.strips}
+    buckets = {s.offset // GiB for s in fmap.strips}
     assert len(buckets) == 2
     used = bitmap.used
     with pytest.raises(NoSpace):
-        bitmap.allocate_interleaved(60 * AU, Interleave(4, 4), real_device=False)
+        bitmap.allocate_interleaved(4 * (bucket - 1) * AU, Interleave(4, 4))
     assert bitmap.used == used  # the strips that fit were given back
 
 

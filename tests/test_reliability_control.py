@@ -4,20 +4,25 @@ modes and owners hold for other users."""
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
 import socket
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import as_user, assert_no_traceback
+from helpers import as_user, assert_no_traceback, is_mounted, wait_gone, wait_until
 
 from famfs_py import channel, protocol
 from famfs_py.channel import Channel
+from famfs_py.dax import holder
+from famfs_py.dax.device import device_in_root
 
 NOBODY = 65534
+DEVICE_GROUP = 4242
 
 
 @pytest.fixture
@@ -29,7 +34,7 @@ def _raw_request(mountpoint: Path, payload: bytes, timeout: float = 10) -> dict:
     """Send bytes as they are (no JSON encoding) and decode the daemon's answer."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
         sock.settimeout(timeout)
-        sock.connect("\0" + channel.socket_name(str(mountpoint)))
+        sock.connect(str(channel.control_socket(str(mountpoint), 0)))
         sock.send(payload)
         data, fds, _flags, _addr = socket.recv_fds(sock, protocol.MAX_MESSAGE, 4)
         for fd in fds:
@@ -72,7 +77,9 @@ def test_unprivileged_callers_may_look_but_not_change_or_map_the_device(master):
         assert text.startswith("error"), f"{what}: {text}"
         assert "only root or the mount's owner" in text or "ermission denied" in text, text
     assert as_user(NOBODY, call(protocol.Status())).startswith("ok")
-    assert as_user(NOBODY, call(protocol.Map("public"))).startswith("ok")  # 0644: readable
+    assert as_user(NOBODY, call(protocol.Getmap("public"))).startswith("ok")  # 0644: readable
+    # and its memory only for those who could open the device (test_security.py)
+    assert as_user(NOBODY, call(protocol.Map("public"))).startswith(f"error {errno.EACCES}")
     status = _still_serving(host, mp)
     assert (status["files"], status["directories"]) == (2, 0)
 
@@ -194,7 +201,7 @@ def test_malformed_requests_are_answered_and_the_daemon_keeps_serving(master, tm
 def test_a_silent_or_flooding_client_does_not_stop_the_daemon(master):
     host, mp = master
     silent = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-    silent.connect("\0" + channel.socket_name(str(mp)))  # connects and never speaks
+    silent.connect(str(channel.control_socket(str(mp), 0)))  # connects and never speaks
     errors: list[BaseException] = []
 
     def flood() -> None:
@@ -261,6 +268,9 @@ def test_other_users_meet_the_logged_modes_and_owners_on_every_path(shared_mount
 
         return action
 
+    memory = os.path.realpath(host.node())
+    os.chown(memory, 0, DEVICE_GROUP)
+    os.chmod(memory, 0o660)  # a group that may use the device (the mapped views)
     allowed = {
         "read 0644": read(mp / "open" / "readable"),
         "read own 0600": read(mp / "open" / "nobodys"),
@@ -278,22 +288,23 @@ def test_other_users_meet_the_logged_modes_and_owners_on_every_path(shared_mount
         "map root's 0600 r": mapped(mp / "open" / "roots", "r"),
     }
     for what, action in allowed.items():
-        assert as_user(NOBODY, action).startswith("ok"), what
+        assert as_user(NOBODY, action, (DEVICE_GROUP,)).startswith("ok"), what
     for what, action in denied.items():
-        text = as_user(NOBODY, action)
+        text = as_user(NOBODY, action, (DEVICE_GROUP,))
         assert text.startswith("error") and ("ermission" in text or "13" in text), (what, text)
     assert (mp / "open" / "readable").read_bytes() == bytes(4096)  # nothing was written
     _still_serving(host, mp)
 
 
-def _impostor(mountpoint: Path, ready_fd: int) -> None:
-    """In a forked child, as nobody: take a dead daemon's control socket name and answer
-    every request with a convincing lie (and, for `device`, a descriptor of its own)."""
-    os.setgroups([])
-    os.setgid(NOBODY)
-    os.setuid(NOBODY)
+def _impostor(path: Path, ready_fd: int) -> None:
+    """In a forked child: bind a socket at `path` as root, give the file to nobody, become
+    nobody, and answer every request with a convincing lie."""
     with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as listener:
-        listener.bind("\0" + channel.socket_name(str(mountpoint)))
+        listener.bind(str(path))
+        os.chown(path, NOBODY, NOBODY)
+        os.setgroups([])
+        os.setgid(NOBODY)
+        os.setuid(NOBODY)
         listener.listen(8)
         os.write(ready_fd, b"ready")
         while True:
@@ -304,31 +315,100 @@ def _impostor(mountpoint: Path, ready_fd: int) -> None:
                     conn.send(json.dumps(lie).encode())
 
 
-def test_commands_refuse_a_control_socket_taken_over_by_another_user(master):
-    host, mp = master
-    pid = json.loads(host.ok("status", "--json", mp).stdout)["daemon_pid"]
-    os.kill(pid, 9)  # the daemon is gone; its socket name is free for anyone to take
-    from famfs_py.cli.umount_cmd import wait_for_exit
-
-    assert wait_for_exit(pid, 10)  # its socket is closed only once it has really ended
+@contextlib.contextmanager
+def _impostor_at(path: Path) -> Iterator[int]:
     read_fd, write_fd = os.pipe()
     child = os.fork()
     if child == 0:
         try:
-            _impostor(mp, write_fd)
+            _impostor(path, write_fd)
         finally:
             os._exit(0)
     try:
         os.close(write_fd)
         assert os.read(read_fd, 5) == b"ready"
-        for args in (("status", "--json", mp), ("creat", "-s", "4k", mp / "f"), ("logplay", mp)):
-            result = host.cli(*args)
-            assert_no_traceback(result)
-            assert result.returncode != 0, (args, result.out)
-            assert "not the mount's daemon" in result.stderr, (args, result.out)
-        result = host.ok("umount", mp)  # still cleaned up as the stale mount it is
-        assert "stale" in result.stdout
+        yield child
     finally:
         os.kill(child, 9)
         os.waitpid(child, 0)
         os.close(read_fd)
+        path.unlink(missing_ok=True)
+
+
+def _kill_daemon(host, mp: Path) -> None:
+    pid = json.loads(host.ok("status", "--json", mp).stdout)["daemon_pid"]
+    os.kill(pid, 9)
+    wait_gone(pid)
+
+
+def test_another_user_cannot_take_a_dead_daemons_socket(master):
+    host, mp = master
+    path = channel.control_socket(str(mp), 0)
+    _kill_daemon(host, mp)
+    assert path.exists()  # the dead daemon's socket file, which nobody listens on
+
+    def squat():
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
+            for attempt in (lambda: path.unlink(), lambda: sock.bind(str(path))):
+                try:
+                    attempt()
+                except OSError as exc:
+                    if exc.errno not in (errno.EACCES, errno.EPERM, errno.EADDRINUSE):
+                        raise
+                else:
+                    return "taken"
+        return "refused"
+
+    assert as_user(NOBODY, squat) == "ok refused"
+    result = host.cli("status", mp)
+    assert result.returncode == 1 and "stale mount" in result.stderr, result.out
+    assert "stale" in host.ok("umount", mp).stdout
+
+
+def test_commands_refuse_a_socket_that_is_not_the_mount_owners(master):
+    host, mp = master
+    path = channel.control_socket(str(mp), 0)
+    _kill_daemon(host, mp)
+    path.unlink()  # as if the dead daemon's file were gone and someone put theirs there
+    with _impostor_at(path):
+        for args in (("status", "--json", mp), ("creat", "-s", "4k", mp / "f"), ("logplay", mp)):
+            result = host.cli(*args)
+            assert_no_traceback(result)
+            assert result.returncode != 0, (args, result.out)
+            assert "belongs to uid 65534" in result.stderr, (args, result.out)
+        result = host.ok("umount", mp)  # still cleaned up as the stale mount it is
+        assert "stale" in result.stdout
+
+
+def test_a_mount_fails_loudly_when_another_process_holds_its_socket(fresh, mounts, tmp_path):
+    mp = tmp_path / "mnt"
+    mp.mkdir()
+    with _impostor_at(channel.control_socket(str(mp), 0)) as child:
+        mounts.mount(fresh, mp, expect_ok=False)
+        result = mounts.last
+        assert result.returncode == 1, result.out
+        assert_no_traceback(result)
+        assert f"in use by pid {child} (uid {NOBODY})" in result.stderr, result.out
+        assert not is_mounted(mp)
+        assert holder.holder_info(device_in_root("dax0.0", fresh.root)) is None
+
+
+def test_descriptors_sent_to_the_daemon_cost_it_nothing(master):
+    host, mp = master
+    pid = json.loads(host.ok("status", "--json", mp).stdout)["daemon_pid"]
+    before = len(os.listdir(f"/proc/{pid}/fd"))
+    spare = [os.open("/dev/null", os.O_RDONLY) for _ in range(4)]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
+            sock.settimeout(10)
+            sock.connect(str(channel.control_socket(str(mp), 0)))
+            for _ in range(200):
+                socket.send_fds(sock, [protocol.Status().encode()], spare)
+                assert json.loads(sock.recv(protocol.MAX_MESSAGE))["ok"]
+    finally:
+        for fd in spare:
+            os.close(fd)
+    # none of the 800 was kept (the connection's own descriptor goes once the daemon sees it
+    # closed)
+    wait_until(lambda: len(os.listdir(f"/proc/{pid}/fd")) <= before, what="the fds going")
+    _still_serving(host, mp)

@@ -45,7 +45,9 @@ def run(args: argparse.Namespace) -> int:
                 files += 1
                 rel = os.path.relpath(os.path.join(dirpath, name), mountpoint)
                 try:
-                    chan.call(protocol.Map(rel))  # a mapped, readable file?
+                    reply = protocol.FileMapReply.from_fields(chan.call(protocol.Getmap(rel)))
+                    if not reply.available:
+                        raise FamfsError("its memory cannot be used (a memory error)")
                 except FamfsError as exc:
                     print(
                         f"famfs_check: Error file not usable: {rel}: {exc.message}", file=sys.stderr

@@ -5,6 +5,7 @@ into a mapping of the device), in threads with -t."""
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import stat
 import sys
@@ -111,15 +112,24 @@ class Copier:
         self.chan = channel.Channel(mountpoint)
         self.mountpoint = mountpoint
         self.interleave = interleave_fields(args)
-        fields, fds = self.chan.call_fds(protocol.Device())
+        self.mem: DeviceMemory | None = None  # None: copy through the mount
+        self.coherency = cache.OFF  # through the mount, the daemon flushes what it writes
         try:
-            reply = protocol.DeviceReply.from_fields(fields)
-            writable = reply.writable and not args.compare
-            self.mem = DeviceMemory(fds[0], reply.device_size, writable=writable, align=reply.align)
-            self.coherency = cache.policy_of_grant(reply.flush, fds[0])  # data: flushed
-        finally:
-            for fd in fds:
-                os.close(fd)
+            fields, fds = self.chan.call_fds(protocol.Device())
+        except FamfsError as exc:
+            if exc.errno != errno.EPERM:  # only the owner gets the device: others write files
+                raise
+        else:
+            try:
+                reply = protocol.DeviceReply.from_fields(fields)
+                writable = reply.writable and not args.compare
+                self.mem = DeviceMemory(
+                    fds[0], reply.device_size, writable=writable, align=reply.align
+                )
+                self.coherency = cache.policy_of_grant(reply.flush, fds[0])  # data: flushed
+            finally:
+                for fd in fds:
+                    os.close(fd)
         self.pool = ThreadPoolExecutor(args.threadct) if args.threadct > 0 else None
         self.pending: list[Future[None]] = []
         self.progress = Progress(0)  # run() replaces it with one for the whole copy
@@ -180,11 +190,11 @@ class Copier:
         fd, src, dest, rel, filemap, created = job
         try:
             if self.args.compare:
-                where = self._compare(fd, filemap)
+                where = self._compare(fd, filemap, dest)
                 if where is not None:
                     raise Abort(f"{src} and {dest} differ at byte {where}")
             else:
-                self._copy(fd, filemap)
+                self._copy(fd, filemap, dest)
                 if not created:
                     self.chan_for_thread().call(protocol.Invalidate(rel))
             if self.args.verbose:
@@ -204,20 +214,41 @@ class Copier:
             self._local.chan = channel.Channel(self.mountpoint)
         return self._local.chan
 
-    def _copy(self, fd: int, filemap) -> None:
+    def _copy(self, fd: int, filemap, dest: str) -> None:
         from famfs_py.mapping import device_segments, fill_from
 
+        if self.mem is None:
+            self._copy_through_mount(fd, filemap.size, dest)
+            return
         try:
             segments = device_segments(self.mem, filemap)
             fill_from(segments, fd, self.progress.add, self.coherency)
         except EOFError as exc:
             raise OSError(0, str(exc)) from None
 
-    def _compare(self, fd: int, filemap) -> int | None:
-        from famfs_py.mapping import device_segments, first_difference
+    def _copy_through_mount(self, fd: int, size: int, dest: str) -> None:
+        out = os.open(dest, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            done = 0
+            while done < size:
+                n = os.sendfile(out, fd, done, min(size - done, 16 << 20))
+                if n <= 0:
+                    raise OSError(0, f"the source ended at byte {done}")
+                done += n
+                self.progress.add(n)
+        finally:
+            os.close(out)
 
-        segments = device_segments(self.mem, filemap)
-        return first_difference(segments, filemap.size, fd, self.progress.add)
+    def _compare(self, fd: int, filemap, dest: str) -> int | None:
+        from functools import partial
+
+        from famfs_py.mapping import MountedFile, device_segments, first_difference, read_segments
+
+        if self.mem is None:
+            with MountedFile(dest, writable=False) as theirs:
+                return first_difference(theirs.readinto, filemap.size, fd, self.progress.add)
+        read_into = partial(read_segments, device_segments(self.mem, filemap))
+        return first_difference(read_into, filemap.size, fd, self.progress.add)
 
     # -- trees ---------------------------------------------------------------------------
     def mkdir(self, dest: str, mode: int) -> None:
@@ -252,7 +283,8 @@ class Copier:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
         self.chan.close()
-        self.mem.close()
+        if self.mem is not None:
+            self.mem.close()
 
 
 def _total_bytes(sources: list[str], recursive: bool) -> int:

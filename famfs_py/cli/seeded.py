@@ -39,10 +39,10 @@ class Job(NamedTuple):
     seed: int
 
 
-def _mapped(path: str, write: bool):  # -> FileMemory
-    from famfs_py.mapping import open_file_memory
+def _mapped(path: str, write: bool):  # -> FileMemory | MountedFile
+    from famfs_py.mapping import open_file_bytes
 
-    return open_file_memory(path, write=write)
+    return open_file_bytes(path, write=write)
 
 
 def randomize(path: str, seed: int) -> int:

@@ -8,20 +8,21 @@ SO_PEERCRED, never from the request.
 from __future__ import annotations
 
 import array
+import contextlib
 import errno
 import logging
 import os
 import socket
-import stat
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from enum import Enum
 from typing import Any
 
 import trio
 
-from famfs_py import channel, omf, protocol
+from famfs_py import channel, omf, protocol, rundir
 from famfs_py.credentials import Credentials, peer_credentials
+from famfs_py.daemon import access
+from famfs_py.daemon.access import Rule
 from famfs_py.errors import FamfsError
 from famfs_py.fs.alloc import Interleave
 from famfs_py.fs.filesystem import Famfs, FsError
@@ -30,12 +31,8 @@ from famfs_py.fs.namespace import Inode
 
 log = logging.getLogger(__name__)
 
-
-class Rule(Enum):
-    """Who may use an op."""
-
-    ANYONE = "any caller"
-    OWNER = "root or the mount's owner"
+MAX_CONNECTIONS_PER_USER = 64  # open connections one unprivileged user may hold
+IDLE_TIMEOUT = 60.0  # seconds a connection may stay silent between requests
 
 
 @dataclass(frozen=True)
@@ -46,22 +43,6 @@ class Answer:
     fields: dict[str, Any]
     fds: tuple[int, ...] = ()
     watch: bool = False
-
-
-def is_privileged(caller: Credentials) -> bool:
-    return caller.uid in (0, os.geteuid())
-
-
-def may_access(inode: Inode, caller: Credentials, write: bool) -> bool:
-    """POSIX permission bits of `inode` for `caller` (root may do anything)."""
-    if caller.uid == 0:
-        return True
-    want = stat.S_IWOTH if write else stat.S_IROTH
-    if caller.uid == inode.uid:
-        want <<= 6
-    elif inode.gid in caller.groups:
-        want <<= 3
-    return bool(inode.mode & want)
 
 
 class ControlServer:
@@ -78,34 +59,44 @@ class ControlServer:
         self.status_extra = status_extra
         self.invalidate = invalidate
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-        # op -> (who may use it, handler)
+        self._inode: int | None = None
+        self._connections: dict[int, int] = {}  # uid -> connections open now
+        # the authorization table: op -> (who may use it, handler); see famfs_py.daemon.access
         self.ops: dict[type[protocol.Request], tuple[Rule, Callable[..., Any]]] = {
             protocol.Status: (Rule.ANYONE, self.status),
-            protocol.Getmap: (Rule.ANYONE, self.getmap),
-            protocol.Map: (Rule.ANYONE, self.map),
-            protocol.Invalidate: (Rule.ANYONE, self.invalidate_file),
-            protocol.Logplay: (Rule.ANYONE, self.logplay),
-            protocol.Fsck: (Rule.ANYONE, self.fsck),
-            protocol.Mkdir: (Rule.OWNER, self.mkdir),
-            protocol.Creat: (Rule.OWNER, self.creat),
+            protocol.Getmap: (Rule.READER, self.getmap),
+            protocol.Map: (Rule.READER, self.map),  # and device access: check_device
+            protocol.Invalidate: (Rule.READER, self.invalidate_file),
+            protocol.Mkdir: (Rule.CREATOR, self.mkdir),
+            protocol.Creat: (Rule.CREATOR, self.creat),  # an existing file: READER
+            protocol.Logplay: (Rule.OWNER, self.logplay),
+            protocol.Fsck: (Rule.OWNER, self.fsck),
             protocol.Clone: (Rule.OWNER, self.clone),
             protocol.Device: (Rule.OWNER, self.device),
         }
 
     def bind(self) -> None:
-        """Take the mount point's channel name (before mounting: a second daemon for the
-        same mount point fails here)."""
+        """Take the mount point's control socket (before mounting: a second daemon for the
+        same mount point fails here, and so does a socket someone else put there)."""
+        self.path = channel.control_socket(self.mountpoint, os.geteuid())
         try:
-            self._listener.bind("\0" + channel.socket_name(self.mountpoint))
+            self._inode = rundir.bind_listener(self._listener, self.path)
         except OSError as exc:
             self._listener.close()
+            if exc.errno == errno.EADDRINUSE:
+                raise FsError(
+                    errno.EBUSY,
+                    f"another process already serves {self.mountpoint}: {exc.strerror}",
+                ) from None
             raise FsError(
-                errno.EBUSY,
-                f"another famfs-py daemon already serves {self.mountpoint} ({exc.strerror})",
+                exc.errno or errno.EIO, f"cannot take the control socket: {exc.strerror}"
             ) from None
         self._listener.listen(64)
 
     def close(self) -> None:
+        if self._inode is not None:
+            rundir.unlink_own(self.path, self._inode)
+            self._inode = None
         self._listener.close()
 
     async def serve(self) -> None:
@@ -113,13 +104,29 @@ class ControlServer:
         async with trio.open_nursery() as nursery:
             while True:
                 conn, _ = await sock.accept()
-                nursery.start_soon(self._connection, conn)
+                caller = peer_credentials(conn)
+                if not access.is_privileged(caller) and (
+                    self._connections.get(caller.uid, 0) >= MAX_CONNECTIONS_PER_USER
+                ):
+                    await self._refuse(conn, caller)
+                    continue
+                self._connections[caller.uid] = self._connections.get(caller.uid, 0) + 1
+                nursery.start_soon(self._connection, conn, caller)
 
-    async def _connection(self, conn: trio.socket.SocketType) -> None:
+    async def _refuse(self, conn: trio.socket.SocketType, caller: Credentials) -> None:
+        message = (
+            f"uid {caller.uid} has {MAX_CONNECTIONS_PER_USER} connections open to this "
+            "daemon already; close some"
+        )
+        with conn, contextlib.suppress(OSError):
+            await conn.send(protocol.encode_error(errno.EAGAIN, message))  # a fresh buffer
+
+    async def _connection(self, conn: trio.socket.SocketType, caller: Credentials) -> None:
         try:
-            await self._serve_connection(conn)
+            await self._serve_connection(conn, caller)
         finally:
             self.watchers.discard(conn)
+            self._connections[caller.uid] -= 1
 
     async def revoke_mappings(self) -> int:
         """Tell every process holding a mapped file that its mapping is withdrawn (the
@@ -136,13 +143,20 @@ class ControlServer:
             log.warning("told %d holder(s) of mapped files to drop their mappings", told)
         return told
 
-    async def _serve_connection(self, conn: trio.socket.SocketType) -> None:
+    async def _serve_connection(self, conn: trio.socket.SocketType, caller: Credentials) -> None:
+        """Requests one after another; a connection that sends nothing for IDLE_TIMEOUT is
+        closed (those watching for removal excepted: they are counted in the user's cap)."""
         with conn:
-            caller = peer_credentials(conn)
             while True:
-                try:
-                    data = await conn.recv(protocol.MAX_MESSAGE)
-                except OSError:
+                data = b""
+                with trio.move_on_after(IDLE_TIMEOUT) as idle:
+                    try:
+                        data = await conn.recv(protocol.MAX_REQUEST)
+                    except OSError:
+                        return
+                if idle.cancelled_caught:
+                    if conn in self.watchers:
+                        continue
                     return
                 if not data:
                     return
@@ -167,11 +181,7 @@ class ControlServer:
         try:
             request = protocol.decode_request(data)
             rule, handler = self.ops[type(request)]
-            if rule is Rule.OWNER and not is_privileged(caller):
-                raise FsError(
-                    errno.EPERM,
-                    f"only {rule.value} may use {request.OP} (you are uid {caller.uid})",
-                )
+            self._authorize(rule, request, caller)
             result = handler(request, caller)
             answer: Answer = await result if isinstance(result, Awaitable) else result
             return protocol.encode_reply(answer.fields), answer.fds, answer.watch
@@ -183,9 +193,30 @@ class ControlServer:
             log.exception("bug while answering a control request")
             return protocol.encode_error(errno.EIO, f"internal error: {exc}"), (), False
 
+    def _authorize(self, rule: Rule, request: protocol.Request, caller: Credentials) -> None:
+        """Apply the op's rule (EPERM or EACCES saying why); the handler then does the rest."""
+        if rule is Rule.ANYONE or access.is_privileged(caller):
+            return
+        if rule is Rule.OWNER:
+            raise FsError(
+                errno.EPERM, f"only {rule.value} may use {request.OP} (you are uid {caller.uid})"
+            )
+        path: str = getattr(request, "path", "")
+        ns = self.fs.namespace
+        existing = ns.resolve(path)
+        if rule is Rule.READER or (isinstance(request, protocol.Creat) and existing is not None):
+            if existing is None:
+                raise FsError(errno.ENOENT, f"{path}: no such file or directory")
+            access.check_file(ns, existing, caller, write=bool(getattr(request, "write", False)))
+        elif isinstance(request, protocol.Mkdir) and existing is not None and existing.is_dir:
+            access.check_reach(ns, existing, caller)  # mkdir -p of what is there: no change
+        else:
+            access.check_create(ns, path, caller)
+            access.check_owner(getattr(request, "uid", None), getattr(request, "gid", None), caller)
+
     # -- ops -----------------------------------------------------------------------------
     def _owner(self, uid: int | None, gid: int | None, caller: Credentials) -> tuple[int, int]:
-        return (caller.uid if uid is None else uid, caller.gid if gid is None else gid)
+        return access.check_owner(uid, gid, caller)
 
     def _map_reply(self, inode: Inode, **extra: Any) -> dict[str, Any]:
         assert inode.fmap is not None
@@ -241,13 +272,17 @@ class ControlServer:
         return Answer({"report": report.as_json()})
 
     def getmap(self, request: protocol.Getmap, caller: Credentials) -> Answer:
-        return Answer(self._map_reply(self._file(request.path, logged=False)))
+        inode = self._file(request.path, logged=False)
+        try:
+            self.fs.check_data_available(inode)
+        except FsError:
+            return Answer(self._map_reply(inode, available=False))
+        return Answer(self._map_reply(inode))
 
     def map(self, request: protocol.Map, caller: Credentials) -> Answer:
         """The file's map and an open descriptor of the device for mapping it."""
         inode = self._file(request.path, logged=request.write)
-        if not may_access(inode, caller, request.write):
-            raise FsError(errno.EACCES, f"{inode.name}: permission denied")
+        access.check_device(str(self.fs.device.node), caller, write=request.write)
         if request.write:
             self.fs.check_writable(inode)
         self.fs.check_data_available(inode)

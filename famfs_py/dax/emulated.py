@@ -111,8 +111,11 @@ def create(
 
     if source is None:
         link = SHM_DIR / f"famfs-py.{secrets.token_hex(8)}"
-        with open(link, "xb") as f:
-            f.truncate(size)
+        fd = os.open(link, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        try:  # private, as a devdax node is (crw------- root): give it to a group to share
+            os.ftruncate(fd, size)
+        finally:
+            os.close(fd)
     else:
         link = _owned_link(source)
         os.link(source, link)

@@ -22,6 +22,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
+from famfs_py import rundir
 from famfs_py.credentials import peer_credentials
 from famfs_py.dax.device import DaxDevice
 
@@ -168,6 +169,7 @@ class Claim:
             "pid": os.getpid(),
             "holder": self.holder,
             "token": self._token,
+            "uid": os.geteuid(),
             "socket": socket_name,
             "since": time.time(),
         }
@@ -306,15 +308,30 @@ def notify_failure(
         info = holder_info(device)
         if info is None or not info.get("socket"):
             return errno.EOPNOTSUPP
-        return _send_failure(str(info["socket"]), offset, length, flags, timeout)
+        return _send_failure(info, offset, length, flags, timeout)
 
 
-def _send_failure(name: str, offset: int, length: int, flags: int, timeout: float) -> int:
+def _send_failure(
+    info: dict[str, object], offset: int, length: int, flags: int, timeout: float
+) -> int:
+    """Deliver to the holder `info` names, through its socket file, and only to it: the
+    file and its directories must be the holder's user's (rundir), and the process at the
+    other end the holder's own process."""
+    path = Path(str(info["socket"]))
+    try:
+        uid = int(info.get("uid", 0))  # type: ignore[call-overload]
+        rundir.check_trusted(path, uid)
+    except FileNotFoundError:
+        return errno.EOPNOTSUPP  # the holder is going away
+    except (OSError, ValueError, TypeError):
+        return errno.EPERM
     request = json.dumps({"offset": offset, "length": length, "flags": flags}).encode()
     with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC) as sock:
         sock.settimeout(timeout)
         try:
-            sock.connect("\0" + name)
+            sock.connect(str(path))
+            if peer_credentials(sock).pid != info.get("pid"):
+                return errno.EPERM  # somebody else's socket: not the holder
             sock.send(request)
             reply = sock.recv(4096)
         except (ConnectionRefusedError, FileNotFoundError):
@@ -335,9 +352,15 @@ class _FailureListener:
     def __init__(self, device: DaxDevice, ops: HolderOps) -> None:
         self.device = device
         self.ops = ops
-        self.name = f"famfs-py/holder/{device.name}/{os.getpid()}/{secrets.token_hex(6)}"
+        key = f"{device.name}-{os.getpid()}-{secrets.token_hex(6)}"
+        self.path = rundir.socket_path("holders", key, os.geteuid())
+        self.name = str(self.path)
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-        self._sock.bind("\0" + self.name)
+        try:
+            self._inode = rundir.bind_listener(self._sock, self.path)
+        except BaseException:
+            self._sock.close()
+            raise
         self._sock.listen(16)
         self._stopping = False
         self._in_callback = False  # a callback may release the claim (pre-remove) itself
@@ -380,6 +403,7 @@ class _FailureListener:
 
     def stop(self) -> None:
         self._stopping = True
+        rundir.unlink_own(self.path, self._inode)
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()

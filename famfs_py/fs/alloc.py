@@ -32,7 +32,9 @@ class Interleave:
     nbuckets: int
     chunk_size: int = omf.ALLOC_UNIT
 
-    def validate(self, dev_size: int, alloc_unit: int, real_device: bool = True) -> None:
+    def validate(self, dev_size: int, alloc_unit: int) -> None:
+        """Upstream's rules (famfs_validate_interleave_param), on every device, emulated ones
+        too: scripts written for famfs expect its refusals."""
         chunk = self.chunk_size
         if chunk <= 0 or chunk & (chunk - 1):
             raise BadInterleave(f"chunk size {chunk:#x} must be a power of two")
@@ -46,7 +48,7 @@ class Interleave:
                 f"nbuckets ({self.nbuckets})"
             )
         bucket = dev_size // self.nbuckets
-        if real_device and bucket < GiB:
+        if bucket < GiB:
             raise BadInterleave(
                 f"{self.nbuckets} buckets of {bucket} bytes: each bucket needs at least 1 GiB"
             )
@@ -106,13 +108,13 @@ class Bitmap:
         return extent
 
     def allocate_interleaved(
-        self, size: int, params: Interleave, *, real_device: bool = True
+        self, size: int, params: Interleave
     ) -> omf.SimpleFmap | omf.InterleavedFmap:
         """Strided allocation as upstream does it: `nstrips` equal strips, each in a
         different bucket (device / nbuckets), buckets tried in random order; a file smaller
         than one chunk falls back to contiguous. Fewer than nstrips strips: NoSpace, and
         nothing stays allocated."""
-        params.validate(self.nbits * self.alloc_unit, self.alloc_unit, real_device)
+        params.validate(self.nbits * self.alloc_unit, self.alloc_unit)
         if size < params.chunk_size:
             return omf.SimpleFmap((self.allocate(size),))
         au = self.alloc_unit

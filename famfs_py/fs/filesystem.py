@@ -311,9 +311,7 @@ class Famfs:
             if interleave is None:
                 fmap: omf.Fmap = omf.SimpleFmap((bitmap.allocate(size),))
             else:
-                fmap = bitmap.allocate_interleaved(
-                    size, interleave, real_device=not self.device.emulated
-                )
+                fmap = bitmap.allocate_interleaved(size, interleave)
         except NoSpace as exc:
             raise FsError(errno.ENOSPC, f"{relpath}: no space for {size} bytes ({exc})") from None
         except BadInterleave as exc:

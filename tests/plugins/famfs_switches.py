@@ -7,6 +7,9 @@ FAMFS_PY_TEST_CRASH_AT=STEP[:N]
     memory as a power cut there would: before-entry, mid-entry (half the entry written),
     after-entry (entry written, not committed), mid-header (next_seqnum bumped, next_index
     not) or after-header (committed).
+FAMFS_PY_TEST_DIE_AT_START=MESSAGE
+    the daemon prints MESSAGE as its last words and exits before it can tell anyone whether
+    the mount is ready (what a crash in startup looks like to `famfs-py mount`).
 FAMFS_PY_TEST_FAULT=NAME[:sleep=SECONDS][,...]
     make FUSE handler NAME raise an unexpected exception (the daemon must answer EIO and go
     on), or with sleep=, block the event loop that long before answering (the watchdog must
@@ -28,6 +31,7 @@ from typing import Any
 
 CRASH_ENV = "FAMFS_PY_TEST_CRASH_AT"
 FAULT_ENV = "FAMFS_PY_TEST_FAULT"
+DIE_ENV = "FAMFS_PY_TEST_DIE_AT_START"
 CRASH_STEPS = ("before-entry", "mid-entry", "after-entry", "mid-header", "after-header")
 
 log = logging.getLogger("famfs_switches")
@@ -164,6 +168,17 @@ def install_faults(faults: list[tuple[str, float | None]]) -> None:
     _when_imported("famfs_py.daemon.operations", patch)
 
 
+def install_death(message: str) -> None:
+    def patch(module: Any) -> None:
+        def run(self: Any) -> int:
+            print(f"famfs-py mount: {message}", file=sys.stderr, flush=True)
+            os._exit(9)
+
+        module.Daemon.run = run
+
+    _when_imported("famfs_py.daemon.mount", patch)
+
+
 def install_from_environment() -> None:
     crash = os.environ.get(CRASH_ENV)
     if crash:
@@ -173,6 +188,9 @@ def install_from_environment() -> None:
     faults = os.environ.get(FAULT_ENV)
     if faults:
         install_faults(parse_faults(faults))
+    death = os.environ.get(DIE_ENV)
+    if death:
+        install_death(death)
 
 
 def chain_sitecustomize(this_file: str) -> None:
