@@ -322,6 +322,13 @@ class MountedFile:
         while done < len(source):
             done += os.pwrite(self._fd, source[done:], offset + done)
 
+    def flush(self, offset: int = 0, length: int | None = None) -> None:
+        """Nothing to do here: the daemon flushes what it writes for us."""
+
+    def invalidate(self, offset: int = 0, length: int | None = None) -> None:
+        """Nothing this process can do: it holds no mapping (reads through the mount do not
+        invalidate; `famfs-py flush FILE` by a user with the device does)."""
+
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
