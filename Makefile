@@ -3,7 +3,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup demo test fast model lint bench bench-full clean install-service
+.PHONY: setup demo test fast test-installed model lint bench bench-full clean install-service
 
 setup:
 	./scripts/setup.sh
@@ -19,16 +19,20 @@ test: setup
 fast: setup
 	$(PY) -m pytest -q -m "not slow and not guest" tests
 
+# the fast selection against a wheel installed into a fresh venv outside the checkout
+test-installed: setup
+	./scripts/test-installed.sh -q -m "not slow and not guest"
+
 model: setup
 	$(PY) -m pytest -q -m model tests
 
 lint: setup
-	$(VENV)/bin/ruff check famfs_py mkfs tests bench
-	$(VENV)/bin/ruff format --check famfs_py mkfs tests bench
+	$(VENV)/bin/ruff check famfs_py tests bench
+	$(VENV)/bin/ruff format --check famfs_py tests bench
 	$(VENV)/bin/mypy
 
 install-service: setup
-	./systemd/install.sh
+	$(VENV)/bin/famfs-py install-service
 
 bench: setup
 	./scripts/setup-bench.sh
@@ -39,4 +43,4 @@ bench-full: setup
 	$(PY) -m bench --readme
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .pytest_cache build dist *.egg-info famfs_py/dax/*.so

@@ -1,5 +1,7 @@
 """`python -m bench [--quick]`: prepare emulated devices, run the rounds, print the table and
-write bench/results/latest.json, latest.md and latest.png."""
+write latest.json, latest.md and latest.png into a new directory outside the source tree
+(printed; --out DIR to choose). `--readme` (make bench-full) updates the committed results
+instead: bench/results/ and the results block of README.md."""
 
 from __future__ import annotations
 
@@ -14,8 +16,24 @@ from . import model, report
 from .env import Environment
 from .rounds import GROUPS, Bench, Config
 
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parent / "results"  # the committed results (--readme)
 README = Path(__file__).resolve().parent.parent / "README.md"
+OUT_BASE_ENV = "FAMFS_PY_BENCH_OUT"  # where new result directories go (default /var/tmp)
+
+
+def new_out_dir(kind: str) -> Path:
+    """A new directory for one run's results, outside the source tree."""
+    base = Path(os.environ.get(OUT_BASE_ENV) or "/var/tmp") / "famfs-py-bench"
+    base.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(100):
+        out = base / (f"{stamp}-{kind}" + (f".{n}" if n else ""))
+        try:
+            out.mkdir()
+        except FileExistsError:
+            continue
+        return out
+    raise SystemExit(f"bench: cannot make a new directory under {base}")
 
 
 def _terminate(signum: int, frame: object) -> None:
@@ -37,9 +55,16 @@ def main(argv: list[str] | None = None) -> int:
         help="run only this group of systems (repeatable); results are then only printed "
         "unless --out is given",
     )
-    parser.add_argument("--out", type=Path, help="results directory (default bench/results)")
     parser.add_argument(
-        "--readme", action="store_true", help="also rewrite the results block of README.md"
+        "--out",
+        type=Path,
+        help=f"results directory (default: a new one under ${OUT_BASE_ENV} or /var/tmp, "
+        "famfs-py-bench/DATE-MODE; with --readme: bench/results)",
+    )
+    parser.add_argument(
+        "--readme",
+        action="store_true",
+        help="update the committed results: bench/results/ and the results block of README.md",
     )
     parser.add_argument(
         "--redraw",
@@ -87,7 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     print(report.targets_table(results))
     if args.only and args.out is None:
         return 0
-    args.out = args.out or RESULTS
+    args.out = args.out or (RESULTS if args.readme else new_out_dir(mode))
     args.out.mkdir(parents=True, exist_ok=True)
     report.write_json(results, mode, args.out / "latest.json")
     header = (
@@ -100,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         report.update_readme(README, results, header)
     print(
         f"\nbench: {header}; wrote {args.out / 'latest.json'}, latest.md"
+        + ("" if not args.readme else " and README.md's results block")
         + (", latest.png" if charted else " (no chart: pip install -e '.[bench]')"),
         file=sys.stderr,
     )

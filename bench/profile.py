@@ -5,7 +5,8 @@ Run: python -m bench.profile [--seconds S] [--out DIR] WORKLOAD...
 Workloads: read-auto, read-never, randread, stat-cold, open-warm, cp, creat (imports and
 cProfile), mount-8m, mount-256m (cProfile of the daemon up to its first answer; the 256 MiB
 log filled to 90%). Summaries go to stdout and to
-DIR/profile-WORKLOAD.txt (default bench/results/profiles).
+DIR/profile-WORKLOAD.txt (default: a new directory outside the source tree, printed; give
+--out bench/results/profiles to update the committed profiles).
 """
 
 from __future__ import annotations
@@ -329,9 +330,14 @@ def _terminate(signum: int, frame: object) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.profile", description=__doc__)
     parser.add_argument("--seconds", type=float, default=8.0, help="per daemon workload")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "profiles")
+    parser.add_argument("--out", type=Path, help="where the summaries go")
     parser.add_argument("workloads", nargs="+", choices=[*WORKLOADS, "all"])
     args = parser.parse_args(argv)
+    if args.out is None:
+        from bench.__main__ import new_out_dir
+
+        args.out = new_out_dir("profiles")
+    print(f"bench.profile: summaries go to {args.out}", file=sys.stderr)
     signal.signal(signal.SIGTERM, _terminate)
     workloads = WORKLOADS if "all" in args.workloads else args.workloads
     with Environment() as env:

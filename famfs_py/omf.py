@@ -1,7 +1,7 @@
 """On-media format of famfs (OMF 2.2): superblock, log header, log entries and fmaps.
 
 Pure bytes <-> dataclasses with the exact CRCs of upstream famfs; no I/O happens here.
-Offsets and sizes are those of the compiled C structs (shared/testdata/famfs-ref/layout.json).
+Offsets and sizes are those of the compiled C structs (tests/data/famfs-ref/layout.json).
 """
 
 from __future__ import annotations

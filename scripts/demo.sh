@@ -3,7 +3,7 @@
 # mounted there and on a second simulated host (a client) that shares the same memory.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-BIN=$PWD/.venv/bin
+BIN=${FAMFS_PY_BIN:-$PWD/${VENV:-.venv}/bin}  # FAMFS_PY_BIN: another famfs-py (the tests)
 DEMO=${FAMFS_PY_DEMO_DIR:-/run/famfs-py/demo}
 MASTER_ROOT=$DEMO/master-host
 CLIENT_ROOT=$DEMO/client-host
@@ -20,8 +20,12 @@ client() { FAMFS_PY_DAX_ROOT=$CLIENT_ROOT FAMFS_PY_SYSTEM_UUID=$CLIENT_UUID "$@"
 for mnt in "$CLIENT_MNT" "$MASTER_MNT"; do
   if grep -q " $mnt fuse.famfs-py " /proc/mounts; then "$BIN/famfs-py" umount "$mnt"; fi
 done
-[ -e "$CLIENT_ROOT/dev/dax0.0" ] && client "$BIN/famfs-py" dax remove dax0.0 >/dev/null
-[ -e "$MASTER_ROOT/dev/dax0.0" ] && master "$BIN/famfs-py" dax remove dax0.0 >/dev/null
+# (a device whose memory is gone, e.g. after a reboot cleared it, is removed the same way)
+for root in "$CLIENT_ROOT" "$MASTER_ROOT"; do
+  if [ -d "$root/sys/bus/dax/devices/dax0.0" ]; then
+    FAMFS_PY_DAX_ROOT=$root "$BIN/famfs-py" dax remove dax0.0 >/dev/null
+  fi
+done
 mkdir -p "$MASTER_MNT" "$CLIENT_MNT"
 
 echo "== the master host: an emulated 4 GiB dax device, a famfs on it, mounted"

@@ -1,5 +1,10 @@
 """Shared fixtures: emulation roots (hosts), reference-image devices and mounts, all cleaned
-up after each test. Helpers that tests call themselves live in helpers.py."""
+up after each test. Helpers that tests call themselves live in helpers.py.
+
+A run's memory, mounts and image cache are its own and are cleaned up at its end, also
+after Ctrl-C or SIGTERM (tests/run_isolation.py); `pytest_report_header` names the famfs-py
+under test (the checkout, or an installed copy: FAMFS_PY_TEST_INSTALLED=1 insists on one).
+"""
 
 from __future__ import annotations
 
@@ -11,15 +16,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import run_isolation
 from helpers import (
+    BIN,
     CLIENT_UUID,
-    IMAGE_CACHE,
     MASTER_UUID,
+    REPO,
     Host,
     assert_no_traceback,
     copy_image,
     decompress_image,
+    image_cache,
     is_mounted,
+    memory_dir,
 )
 
 
@@ -71,12 +80,56 @@ def pair(host_factory) -> tuple[Host, Host]:
     return master, client
 
 
+# -- this run's own resources ------------------------------------------------------------------
+RUN: run_isolation.TestRun | None = None
+
+
+def pytest_configure(config) -> None:
+    global RUN
+    import famfs_py
+
+    source = Path(famfs_py.__file__).resolve()
+    if os.environ.get("FAMFS_PY_TEST_INSTALLED") and source.is_relative_to(REPO):
+        raise pytest.UsageError(
+            f"FAMFS_PY_TEST_INSTALLED is set but famfs_py comes from the checkout ({source}); "
+            "run the installed copy's pytest from outside the checkout (make test-installed)"
+        )
+    RUN = run_isolation.TestRun(BIN)
+
+
+def pytest_report_header(config) -> list[str]:
+    import famfs_py
+
+    where = Path(famfs_py.__file__).resolve().parent
+    lines = [f"famfs-py {famfs_py.__version__} from {where}, commands from {BIN}"]
+    if RUN is not None:
+        lines.append(f"this run's memory: {RUN.dir}")
+        if RUN.swept:
+            lines.append(f"swept after killed runs: {', '.join(map(str, RUN.swept))}")
+    return lines
+
+
+def pytest_unconfigure(config) -> None:
+    global RUN
+    if RUN is not None:
+        left, RUN = RUN.close(), None
+        for what in left:
+            print(f"famfs-py tests: cleaned up what a test left behind: {what}")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _run_basetemp(tmp_path_factory) -> None:
+    """Tell this run's cleanup where its mount points and emulation roots are."""
+    if RUN is not None:
+        RUN.set_basetemp(tmp_path_factory.getbasetemp())
+
+
 # -- reference images ------------------------------------------------------------------------
 @pytest.fixture(scope="session")
 def ref_images() -> Iterator:
     """Decompressed reference images (read-only: copy one before writing to it)."""
     yield decompress_image
-    shutil.rmtree(IMAGE_CACHE, ignore_errors=True)
+    shutil.rmtree(image_cache(), ignore_errors=True)
 
 
 @pytest.fixture
@@ -85,7 +138,7 @@ def ref_device(ref_images, host_factory, tmp_path):
 
     def make(name: str, host: Host | None = None, dev: str = "dax0.0") -> Host:
         host = host or host_factory(f"ref{name}")
-        image = copy_image(ref_images(name), Path("/dev/shm") / f"famfs-py-ref-{uuid.uuid4()}")
+        image = copy_image(ref_images(name), memory_dir() / f"ref-{uuid.uuid4()}")
         try:
             host.ok("dax", "create", dev, "--backing", image)
         finally:

@@ -138,8 +138,16 @@ def is_mounted(mp: Path) -> bool:
         return any(line.split()[4] == real for line in f)
 
 
+# -- this run's memory --------------------------------------------------------------------------
+def memory_dir() -> Path:
+    """This test run's own memory directory (set up by conftest, tests/run_isolation.py):
+    emulated memory and the reference-image cache live there and go with the run."""
+    return Path(os.environ["FAMFS_PY_MEMORY_DIR"])
+
+
 # -- reference images ------------------------------------------------------------------------
-IMAGE_CACHE = Path("/dev/shm") / f"famfs-py-tests-{os.getpid()}"
+def image_cache() -> Path:
+    return memory_dir() / "images"
 
 
 def manifest(name: str) -> dict:
@@ -150,8 +158,8 @@ def decompress_image(name: str) -> Path:
     """Reference image NAME, decompressed once per test run (read-only: copy it first)."""
     import zstandard
 
-    IMAGE_CACHE.mkdir(exist_ok=True)
-    out = IMAGE_CACHE / f"{name}.img"
+    image_cache().mkdir(exist_ok=True)
+    out = image_cache() / f"{name}.img"
     if out.exists():
         return out
     if shutil.which("zstd"):  # 5x faster than the Python decoder; writes sparse files

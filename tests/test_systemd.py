@@ -25,13 +25,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import BIN, REPO, assert_no_traceback, is_mounted, plugin_env, wait_until
+from helpers import BIN, assert_no_traceback, is_mounted, plugin_env, wait_until
 
+from famfs_py import service as packaged
 from famfs_py.dax import holder
 from famfs_py.dax.device import device_in_root
 
-SYSTEMD_DIR = REPO / "systemd"
-TEMPLATE = "famfs-py@.service"
+TEMPLATE = packaged.UNIT_TEMPLATE
 HELPER_LINK = Path("/sbin/mount.fuse.famfs-py")
 WATCHDOG_USEC = 200_000  # pings every 0.1 s
 TIMESTAMP = re.compile(r"\d{4}-\d\d-\d\d[ T]\d\d:\d\d")
@@ -96,21 +96,18 @@ def _gone(pid: int) -> bool:
 # -- the installed unit ----------------------------------------------------------------------
 @pytest.fixture
 def installed(tmp_path: Path) -> dict[str, Path]:
-    """systemd/install.sh run into a scratch tree, with this checkout's famfs-py."""
+    """`famfs-py install-service` run into a scratch tree, with the famfs-py under test."""
     dirs = {name: tmp_path / "inst" / name for name in ("unit", "sbin", "udev", "conf")}
-    env = {
-        **os.environ,
-        "BIN_DIR": str(BIN),
-        "UNIT_DIR": str(dirs["unit"]),
-        "SBIN_DIR": str(dirs["sbin"]),
-        "UDEV_DIR": str(dirs["udev"]),
-        "CONF_DIR": str(dirs["conf"]),
-    }
+    options = [f"--{name}-dir={path}" for name, path in dirs.items()]
     result = subprocess.run(
-        [SYSTEMD_DIR / "install.sh"], env=env, capture_output=True, text=True, check=False
+        [BIN / "famfs-py", "install-service", *options],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    dirs["env"] = env  # type: ignore[assignment]
+    assert "Traceback" not in result.stderr, result.stderr
+    dirs["options"] = options  # type: ignore[assignment]
     return dirs
 
 
@@ -355,17 +352,53 @@ def test_install_puts_the_unit_helper_and_rule_in_place_and_uninstall_removes_th
     assert "/usr/local/bin" not in unit
     helper = installed["sbin"] / "mount.fuse.famfs-py"
     assert os.readlink(helper) == str(BIN / "mount.fuse.famfs-py")
-    assert (installed["udev"] / "90-famfs-py-dax.rules").is_file()
+    rule = (installed["udev"] / "90-famfs-py-dax.rules").read_text()
+    assert 'GROUP="famfs", MODE="0660"' in rule  # the device to the group that may map it
     assert "FAMFS_PY_MOUNTPOINT=" in (installed["conf"] / "example.conf").read_text()
     result = subprocess.run(
-        [SYSTEMD_DIR / "install.sh", "--uninstall"],
-        env=installed["env"],
+        [BIN / "famfs-py", "install-service", "--uninstall", *installed["options"]],
         capture_output=True,
         text=True,
         check=False,
     )
     assert result.returncode == 0, result.stderr
     assert not (installed["unit"] / TEMPLATE).exists() and not os.path.lexists(helper)
+    assert (installed["conf"] / "example.conf").exists()  # the settings stay
+
+
+def test_install_service_reports_a_directory_it_cannot_write_in_one_line(tmp_path):
+    if os.geteuid() == 0:
+        blocked = tmp_path / "file"
+        blocked.write_text("")  # a directory path that runs through a regular file
+        unit_dir = blocked / "units"
+    else:
+        unit_dir = Path("/etc/systemd/system")
+    result = subprocess.run(
+        [
+            BIN / "famfs-py",
+            "install-service",
+            f"--unit-dir={unit_dir}",
+            f"--sbin-dir={tmp_path}/s",
+            f"--udev-dir={tmp_path}/u",
+            f"--conf-dir={tmp_path}/c",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 1 and len(result.stderr.strip().splitlines()) == 1, result
+    assert "cannot write" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_the_packaged_files_are_where_install_service_says():
+    result = subprocess.run(
+        [BIN / "famfs-py", "install-service", "--files"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+    shown = [Path(line) for line in result.stdout.splitlines()]
+    assert [p.name for p in shown] == [TEMPLATE, packaged.UDEV_RULE, packaged.EXAMPLE_CONF]
+    assert all(p.is_file() for p in shown)
+    assert shown[0].read_text() == packaged.path(TEMPLATE).read_text()
 
 
 def test_the_unit_keeps_fuse_reachable():
@@ -374,7 +407,7 @@ def test_the_unit_keeps_fuse_reachable():
     allow-list (/dev/fuse and the dax device must stay open to it)."""
     settings = {
         line.split("=", 1)[0]
-        for line in (SYSTEMD_DIR / TEMPLATE).read_text().splitlines()
+        for line in packaged.path(TEMPLATE).read_text().splitlines()
         if "=" in line and not line.startswith("#")
     }
     assert not settings & NAMESPACING_SETTINGS

@@ -1,11 +1,13 @@
 """`famfs-py dax`: emulated dax devices, daxctl style (create, list, reconfigure, remove,
-inject-error, clear-errors)."""
+inject-error, clear-errors), and the emulated memory no device uses any more."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import errno
 import os
+import sys
 
 from famfs_py.cli.common import (
     Parser,
@@ -56,7 +58,14 @@ def build_parser(prog: str) -> Parser:
     parser.add_argument("-d", "--debug", action="store_true", help="debug logging")
     sub = parser.add_subparsers(dest="action", metavar="ACTION", required=True, parser_class=Parser)
 
-    p = sub.add_parser("create", help="create an emulated device")
+    p = sub.add_parser(
+        "create",
+        help="create an emulated device",
+        description="Create an emulated device. Its memory is a new file in "
+        "$FAMFS_PY_MEMORY_DIR, else in famfs-py's tmpfs at /run/famfs-py/memory (2 MiB pages; "
+        "mounted on first use, as root), else in /dev/shm (4 KiB pages, with a warning); "
+        "or the file given with --backing, or another device's memory (--share).",
+    )
     p.add_argument("name", metavar="NAME", help="daxX.Y")
     p.add_argument(
         "--size", type=parse_size, help="size (k/m/g suffixes); default: the backing file's size"
@@ -82,8 +91,20 @@ def build_parser(prog: str) -> Parser:
     )
     add_root_option(p)
 
-    p = sub.add_parser("list", help="list devices (daxctl-style)")
-    p.add_argument("--json", action="store_true", help="print a JSON array")
+    p = sub.add_parser(
+        "list",
+        help="list devices (daxctl-style) and orphaned emulated memory",
+        description="List the devices of the emulation root (or the real ones), then the "
+        "emulated memory no device uses: memory whose device is gone (orphaned: 'dax remove "
+        "--orphans' reclaims it) and memory made by an earlier famfs-py that records no owner.",
+    )
+    p.add_argument("--json", action="store_true", help="print a JSON array (devices only)")
+    p.add_argument(
+        "--orphans",
+        action="store_true",
+        help="list only the emulated memory no device uses (with --json: "
+        '[{"memory", "size", "allocated", "owner"}], owner null when not recorded)',
+    )
     add_root_option(p)
 
     p = sub.add_parser("reconfigure", help="change a device's mode")
@@ -91,8 +112,18 @@ def build_parser(prog: str) -> Parser:
     p.add_argument("--mode", required=True, choices=["famfs", "devdax", "system-ram", "disabled"])
     add_root_option(p)
 
-    p = sub.add_parser("remove", help="remove an emulated device")
-    p.add_argument("name", metavar="NAME")
+    p = sub.add_parser(
+        "remove",
+        help="remove an emulated device, or reclaim orphaned memory",
+        description="Remove emulated device NAME (also one whose memory is gone), or reclaim "
+        "emulated memory no device uses: --orphans takes every memory file whose device is "
+        "gone; --memory FILE takes the files named (also those of unknown owner), refusing "
+        "memory a device still uses.",
+    )
+    p.add_argument("name", metavar="NAME", nargs="?")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--orphans", action="store_true", help="reclaim every orphaned memory file")
+    what.add_argument("--memory", metavar="FILE", nargs="+", help="reclaim these memory files")
     add_root_option(p)
 
     p = sub.add_parser("inject-error", help="record a memory error and tell the holder")
@@ -138,6 +169,89 @@ def _emulated(args: argparse.Namespace):  # -> DaxDevice
     return device
 
 
+def _list(args: argparse.Namespace) -> None:
+    from famfs_py.dax import backing, emulated
+    from famfs_py.dax.device import list_devices
+
+    root = args.root or os.environ.get("FAMFS_PY_DAX_ROOT")
+    orphans = backing.orphans()
+    if args.orphans:
+        if args.json:
+            print_json(
+                [
+                    {
+                        "memory": str(o.path),
+                        "size": o.size,
+                        "allocated": o.allocated,
+                        "owner": str(o.owner) if o.owner else None,
+                    }
+                    for o in orphans
+                ]
+            )
+        else:
+            for orphan in orphans:
+                print(orphan.describe())
+        return
+    rows = [emulated.describe(d) for d in list_devices(root)]
+    if args.json:
+        print_json(rows)
+        return
+    for row in rows:
+        state = f" {row['state']}" if "state" in row else ""
+        holder = f" held by {row['holder']}" if row.get("holder") else ""
+        facts = f"align {row.get('align', '?')}\tnuma node {row.get('numa_node', '?')}"
+        missing = ""
+        if row.get("memory_missing"):
+            missing = (
+                f"\tmemory missing: {row['memory']} is gone; remove the device with "
+                f"'famfs-py dax remove {row['path']}'"
+            )
+        print(f"{row['chardev']}\t{row['size']}\t{row['mode']}{state}\t{facts}{holder}{missing}")
+    for orphan in orphans:
+        print(orphan.describe())
+
+
+def _reclaim(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from famfs_py.dax import backing
+
+    if args.orphans:
+        reclaimed, refused, total = 0, 0, 0
+        for orphan in backing.orphans():
+            if not orphan.reclaimable:
+                continue
+            try:
+                if backing.reclaim(orphan.path, unowned_ok=False):
+                    reclaimed += 1
+                    total += orphan.allocated
+                    print(f"reclaimed {orphan.path} ({orphan.allocated / (1 << 20):.1f} MiB)")
+            except PermissionError:
+                refused += 1
+                print(
+                    f"famfs-py dax remove: cannot reclaim {orphan.path}: another user's "
+                    "(run as root)",
+                    file=sys.stderr,
+                )
+        for record in backing.stale_owner_records():
+            with contextlib.suppress(OSError):
+                record.unlink()
+        print(f"{reclaimed} orphaned memory file(s), {total / (1 << 20):.1f} MiB reclaimed")
+        if refused:
+            raise FamfsError(f"remove --orphans: {refused} file(s) left (not yours)", 1)
+        return
+    for name in args.memory:
+        path = Path(name).absolute()
+        if not backing.is_memory_file(path):
+            raise FamfsError(f"remove --memory {name}: not an emulated memory file", 1)
+        try:
+            removed = backing.reclaim(path, unowned_ok=True)
+        except OSError as exc:
+            fix = ": remove that device instead" if exc.errno == errno.EBUSY else ""
+            raise FamfsError(f"remove --memory {name}: {exc.strerror}{fix}", 1, exc.errno) from None
+        print(f"reclaimed {path}" if removed else f"{path}: being set up or gone; left alone")
+
+
 def _delivery_note(rc: int | None) -> str:
     if rc is None:
         return ""
@@ -146,8 +260,9 @@ def _delivery_note(rc: int | None) -> str:
 
 def run(args: argparse.Namespace) -> int:
     from famfs_py.dax import emulated
-    from famfs_py.dax.device import list_devices
 
+    if args.action == "remove" and not (args.name or args.orphans or args.memory):
+        raise FamfsError("remove: give a device NAME, --orphans or --memory FILE", 2)
     try:
         if args.action == "create":
             device = emulated.create(
@@ -159,20 +274,15 @@ def run(args: argparse.Namespace) -> int:
                 mode=args.mode,
                 align=args.align,
                 coherent=args.coherent,
+                warn=lambda text: print(f"famfs-py dax create: warning: {text}", file=sys.stderr),
             )
             print(device.path)
         elif args.action == "list":
-            root = args.root or os.environ.get("FAMFS_PY_DAX_ROOT")
-            devices = list_devices(root)
-            rows = [emulated.describe(d) for d in devices]
-            if args.json:
-                print_json(rows)
-            else:
-                for row in rows:
-                    state = f" {row['state']}" if "state" in row else ""
-                    holder = f" held by {row['holder']}" if row.get("holder") else ""
-                    facts = f"align {row.get('align', '?')}\tnuma node {row.get('numa_node', '?')}"
-                    print(f"{row['chardev']}\t{row['size']}\t{row['mode']}{state}\t{facts}{holder}")
+            _list(args)
+        elif args.action == "remove" and (args.orphans or args.memory):
+            if args.name:
+                raise FamfsError("remove: give a device NAME, or --orphans/--memory, not both", 2)
+            _reclaim(args)
         elif args.action == "reconfigure":
             rc = emulated.reconfigure(_emulated(args), args.mode)
             print(f"{args.name}: mode {args.mode}{_delivery_note(rc)}")

@@ -33,13 +33,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "chkread": ("chkread_cmd", "read files back and report errors"),
     "pcq": ("pcq_cmd", "producer/consumer queue over shared memory (upstream's pcq)"),
     "dax": ("dax_cmd", "create, list, reconfigure and remove (emulated) dax devices"),
+    "install-service": ("install_service_cmd", "install the systemd unit, udev rule, mount helper"),
 }
 
 
 def _usage() -> str:
     lines = [f"usage: {PROG} COMMAND [options] ...", "", "commands:"]
     for name, (_module, summary) in COMMANDS.items():
-        lines.append(f"  {name:<9} {summary}")
+        lines.append(f"  {name:<15} {summary}")
     lines += [
         "",
         f"'{PROG} COMMAND --help' describes a command and its exit codes.",

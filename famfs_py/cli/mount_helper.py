@@ -5,8 +5,8 @@ mount(8) (libmount) first looks for /sbin/mount.fuse.famfs-py and runs it as
 mount.fuse3, which runs the program named by the subtype through /bin/sh on mount's PATH:
 `famfs-py SOURCE MOUNTPOINT -o OPTIONS,dev,suid`; `famfs-py` recognises that call
 (`called_by_mount_fuse`) and comes here too. Either way the mount is `famfs-py mount`.
-mount(8) resolves symlinks in SOURCE, so an emulated device node arrives as its memory file
-in /dev/shm; `emulated_node_for` finds the node again.
+mount(8) resolves symlinks in SOURCE, so an emulated device node arrives as its memory file;
+`emulated_node_for` finds the node again.
 """
 
 from __future__ import annotations
@@ -59,11 +59,16 @@ def called_by_mount_fuse(argv: Sequence[str]) -> bool:
 
 
 def emulated_node_for(source: str, root_option: str | None) -> str | None:
-    """The emulated device node whose memory file `source` is, searched in the emulation root
-    of -o root=, else $FAMFS_PY_DAX_ROOT, else the default root (each node links to a
-    memory-file name of its own, so at most one node matches)."""
+    """The emulated device node whose memory file `source` is: the one its owner record
+    names, else the one found in the emulation root of -o root=, else $FAMFS_PY_DAX_ROOT,
+    else the default root (each node links to a memory-file name of its own, so at most one
+    node matches)."""
+    from famfs_py.dax import backing
+
     if NAME_RE.match(os.path.basename(source)) or not os.path.isfile(source):
         return None
+    if backing.in_use(Path(source)):
+        return str(backing.recorded_owner(Path(source)))
     roots = [r for r in (root_option, os.environ.get(ROOT_ENV)) if r]
     for root in [*map(Path, roots), DEFAULT_EMULATION_ROOT]:
         dev_dir = root / "dev"

@@ -1,26 +1,29 @@
-"""Emulated dax devices: a sysfs-shaped tree under an emulation root, memory in /dev/shm.
+"""Emulated dax devices: a sysfs-shaped tree under an emulation root, memory in a file.
 
-Each device's node `<root>/dev/daxX.Y` is a symlink to a link name of its own for the backing
-file; sharing one memory between two roots (two simulated hosts) is a second hard link to the
-same file, so the memory lives until the last device using it is removed.
+Each device's node `<root>/dev/daxX.Y` is a symlink to a link name of its own for the memory
+file (in famfs-py's huge-page tmpfs, /dev/shm, or beside a `--backing` file: see
+famfs_py.dax.backing); sharing one memory between two roots (two simulated hosts) is a second
+hard link to the same file, so the memory lives until the last device using it is removed.
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import logging
 import os
 import secrets
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
+from famfs_py.dax import backing as memory_files
 from famfs_py.dax import holder
 from famfs_py.dax.device import NAME_RE, DaxDevice, device_in_root, resolve_device
 from famfs_py.dax.sysfs import MODE_DRIVERS, MODES, format_badblocks, read_badblocks_file
 
 log = logging.getLogger(__name__)
 
-SHM_DIR = Path("/dev/shm")
 DEFAULT_ALIGN = 2 << 20
 INJECTED = "badblocks.injected"  # emulation-only: the subset of badblocks that was injected
 # emulation-only: "1" if this host's view of the memory is coherent with the other hosts'
@@ -55,8 +58,14 @@ def _bind(device: DaxDevice, mode: str) -> None:
     os.replace(tmp, link)
 
 
-def _owned_link(backing: Path) -> Path:
-    return backing.parent / f"famfs-py.{secrets.token_hex(8)}"
+def _owned_link(source: Path) -> Path:
+    """A new link name beside `source` (hard links stay on one filesystem)."""
+    return source.parent / f"{memory_files.PREFIX}{secrets.token_hex(8)}"
+
+
+def memory_missing(device: DaxDevice) -> bool:
+    """True when the device's memory file is gone (deleted by hand, cleared by a reboot)."""
+    return not os.path.exists(device.node)
 
 
 def create(
@@ -68,10 +77,12 @@ def create(
     share: str | None = None,
     mode: str = "famfs",
     align: int = DEFAULT_ALIGN,
+    warn: Callable[[str], None] = log.warning,
     coherent: bool | None = None,
 ) -> DaxDevice:
     """Create emulated device `name` under `root`; see `famfs-py dax create --help`.
-    `coherent`: None takes the shared device's (with `share`), else not coherent."""
+    `warn` is told (one line) when new memory cannot be on 2 MiB pages. `coherent`: None
+    takes the shared device's (with `share`), else not coherent."""
     if not NAME_RE.match(name):
         raise ValueError(f"device name {name!r} is not of the form daxX.Y")
     if mode not in MODES:
@@ -81,6 +92,14 @@ def create(
     _setup_root(root)
     device = device_in_root(name, root)
     if device.exists():
+        if memory_missing(device):
+            raise FileExistsError(
+                errno.EEXIST,
+                f"{device.describe()} already exists, but its memory "
+                f"{os.readlink(device.node) if device.node.is_symlink() else ''} is gone "
+                f"(deleted, or cleared by a reboot): remove the device with "
+                f"'famfs-py dax remove {device.path}' and create it again",
+            )
         raise FileExistsError(errno.EEXIST, f"{device.describe()} already exists")
 
     source: Path | None = None
@@ -109,19 +128,30 @@ def create(
     if size % align:
         raise ValueError(f"size {size} is not a multiple of the alignment {align}")
 
+    # the memory file is flocked until the device is complete: a sweep of orphaned memory
+    # (famfs_py.dax.backing.reclaim) never takes memory that is being set up
     if source is None:
-        link = SHM_DIR / f"famfs-py.{secrets.token_hex(8)}"
+        where = memory_files.memory_dir()
+        if where.warning:
+            warn(where.warning)
+        link = where.path / f"{memory_files.PREFIX}{secrets.token_hex(8)}"
         fd = os.open(link, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         try:  # private, as a devdax node is (crw------- root): give it to a group to share
+            fcntl.flock(fd, fcntl.LOCK_EX)
             os.ftruncate(fd, size)
-        finally:
+        except BaseException:
             os.close(fd)
+            link.unlink(missing_ok=True)
+            raise
     else:
         link = _owned_link(source)
         os.link(source, link)
+        fd = os.open(link, os.O_RDONLY | os.O_CLOEXEC)
+        fcntl.flock(fd, fcntl.LOCK_EX)
 
     devdir = device.sysfs_dir
     try:
+        memory_files.record_owner(link, device.node)
         devdir.mkdir(parents=True)
         region, instance = (int(x) for x in NAME_RE.match(name).groups())  # type: ignore[union-attr]
         start = FAKE_PHYS_BASE * (region + 1) + (instance << 40)
@@ -144,8 +174,11 @@ def create(
         os.symlink(link, device.node)
     except BaseException:
         shutil.rmtree(devdir, ignore_errors=True)
-        link.unlink(missing_ok=True)
+        device.node.unlink(missing_ok=True)
+        memory_files.forget(link)
         raise
+    finally:
+        os.close(fd)
     log.info("created %s (%d bytes, %s, memory %s)", device.path, size, mode, link)
     return device
 
@@ -155,8 +188,13 @@ def describe(device: DaxDevice) -> dict[str, object]:
     out = device.as_daxctl()
     if device.emulated:
         out["path"] = device.path
-        out["memory"] = os.path.realpath(device.node)
+        memory = os.path.realpath(device.node)
+        out["memory"] = memory
         out["coherent"] = device.coherent
+        if memory_missing(device):
+            out["memory_missing"] = True
+        else:
+            out["huge_pages"] = memory_files.huge_pages(Path(memory).parent)
         info = holder.holder_info(device)
         if info is not None:
             out["holder"] = info.get("holder")
@@ -210,7 +248,7 @@ def remove(device: DaxDevice) -> int | None:
         device.node.unlink(missing_ok=True)
         shutil.rmtree(device.sysfs_dir, ignore_errors=True)
         if link is not None:
-            link.unlink(missing_ok=True)
+            memory_files.forget(link)
     log.info("removed %s", device.path)
     return rc
 

@@ -101,7 +101,13 @@ def dead_reason(device: DaxDevice) -> str | None:
             f"(offline its memory, then {mode_hint(device, usable)})"
         )
     if device.emulated and not os.path.exists(device.node):
-        return f"{device.describe()} has no memory node {device.node}"
+        if not device.node.is_symlink():
+            return f"{device.describe()} has no memory node {device.node}"
+        return (
+            f"the memory of {device.describe()}, {os.readlink(device.node)}, is gone (deleted, "
+            f"or cleared by a reboot): remove the device with 'famfs-py dax remove "
+            f"{device.path}' and create it again"
+        )
     return None
 
 
