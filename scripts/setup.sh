@@ -30,7 +30,7 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-# (the QEMU guest tier's packages and kernels are installed by its own script, called here)
+./scripts/setup-guest.sh  # the guest test tier (tests/guest): QEMU, busybox, ndctl, udev
 
 # Debian's own Python is preferred to whatever python3 comes first on PATH (pyenv, conda):
 # a venv made from a Python under a private home directory cannot run as another user,

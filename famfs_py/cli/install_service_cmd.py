@@ -98,6 +98,8 @@ def _reload(unit_dir: Path) -> None:
     subprocess.run(["systemctl", "daemon-reload"], check=False)
     if shutil.which("udevadm"):
         subprocess.run(["udevadm", "control", "--reload"], check=False)
+        # dax devices already present get their device units now, not at the next boot
+        subprocess.run(["udevadm", "trigger", "--action=add", "--subsystem-match=dax"], check=False)
 
 
 def _write(path: Path, text: str) -> None:

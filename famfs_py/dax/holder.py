@@ -226,12 +226,6 @@ def claim(
     """
     with alive_guard(device):
         check_mode(device, allow_devdax=allow_devdax)
-        if not device.emulated:
-            log.warning(
-                "%s is in devdax mode: the kernel does not stop other processes from "
-                "mapping it while famfs-py holds it",
-                device.path,
-            )
         try:
             device.holder_dir.mkdir(parents=True, exist_ok=True)
             fd = _lock_file(device.holder_dir / HOLDER_LOCK, create=True)
@@ -259,6 +253,12 @@ def claim(
         except BaseException:
             held.release()
             raise
+    if not device.emulated:  # only once claimed: a refused claim says one thing, why
+        log.warning(
+            "%s is in devdax mode: the kernel does not stop other processes from "
+            "mapping it while famfs-py holds it",
+            device.path,
+        )
     log.info("claimed %s for %s", device.path, holder)
     return held
 

@@ -14,6 +14,9 @@ FAMFS_PY_TEST_FAULT=NAME[:sleep=SECONDS][,...]
     make FUSE handler NAME raise an unexpected exception (the daemon must answer EIO and go
     on), or with sleep=, block the event loop that long before answering (the watchdog must
     notice).
+FAMFS_PY_TEST_READY_WAIT=SECONDS
+    let `famfs-py mount` wait that long for its daemon to report (instead of 60 s): the guest
+    tier's TCG guests on a loaded machine take longer than that to import pyfuse3 and trio.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import Any
 CRASH_ENV = "FAMFS_PY_TEST_CRASH_AT"
 FAULT_ENV = "FAMFS_PY_TEST_FAULT"
 DIE_ENV = "FAMFS_PY_TEST_DIE_AT_START"
+READY_WAIT_ENV = "FAMFS_PY_TEST_READY_WAIT"
 CRASH_STEPS = ("before-entry", "mid-entry", "after-entry", "mid-header", "after-header")
 
 log = logging.getLogger("famfs_switches")
@@ -179,6 +183,14 @@ def install_death(message: str) -> None:
     _when_imported("famfs_py.daemon.mount", patch)
 
 
+# -- the mount command's patience -------------------------------------------------------------
+def install_ready_wait(seconds: float) -> None:
+    def patch(module: Any) -> None:
+        module.READY_WAIT = seconds
+
+    _when_imported("famfs_py.cli.mount_cmd", patch)
+
+
 def install_from_environment() -> None:
     crash = os.environ.get(CRASH_ENV)
     if crash:
@@ -191,6 +203,9 @@ def install_from_environment() -> None:
     death = os.environ.get(DIE_ENV)
     if death:
         install_death(death)
+    ready_wait = os.environ.get(READY_WAIT_ENV)
+    if ready_wait:
+        install_ready_wait(float(ready_wait))
 
 
 def chain_sitecustomize(this_file: str) -> None:

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Prepare this machine for the guest test tier (tests/guest): QEMU, a static busybox for the
+# guest's initramfs, the tools that build it (kmod, cpio, xz, zstd), and what the guest runs
+# from the host's root over 9p (ndctl/daxctl for the NVDIMM namespace, udev and systemd for
+# the service tests). The guest's kernel is not installed here: the tier downloads Debian's
+# kernel package itself (apt-get download) into its cache. Safe to run again.
+set -euo pipefail
+
+apt_packages=(qemu-system-x86 busybox-static kmod cpio xz-utils zstd ndctl daxctl udev systemd)
+missing=()
+for pkg in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup-guest: need Debian packages ${missing[*]}: run as root or install them" >&2
+    exit 1
+  fi
+  echo "setup-guest: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi

@@ -1,0 +1,1 @@
+"""What runs inside the guest: scenarios of named checks (standard library at import time)."""

@@ -1,0 +1,220 @@
+"""Two hosts, one memory: guest A (the master) and guest B (a --rw client) boot at once on the
+same backing file, each with its own system UUID, and meet in /xfer (one directory both
+share) only to say when the other may go on; the data goes through the device.
+
+The client sees files the master creates while it is mounted, without any command (it
+follows the log), reads them byte-exact, writes into one that the master reads back, and
+the two exchange counters through open_mapped views with no system call in the loop. At
+the end the master leaves a manifest (every file's sha256) for the host, which opens the
+memory as an emulated device and checks the same tree and bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+from guest.inguest.checks import (
+    DEVICE,
+    XFER,
+    Scenario,
+    State,
+    cli,
+    is_mounted,
+    pattern,
+    sha256,
+    wait_until,
+)
+
+MASTER = Scenario("two_hosts_master")
+CLIENT = Scenario("two_hosts_client")
+MiB = 1 << 20
+ROUNDS = 50
+PEER_WAIT = 600  # the peer boots, imports and mounts under TCG on a shared machine
+BEFORE = {"early/seeded": ("5m", 21), "early/small": ("4k", 22)}
+AFTER = {"late/seeded": ("3m", 31), "late/deeper/other": ("2m", 32)}
+TREE = {"late/tree/a": 5000, "late/tree/b/c": MiB + 7}
+
+
+def tell(name: str, data: object = None) -> None:
+    """Say `name` to the other guest (an atomically written /xfer/NAME.json)."""
+    tmp = XFER / f".{name}.tmp"
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, XFER / f"{name}.json")
+
+
+def hear(name: str, peer: str, timeout: float = PEER_WAIT) -> object:
+    """Wait for the other guest to say `name`; fail early if it has ended."""
+    path = XFER / f"{name}.json"
+
+    def said() -> bool:
+        if path.exists():
+            return True
+        if (XFER / f"{peer}.rc").exists():
+            raise AssertionError(f"guest {peer} ended without saying {name}")
+        return False
+
+    wait_until(said, timeout, f"guest {peer} to say {name}", step=0.2)
+    return json.loads(path.read_text())
+
+
+def manifest(root: Path) -> dict[str, str]:
+    out = {}
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            full = Path(dirpath) / name
+            out[str(full.relative_to(root))] = sha256(full)
+    return out
+
+
+def mapped_mailbox(state: State, me: str, peer: str):
+    """The mailbox mapped "r+" here, once the peer has mapped it too (either side's failure
+    to map is told to the other, so neither waits for nothing)."""
+    from famfs_py import open_mapped
+
+    try:
+        box = open_mapped(state.mountpoint / "mailbox", "r+")
+    except OSError as exc:
+        tell(f"{me}.mapped", {"error": str(exc)})
+        raise
+    tell(f"{me}.mapped", {})
+    theirs = hear(f"{peer}.mapped", peer)
+    if isinstance(theirs, dict) and theirs.get("error"):
+        box.close()
+        raise AssertionError(f"guest {peer} could not map the mailbox: {theirs['error']}")
+    return box
+
+
+# -- the master (guest A) --------------------------------------------------------------------
+@MASTER.check("mkfs_mount")
+def master_mkfs_mount(state: State) -> str:
+    cli("--devdax", DEVICE, prog="mkfs.famfs-py")
+    state.mountpoint.mkdir(parents=True, exist_ok=True)
+    return cli("mount", "--devdax", DEVICE, state.mountpoint).stdout.strip()
+
+
+@MASTER.check("create_before", needs="mkfs_mount")
+def master_create_before(state: State) -> None:
+    cli("mkdir", "-p", state.mountpoint / "early")
+    files = [f"{state.mountpoint / n},{size},{seed}" for n, (size, seed) in BEFORE.items()]
+    files += [f"{state.mountpoint / 'from_client'},4m", f"{state.mountpoint / 'mailbox'},4k"]
+    cli("creat", *(arg for f in files for arg in ("-M", f)))  # one process: imports cost
+    tell("A.ready", {name: sha256(state.mountpoint / name) for name in BEFORE})
+
+
+@MASTER.check("create_while_client_mounted", needs="create_before")
+def master_create_after(state: State) -> str:
+    hear("B.mounted", "B")
+    cli("mkdir", "-p", state.mountpoint / "late/deeper")
+    files = [f"{state.mountpoint / n},{size},{seed}" for n, (size, seed) in AFTER.items()]
+    cli("creat", *(arg for f in files for arg in ("-M", f)))
+    source = Path("/root/tree")
+    for seed, (name, size) in enumerate(TREE.items(), start=40):
+        file = source / Path(name).relative_to("late/tree")
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_bytes(pattern(seed, size))
+    cli("cp", "-r", source, state.mountpoint / "late/tree")
+    names = [*AFTER, *TREE]
+    tell("A.after", {name: sha256(state.mountpoint / name) for name in names})
+    return f"{len(names)} files created"
+
+
+@MASTER.check("reads_client_write", needs="create_while_client_mounted")
+def master_reads_client_write(state: State) -> None:
+    wrote = hear("B.wrote", "B")
+    assert isinstance(wrote, dict)
+    assert sha256(state.mountpoint / "from_client") == wrote["sha256"], "not the client's bytes"
+
+
+@MASTER.check("mapped_exchange", needs="create_before")
+def master_mapped_exchange(state: State) -> str:
+    with mapped_mailbox(state, "A", "B") as box:
+        started = time.monotonic()
+        for i in range(1, ROUNDS + 1):
+            box[0:4] = i.to_bytes(4, "little")
+            spins = 0
+            while int.from_bytes(box[4:8], "little") != i:  # loads only: no system call
+                spins += 1
+                if spins % 200_000 == 0 and time.monotonic() - started > PEER_WAIT:
+                    raise AssertionError(f"round {i}: the client never echoed")
+        seconds = time.monotonic() - started
+    return f"{ROUNDS} round trips in {seconds:.2f} s"
+
+
+@MASTER.check("manifest", needs="create_before")
+def master_manifest(state: State) -> str:
+    hear("B.done", "B")
+    files = manifest(state.mountpoint)
+    tell("A.manifest", files)
+    cli("umount", state.mountpoint)
+    return f"{len(files)} files"
+
+
+# -- the client (guest B) --------------------------------------------------------------------
+@CLIENT.check("mount_rw")
+def client_mount(state: State) -> str:
+    before = hear("A.ready", "A")
+    state.expected.update(before)  # type: ignore[arg-type]
+    state.mountpoint.mkdir(parents=True, exist_ok=True)
+    out = cli("mount", "--devdax", "--rw", DEVICE, state.mountpoint).stdout.strip()
+    info = json.loads(cli("status", "--json", state.mountpoint).stdout)
+    assert info["role"] == "client" and info["writable_data"], info
+    tell("B.mounted")
+    return out
+
+
+@CLIENT.check("reads_before", needs="mount_rw")
+def client_reads_before(state: State) -> None:
+    bad = [n for n, d in state.expected.items() if sha256(state.mountpoint / n) != d]
+    assert not bad, f"differ: {bad}"
+
+
+@CLIENT.check("follows_log", needs="mount_rw")
+def client_follows_log(state: State) -> str:
+    after = hear("A.after", "A")
+    assert isinstance(after, dict)
+    started = time.monotonic()
+    wait_until(
+        lambda: all((state.mountpoint / n).exists() for n in after),
+        60,
+        "the master's new files to appear (no command run here)",
+    )
+    seen = time.monotonic() - started
+    bad = [n for n, d in after.items() if sha256(state.mountpoint / n) != d]
+    assert not bad, f"differ: {bad}"
+    return f"{len(after)} new files visible {seen:.1f} s after the master said so, byte-exact"
+
+
+@CLIENT.check("writes_for_master", needs="mount_rw")
+def client_writes(state: State) -> None:
+    data = pattern(77, 4 * MiB - 1000)
+    with open(state.mountpoint / "from_client", "r+b") as f:
+        f.write(data)
+    content = (state.mountpoint / "from_client").read_bytes()
+    assert content[: len(data)] == data
+    tell("B.wrote", {"sha256": sha256(state.mountpoint / "from_client")})
+
+
+@CLIENT.check("mapped_exchange", needs="mount_rw")
+def client_mapped_exchange(state: State) -> str:
+    with mapped_mailbox(state, "B", "A") as box:
+        started = time.monotonic()
+        last = spins = 0
+        while last < ROUNDS:
+            seen = int.from_bytes(box[0:4], "little")  # loads only: no system call
+            if seen != last:
+                box[4:8] = seen.to_bytes(4, "little")
+                last = seen
+            spins += 1
+            if spins % 200_000 == 0 and time.monotonic() - started > PEER_WAIT:
+                raise AssertionError(f"stuck after round {last}")
+    return f"echoed {ROUNDS} rounds"
+
+
+@CLIENT.check("umount", needs="mount_rw")
+def client_umount(state: State) -> None:
+    cli("umount", state.mountpoint)
+    assert not is_mounted(state.mountpoint)
+    tell("B.done")
