@@ -327,7 +327,7 @@ class MountedFile:
 
     def invalidate(self, offset: int = 0, length: int | None = None) -> None:
         """Nothing this process can do: it holds no mapping (reads through the mount do not
-        invalidate; `famfs-py flush FILE` by a user with the device does)."""
+        invalidate; `famfs-py flush FILE`, the daemon's flush op, does)."""
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -241,6 +241,25 @@ class Invalidate(Request):
 
 
 @dataclass(frozen=True)
+class Flush(Request):
+    """Write back and evict this host's CPU cache lines of a file's memory (bytes [offset,
+    offset+length), the rest of the file if length is None): `famfs-py flush`, and reads
+    through the mount by a caller without the device that must see other hosts' stores."""
+
+    OP: ClassVar[str] = "flush"
+    path: str = ""
+    offset: int = 0
+    length: int | None = None
+
+    def validate(self) -> Flush:
+        return Flush(
+            clean_path(self.path),
+            bounded(self.offset, "offset", (1 << 63) - 1),
+            None if self.length is None else bounded(self.length, "length", (1 << 63) - 1),
+        )
+
+
+@dataclass(frozen=True)
 class Logplay(Request):
     """Apply new log entries now (`dry_run`: only count them)."""
 
@@ -365,6 +384,26 @@ def _flush_field(data: dict[str, Any]) -> bool | None:
     """A reply's "flush": True/False, or None from a daemon that does not say."""
     value = data.get("flush")
     return None if value is None else bool(value)
+
+
+@dataclass(frozen=True)
+class FlushReply:
+    """What a flush did: `lines` written back and evicted (0 where flushing is off), and the
+    mount's flushing policy (`enabled`, and why: the mount option or the device's say)."""
+
+    lines: int
+    enabled: bool
+    reason: str
+
+    def to_fields(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_fields(cls, data: dict[str, Any]) -> FlushReply:
+        try:
+            return cls(int(data["lines"]), bool(data["enabled"]), str(data["reason"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"malformed flush reply: {exc}", errno.EIO) from None
 
 
 @dataclass(frozen=True)

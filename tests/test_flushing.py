@@ -6,13 +6,15 @@ flush`, mapped files; the mount option and the device property that turn it off,
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import io
 import json
 import os
 import uuid
 
 import pytest
-from helpers import MASTER_UUID, GiB, MiB, wait_until
+from helpers import MASTER_UUID, GiB, MiB, as_user, assert_no_traceback, wait_until
 
 import famfs_py
 from famfs_py import omf
@@ -24,6 +26,7 @@ from famfs_py.fs.mkfs import mkfs
 
 MASTER = uuid.UUID(MASTER_UUID)
 LINE = cache.line_size()
+NOBODY = 65534
 
 
 def _lines(op: str) -> int:
@@ -43,13 +46,13 @@ class Recording(cache.Policy):
         address = ctypes.addressof(ctypes.c_char.from_buffer(view))  # a writable mapping
         self.calls.append((op, address - self.base + offset, length or view.nbytes))
 
-    def flush(self, target, offset: int = 0, length: int | None = None) -> None:
+    def flush(self, target, offset: int = 0, length: int | None = None) -> int:
         self._note("flush", target, offset, length)
-        super().flush(target, offset, length)
+        return super().flush(target, offset, length)
 
-    def invalidate(self, target, offset: int = 0, length: int | None = None) -> None:
+    def invalidate(self, target, offset: int = 0, length: int | None = None) -> int:
         self._note("invalidate", target, offset, length)
-        super().invalidate(target, offset, length)
+        return super().invalidate(target, offset, length)
 
 
 @pytest.fixture
@@ -136,28 +139,51 @@ def _status(host, mp) -> dict:
     return json.loads(host.ok("status", "--json", mp).stdout)["cache_flush"]
 
 
+def _daemon_lines(host, mp, op: str) -> int:
+    """Cache lines the mount's daemon has flushed or invalidated so far (its counters)."""
+    return _status(host, mp)["counters"][op]["lines"]
+
+
+def _status_line(host, mp) -> str:
+    text = host.ok("status", mp).stdout
+    return next(ln for ln in text.splitlines() if ln.startswith("flushing:"))
+
+
+def _flushed_lines(stdout: str) -> int:
+    """N of `famfs-py flush -v`'s "flushed FILE (N cache lines)"."""
+    return int(stdout.rsplit("(", 1)[1].split()[0])
+
+
 def test_status_shows_flushing_and_the_daemons_counters(fresh, mounts, tmp_path):
     mp = mounts.mount(fresh)
     info = _status(fresh, mp)
     assert info["enabled"] and info["flush_instruction"] == cache.chosen().flush
     assert info["invalidate_instruction"] == cache.chosen().invalidate
-    start = info["counters"]["flush"]["calls"]
+    assert info["reason"] == "on (flush=auto: the emulated device dax0.0 is not known coherent)"
+    start = info["counters"]["flush"]
     fresh.ok("creat", "-s", "1m", mp / "f")  # one append: the entry, then the header
     with open(mp / "f", "r+b") as f:
         f.write(b"z" * 8192)
     after = _status(fresh, mp)["counters"]["flush"]
-    assert after["calls"] >= start + 3
-    text = fresh.ok("status", mp).stdout
-    line = next(ln for ln in text.splitlines() if ln.startswith("flushing:"))
-    assert "on (flush=auto" in line and cache.chosen().flush in line and "flushes" in line
+    assert after["calls"] >= start["calls"] + 3
+    assert after["lines"] - start["lines"] >= 8192 // LINE + 2  # the data, an entry, a header
+    line = _status_line(fresh, mp)
+    assert line.startswith("flushing:   on (flush=auto: the emulated device dax0.0 is not known")
+    assert f"{cache.chosen().flush}/{cache.chosen().invalidate}" in line and "flushes" in line
 
 
 def test_flush_off_is_a_mount_option_and_mapped_files_follow_the_mount(fresh, mounts):
     mp = mounts.mount(fresh, None, "-o", "flush=off")
     info = _status(fresh, mp)
     assert not info["enabled"] and info["reason"] == "off (flush=off)"
+    assert _status_line(fresh, mp).startswith("flushing:   off (flush=off); daemon: 0 flushes")
     fresh.ok("creat", "-s", "1m", mp / "f")
-    assert _status(fresh, mp)["counters"]["flush"]["calls"] == 0
+    with open(mp / "f", "r+b") as f:
+        f.write(b"w" * 8192)
+    said = fresh.ok("flush", "-v", mp / "f").stdout
+    assert "nothing to flush, flushing is off (flush=off)" in said
+    counters = _status(fresh, mp)["counters"]
+    assert counters["flush"]["calls"] == 0 and counters["invalidate"]["calls"] == 0
     with famfs_py.open_mapped(mp / "f", "r+") as m:
         assert not m.cache_policy.enabled
         before = cache.totals()
@@ -165,6 +191,21 @@ def test_flush_off_is_a_mount_option_and_mapped_files_follow_the_mount(fresh, mo
         m.flush(0, 4)
         m.invalidate()
         assert cache.totals() == before
+
+
+def test_a_coherent_device_turns_auto_off_and_flush_on_forces_it(host, mounts):
+    host.ok("dax", "create", "dax0.0", "--size", "4g", "--coherent")
+    host.ok("mkfs", "dax0.0")
+    mp = mounts.mount(host)
+    assert _status_line(host, mp).startswith(
+        "flushing:   off (flush=auto: the emulated device dax0.0 is coherent); daemon: 0"
+    )
+    host.ok("umount", mp)
+    mp = mounts.mount(host, mp, "--flush", "on")
+    line = _status_line(host, mp)
+    assert line.startswith(f"flushing:   on (flush=on), {cache.chosen().flush}/"), line
+    host.ok("creat", "-s", "1m", mp / "f")
+    assert _daemon_lines(host, mp, "flush") >= 2  # the entry, then the header
 
 
 def test_commands_and_mapped_files_flush_what_they_write(fresh, mounts, tmp_path):
@@ -180,11 +221,6 @@ def test_commands_and_mapped_files_flush_what_they_write(fresh, mounts, tmp_path
     before = _lines("invalidate")
     assert cli_main(["verify", "-S", "7", "-f", str(mp / "seeded")]) == 0
     assert _lines("invalidate") - before == 2 * MiB // LINE
-    before = _lines("invalidate")
-    assert cli_main(["flush", str(mp / "copy")]) == 0  # upstream's: write back and evict
-    assert _lines("invalidate") - before == -(-(3 * MiB + 100) // LINE)
-    flushed = fresh.ok("flush", "-v", mp / "seeded").stdout
-    assert f"({2 * MiB // LINE} cache lines)" in flushed
     with famfs_py.open_mapped(mp / "seeded", "r+") as m:
         assert m.cache_policy.enabled
         before = cache.totals()
@@ -198,11 +234,67 @@ def test_commands_and_mapped_files_flush_what_they_write(fresh, mounts, tmp_path
             m.flush(2 * MiB - 1, 2)
 
 
-def test_a_client_invalidates_the_log_it_follows(pair, mounts, tmp_path):
+def test_famfs_py_flush_has_the_daemon_write_back_and_evict_each_file(fresh, mounts, tmp_path):
+    mp = mounts.mount(fresh)
+    src = tmp_path / "src"
+    src.write_bytes(os.urandom(3 * MiB + 100))
+    fresh.ok("cp", src, mp / "copy")
+    fresh.ok("mkdir", mp / "d")
+    before = _daemon_lines(fresh, mp, "invalidate")
+    said = fresh.ok("flush", "-v", mp / "copy").stdout  # upstream's hard flush, by the daemon
+    lines = -(-(3 * MiB + 100) // LINE)
+    assert said == f"famfs-py flush: flushed {mp / 'copy'} ({lines} cache lines)\n"
+    assert _daemon_lines(fresh, mp, "invalidate") - before >= _flushed_lines(said)
+    stray = tmp_path / "not-famfs"
+    stray.write_bytes(b"x")
+    result = fresh.cli("flush", mp / "copy", mp / "d", mp / "missing", stray)
+    assert result.returncode == 3, result.out
+    assert_no_traceback(result)
+    errors = result.stderr.splitlines()
+    assert len(errors) == 4 and errors[-1] == "famfs-py flush: 3 errors were detected"
+    assert f"{mp / 'd'}: d is a directory" in errors[0]
+    assert str(mp / "missing") in errors[1] and str(stray) in errors[2]
+    assert "is not in a famfs-py mount" in errors[2]
+
+
+def test_a_user_without_the_device_flushes_what_it_may_read(public_mount):
+    host, mp = public_mount
+    host.ok("creat", "-s", "1m", "-m", "0644", mp / "public")
+    host.ok("creat", "-s", "1m", "-m", "0600", mp / "secret")
+    for name in ("public", "secret"):
+        with open(mp / name, "r+b") as f:  # memory that holds data (the pages are resident)
+            f.write(os.urandom(MiB))
+    assert os.stat(host.memory()).st_mode & 0o077 == 0  # nobody may not open the device
+
+    def flush(name: str):
+        def action():
+            out, err = io.StringIO(), io.StringIO()
+            with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                code = cli_main(["flush", "-v", str(mp / name)])
+            return f"{code} {out.getvalue().strip()} {err.getvalue().strip()}"
+
+        return action
+
+    before = _daemon_lines(host, mp, "invalidate")
+    said = as_user(NOBODY, flush("public"))
+    assert said == f"ok 0 famfs-py flush: flushed {mp / 'public'} ({MiB // LINE} cache lines) "
+    assert _daemon_lines(host, mp, "invalidate") - before >= MiB // LINE
+    said = as_user(NOBODY, flush("secret"))  # the rule of the flush op: who may read the file
+    assert said.startswith("ok 1 ") and "secret: permission denied" in said, said
+    host.ok("flush", mp / "secret")  # root may
+
+
+def test_a_client_invalidates_the_log_it_follows_and_flushes_what_it_writes(pair, mounts, tmp_path):
     master, client = pair
     mmp = mounts.mount(master, tmp_path / "m")
-    cmp_ = mounts.mount(client, tmp_path / "c")
-    start = _status(client, cmp_)["counters"]["invalidate"]["calls"]
+    cmp_ = mounts.mount(client, tmp_path / "c", "--rw")
+    start = _status(client, cmp_)["counters"]
     master.ok("creat", "-s", "4k", mmp / "new")
     wait_until((cmp_ / "new").exists, 10, "the client seeing the new file")
-    assert _status(client, cmp_)["counters"]["invalidate"]["calls"] > start
+    assert _status(client, cmp_)["counters"]["invalidate"]["calls"] > start["invalidate"]["calls"]
+    with open(cmp_ / "new", "r+b") as f:  # a --rw client's writes cross hosts too
+        f.write(b"c" * 4096)
+    flushed = _status(client, cmp_)["counters"]["flush"]["lines"] - start["flush"]["lines"]
+    assert flushed == 4096 // LINE  # the client appends nothing: only the data
+    master.ok("flush", mmp / "new")  # the master's view after its own invalidate
+    assert (mmp / "new").read_bytes() == b"c" * 4096

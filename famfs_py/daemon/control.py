@@ -67,6 +67,7 @@ class ControlServer:
             protocol.Getmap: (Rule.READER, self.getmap),
             protocol.Map: (Rule.READER, self.map),  # and device access: check_device
             protocol.Invalidate: (Rule.READER, self.invalidate_file),
+            protocol.Flush: (Rule.READER, self.flush_file),  # upstream: who may mmap it to read
             protocol.Mkdir: (Rule.CREATOR, self.mkdir),
             protocol.Creat: (Rule.CREATOR, self.creat),  # an existing file: READER
             protocol.Logplay: (Rule.OWNER, self.logplay),
@@ -311,6 +312,17 @@ class ControlServer:
         inode = self._file(request.path)
         await self.invalidate([inode.ino])
         return Answer({})
+
+    async def flush_file(self, request: protocol.Flush, caller: Credentials) -> Answer:
+        """Write back and evict this host's CPU cache lines of a file (`famfs-py flush`): the
+        daemon's CPU shares this host's caches, so a caller needs no device access for it. On
+        a worker thread: a big file takes a while, and the mount keeps serving meanwhile."""
+        inode = self._file(request.path, logged=False)
+        lines = await trio.to_thread.run_sync(
+            self.fs.flush_file, inode, request.offset, request.length
+        )
+        policy = self.fs.coherency
+        return Answer(protocol.FlushReply(lines, policy.enabled, policy.reason).to_fields())
 
     def logplay(self, request: protocol.Logplay, caller: Credentials) -> Answer:
         ns = self.fs.namespace

@@ -226,17 +226,21 @@ class Policy:
             self._flush_insn = _resolve(FLUSH, None)
             self._invalidate_insn = _resolve(INVALIDATE, None)
 
-    def flush(self, target: Any, offset: int = 0, length: int | None = None) -> None:
-        if self.enabled:
-            if length is None:
-                length = memoryview(target).nbytes - offset
-            _fcc.range(0, self._flush_insn, target, offset, length, self.resident_only)
+    def flush(self, target: Any, offset: int = 0, length: int | None = None) -> int:
+        """`flush` of the range if flushing is on; the cache lines touched (0 if off)."""
+        if not self.enabled:
+            return 0
+        if length is None:
+            length = memoryview(target).nbytes - offset
+        return _fcc.range(0, self._flush_insn, target, offset, length, self.resident_only)
 
-    def invalidate(self, target: Any, offset: int = 0, length: int | None = None) -> None:
-        if self.enabled:
-            if length is None:
-                length = memoryview(target).nbytes - offset
-            _fcc.range(1, self._invalidate_insn, target, offset, length, self.resident_only)
+    def invalidate(self, target: Any, offset: int = 0, length: int | None = None) -> int:
+        """`invalidate` of the range if flushing is on; the cache lines touched (0 if off)."""
+        if not self.enabled:
+            return 0
+        if length is None:
+            length = memoryview(target).nbytes - offset
+        return _fcc.range(1, self._invalidate_insn, target, offset, length, self.resident_only)
 
     def describe(self) -> dict[str, Any]:
         """What `status` shows: on/off, why, the instructions and this process's counters."""
