@@ -260,7 +260,7 @@ class FileMemory:
         """Drop this CPU's copy of file bytes [offset, offset+length) (before reading)."""
         self._cache(self.coherency.invalidate, offset, length)
 
-    def _cache(self, run: Callable[..., None], offset: int, length: int | None) -> None:
+    def _cache(self, run: Callable[..., int], offset: int, length: int | None) -> None:
         if not self.coherency.enabled:
             return
         length = self.size - offset if length is None else length
