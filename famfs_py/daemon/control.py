@@ -23,6 +23,7 @@ from famfs_py import channel, omf, protocol, rundir
 from famfs_py.credentials import Credentials, peer_credentials
 from famfs_py.daemon import access
 from famfs_py.daemon.access import Rule
+from famfs_py.dax.cache import CacheFault
 from famfs_py.errors import FamfsError
 from famfs_py.fs.alloc import Interleave
 from famfs_py.fs.filesystem import Famfs, FsError
@@ -315,14 +316,29 @@ class ControlServer:
 
     async def flush_file(self, request: protocol.Flush, caller: Credentials) -> Answer:
         """Write back and evict this host's CPU cache lines of a file (`famfs-py flush`): the
-        daemon's CPU shares this host's caches, so a caller needs no device access for it. On
-        a worker thread: a big file takes a while, and the mount keeps serving meanwhile."""
+        instructions act on every cache of the host, whichever CPU runs them, so a caller
+        needs no device access for it. On a worker thread: a big file takes a while, and the
+        mount keeps serving meanwhile (the file's place in memory never changes)."""
         inode = self._file(request.path, logged=False)
-        lines = await trio.to_thread.run_sync(
-            self.fs.flush_file, inode, request.offset, request.length
-        )
+        self.fs.check_data_available(inode)
+        if inode.filemap is None or request.offset > inode.size:
+            raise FsError(errno.EINVAL, f"{inode.name}: offset {request.offset} is past its end")
+        length = inode.size if request.length is None else request.length
+        ranges = list(inode.filemap.ranges(request.offset, length))  # clipped to the file
+        lines = await trio.to_thread.run_sync(self._flush_ranges, inode.name, ranges)
         policy = self.fs.coherency
         return Answer(protocol.FlushReply(lines, policy.enabled, policy.reason).to_fields())
+
+    def _flush_ranges(self, name: str, ranges: list[tuple[int, int]]) -> int:
+        """The cache lines written back and evicted over these device ranges (0: flushing
+        is off); a page that faults is EIO."""
+        lines = 0
+        for dev, n in ranges:
+            try:
+                lines += self.fs.coherency.invalidate(self.fs.mem.view(dev, n))
+            except CacheFault:
+                raise FsError(errno.EIO, f"{name}: memory error while flushing") from None
+        return lines
 
     def logplay(self, request: protocol.Logplay, caller: Credentials) -> Answer:
         ns = self.fs.namespace

@@ -426,25 +426,6 @@ class Famfs:
             raise FsError(errno.EIO, str(exc)) from None
         return length
 
-    def flush_file(self, inode: Inode, offset: int = 0, length: int | None = None) -> int:
-        """Write back and evict this host's cache lines of file bytes [offset, offset+length)
-        (the rest of the file if None): upstream's hard flush, for a host about to read what
-        another host stored, or one that stored by means famfs-py does not flush. Returns the
-        lines touched (0 where flushing is off). Safe off the trio thread (the map is fixed)."""
-        filemap = inode.filemap
-        if filemap is None or offset > filemap.size:
-            raise FsError(errno.EINVAL, f"{inode.name}: offset {offset} is past its end")
-        if length is None or offset + length > filemap.size:
-            length = filemap.size - offset
-        self._check_data(inode, offset, length)
-        lines = 0
-        for dev, n in filemap.ranges(offset, length):
-            try:
-                lines += self.coherency.invalidate(self._device_view, dev, n)
-            except cache.CacheFault as exc:
-                raise FsError(errno.EIO, f"{inode.name}: memory error while flushing") from exc
-        return lines
-
     def _flush(self, dev: int, length: int) -> None:
         try:
             self.coherency.flush(self._device_view, dev, length)
