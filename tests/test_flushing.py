@@ -222,7 +222,7 @@ def test_commands_and_mapped_files_flush_what_they_write(fresh, mounts, tmp_path
     assert cli_main(["verify", "-S", "7", "-f", str(mp / "seeded")]) == 0
     assert _lines("invalidate") - before == 2 * MiB // LINE
     with famfs_py.open_mapped(mp / "seeded", "r+") as m:
-        assert m.cache_policy.enabled
+        assert m.cache_policy.enabled and m.cache_policy.reason == "on (the mount flushes)"
         before = cache.totals()
         m[LINE + 1 : LINE + 3] = b"hi"
         m.flush(LINE + 1, 2)

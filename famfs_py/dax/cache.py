@@ -301,4 +301,7 @@ def policy_of_grant(flush: object, fd: int) -> Policy:
     choice), over memory that `fd` tells page-cache backed or not."""
     if flush is False:
         return Policy(False, "off (the mount says memory is coherent)")
-    return decide("on" if flush else "auto", coherent=False, page_cache=page_cache_backed(fd))
+    policy = decide("on" if flush else "auto", coherent=False, page_cache=page_cache_backed(fd))
+    if flush:
+        policy.reason = "on (the mount flushes)"  # not this process's flush=on
+    return policy
