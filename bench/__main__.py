@@ -75,18 +75,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.redraw:
         results, mode = report.read_json(args.redraw)
+        sizes = Config.make(mode == "quick").sizes()  # today's sizes of a run of that mode
         print(report.text_table(results))
-        print(report.targets_table(results))
+        print(report.pages_table(results))
+        print(report.targets_table(results, mode, sizes))
         out = args.out or args.redraw.parent
+        out.mkdir(parents=True, exist_ok=True)
         header = (
             (out / "latest.md").read_text().splitlines()[0]
             if (out / "latest.md").exists()
             else mode
         )
-        (out / "latest.md").write_text(report.markdown(results, mode, header))
+        (out / "latest.md").write_text(report.markdown(results, mode, header, sizes))
         report.write_chart(results, mode, out / "latest.png")
         if args.readme:
-            report.update_readme(README, results, header)
+            report.update_readme(README, results, header, mode, sizes)
         return 0
     if os.geteuid() != 0:
         parser.error("needs root (tmpfs and FUSE mounts, drop_caches)")
@@ -108,8 +111,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: prepared in {time.perf_counter() - started:.0f} s", file=sys.stderr)
         bench.run(args.only)
     elapsed = time.perf_counter() - started
+    sizes = cfg.sizes()
     print(report.text_table(results))
-    print(report.targets_table(results))
+    print(report.pages_table(results))
+    print(report.targets_table(results, mode, sizes))
     if args.only and args.out is None:
         return 0
     args.out = args.out or (RESULTS if args.readme else new_out_dir(mode))
@@ -119,10 +124,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{mode} run, {cfg.rounds} rounds, {cfg.file_size >> 20} MiB files, "
         f"{cfg.stat_files:,} files to stat, {elapsed:.0f} s"
     )
-    (args.out / "latest.md").write_text(report.markdown(results, mode, header))
+    (args.out / "latest.md").write_text(report.markdown(results, mode, header, sizes))
     charted = report.write_chart(results, mode, args.out / "latest.png")
     if args.readme:
-        report.update_readme(README, results, header)
+        report.update_readme(README, results, header, mode, sizes)
     print(
         f"\nbench: {header}; wrote {args.out / 'latest.json'}, latest.md"
         + ("" if not args.readme else " and README.md's results block")

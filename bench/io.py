@@ -9,6 +9,7 @@ import ctypes
 import mmap
 import os
 import random
+import re
 import time
 from pathlib import Path
 
@@ -142,8 +143,9 @@ class MappedRegion:
         return mapping
 
 
-def copy_out(mapping: mmap.mmap, size: int, dest: bytearray | None = None) -> float:
-    """Copy mapped bytes out: into one reused 1 MiB buffer, or all into `dest` (large)."""
+def copy_out(mapping: mmap.mmap | bytearray, size: int, dest: bytearray | None = None) -> float:
+    """Copy mapped bytes (or process memory) out: into one reused 1 MiB buffer, or all into
+    `dest` (large)."""
     source = memoryview(mapping)
     try:
         start = time.perf_counter()
@@ -175,6 +177,26 @@ def copy_in(mapping: mmap.mmap, size: int, src: bytes | bytearray | mmap.mmap) -
     finally:
         target.release()
         source.release()
+
+
+_SMAPS_HEADER = re.compile(r"^[0-9a-f]+-[0-9a-f]+ \S+ [0-9a-f]+ ([0-9a-f]+):([0-9a-f]+) (\d+)")
+
+
+def huge_mapped(path: Path) -> int:
+    """Bytes of file `path` this process maps with 2 MiB (PMD) pages, from /proc/self/smaps
+    (ShmemPmdMapped/FilePmdMapped of every mapping of its inode)."""
+    st = os.stat(path)
+    total = 0
+    mine = False
+    with open("/proc/self/smaps") as f:
+        for line in f:
+            header = _SMAPS_HEADER.match(line)
+            if header:
+                major, minor, inode = int(header[1], 16), int(header[2], 16), int(header[3])
+                mine = inode == st.st_ino and os.makedev(major, minor) == st.st_dev
+            elif mine and line.startswith(("ShmemPmdMapped:", "FilePmdMapped:")):
+                total += int(line.split()[1]) * 1024
+    return total
 
 
 def populate_then_copy(region: MappedRegion) -> float:

@@ -1,5 +1,6 @@
-"""What the benchmark measures: the cases, the systems compared in each, the targets, and
-the samples collected round by round (median, min, max and ratios come from here)."""
+"""What the benchmark measures: the cases, the systems compared in each, the targets (and
+which run's sizes each was set for), the 4 KiB/2 MiB page comparison, and the samples
+collected round by round (median, min, max and ratios come from here)."""
 
 from __future__ import annotations
 
@@ -7,13 +8,23 @@ import statistics
 from dataclasses import dataclass, field
 
 # -- systems -------------------------------------------------------------------------------
+# famfs-py on the main device: emulated memory where famfs-py puts it (its own huge-page
+# tmpfs, 2 MiB pages); the "4 KiB pages" systems: the same files on a device whose memory is
+# a /dev/shm file (4 KiB pages, what emulated memory was before issue 13)
 FAMFS_AUTO = "famfs-py -c auto"
 FAMFS_NEVER = "famfs-py -c never"
-FAMFS_HUGE = "famfs-py -c auto, device on huge-page tmpfs"
 FAMFS_ALWAYS = "famfs-py -c always"
+PAGES_4K = ", 4 KiB pages (/dev/shm)"
+FAMFS_AUTO_4K = FAMFS_AUTO + PAGES_4K
+FAMFS_NEVER_4K = FAMFS_NEVER + PAGES_4K
+FAMFS_ALWAYS_4K = FAMFS_ALWAYS + PAGES_4K
 FAMFS_RA = "famfs-py -c auto, read_ahead_kb=4096"
-FAMFS_MAPPED = "famfs-py MappedFile (map request)"
-FAMFS_OPEN_MAPPED = "famfs_py.open_mapped"
+FAMFS_MAPPED = "famfs-py FileMemory, kernel copy (verify, creat -r)"
+FAMFS_MAPPED_4K = FAMFS_MAPPED + PAGES_4K
+FAMFS_OPEN_MAPPED = "famfs_py.open_mapped → 1 MiB buffer"
+FAMFS_OPEN_MAPPED_4K = FAMFS_OPEN_MAPPED + PAGES_4K
+FAMFS_CP_FILL = "famfs-py cp's copy (fill_from: tmpfs file → memory)"
+FAMFS_CP_FILL_4K = FAMFS_CP_FILL + PAGES_4K
 FAMFS_REPLAY = "famfs-py log replay alone (in-process)"
 FAMFS_CREAT = "famfs-py creat"
 FAMFS_CP = "famfs-py cp -r"
@@ -30,19 +41,26 @@ PYTHON = "python startup (-c pass)"
 MEMCPY_1M = "memcpy, 1 MiB buffer"
 MEMCPY_LARGE = "memcpy, large buffer"
 MEMCPY_POPULATE = "memcpy, 1 MiB buffer, MADV_POPULATE_READ first"
-MEMCPY_HUGE = "memcpy, 1 MiB buffer, huge-page tmpfs"
-MEMCPY_LARGE_HUGE = "memcpy, large buffer, huge-page tmpfs"
+MEMCPY_4K = "memcpy, 1 MiB buffer" + PAGES_4K
+MEMCPY_LARGE_4K = "memcpy, large buffer" + PAGES_4K
+MEMCPY_PROCESS = "memcpy, process memory (bytes) → 1 MiB buffer"
 KCOPY_PROC_MEM = "kernel copy, /proc/self/mem preadv"
 KCOPY_VM_READV = "kernel copy, process_vm_readv"
 
 FAMFS_SYSTEMS = {
     FAMFS_AUTO,
     FAMFS_NEVER,
-    FAMFS_HUGE,
     FAMFS_ALWAYS,
+    FAMFS_AUTO_4K,
+    FAMFS_NEVER_4K,
+    FAMFS_ALWAYS_4K,
     FAMFS_RA,
     FAMFS_MAPPED,
+    FAMFS_MAPPED_4K,
     FAMFS_OPEN_MAPPED,
+    FAMFS_OPEN_MAPPED_4K,
+    FAMFS_CP_FILL,
+    FAMFS_CP_FILL_4K,
     FAMFS_REPLAY,
     FAMFS_CREAT,
     FAMFS_CP,
@@ -88,20 +106,42 @@ def _sequential() -> dict[str, tuple[str, ...]]:
         FAMFS_AUTO: (MIN_CACHED, TMPFS, limit),
         FAMFS_NEVER: (MIN_DIRECT, TMPFS, limit),
         FAMFS_ALWAYS: (MIN_CACHED, TMPFS, limit),
+        FAMFS_AUTO_4K: (FAMFS_AUTO, TMPFS),
+        FAMFS_NEVER_4K: (FAMFS_NEVER, TMPFS),
+        FAMFS_ALWAYS_4K: (FAMFS_ALWAYS, TMPFS),
         FAMFS_RA: (FAMFS_AUTO, MIN_CACHED, TMPFS),
-        FAMFS_HUGE: (FAMFS_AUTO, TMPFS),
         MIN_CACHED: (TMPFS, limit),
         MIN_DIRECT: (TMPFS, limit),
         TMPFS: (limit,),
         MEMCPY_LARGE: (limit,),
         MEMCPY_POPULATE: (limit,),
-        MEMCPY_HUGE: (limit,),
-        MEMCPY_LARGE_HUGE: (limit,),
+        MEMCPY_4K: (limit,),
+        MEMCPY_LARGE_4K: (limit,),
         limit: (),
     }
 
 
+def _in_process() -> dict[str, tuple[str, ...]]:
+    """In-process copies of a file's memory, against memcpy out of ordinary process memory
+    (the same bytes count, the same 1 MiB target) and out of the device's own mapping."""
+    proc = MEMCPY_PROCESS
+    return {
+        FAMFS_OPEN_MAPPED: (proc, MEMCPY_1M),
+        FAMFS_OPEN_MAPPED_4K: (proc, MEMCPY_4K),
+        FAMFS_MAPPED: (proc, MEMCPY_1M),
+        FAMFS_MAPPED_4K: (proc, MEMCPY_4K),
+        FAMFS_CP_FILL: (proc,),
+        FAMFS_CP_FILL_4K: (proc,),
+        KCOPY_VM_READV: (proc, MEMCPY_1M),
+        KCOPY_PROC_MEM: (proc, MEMCPY_1M),
+        MEMCPY_1M: (proc,),
+        MEMCPY_4K: (proc,),
+        proc: (),
+    }
+
+
 _SEQ = _sequential()
+_COPY = _in_process()
 _RAND = {
     FAMFS_AUTO: (MIN_CACHED, TMPFS),
     FAMFS_NEVER: (MIN_DIRECT, TMPFS),
@@ -194,19 +234,24 @@ CASES: list[Case] = [
     ),
     Case("umount", "umount (main mount)", "s", False, {FAMFS_AUTO: ()}, "famfs-py umount"),
     Case(
-        "mapped_read",
-        "mapped API read (in-process)",
+        "mapped_read_cold",
+        "in-process copy, fresh mapping (mapped API, cp)",
         "GiB/s",
         True,
-        {
-            FAMFS_OPEN_MAPPED: (MEMCPY_1M,),
-            FAMFS_MAPPED: (MEMCPY_1M,),
-            KCOPY_VM_READV: (MEMCPY_1M,),
-            KCOPY_PROC_MEM: (MEMCPY_1M,),
-            MEMCPY_1M: (),
-        },
-        "1 MiB reads from a faulted mapping; MappedFile copies through /proc/self/mem; the "
-        "kernel-copy rows are the ceilings of a copy that cannot SIGBUS",
+        _COPY,
+        "the file's whole size in 1 MiB copies through a mapping made just now (its page "
+        "faults are part of it): open_mapped and FileMemory copy out of memory, cp copies a "
+        "tmpfs file in; memcpy rows, measured just before on the same device: process memory, "
+        "and a fresh mapping of the device's memory",
+    ),
+    Case(
+        "mapped_read",
+        "in-process copy, mapping faulted in (mapped API, cp)",
+        "GiB/s",
+        True,
+        _COPY,
+        "the same copies again through the same mapping; FileMemory copies through "
+        "/proc/self/mem; the kernel-copy rows are the ceilings of a copy that cannot SIGBUS",
     ),
     Case(
         "randomize",
@@ -273,12 +318,19 @@ CASE_BY_NAME = {c.name: c for c in CASES}
 
 @dataclass(frozen=True)
 class Target:
+    """A goal for one measurement: a ratio to `ref` measured in the same run, or (ref None)
+    an absolute value. `sized_by` names the run sizes (bench.rounds.Config fields) an
+    absolute target was set for at the full run's values; a quick run, whose sizes are
+    smaller, does not judge it (per-file costs over fewer files are mostly process start)."""
+
     text: str
     case: str
     system: str
     ref: str | None  # None: `limit` is an absolute value in the case's unit
     limit: float
     at_least: bool  # True: ratio/value must be >= limit
+    sized_by: tuple[str, ...] = ()
+    sized_what: str = ""  # what sized_by counts, for the printed note ("files per cp -r")
 
 
 TARGETS: list[Target] = [
@@ -323,13 +375,38 @@ TARGETS: list[Target] = [
         "seq read ≥ 0.5× tmpfs (-c never, warm)", "seq_read_warm", FAMFS_NEVER, TMPFS, 0.5, True
     ),
     Target("warm stat ≤ 1.5× tmpfs", "stat_warm", FAMFS_AUTO, TMPFS, 1.5, False),
-    Target("batched creation ≤ 2 ms/file (cp -r)", "create_batch", FAMFS_CP, None, 2.0, False),
     Target(
-        "batched creation ≤ 2 ms/file (creat -M)", "create_batch", FAMFS_MULTI, None, 2.0, False
+        "batched creation ≤ 2 ms/file (cp -r)",
+        "create_batch",
+        FAMFS_CP,
+        None,
+        2.0,
+        False,
+        ("cp_files",),
+        "files per batch",
+    ),
+    Target(
+        "batched creation ≤ 2 ms/file (creat -M)",
+        "create_batch",
+        FAMFS_MULTI,
+        None,
+        2.0,
+        False,
+        ("cp_files",),
+        "files per batch",
     ),
     Target("single creat ≤ 60 ms", "creat_single", FAMFS_CREAT, None, 60.0, False),
     Target("mount ≤ 0.5 s, 15,420 entries", "mount_8m_full", FAMFS_AUTO, None, 0.5, False),
-    Target("mount ≤ 10 s, 256 MiB log", "mount_256m", FAMFS_AUTO, None, 10.0, False),
+    Target(
+        "mount ≤ 10 s, 256 MiB log",
+        "mount_256m",
+        FAMFS_AUTO,
+        None,
+        10.0,
+        False,
+        ("log256_entries",),
+        "log entries",
+    ),
     Target(
         "mapped reads ≥ 0.9× memcpy (open_mapped)",
         "mapped_read",
@@ -386,14 +463,60 @@ class Results:
         return mine.median / theirs.median
 
 
-def target_status(results: Results, target: Target) -> tuple[str, float | None]:
-    """('met'|'missed'|'not measured', the ratio or value compared)."""
+MET, MISSED, NOT_MEASURED, NOT_JUDGED = "met", "missed", "not measured", "not judged"
+
+
+def judged_in(target: Target, mode: str) -> bool:
+    """Whether a run of `mode` ("full", "quick") judges `target`: a full run judges every
+    target; a quick run only those that do not depend on the run's sizes (ratios to a
+    baseline of the same run, and absolute targets with no `sized_by`)."""
+    return mode != "quick" or not target.sized_by
+
+
+def target_status(results: Results, target: Target, mode: str = "full") -> tuple[str, float | None]:
+    """(MET | MISSED | NOT_MEASURED | NOT_JUDGED, the ratio or value compared). NOT_JUDGED:
+    measured (the value is returned) but the target belongs to the full run's sizes."""
     if target.ref is None:
         summary = results.summary(target.case, target.system)
         value = summary.median if summary else None
     else:
         value = results.ratio(target.case, target.system, target.ref)
     if value is None:
-        return "not measured", None
+        return NOT_MEASURED, None
+    if not judged_in(target, mode):
+        return NOT_JUDGED, value
     ok = value >= target.limit if target.at_least else value <= target.limit
-    return ("met" if ok else "missed"), value
+    return (MET if ok else MISSED), value
+
+
+# -- 4 KiB against 2 MiB pages of emulated memory (issue 13) ---------------------------------
+@dataclass(frozen=True)
+class PagePair:
+    """One measurement on 4 KiB-page and on 2 MiB-page emulated memory, each as a ratio to
+    the same baseline of the same run."""
+
+    label: str
+    case: str
+    system_4k: str
+    system_2m: str
+    ref: str
+
+
+PAGE_PAIRS: list[PagePair] = [
+    PagePair(f"read {state}, -c {cache}", f"seq_read_{state}", sys4k, sys2m, TMPFS)
+    for state in ("cold", "warm")
+    for cache, sys4k, sys2m in (
+        ("auto", FAMFS_AUTO_4K, FAMFS_AUTO),
+        ("never", FAMFS_NEVER_4K, FAMFS_NEVER),
+        ("always", FAMFS_ALWAYS_4K, FAMFS_ALWAYS),
+    )
+] + [
+    PagePair(f"{what}, {state}", case, sys4k, sys2m, MEMCPY_PROCESS)
+    for state, case in (("fresh mapping", "mapped_read_cold"), ("faulted in", "mapped_read"))
+    for what, sys4k, sys2m in (
+        ("open_mapped copy", FAMFS_OPEN_MAPPED_4K, FAMFS_OPEN_MAPPED),
+        ("FileMemory kernel copy", FAMFS_MAPPED_4K, FAMFS_MAPPED),
+        ("cp's copy into memory", FAMFS_CP_FILL_4K, FAMFS_CP_FILL),
+        ("memcpy of the device's memory", MEMCPY_4K, MEMCPY_1M),
+    )
+]

@@ -1,15 +1,23 @@
-"""Turn the samples into the printed table, bench/results/latest.json (one row per case,
-system and reference), a Markdown table for the README, and the PNG chart."""
+"""Turn the samples into the printed tables (every measurement, 4 KiB against 2 MiB pages,
+the targets), bench/results/latest.json (one row per case, system and reference), a
+Markdown table for the README, and the PNG chart.
+
+Targets are judged by the run's mode: a quick run judges ratio targets and absolute targets
+that do not depend on the run's sizes; one set for the full run's sizes is shown with its
+value and "not judged" (model.judged_in)."""
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from . import model as m
-from .model import CASES, TARGETS, Results, target_status
+from .model import CASES, PAGE_PAIRS, TARGETS, Results, Target, target_status
+
+Sizes = Mapping[str, tuple[int, int]]  # run size field -> (this run's value, the full run's)
 
 
 def _fmt(value: float | None) -> str:
@@ -96,19 +104,117 @@ def text_table(results: Results) -> str:
     return "\n".join(lines)
 
 
-def targets_table(results: Results) -> str:
-    lines = ["\ntargets"]
+def target_run(target: Target, mode: str, sizes: Sizes | None = None) -> tuple[str, str]:
+    """(the run a target belongs to: "any" or "full", a note saying the sizes it was set for
+    and, in a run of other sizes, this run's and that it is not judged)."""
+    if not target.sized_by:
+        return "any", ""
+    counts = []
+    for name in target.sized_by:
+        this, full = (sizes or {}).get(name, (None, None))
+        if full is None:
+            counts.append(name)
+        elif this is None or this == full:
+            counts.append(f"{full:,}")
+        else:
+            counts.append(f"{full:,} (this run: {this:,})")
+    what = f" {target.sized_what}" if target.sized_what else ""
+    note = f"target for the full run: {', '.join(counts)}{what}"
+    if not m.judged_in(target, mode):
+        note += f"; {mode} run: not judged"
+    return "full", note
+
+
+def targets_table(results: Results, mode: str = "full", sizes: Sizes | None = None) -> str:
+    """The targets, each with its status in a run of `mode` and the run it belongs to."""
+    head = "\ntargets (run: any = judged in every run, full = set for the full run's sizes"
+    lines = [head + ("; a quick run does not judge those)" if mode == "quick" else ")")]
     for target in TARGETS:
-        status, value = target_status(results, target)
+        status, value = target_status(results, target, mode)
         shown = "" if value is None else f"{value:.2f}" + ("×" if target.ref else "")
-        if status == "not measured":
+        if status == m.NOT_MEASURED:
             why = results.skipped.get((target.case, target.system), "")
             shown = why
-        note = results.notes.get((target.case, target.system))
-        if note and status != "not measured":
-            shown = f"{shown}  ({note})"
-        lines.append(f"  {status.upper():<12} {target.text:<52} {shown}")
+        run, run_note = target_run(target, mode, sizes)
+        notes = [n for n in (results.notes.get((target.case, target.system)), run_note) if n]
+        if notes and status != m.NOT_MEASURED:
+            shown = f"{shown}  ({'; '.join(notes)})"
+        lines.append(f"  {status.upper():<12} {run:<4} {target.text:<52} {shown}")
     return "\n".join(lines)
+
+
+def _pairs_present(results: Results) -> list[m.PagePair]:
+    return [
+        p
+        for p in PAGE_PAIRS
+        if results.summary(p.case, p.system_4k) or results.summary(p.case, p.system_2m)
+    ]
+
+
+def _ref_name(ref: str) -> str:
+    return "memcpy" if ref == m.MEMCPY_PROCESS else ref
+
+
+def pages_table(results: Results) -> str:
+    """Each measurement on 4 KiB-page (/dev/shm) and 2 MiB-page emulated memory, as medians
+    and as ratios to the same baseline of this run, and 2 MiB over 4 KiB."""
+    pairs = _pairs_present(results)
+    if not pairs:
+        return ""
+    lines = [
+        "\n4 KiB pages (before: memory in /dev/shm) against 2 MiB pages (after: famfs-py's "
+        "huge-page tmpfs) [GiB/s, medians; × tmpfs: the same file read on tmpfs; × memcpy: "
+        f"{m.MEMCPY_PROCESS}, same size]",
+        f"  {'measurement':<46} {'4 KiB pages':>20} {'2 MiB pages':>20} {'2 MiB ÷ 4 KiB':>14}",
+    ]
+    for pair in pairs:
+        cells = []
+        for system in (pair.system_4k, pair.system_2m):
+            summary = results.summary(pair.case, system)
+            ratio = results.ratio(pair.case, system, pair.ref)
+            value = "—" if summary is None else _fmt(summary.median)
+            against = "" if ratio is None else f"{ratio:.2f}× {_ref_name(pair.ref)}"
+            cells.append(f"{value:>6} {against:<13}")
+        gain = results.ratio(pair.case, pair.system_2m, pair.system_4k)
+        shown = "—" if gain is None else f"{gain:.2f}×"
+        lines.append(f"  {pair.label:<46} {cells[0]:>20} {cells[1]:>20} {shown:>14}")
+    baselines = []
+    for case, ref in (
+        ("seq_read_cold", m.TMPFS),
+        ("seq_read_warm", m.TMPFS),
+        ("mapped_read", m.MEMCPY_PROCESS),
+    ):
+        summary = results.summary(case, ref)
+        if summary is not None:
+            title = m.CASE_BY_NAME[case].title if ref == m.TMPFS else "copy"
+            baselines.append(f"{_ref_name(ref)} {title}: {_fmt(summary.median)}")
+    if baselines:
+        lines.append(f"  baselines: {'; '.join(baselines)}")
+    return "\n".join(lines)
+
+
+def pages_markdown(results: Results) -> str:
+    pairs = _pairs_present(results)
+    if not pairs:
+        return ""
+    out = [
+        "| 4 KiB pages (/dev/shm) vs 2 MiB pages (GiB/s) | 4 KiB | 2 MiB | 2 MiB ÷ 4 KiB |",
+        "|---|---|---|---|",
+    ]
+    for pair in pairs:
+        cells = []
+        for system in (pair.system_4k, pair.system_2m):
+            summary = results.summary(pair.case, system)
+            ratio = results.ratio(pair.case, system, pair.ref)
+            value = "—" if summary is None else _fmt(summary.median)
+            cells.append(
+                value + ("" if ratio is None else f" ({ratio:.2f}× {_ref_name(pair.ref)})")
+            )
+        gain = results.ratio(pair.case, pair.system_2m, pair.system_4k)
+        out.append(
+            f"| {pair.label} | {cells[0]} | {cells[1]} | {'' if gain is None else f'{gain:.2f}×'} |"
+        )
+    return "\n".join(out) + "\n"
 
 
 # the README's short table: (case, famfs-py system, FUSE ceiling, kernel, limit)
@@ -177,8 +283,27 @@ def summary_markdown(results: Results) -> str:
     return "\n".join(out) + "\n"
 
 
-def markdown(results: Results, mode: str, header: str) -> str:
-    out = [header, "", summary_markdown(results), "## Every measurement", ""]
+def targets_markdown(results: Results, mode: str, sizes: Sizes | None = None) -> str:
+    out = ["| target | run | status | measured |", "|---|---|---|---|"]
+    for target in TARGETS:
+        status, value = target_status(results, target, mode)
+        shown = "" if value is None else f"{value:.2f}" + ("×" if target.ref else "")
+        run, run_note = target_run(target, mode, sizes)
+        notes = [n for n in (results.notes.get((target.case, target.system)), run_note) if n]
+        if value is None:
+            shown = results.skipped.get((target.case, target.system), "")
+        elif notes:
+            shown = f"{shown} ({'; '.join(notes)})"
+        out.append(f"| {target.text} | {run} | {status} | {shown} |")
+    return "\n".join(out) + "\n"
+
+
+def markdown(results: Results, mode: str, header: str, sizes: Sizes | None = None) -> str:
+    out = [header, "", summary_markdown(results)]
+    pages = pages_markdown(results)
+    if pages:
+        out += [pages]
+    out += ["## Every measurement", ""]
     out += ["| case | system | median | min – max | ratios |", "|---|---|---|---|---|"]
     for case in CASES:
         for system in results.systems(case.name):
@@ -196,34 +321,28 @@ def markdown(results: Results, mode: str, header: str) -> str:
                 f"| {title} | {system} | {_fmt(summary.median)} | "
                 f"{_fmt(summary.low)} – {_fmt(summary.high)} | {ratios} |"
             )
-    out += ["", "| target | status | measured |", "|---|---|---|"]
-    for target in TARGETS:
-        status, value = target_status(results, target)
-        shown = "" if value is None else f"{value:.2f}" + ("×" if target.ref else "")
-        note = results.notes.get((target.case, target.system))
-        if value is None:
-            shown = results.skipped.get((target.case, target.system), "")
-        elif note:
-            shown = f"{shown} ({note})"
-        out.append(f"| {target.text} | {status} | {shown} |")
-    return "\n".join(out) + "\n"
+    out += ["", targets_markdown(results, mode, sizes)]
+    return "\n".join(out)
 
 
 README_BEGIN = "<!-- bench-results:begin"
 README_END = "<!-- bench-results:end -->"
 
 
-def update_readme(readme: Path, results: Results, header: str) -> bool:
+def update_readme(
+    readme: Path, results: Results, header: str, mode: str = "full", sizes: Sizes | None = None
+) -> bool:
     """Rewrite the README's results block (between its markers); False if it has none."""
     text = readme.read_text()
     start, end = text.find(README_BEGIN), text.find(README_END)
     if start < 0 or end < start:
         return False
     first_line_end = text.index("\n", start) + 1
-    targets = markdown(results, "", "").split("| target | status | measured |", 1)[1]
+    pages = pages_markdown(results)
     block = (
-        f"Latest full run ({header}):\n\n{summary_markdown(results)}\n"
-        f"| target | status | measured |{targets}\n"
+        f"Latest {mode} run ({header}):\n\n{summary_markdown(results)}\n"
+        + (f"{pages}\n" if pages else "")
+        + f"{targets_markdown(results, mode, sizes)}\n"
     )
     readme.write_text(text[:first_line_end] + block + text[end:])
     return True

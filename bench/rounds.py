@@ -2,11 +2,15 @@
 (one system: famfs-py in a cache mode, a baseline, the memcpy limit, mount times) measures
 each case it takes part in once. The group order rotates from round to round so that no
 system always runs first or last on this noisy machine.
+
+The same two big files sit on two devices: the main one, whose memory is where famfs-py puts
+emulated memory (its own huge-page tmpfs: 2 MiB pages, as on devdax), and one whose memory is
+a /dev/shm file (4 KiB pages, as emulated memory was before). Each cache mode's group reads
+both side by side with tmpfs, and copies in-process out of and into both.
 """
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import os
 import re
@@ -18,6 +22,7 @@ from pathlib import Path
 
 import famfs_py
 from famfs_py import omf
+from famfs_py.dax import backing
 
 from . import io, logfill
 from . import model as m
@@ -47,6 +52,14 @@ class Config:
             return cls(True, rounds or 3, 128 * MiB, 2_000, 3_000, 100, 3, slots256 // 20)
         return cls(False, rounds or 5, 1 * GiB, 10_000, 20_000, 500, 5, slots256 * 9 // 10)
 
+    def sizes(self) -> dict[str, tuple[int, int]]:
+        """The run's sizes a target may depend on: field -> (this run's, the full run's)."""
+        full = Config.make(False)
+        return {n: (getattr(self, n), getattr(full, n)) for n in SIZE_FIELDS}
+
+
+SIZE_FIELDS = ("file_size", "stat_files", "rand_ops", "cp_files", "creat_runs", "log256_entries")
+
 
 @dataclass(frozen=True)
 class Features:
@@ -55,7 +68,6 @@ class Features:
     creat_multi: bool
     randomize: bool
     verify: bool
-    open_mapped: bool
 
     @classmethod
     def detect(cls, env: Environment) -> Features:
@@ -66,7 +78,6 @@ class Features:
             randomize=re.search(r"(^|\s)-r\b", creat_help) is not None
             and re.search(r"(^|\s)-S\b", creat_help) is not None,
             verify=verify,
-            open_mapped=hasattr(famfs_py, "open_mapped"),
         )
 
 
@@ -93,11 +104,11 @@ GROUPS = (
     "fuse-never",
     "famfs-always",
     "famfs-readahead",
-    "famfs-huge",
     "mount",
     "flush",
 )
-EXPERIMENTS = ("famfs-readahead", "famfs-huge")  # what famfs-py could do; full runs only
+EXPERIMENTS = ("famfs-readahead",)  # what famfs-py could do; full runs only
+SHM = Path("/dev/shm")  # where the 4 KiB-page device's memory goes
 
 
 class Bench:
@@ -124,10 +135,9 @@ class Bench:
         self.log(f"features: {self.features}")
 
         # tmpfs like /dev/shm here (huge=never): the kernel baseline and the minimal server's
-        # files; a second tmpfs with huge pages for the huge-page experiments
+        # files
         small_total = (cfg.stat_files + cfg.cp_files * (cfg.rounds + 1)) * 8 * KiB
         self.tmp = env.tmpfs("tmpfs", 2 * size + small_total + 256 * MiB, "never")
-        self.huge = env.tmpfs("huge", 2 * size + 256 * MiB, "within_size")
         self.t_read, self.t_write = self.tmp / "read", self.tmp / "write"
         for path in (self.t_read, self.t_write):
             path.touch()
@@ -168,21 +178,23 @@ class Bench:
             f"({time.perf_counter() - started:.1f} s)"
         )
 
-        # the same two files on a device whose memory is a huge-page tmpfs file
-        hitems = [
+        # the same two files on a device whose memory is a /dev/shm file (4 KiB pages)
+        items_4k: list[logfill.FileSpec | logfill.DirSpec] = [
             logfill.DirSpec("seq"),
             logfill.FileSpec("seq/read", size),
             logfill.FileSpec("seq/write", size),
         ]
-        self.huge_mem = env.dax_create(
-            "dax3.0", max(4 * GiB, _roundup(16 * MiB + 2 * size, GiB)), self.huge / "dax3.0"
+        self.mem_4k = env.dax_create(
+            "dax3.0",
+            max(4 * GiB, _roundup(16 * MiB + 2 * size, GiB)),
+            SHM / f"famfs-py-bench.{os.getpid()}.dax3.0",
         )
-        hbuilt = logfill.build("dax3.0", env.host.root, hitems)
-        hread, hwrite = hbuilt.extents["seq/read"], hbuilt.extents["seq/write"]
-        logfill.fill_region(self.huge_mem, hread.offset, size, pattern)
-        logfill.fill_region(self.huge_mem, hwrite.offset, size, pattern)
-        self.region_huge_r = io.MappedRegion(self.huge_mem, hread.offset, size)
-        self.region_huge_w = io.MappedRegion(self.huge_mem, hwrite.offset, size)
+        built_4k = logfill.build("dax3.0", env.host.root, items_4k)
+        read_4k, write_4k = built_4k.extents["seq/read"], built_4k.extents["seq/write"]
+        logfill.fill_region(self.mem_4k, read_4k.offset, size, pattern)
+        logfill.fill_region(self.mem_4k, write_4k.offset, size, pattern)
+        self.region_4k_r = io.MappedRegion(self.mem_4k, read_4k.offset, size)
+        self.region_4k_w = io.MappedRegion(self.mem_4k, write_4k.offset, size)
 
         # devices to mount: a full 8 MiB log, and a 256 MiB log filled in good part
         started = time.perf_counter()
@@ -205,15 +217,40 @@ class Bench:
         )
 
         # the memcpy limit: mappings kept faulted in (made warm again at each round: the
-        # famfs-py groups punch holes in the write regions), and a large buffer
+        # famfs-py groups punch holes in the write regions), and a large buffer of process
+        # memory (touched: the source of the process-memory memcpy)
         self.warm_r = self.region_r.map()
         self.warm_w = self.region_w.map(writable=True)
-        self.warm_huge = self.region_huge_r.map()
-        self.warm_huge_w = self.region_huge_w.map(writable=True)
+        self.warm_4k = self.region_4k_r.map()
+        self.warm_4k_w = self.region_4k_w.map(writable=True)
         self.large = bytearray(size)
+        for off in range(0, size, io.CHUNK):
+            self.large[off : off + io.CHUNK] = pattern
+        self._check_pages()
         self.warm_r_rw = self.region_r.map(writable=True)  # an address for kernel copies
         self._anchor = ctypes.c_char.from_buffer(self.warm_r_rw)
         self.warm_r_address = ctypes.addressof(self._anchor)
+
+    def _check_pages(self) -> None:
+        """Say what pages each device's memory really sits on (the shmem huge pages mapped in
+        this process after faulting the read file in), in the notes and on stderr."""
+        size = self.cfg.file_size
+        for mapping, memory, want in (
+            (self.warm_r, self.main_mem, True),
+            (self.warm_4k, self.mem_4k, False),
+        ):
+            io.copy_out(mapping, size)
+            huge = io.huge_mapped(memory)
+            where = f"{memory.parent} ({'huge' if backing.huge_pages(memory.parent) else 'no huge'}"
+            text = f"{where} pages; {huge / size:.0%} of the file mapped as 2 MiB pages)"
+            self.log(f"memory of {memory.name}: {text}")
+            if (huge >= size // 2) != want:
+                warning = f"NOT on {'2 MiB' if want else '4 KiB'} pages: {text}"
+                self.log(f"bench: warning: {warning}")
+                for pair in m.PAGE_PAIRS:
+                    self.results.note(
+                        pair.case, pair.system_2m if want else pair.system_4k, warning
+                    )
 
     # -- the round -----------------------------------------------------------------------
     def groups(self) -> list[tuple[str, Callable[[int], None]]]:
@@ -224,7 +261,6 @@ class Bench:
             ("fuse-never", lambda r: self.group_fuse(r, "never")),
             ("famfs-always", self.group_always),
             ("famfs-readahead", self.group_readahead),
-            ("famfs-huge", self.group_huge),
             ("mount", self.group_mounts),
             ("flush", self.flush_group.run),
         ]
@@ -264,8 +300,8 @@ class Bench:
     def _punch_main_w(self) -> None:
         io.punch_hole(self.main_mem, self.region_w.offset, self.cfg.file_size)
 
-    def _punch_huge_w(self) -> None:
-        io.punch_hole(self.huge_mem, self.region_huge_w.offset, self.cfg.file_size)
+    def _punch_4k_w(self) -> None:
+        io.punch_hole(self.mem_4k, self.region_4k_w.offset, self.cfg.file_size)
 
     def _punch_tmpfs_w(self) -> None:
         io.punch_hole(self.t_write, 0, self.cfg.file_size)
@@ -310,12 +346,12 @@ class Bench:
     def group_memcpy(self, r: int) -> None:
         size = self.cfg.file_size
         gib = size / GiB
-        for mapping in (self.warm_r, self.warm_huge):  # untimed: fault everything in
+        for mapping in (self.warm_r, self.warm_4k):  # untimed: fault everything in
             io.copy_out(mapping, size)
-        for mapping in (self.warm_w, self.warm_huge_w):
+        for mapping in (self.warm_w, self.warm_4k_w):
             io.copy_in(mapping, size, self.chunk)
 
-        def fresh(region: io.MappedRegion, case: str, system: str, dest=None, src=None) -> None:
+        def fresh(region: io.MappedRegion, case: str, system: str, dest=None, src=None) -> float:
             """Copy through a mapping made just now (its page faults are part of it)."""
             mapping = region.map(writable=src is not None)
             try:
@@ -324,56 +360,51 @@ class Bench:
                 else:
                     seconds = io.copy_in(mapping, size, src)
                 self.rec(case, system, gib / seconds)
+                return gib / seconds
             finally:
                 mapping.close()
 
-        # cold: a fresh mapping of memory that is allocated
+        # cold: a fresh mapping of memory that is allocated (2 MiB and 4 KiB pages)
         fresh(self.region_r, "seq_read_cold", m.MEMCPY_1M)
+        fresh(self.region_4k_r, "seq_read_cold", m.MEMCPY_4K)
         fresh(self.region_r, "seq_read_cold", m.MEMCPY_LARGE, dest=self.large)
         self.rec("seq_read_cold", m.MEMCPY_POPULATE, gib / io.populate_then_copy(self.region_r))
-        fresh(self.region_huge_r, "seq_read_cold", m.MEMCPY_HUGE)
-        fresh(self.region_huge_r, "seq_read_cold", m.MEMCPY_LARGE_HUGE, dest=self.large)
+        fresh(self.region_4k_r, "seq_read_cold", m.MEMCPY_LARGE_4K, dest=self.large)
         fresh(self.region_w, "seq_write_cold", m.MEMCPY_1M, src=self.chunk)
         fresh(self.region_w, "seq_write_cold", m.MEMCPY_LARGE, src=self.large)
-        fresh(self.region_huge_w, "seq_write_cold", m.MEMCPY_HUGE, src=self.chunk)
-        fresh(self.region_huge_w, "seq_write_cold", m.MEMCPY_LARGE_HUGE, src=self.large)
+        fresh(self.region_4k_w, "seq_write_cold", m.MEMCPY_4K, src=self.chunk)
+        fresh(self.region_4k_w, "seq_write_cold", m.MEMCPY_LARGE_4K, src=self.large)
         # warm: mappings faulted in long ago
         warm_1m = gib / io.copy_out(self.warm_r, size)
         self.rec("seq_read_warm", m.MEMCPY_1M, warm_1m)
         self.rec("seq_read_warm", m.MEMCPY_LARGE, gib / io.copy_out(self.warm_r, size, self.large))
-        self.rec("seq_read_warm", m.MEMCPY_HUGE, gib / io.copy_out(self.warm_huge, size))
+        self.rec("seq_read_warm", m.MEMCPY_4K, gib / io.copy_out(self.warm_4k, size))
         self.rec(
-            "seq_read_warm",
-            m.MEMCPY_LARGE_HUGE,
-            gib / io.copy_out(self.warm_huge, size, self.large),
+            "seq_read_warm", m.MEMCPY_LARGE_4K, gib / io.copy_out(self.warm_4k, size, self.large)
         )
         self.rec("seq_write_warm", m.MEMCPY_1M, gib / io.copy_in(self.warm_w, size, self.chunk))
         self.rec("seq_write_warm", m.MEMCPY_LARGE, gib / io.copy_in(self.warm_w, size, self.large))
+        self.rec("seq_write_warm", m.MEMCPY_4K, gib / io.copy_in(self.warm_4k_w, size, self.chunk))
         self.rec(
-            "seq_write_warm", m.MEMCPY_HUGE, gib / io.copy_in(self.warm_huge_w, size, self.chunk)
-        )
-        self.rec(
-            "seq_write_warm",
-            m.MEMCPY_LARGE_HUGE,
-            gib / io.copy_in(self.warm_huge_w, size, self.large),
+            "seq_write_warm", m.MEMCPY_LARGE_4K, gib / io.copy_in(self.warm_4k_w, size, self.large)
         )
         # first touch: memory given back, then written through a fresh mapping
         for region, punch, system in (
             (self.region_w, self._punch_main_w, m.MEMCPY_1M),
-            (self.region_huge_w, self._punch_huge_w, m.MEMCPY_HUGE),
+            (self.region_4k_w, self._punch_4k_w, m.MEMCPY_4K),
         ):
             punch()
             fresh(region, "seq_write_first", system, src=self.chunk)
         for region, punch, system in (
             (self.region_w, self._punch_main_w, m.MEMCPY_LARGE),
-            (self.region_huge_w, self._punch_huge_w, m.MEMCPY_LARGE_HUGE),
+            (self.region_4k_w, self._punch_4k_w, m.MEMCPY_LARGE_4K),
         ):
             punch()
             fresh(region, "seq_write_first", system, src=self.large)
         kiops = len(self.offsets) / 1000 / io.rand_copy(self.warm_r, self.offsets)
         self.rec("randread_4k_odirect", m.MEMCPY_1M, kiops)
         self.rec("randread_4k_buffered", m.MEMCPY_1M, kiops)
-        for case in ("mapped_read", "randomize", "verify"):
+        for case in ("randomize", "verify"):
             self.rec(case, m.MEMCPY_1M, warm_1m)
         io.copy_out(self.warm_r_rw, size)  # untimed: fault it in
         for system, how in ((m.KCOPY_PROC_MEM, "proc_mem"), (m.KCOPY_VM_READV, "vm_readv")):
@@ -397,14 +428,17 @@ class Bench:
         """famfs-py (-c auto or never), the minimal pyfuse3 server in the matching mode and
         tmpfs, side by side: both servers start fresh, then every measurement is taken for
         each of the three in turn (order alternating by round), so that a slow minute of
-        this machine hits all of them alike."""
+        this machine hits all of them alike. famfs-py on 4 KiB pages takes part in the
+        sequential reads (and, for -c auto, both devices in the in-process copies)."""
         auto = cache == "auto"
         famfs, minimal = (m.FAMFS_AUTO, m.MIN_CACHED) if auto else (m.FAMFS_NEVER, m.MIN_DIRECT)
+        famfs_4k = m.FAMFS_AUTO_4K if auto else m.FAMFS_NEVER_4K
         tree = self.cfg.stat_files if auto else 0
         files = [self.t_read, self.t_write]
         self._warm_python()  # the server's start time is the floor of a mount's
         with (
             self.env.famfs_mount("dax0.0", f"mnt-{cache}", cache) as mount,
+            self.env.famfs_mount("dax3.0", f"mnt-{cache}-4k", cache) as mount_4k,
             self.env.minimal_server(f"min-{cache}", files, not auto, tree) as server,
         ):
             drop_caches()
@@ -414,17 +448,20 @@ class Bench:
                 (minimal, smp / "read", smp / "write", self._punch_tmpfs_w, smp),
                 (m.TMPFS, self.t_read, self.t_write, self._punch_tmpfs_w, self.tmp),
             ]
+            readers = [(system, read) for system, read, _, _, _ in sides]
+            readers.insert(1, (famfs_4k, mount_4k.mountpoint / "seq" / "read"))
             if r % 2:
                 sides.reverse()
+                readers.reverse()
             size = self.cfg.file_size
             gib = size / GiB
             for case in ("seq_read_cold", "seq_write_cold", "seq_read_warm", "seq_write_warm"):
-                for system, read, write, _, _ in sides:
-                    if case.startswith("seq_read"):
-                        seconds = io.seq_read(read, size, buf=self.chunk)
-                    else:
-                        seconds = io.seq_write(write, size, buf=self.chunk)
-                    self.rec(case, system, gib / seconds)
+                if case.startswith("seq_read"):
+                    for system, read in readers:
+                        self.rec(case, system, gib / io.seq_read(read, size, buf=self.chunk))
+                    continue
+                for system, _, write, _, _ in sides:
+                    self.rec(case, system, gib / io.seq_write(write, size, buf=self.chunk))
             for system, _, write, punch, _ in sides:
                 punch()
                 self.rec("seq_write_first", system, gib / io.seq_write(write, size, buf=self.chunk))
@@ -432,7 +469,9 @@ class Bench:
                 for system, read, _, _, _ in sides:
                     self.rec(case, system, io.rand_read(read, self.offsets, direct=direct) / 1000)
             if auto:
-                self._mapped(fmp / "seq" / "read")
+                devices = [(mount.mountpoint, False), (mount_4k.mountpoint, True)]
+                for mp, small_pages in devices if r % 2 == 0 else devices[::-1]:
+                    self._in_process(mp, small_pages)
                 self._creation(r, fmp)
                 self._meta([(system, root / "stat") for system, _, _, _, root in sides])
         if auto:
@@ -441,12 +480,25 @@ class Bench:
                 self.rec(case, m.MIN_CACHED, server.seconds)
 
     def group_always(self, r: int) -> None:
-        """-c always: reads (its writes go the way of -c auto's)."""
-        drop_caches()
-        with self.env.famfs_mount("dax0.0", "mnt-always", "always") as mount:
-            mp = mount.mountpoint
-            self._seq(m.FAMFS_ALWAYS, mp / "seq" / "read", mp / "seq" / "write", None)
-            self._rand(m.FAMFS_ALWAYS, mp / "seq" / "read")
+        """-c always: reads (its writes go the way of -c auto's), on 2 MiB and 4 KiB pages
+        and on tmpfs in turn."""
+        size = self.cfg.file_size
+        with (
+            self.env.famfs_mount("dax0.0", "mnt-always", "always") as mount,
+            self.env.famfs_mount("dax3.0", "mnt-always-4k", "always") as mount_4k,
+        ):
+            readers = [
+                (m.FAMFS_ALWAYS, mount.mountpoint / "seq" / "read"),
+                (m.FAMFS_ALWAYS_4K, mount_4k.mountpoint / "seq" / "read"),
+                (m.TMPFS, self.t_read),
+            ]
+            if r % 2:
+                readers.reverse()
+            drop_caches()
+            for case in ("seq_read_cold", "seq_read_warm"):
+                for system, read in readers:
+                    self.rec(case, system, size / GiB / io.seq_read(read, size, buf=self.chunk))
+            self._rand(m.FAMFS_ALWAYS, mount.mountpoint / "seq" / "read")
 
     def group_readahead(self, r: int) -> None:
         """-c auto with the mount's readahead window raised from 128 KiB (the FUSE default)
@@ -458,12 +510,6 @@ class Bench:
             bdi = Path(f"/sys/class/bdi/{os.major(st.st_dev)}:{os.minor(st.st_dev)}")
             (bdi / "read_ahead_kb").write_text("4096\n")
             self._seq(m.FAMFS_RA, mp / "seq" / "read", mp / "seq" / "write", None)
-
-    def group_huge(self, r: int) -> None:
-        drop_caches()
-        with self.env.famfs_mount("dax3.0", "mnt-huge", "auto") as mount:
-            mp = mount.mountpoint
-            self._seq(m.FAMFS_HUGE, mp / "seq" / "read", mp / "seq" / "write", self._punch_huge_w)
 
     def group_mounts(self, r: int) -> None:
         self._warm_python()
@@ -530,53 +576,91 @@ class Bench:
         if not self.features.verify:
             self.results.skip("verify", m.FAMFS_VERIFY, "famfs-py has no verify command yet")
 
-    def _mapped(self, path: Path) -> None:
-        """In-process reads of a file's memory: MappedFile (what cp uses) and, once it
-        exists, famfs_py.open_mapped."""
-        from famfs_py.mapping import open_file_memory
+    def _in_process(self, mountpoint: Path, small_pages: bool) -> None:
+        """In-process copies of one device's files, each through a mapping made just now
+        (cold: its page faults are part of it), then again through the same mapping (warm):
+        open_mapped and FileMemory copy seq/read out in 1 MiB pieces, and cp's copy
+        (famfs_py.mapping.fill_from into the whole device mapped, as `famfs-py cp` does it)
+        fills seq/write from the tmpfs file. Their baselines are measured here too, just
+        before: memcpy out of process memory, and out of the device's memory (a fresh mapping,
+        and the mapping the memcpy group keeps faulted in)."""
+        from famfs_py import channel, protocol
+        from famfs_py.dax.memory import DeviceMemory
+        from famfs_py.fs.fmap import FileMap
+        from famfs_py.mapping import device_segments, fill_from, open_file_memory, request_map
 
         size = self.cfg.file_size
+        gib = size / GiB
+        read, write = mountpoint / "seq" / "read", mountpoint / "seq" / "write"
         target = memoryview(bytearray(io.CHUNK))
-        with open_file_memory(str(path), write=False) as mapped:
-            for _ in range(2):  # the first pass faults the mapping in
+        suffix = m.PAGES_4K if small_pages else ""
+
+        def two_passes(system: str, copy: Callable[[], None]) -> None:
+            for case in ("mapped_read_cold", "mapped_read"):
                 start = time.perf_counter()
-                for off in range(0, size, io.CHUNK):
-                    mapped.readinto(off, target)
-                seconds = time.perf_counter() - start
-        self.rec("mapped_read", m.FAMFS_MAPPED, size / GiB / seconds)
-        if not self.features.open_mapped:
-            self.results.skip(
-                "mapped_read", m.FAMFS_OPEN_MAPPED, "famfs_py.open_mapped not there yet"
-            )
-            return
+                copy()
+                self.rec(case, system + suffix, gib / (time.perf_counter() - start))
+
+        process = gib / io.copy_out(self.large, size)
+        for case in ("mapped_read_cold", "mapped_read"):
+            self.rec(case, m.MEMCPY_PROCESS, process)
+        region, warm = (
+            (self.region_4k_r, self.warm_4k) if small_pages else (self.region_r, self.warm_r)
+        )
+        memcpy = m.MEMCPY_4K if small_pages else m.MEMCPY_1M
+        mapping = region.map()
         try:
-            self.rec("mapped_read", m.FAMFS_OPEN_MAPPED, size / GiB / _open_mapped_read(path, size))
-        except Exception as exc:  # an API we have not seen yet: report, do not fail the run
-            self.results.skip("mapped_read", m.FAMFS_OPEN_MAPPED, f"could not drive it: {exc!r}")
+            self.rec("mapped_read_cold", memcpy, gib / io.copy_out(mapping, size))
+        finally:
+            mapping.close()
+        self.rec("mapped_read", memcpy, gib / io.copy_out(warm, size))
+
+        with famfs_py.open_mapped(read) as mapped, memoryview(mapped) as view:
+
+            def copy_view() -> None:
+                for off in range(0, size, io.CHUNK):
+                    target[:] = view[off : off + io.CHUNK]
+
+            two_passes(m.FAMFS_OPEN_MAPPED, copy_view)
+
+        with open_file_memory(str(read), write=False) as memory:
+
+            def copy_memory() -> None:
+                for off in range(0, size, io.CHUNK):
+                    memory.readinto(off, target)
+
+            two_passes(m.FAMFS_MAPPED, copy_memory)
+
+        # cp's copy: the device from the daemon (protocol.Device), the file's map, fill_from
+        chan, grant, fd = request_map(str(write), write=True)
+        os.close(fd)
+        chan.close()
+        filemap = FileMap(grant.fmap, grant.size)
+        chan = channel.Channel(str(mountpoint))
+        try:
+            fields, fds = chan.call_fds(protocol.Device())
+        finally:
+            chan.close()
+        reply = protocol.DeviceReply.from_fields(fields)
+        try:
+            device = DeviceMemory(fds[0], reply.device_size, writable=True, align=reply.align)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        source = os.open(self.t_read, os.O_RDONLY)
+        segments = device_segments(device, filemap)
+        try:
+
+            def copy_in() -> None:
+                fill_from(segments, source)
+
+            two_passes(m.FAMFS_CP_FILL, copy_in)
+        finally:
+            os.close(source)
+            for segment in segments:
+                segment.view.release()
+            device.close()
 
 
 def host_bin(name: str) -> Path:
     return Path(sys.executable).parent / name
-
-
-def _open_mapped_read(path: Path, size: int) -> float:
-    """Time a second 1 MiB-chunked pass over famfs_py.open_mapped(path) (API guessed: an
-    object with readinto(offset, buf), or one exporting the buffer protocol)."""
-    target = memoryview(bytearray(io.CHUNK))
-    handle = famfs_py.open_mapped(str(path))  # type: ignore[attr-defined]
-    with contextlib.ExitStack() as stack:
-        if hasattr(handle, "close"):
-            stack.callback(handle.close)
-        seconds = 0.0
-        for _ in range(2):
-            start = time.perf_counter()
-            if hasattr(handle, "readinto"):
-                for off in range(0, size, io.CHUNK):
-                    handle.readinto(off, target)
-            else:
-                view = memoryview(handle)
-                for off in range(0, size, io.CHUNK):
-                    target[:] = view[off : off + io.CHUNK]
-                view.release()
-            seconds = time.perf_counter() - start
-        return seconds
