@@ -60,12 +60,13 @@ class Host:
 
     root: Path
     log_dir: Path
+    system_uuid: str = SYSTEM_UUID
 
     @property
     def env(self) -> dict[str, str]:
         return {
             "FAMFS_PY_DAX_ROOT": str(self.root),
-            "FAMFS_PY_SYSTEM_UUID": SYSTEM_UUID,
+            "FAMFS_PY_SYSTEM_UUID": self.system_uuid,
             "FAMFS_PY_LOG_DIR": str(self.log_dir),
         }
 
@@ -79,6 +80,7 @@ class FamfsMount:
     pid: int | None
     seconds: float  # wall time of `famfs-py mount`
     umount_seconds: float = 0.0  # wall time of `famfs-py umount`
+    host: Host | None = None  # the host it was mounted on (None: the benchmark's)
 
 
 @dataclass
@@ -208,19 +210,29 @@ class Environment:
 
     # -- famfs-py mounts -----------------------------------------------------------------
     @contextlib.contextmanager
-    def famfs_mount(self, device: str, name: str, cache: str = "auto") -> Iterator[FamfsMount]:
-        """Mount `device` with `famfs-py mount -c cache`; unmounted (and its daemon gone)
-        when the block ends, however it ends."""
+    def famfs_mount(
+        self,
+        device: str,
+        name: str,
+        cache: str = "auto",
+        *,
+        args: list[str] | None = None,
+        host: Host | None = None,
+    ) -> Iterator[FamfsMount]:
+        """Mount `device` with `famfs-py mount -c cache [args]` on `host` (default: the
+        benchmark's); unmounted (and its daemon gone) when the block ends, however it ends."""
+        host = host or self.host
         mountpoint = self.path(name)
         start = time.perf_counter()
-        proc = self.host.cli("mount", "-c", cache, device, str(mountpoint), check=False)
+        argv = ["mount", "-c", cache, *(args or []), device, str(mountpoint)]
+        proc = host.cli(*argv, check=False)
         seconds = time.perf_counter() - start
         pid = None
         if "daemon pid " in proc.stdout:
             pid = int(proc.stdout.split("daemon pid ")[1].split(",")[0])
         if pid is not None:
             self.reaper.watch(pid)
-        mount = FamfsMount(mountpoint, pid, seconds)
+        mount = FamfsMount(mountpoint, pid, seconds, host=host)
         try:
             if proc.returncode != 0:
                 raise BenchError(f"famfs-py mount {device}: {proc.stdout}{proc.stderr}")
@@ -232,7 +244,7 @@ class Environment:
         """`famfs-py umount`, falling back to a lazy unmount and killing the daemon."""
         start = time.perf_counter()
         if is_mounted(mount.mountpoint):
-            self.host.cli("umount", str(mount.mountpoint), check=False, timeout=60)
+            (mount.host or self.host).cli("umount", str(mount.mountpoint), check=False, timeout=60)
         mount.umount_seconds = time.perf_counter() - start
         if is_mounted(mount.mountpoint):
             run(["fusermount3", "-u", "-z", str(mount.mountpoint)], check=False)

@@ -69,6 +69,24 @@ FAMFS_SYSTEMS = {
     FAMFS_VERIFY,
 }
 
+# the flush group (bench/flushcost.py): each case with cache flushing on and off
+PCQ_BUCKET_SIZES = (64, 1024, 65536)
+PCQ_NBUCKETS = 256
+
+
+def pcq_systems(bucket_size: int) -> tuple[str, str]:
+    """(flush on, --dontflush) system names of a pcq of `bucket_size` buckets."""
+    label = f"{bucket_size} B" if bucket_size < 1024 else f"{bucket_size >> 10} KiB"
+    return f"pcq {label} buckets, flush on", f"pcq {label} buckets, --dontflush"
+
+
+FLUSH_SYSTEMS = {"on": "famfs-py flush=on", "off": "famfs-py flush=off"}
+_FLUSH = {FLUSH_SYSTEMS["on"]: (FLUSH_SYSTEMS["off"],), FLUSH_SYSTEMS["off"]: ()}
+
+_PCQ = {on: (off,) for on, off in map(pcq_systems, PCQ_BUCKET_SIZES)} | {
+    off: () for _, off in map(pcq_systems, PCQ_BUCKET_SIZES)
+}
+
 UPSTREAM_CREAT_MS = (90.0, 120.0)  # upstream famfs issue #60: 90-120 ms per `famfs creat`
 
 
@@ -249,6 +267,51 @@ CASES: list[Case] = [
         True,
         {FAMFS_VERIFY: (MEMCPY_1M,), MEMCPY_1M: ()},
     ),
+]
+CASES += [
+    Case(
+        "flush_log_append",
+        "log append (in-process Log.append)",
+        "µs/entry",
+        False,
+        _FLUSH,
+        "flush=on: the entry, then the header's counters, flushed after they are written",
+    ),
+    Case(
+        "flush_cp",
+        "cp of one large file over an existing one",
+        "GiB/s",
+        True,
+        _FLUSH,
+        "famfs-py cp from tmpfs; flush=on: each copy into memory flushed as it lands",
+    ),
+    Case(
+        "flush_follow",
+        "a client's follow latency",
+        "ms",
+        False,
+        _FLUSH,
+        "the master's creat reply until the client sees the file (client looks every 10 ms)",
+    ),
+    Case(
+        "pcq_rate",
+        "pcq messages between two hosts",
+        "k msgs/s",
+        True,
+        _PCQ,
+        f"producer on the master, consumer on a client (--rw), {PCQ_NBUCKETS} buckets; from "
+        "the producer's first put to the consumer's last get",
+    ),
+    Case(
+        "pcq_latency",
+        "pcq one-way latency, median",
+        "µs",
+        False,
+        _PCQ,
+        "one message at a time: the consumer's clock after its get minus the producer's "
+        "before its put (one machine, one clock)",
+    ),
+    Case("pcq_latency_p99", "pcq one-way latency, 99th percentile", "µs", False, _PCQ),
 ]
 CASE_BY_NAME = {c.name: c for c in CASES}
 

@@ -27,6 +27,7 @@ from famfs_py.dax import backing
 from . import io, logfill
 from . import model as m
 from .env import BenchError, Environment, GiB, KiB, MiB, drop_caches, run
+from .flushcost import FlushGroup
 from .model import Results
 
 SMALL = 4 * KiB  # the size of every small file
@@ -104,6 +105,7 @@ GROUPS = (
     "famfs-always",
     "famfs-readahead",
     "mount",
+    "flush",
 )
 EXPERIMENTS = ("famfs-readahead",)  # what famfs-py could do; full runs only
 SHM = Path("/dev/shm")  # where the 4 KiB-page device's memory goes
@@ -116,6 +118,7 @@ class Bench:
         self.results = results
         self.chunk = io.aligned_buffer(io.CHUNK)  # every 1 MiB read/write goes through it
         self.offsets = io.random_offsets(cfg.file_size, cfg.rand_ops)
+        self.flush_group = FlushGroup(self)
 
     def log(self, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
@@ -259,6 +262,7 @@ class Bench:
             ("famfs-always", self.group_always),
             ("famfs-readahead", self.group_readahead),
             ("mount", self.group_mounts),
+            ("flush", self.flush_group.run),
         ]
 
     def run(self, only: list[str] | None = None) -> None:

@@ -28,6 +28,7 @@ import threading
 from typing import overload
 
 from famfs_py import channel, protocol
+from famfs_py.dax import cache
 from famfs_py.dax.memory import MemoryFault, Region, copy_out
 from famfs_py.errors import FamfsError
 from famfs_py.fs.fmap import FileMap
@@ -42,6 +43,7 @@ class MappedFile(Region):
 
     path: str
     filemap: FileMap
+    cache_policy: cache.Policy  # whether flush()/invalidate() run the cache instructions
     _channel: channel.Channel | None
     _lock: threading.Lock
 
@@ -77,20 +79,23 @@ class MappedFile(Region):
         return bytes(buf)
 
     def flush(self, offset: int = 0, size: int | None = None) -> None:
-        """Make this host's stores to [offset, offset+size) visible to other hosts.
+        """Make this host's stores to [offset, offset+size) visible to other hosts: write this
+        CPU's cache lines of the range back to memory (CLWB/CLFLUSHOPT/CLFLUSH, then a fence;
+        see famfs_py.dax.cache). Call it after storing data another host will read.
 
-        A no-op where memory is coherent across the hosts that share it, which is the case
-        for emulated devices (one machine's shared memory) and for memory attached to one
-        host's CPUs; famfs-py has no cache-flush instruction path for non-coherent fabrics.
-        """
-        self._check_range(offset, None if size is None else size)
+        Does nothing where the mount says memory is coherent (`famfs-py status` shows which
+        is in force)."""
+        end = self._check_range(offset, size)
+        self.cache_policy.flush(self, offset, end - offset)
 
     def invalidate(self, offset: int = 0, size: int | None = None) -> None:
-        """Drop this host's cached copy of [offset, offset+size) so other hosts' stores are
-        seen (a no-op where memory is coherent; see `flush`)."""
-        self._check_range(offset, size)
+        """Drop this CPU's cached copy of [offset, offset+size) (written back first if dirty),
+        so that the next loads read what other hosts stored. Call it before reading data
+        another host wrote (and flushed). A no-op where memory is coherent (see `flush`)."""
+        end = self._check_range(offset, size)
+        self.cache_policy.invalidate(self, offset, end - offset)
 
-    def _check_range(self, offset: int, size: int | None) -> None:
+    def _check_range(self, offset: int, size: int | None) -> int:
         if self.revoked:
             raise OSError(errno.EIO, f"{self.path}: the device was removed")
         if self.closed:
@@ -98,6 +103,7 @@ class MappedFile(Region):
         end = len(self) if size is None else offset + size
         if offset < 0 or end > len(self) or end < offset:
             raise ValueError(f"range {offset}..{end} is outside {self.path} ({len(self)})")
+        return end
 
     def _watch(self, chan: channel.Channel) -> None:
         """Runs on a thread of its own: withdraw the mapping when the daemon says so."""
@@ -149,6 +155,7 @@ def open_mapped(path: str | os.PathLike[str], mode: str = "r") -> MappedFile:
         raise kind(code, exc.message) from None
     try:
         filemap = FileMap(grant.fmap, grant.size)
+        policy = cache.policy_of_grant(grant.flush, fd)
         layout = layout_file(fd, filemap, writable=write, align=grant.align)
     except BaseException:
         chan.close()
@@ -160,6 +167,7 @@ def open_mapped(path: str | os.PathLike[str], mode: str = "r") -> MappedFile:
     )
     mapped.path = name
     mapped.filemap = filemap
+    mapped.cache_policy = policy
     mapped._lock = threading.Lock()
     mapped._channel = chan
     threading.Thread(

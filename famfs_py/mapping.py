@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from famfs_py import channel, omf, protocol
+from famfs_py.dax import cache
 from famfs_py.dax.memory import (
     DeviceMemory,
     Region,
@@ -138,10 +139,14 @@ def write_segments(
 
 
 def fill_from(
-    segments: Iterable[Segment], src_fd: int, on_copied: Callable[[int], None] | None = None
+    segments: Iterable[Segment],
+    src_fd: int,
+    on_copied: Callable[[int], None] | None = None,
+    coherency: cache.Policy = cache.OFF,
 ) -> int:
     """Fill the file from `src_fd` (its byte i into file byte i) by kernel copies straight
-    into memory. Returns the bytes copied; EOFError if the source is shorter."""
+    into memory, each copy flushed from this CPU's caches as `coherency` says. Returns the
+    bytes copied; EOFError if the source is shorter."""
     done = 0
     for seg in segments:
         view = seg.view
@@ -150,6 +155,7 @@ def fill_from(
             n = os.preadv(src_fd, [view[filled:]], seg.file_offset + filled)
             if n <= 0:
                 raise EOFError(f"the source ended at byte {seg.file_offset + filled}")
+            coherency.flush(view, filled, n)
             filled += n
             if on_copied is not None:
                 on_copied(n)
@@ -203,11 +209,13 @@ def request_map(
 
 
 class FileMemory:
-    """One famfs file's memory, mapped for kernel copies (creat -r, verify, chkread)."""
+    """One famfs file's memory, mapped for kernel copies (creat -r, verify, chkread), and
+    flushed from or invalidated in this CPU's caches as the mount says."""
 
     def __init__(self, grant: protocol.FileMapReply, fd: int, *, writable: bool) -> None:
         self.path = grant.path
         self.size = grant.size
+        self.coherency = cache.policy_of_grant(grant.flush, fd)
         self.filemap = FileMap(grant.fmap, grant.size)
         self.writable = writable
         self._regions: list[Region] = []
@@ -243,6 +251,21 @@ class FileMemory:
         if not self.writable:
             raise OSError(errno.EROFS, f"{self.path} is mapped read-only")
         write_segments(self.segments, offset, data)
+
+    def flush(self, offset: int = 0, length: int | None = None) -> None:
+        """Write this CPU's cache lines of file bytes [offset, offset+length) back."""
+        self._cache(self.coherency.flush, offset, length)
+
+    def invalidate(self, offset: int = 0, length: int | None = None) -> None:
+        """Drop this CPU's copy of file bytes [offset, offset+length) (before reading)."""
+        self._cache(self.coherency.invalidate, offset, length)
+
+    def _cache(self, run: Callable[..., int], offset: int, length: int | None) -> None:
+        if not self.coherency.enabled:
+            return
+        length = self.size - offset if length is None else length
+        for seg, within, _at, n in _overlaps(self.segments, offset, length):
+            run(seg.view, within, n)
 
     def close(self) -> None:
         for seg in self.segments:
@@ -298,6 +321,13 @@ class MountedFile:
         done = 0
         while done < len(source):
             done += os.pwrite(self._fd, source[done:], offset + done)
+
+    def flush(self, offset: int = 0, length: int | None = None) -> None:
+        """Nothing to do here: the daemon flushes what it writes for us."""
+
+    def invalidate(self, offset: int = 0, length: int | None = None) -> None:
+        """Nothing this process can do: it holds no mapping (reads through the mount do not
+        invalidate; `famfs-py flush FILE`, the daemon's flush op, does)."""
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -241,6 +241,25 @@ class Invalidate(Request):
 
 
 @dataclass(frozen=True)
+class Flush(Request):
+    """Write back and evict this host's CPU cache lines of a file's memory (bytes [offset,
+    offset+length), the rest of the file if length is None): `famfs-py flush`, and reads
+    through the mount by a caller without the device that must see other hosts' stores."""
+
+    OP: ClassVar[str] = "flush"
+    path: str = ""
+    offset: int = 0
+    length: int | None = None
+
+    def validate(self) -> Flush:
+        return Flush(
+            clean_path(self.path),
+            bounded(self.offset, "offset", (1 << 63) - 1),
+            None if self.length is None else bounded(self.length, "length", (1 << 63) - 1),
+        )
+
+
+@dataclass(frozen=True)
 class Logplay(Request):
     """Apply new log entries now (`dry_run`: only count them)."""
 
@@ -307,6 +326,7 @@ class FileMapReply:
     align: int = 0  # map: the device's alignment, for mapping the descriptor
     device_size: int = 0  # map
     available: bool = True  # getmap: its memory can be used (no poison, device present)
+    flush: bool | None = None  # map: whether the mount flushes CPU caches (dax.cache)
 
     def to_fields(self) -> dict[str, Any]:
         out: dict[str, Any] = {"path": self.path, "size": self.size, "ino": self.ino}
@@ -316,6 +336,8 @@ class FileMapReply:
         if self.align:
             out["align"] = self.align
             out["device_size"] = self.device_size
+        if self.flush is not None:
+            out["flush"] = self.flush
         return out
 
     @classmethod
@@ -330,6 +352,7 @@ class FileMapReply:
                 int(data.get("align", 0)),
                 int(data.get("device_size", 0)),
                 bool(data.get("available", True)),
+                _flush_field(data),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ProtocolError(f"malformed map reply: {exc}", errno.EIO) from None
@@ -342,13 +365,45 @@ class DeviceReply:
     device_size: int
     writable: bool
     align: int
+    flush: bool | None = None  # whether the mount flushes CPU caches (dax.cache)
 
     def to_fields(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_fields(cls, data: dict[str, Any]) -> DeviceReply:
-        return cls(int(data["device_size"]), bool(data["writable"]), int(data["align"]))
+        return cls(
+            int(data["device_size"]),
+            bool(data["writable"]),
+            int(data["align"]),
+            _flush_field(data),
+        )
+
+
+def _flush_field(data: dict[str, Any]) -> bool | None:
+    """A reply's "flush": True/False, or None from a daemon that does not say."""
+    value = data.get("flush")
+    return None if value is None else bool(value)
+
+
+@dataclass(frozen=True)
+class FlushReply:
+    """What a flush did: `lines` written back and evicted (0 where flushing is off), and the
+    mount's flushing policy (`enabled`, and why: the mount option or the device's say)."""
+
+    lines: int
+    enabled: bool
+    reason: str
+
+    def to_fields(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_fields(cls, data: dict[str, Any]) -> FlushReply:
+        try:
+            return cls(int(data["lines"]), bool(data["enabled"]), str(data["reason"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ProtocolError(f"malformed flush reply: {exc}", errno.EIO) from None
 
 
 @dataclass(frozen=True)

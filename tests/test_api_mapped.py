@@ -75,22 +75,32 @@ def test_numpy_sees_the_memory(fs):
 
 EXCHANGE = textwrap.dedent(
     """
-    import sys, time
+    import sys
     import famfs_py
+    from famfs_py.dax import cache
+    LINE = 64  # each host writes only its own cache line
     path, role = sys.argv[1], sys.argv[2]
     with famfs_py.open_mapped(path, "r+") as m:
+        assert m.cache_policy.enabled, m.cache_policy   # the README's example, flushing
         if role == "ping":
             for i in range(1, 51):
                 m[0:4] = i.to_bytes(4, "little")          # a store, no syscall
-                while int.from_bytes(m[4:8], "little") != i:  # wait for the echo
-                    pass
+                m.flush(0, 4)                             # ... written back to memory
+                while True:                               # wait for the echo
+                    m.invalidate(LINE, 4)
+                    if int.from_bytes(m[LINE : LINE + 4], "little") == i:
+                        break
+            done = cache.totals()
+            assert done["flush"]["calls"] >= 50 and done["invalidate"]["calls"] >= 50, done
             print("done", flush=True)
         else:
             last = 0
             while last < 50:
+                m.invalidate(0, 4)
                 seen = int.from_bytes(m[0:4], "little")
                 if seen != last:
-                    m[4:8] = seen.to_bytes(4, "little")
+                    m[LINE : LINE + 4] = seen.to_bytes(4, "little")
+                    m.flush(LINE, 4)
                     last = seen
     """
 )

@@ -20,7 +20,7 @@ from famfs_py import protocol
 from famfs_py.credentials import Credentials
 from famfs_py.daemon.control import ControlServer, Rule
 from famfs_py.daemon.operations import FamfsOperations
-from famfs_py.dax import emulated
+from famfs_py.dax import cache, emulated
 from famfs_py.fs.filesystem import Famfs
 from famfs_py.fs.mkfs import mkfs
 from famfs_py.fs.namespace import META_INO, ROOT_INO
@@ -30,6 +30,7 @@ pytestmark = pytest.mark.model
 ROOT = Credentials(os.getpid(), 0, 0)
 NOBODY = Credentials(os.getpid(), 65534, 65534)
 CTX = pyfuse3.RequestContext()
+FLUSHING_ON = "on (flush=auto: the emulated device dax0.0 is not known coherent)"
 
 
 @pytest.fixture
@@ -140,6 +141,27 @@ async def test_every_op_has_a_rule_and_owner_ops_refuse_others(fs, control):
     assert (await _ask(control, protocol.Getmap("public"), NOBODY))["ok"]
     refused = await _ask(control, protocol.Map("public"), NOBODY)  # the device is root's only
     assert refused["errno"] == errno.EACCES and "access to the device" in refused["error"]
+
+
+async def test_flush_writes_back_and_evicts_a_files_range_and_says_the_policy(fs, control):
+    line = cache.line_size()
+    inode, _ = fs.create_file("f", 3 * MiB, 0o644, 0, 0)
+    fs.write(inode, 0, b"d" * (3 * MiB))  # resident pages: emulated memory skips absent ones
+    fs.mkdir("d", 0o755, 0, 0)
+    whole = await _ask(control, protocol.Flush("f"), NOBODY)  # a reader needs no device
+    assert whole == {"ok": True, "lines": 3 * MiB // line, "enabled": True, "reason": FLUSHING_ON}
+    part = await _ask(control, protocol.Flush("f", MiB + 1, line), NOBODY)
+    assert part["lines"] == 2  # the range's first byte is past a line's start: two lines
+    rest = await _ask(control, protocol.Flush("f", 3 * MiB - line), NOBODY)
+    assert rest["lines"] == 1
+    for request, code in (
+        (protocol.Flush("f", 3 * MiB + 1), errno.EINVAL),
+        (protocol.Flush("f", -1), errno.EINVAL),
+        (protocol.Flush("d"), errno.EISDIR),
+        (protocol.Flush("missing"), errno.ENOENT),
+    ):
+        reply = await _ask(control, request)
+        assert reply["ok"] is False and reply["errno"] == code, (request, reply)
 
 
 async def test_requests_change_the_model_and_answer_with_maps(fs, control):

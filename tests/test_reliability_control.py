@@ -106,6 +106,11 @@ MALFORMED: list[bytes] = [
     b'{"op": "map", "path": "."}',
     b'{"op": "clone", "path": "c"}',
     b'{"op": "invalidate", "path": ".meta/.log"}',
+    b'{"op": "flush", "path": "."}',
+    b'{"op": "flush", "path": "f", "offset": -1}',
+    b'{"op": "flush", "path": "f", "offset": 4097}',
+    b'{"op": "flush", "path": "f", "length": "all"}',
+    b'{"op": "flush", "path": "f", "length": 1e300}',
 ]
 FIELDS: list[dict[str, object]] = [
     {"size": "abc"},

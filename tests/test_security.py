@@ -139,6 +139,7 @@ def test_every_control_op_follows_its_rule_for_an_unprivileged_caller(shared):
         "mkdir in a directory of one's own": protocol.Mkdir("theirs/sub/deeper", parents=True),
         "mkdir -p of what is there": protocol.Mkdir("theirs", parents=True),
         "invalidate of a readable file": protocol.Invalidate("public"),
+        "flush of a readable file": protocol.Flush("public"),
     }
     refused = {
         "getmap of a 0600 file": (protocol.Getmap("secret"), errno.EACCES),
@@ -148,6 +149,8 @@ def test_every_control_op_follows_its_rule_for_an_unprivileged_caller(shared):
         "creat for another owner": (protocol.Creat("theirs/x", 4096, uid=0), errno.EPERM),
         "creat for another group": (protocol.Creat("theirs/y", 4096, gid=0), errno.EPERM),
         "map without device access": (protocol.Map("public"), errno.EACCES),
+        "flush of a 0600 file": (protocol.Flush("secret"), errno.EACCES),
+        "flush through a 0700 directory": (protocol.Flush("closed/inside"), errno.EACCES),
         "fsck": (protocol.Fsck(), errno.EPERM),
         "logplay": (protocol.Logplay(), errno.EPERM),
         "clone": (protocol.Clone("public", "theirs/c"), errno.EPERM),

@@ -67,6 +67,7 @@ def chkread(name: str) -> str | None:
 
     try:
         with open_file_memory(name, write=False) as mapped, open(name, "rb", buffering=0) as f:
+            mapped.invalidate()  # read memory, not what this CPU may have cached of it
             where_differs = first_difference(mapped.readinto, mapped.size, f.fileno())
     except FamfsError as exc:
         return exc.message

@@ -104,6 +104,7 @@ class Progress:
 class Copier:
     def __init__(self, args: argparse.Namespace, mountpoint: str) -> None:
         from famfs_py import channel, protocol
+        from famfs_py.dax import cache
         from famfs_py.dax.memory import DeviceMemory
 
         self.args = args
@@ -112,6 +113,7 @@ class Copier:
         self.mountpoint = mountpoint
         self.interleave = interleave_fields(args)
         self.mem: DeviceMemory | None = None  # None: copy through the mount
+        self.coherency = cache.OFF  # through the mount, the daemon flushes what it writes
         try:
             fields, fds = self.chan.call_fds(protocol.Device())
         except FamfsError as exc:
@@ -124,6 +126,7 @@ class Copier:
                 self.mem = DeviceMemory(
                     fds[0], reply.device_size, writable=writable, align=reply.align
                 )
+                self.coherency = cache.policy_of_grant(reply.flush, fds[0])  # data: flushed
             finally:
                 for fd in fds:
                     os.close(fd)
@@ -218,7 +221,8 @@ class Copier:
             self._copy_through_mount(fd, filemap.size, dest)
             return
         try:
-            fill_from(device_segments(self.mem, filemap), fd, self.progress.add)
+            segments = device_segments(self.mem, filemap)
+            fill_from(segments, fd, self.progress.add, self.coherency)
         except EOFError as exc:
             raise OSError(0, str(exc)) from None
 

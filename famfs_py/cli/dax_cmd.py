@@ -81,6 +81,14 @@ def build_parser(prog: str) -> Parser:
     )
     p.add_argument("--mode", default="famfs", choices=["famfs", "devdax", "system-ram", "disabled"])
     p.add_argument("--align", type=parse_size, default=2 << 20, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--coherent",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="this host's CPU caches are coherent with the other hosts' over this memory, so "
+        "mounts (flush=auto) and mkfs need not flush them (default: not coherent, like a "
+        "fabric pool shared by hosts; with --share: as the shared device)",
+    )
     add_root_option(p)
 
     p = sub.add_parser(
@@ -265,6 +273,7 @@ def run(args: argparse.Namespace) -> int:
                 share=args.share,
                 mode=args.mode,
                 align=args.align,
+                coherent=args.coherent,
                 warn=lambda text: print(f"famfs-py dax create: warning: {text}", file=sys.stderr),
             )
             print(device.path)

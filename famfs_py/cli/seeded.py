@@ -56,6 +56,7 @@ def randomize(path: str, seed: int) -> int:
             n = min(CHUNK, mapped.size - offset)
             fill(view[:n], seed, offset)
             mapped.write(offset, view[:n])
+            mapped.flush(offset, n)  # other hosts read memory, not this CPU's cache
         size = mapped.size
     _invalidate(path)
     return size
@@ -79,6 +80,7 @@ def verify(path: str, seed: int) -> tuple[int, int | None]:
         view = memoryview(buf)
         for offset in range(0, mapped.size, CHUNK):
             n = min(CHUNK, mapped.size - offset)
+            mapped.invalidate(offset, n)  # another host may have written it
             mapped.readinto(offset, view[:n])
             bad = first_mismatch(view[:n], seed, offset)
             if bad is not None:

@@ -1,4 +1,5 @@
-"""`famfs-py status`: a mount's role, device, claim, log usage, capacity, cache and health."""
+"""`famfs-py status`: a mount's role, device, claim, log usage, capacity, cache, CPU cache
+flushing and health."""
 
 from __future__ import annotations
 
@@ -32,6 +33,20 @@ def _size(n: int) -> str:
     return f"{n >> 30} GiB" if n >= 1 << 30 else f"{n >> 20} MiB" if n >= 1 << 20 else f"{n} B"
 
 
+def _flushing(info: dict | None) -> str:
+    """The CPU cache flushing in force, and what the daemon has done of it."""
+    if not info:
+        return "unknown (an older daemon)"
+    text = str(info["reason"])
+    if info["enabled"]:
+        text += f", {info['flush_instruction']}/{info['invalidate_instruction']}"
+    done = info["counters"]
+    return (
+        f"{text}; daemon: {done['flush']['calls']} flushes ({done['flush']['lines']} lines), "
+        f"{done['invalidate']['calls']} invalidates ({done['invalidate']['lines']} lines)"
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from famfs_py import channel, protocol
 
@@ -58,6 +73,7 @@ def run(args: argparse.Namespace) -> int:
             f"capacity:   {_gib(cap['size'])}, {_gib(cap['allocated'])} allocated, "
             f"{_gib(cap['free'])} free",
             f"cache:      {status['cache']}",
+            f"flushing:   {_flushing(status.get('cache_flush'))}",
             f"health:     {status['health']}",
         ]
         if status["failsafe"]:

@@ -23,6 +23,7 @@ from famfs_py import channel, omf, protocol, rundir
 from famfs_py.credentials import Credentials, peer_credentials
 from famfs_py.daemon import access
 from famfs_py.daemon.access import Rule
+from famfs_py.dax.cache import CacheFault
 from famfs_py.errors import FamfsError
 from famfs_py.fs.alloc import Interleave
 from famfs_py.fs.filesystem import Famfs, FsError
@@ -67,6 +68,7 @@ class ControlServer:
             protocol.Getmap: (Rule.READER, self.getmap),
             protocol.Map: (Rule.READER, self.map),  # and device access: check_device
             protocol.Invalidate: (Rule.READER, self.invalidate_file),
+            protocol.Flush: (Rule.READER, self.flush_file),  # upstream: who may mmap it to read
             protocol.Mkdir: (Rule.CREATOR, self.mkdir),
             protocol.Creat: (Rule.CREATOR, self.creat),  # an existing file: READER
             protocol.Logplay: (Rule.OWNER, self.logplay),
@@ -287,7 +289,12 @@ class ControlServer:
             self.fs.check_writable(inode)
         self.fs.check_data_available(inode)
         fd = self.fs.mem.dup_fd(writable=request.write)
-        reply = self._map_reply(inode, align=self.fs.mem.align, device_size=self.fs.sb.dev_size)
+        reply = self._map_reply(
+            inode,
+            align=self.fs.mem.align,
+            device_size=self.fs.sb.dev_size,
+            flush=self.fs.coherency.enabled,
+        )
         return Answer(reply, (fd,), watch=request.watch)
 
     def device(self, request: protocol.Device, caller: Credentials) -> Answer:
@@ -296,7 +303,9 @@ class ControlServer:
         if self.fs.health.removed:
             raise FsError(errno.EIO, "the device was removed")
         fd = self.fs.mem.dup_fd(writable=self.fs.writable)
-        reply = protocol.DeviceReply(self.fs.sb.dev_size, self.fs.writable, self.fs.mem.align)
+        reply = protocol.DeviceReply(
+            self.fs.sb.dev_size, self.fs.writable, self.fs.mem.align, self.fs.coherency.enabled
+        )
         return Answer(reply.to_fields(), (fd,))
 
     async def invalidate_file(self, request: protocol.Invalidate, caller: Credentials) -> Answer:
@@ -304,6 +313,32 @@ class ControlServer:
         inode = self._file(request.path)
         await self.invalidate([inode.ino])
         return Answer({})
+
+    async def flush_file(self, request: protocol.Flush, caller: Credentials) -> Answer:
+        """Write back and evict this host's CPU cache lines of a file (`famfs-py flush`): the
+        instructions act on every cache of the host, whichever CPU runs them, so a caller
+        needs no device access for it. On a worker thread: a big file takes a while, and the
+        mount keeps serving meanwhile (the file's place in memory never changes)."""
+        inode = self._file(request.path, logged=False)
+        self.fs.check_data_available(inode)
+        if inode.filemap is None or request.offset > inode.size:
+            raise FsError(errno.EINVAL, f"{inode.name}: offset {request.offset} is past its end")
+        length = inode.size if request.length is None else request.length
+        ranges = list(inode.filemap.ranges(request.offset, length))  # clipped to the file
+        lines = await trio.to_thread.run_sync(self._flush_ranges, inode.name, ranges)
+        policy = self.fs.coherency
+        return Answer(protocol.FlushReply(lines, policy.enabled, policy.reason).to_fields())
+
+    def _flush_ranges(self, name: str, ranges: list[tuple[int, int]]) -> int:
+        """The cache lines written back and evicted over these device ranges (0: flushing
+        is off); a page that faults is EIO."""
+        lines = 0
+        for dev, n in ranges:
+            try:
+                lines += self.fs.coherency.invalidate(self.fs.mem.view(dev, n))
+            except CacheFault:
+                raise FsError(errno.EIO, f"{name}: memory error while flushing") from None
+        return lines
 
     def logplay(self, request: protocol.Logplay, caller: Credentials) -> Answer:
         ns = self.fs.namespace

@@ -78,6 +78,7 @@ def open_filesystem(opts: MountOptions, mountpoint: str) -> Famfs:
         device,
         this_host=this_host,
         writable_client=opts.rw,
+        flush=opts.flush,
         allow_devdax=opts.devdax,
         holder_name=f"famfs-py mount {mountpoint}",
     )

@@ -15,6 +15,7 @@ from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 CACHE_MODES = ("auto", "never", "always")
+FLUSH_MODES = ("auto", "on", "off")  # famfs_py.dax.cache.FLUSH_MODES (no import: start fast)
 
 # mount(8)/fstab options that are not the daemon's business
 IGNORED_O_OPTIONS = frozenset(
@@ -140,6 +141,12 @@ class MountOptions:
     cache: str = _option(
         "-c", "--cache", default="auto", choices=CACHE_MODES,
         help="page cache policy (default auto: dropped at each open)",
+    )  # fmt: skip
+    flush: str = _option(
+        "--flush", default="auto", choices=FLUSH_MODES,
+        help="CPU cache flushing where data crosses hosts (log, writes; mapped files and "
+        "commands that write follow the mount): auto (default) flushes unless the device is "
+        "known coherent, on, off (memory known coherent between the hosts)",
     )  # fmt: skip
     timeout: float = _option(
         "-t", "--timeout", default=30.0, parse=_number(float, "a number of seconds"),

@@ -95,6 +95,18 @@ class DaxDevice:
     def mode(self) -> str:
         return self.sysfs.mode(self.name)
 
+    @property
+    def coherent(self) -> bool:
+        """Whether this host's CPU caches are known to be coherent with the other hosts'
+        over this memory. An emulated device says so (`dax create --coherent`); a real one
+        cannot tell (a fabric pool shared by hosts is not, on most systems today)."""
+        if self.emulation_root is None:
+            return False
+        try:
+            return (self.sysfs_dir / "coherent").read_text().strip() == "1"
+        except OSError:
+            return False
+
     def badblocks(self) -> list[tuple[int, int]]:
         return self.sysfs.read_badblocks(self.name)
 

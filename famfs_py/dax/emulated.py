@@ -26,6 +26,10 @@ log = logging.getLogger(__name__)
 
 DEFAULT_ALIGN = 2 << 20
 INJECTED = "badblocks.injected"  # emulation-only: the subset of badblocks that was injected
+# emulation-only: "1" if this host's view of the memory is coherent with the other hosts'
+# (famfs-py then need not flush CPU caches, see famfs_py.dax.cache); "0" emulates a fabric
+# pool whose hosts' caches are not kept coherent, which is what famfs is for
+COHERENT = "coherent"
 FAKE_MAJOR = 252
 FAKE_PHYS_BASE = 0x1_0000_0000
 
@@ -74,9 +78,11 @@ def create(
     mode: str = "famfs",
     align: int = DEFAULT_ALIGN,
     warn: Callable[[str], None] = log.warning,
+    coherent: bool | None = None,
 ) -> DaxDevice:
     """Create emulated device `name` under `root`; see `famfs-py dax create --help`.
-    `warn` is told (one line) when new memory cannot be on 2 MiB pages."""
+    `warn` is told (one line) when new memory cannot be on 2 MiB pages. `coherent`: None
+    takes the shared device's (with `share`), else not coherent."""
     if not NAME_RE.match(name):
         raise ValueError(f"device name {name!r} is not of the form daxX.Y")
     if mode not in MODES:
@@ -102,6 +108,8 @@ def create(
         if not shared.emulated or not os.path.exists(shared.node):
             raise FileNotFoundError(errno.ENOENT, f"{share}: no emulated device to share")
         source = Path(os.path.realpath(shared.node))
+        if coherent is None:
+            coherent = shared.coherent
     elif backing:
         source = Path(backing).absolute()
         if not source.exists():
@@ -161,6 +169,7 @@ def create(
         _write(mapping / "page_offset", "0x0\n")
         _write(devdir / "badblocks", "")
         _write(devdir / INJECTED, "")
+        _write(devdir / COHERENT, "1\n" if coherent else "0\n")
         _bind(device, mode)
         os.symlink(link, device.node)
     except BaseException:
@@ -181,6 +190,7 @@ def describe(device: DaxDevice) -> dict[str, object]:
         out["path"] = device.path
         memory = os.path.realpath(device.node)
         out["memory"] = memory
+        out["coherent"] = device.coherent
         if memory_missing(device):
             out["memory_missing"] = True
         else:

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from famfs_py import omf
-from famfs_py.dax import holder
+from famfs_py.dax import cache, holder
 from famfs_py.dax.device import DaxDevice
 from famfs_py.dax.memory import DeviceMemory, MemoryFault
 from famfs_py.errors import FamfsError
@@ -93,6 +93,7 @@ class Famfs:
         writable_client: bool = False,
         allow_devdax: bool = False,
         holder_name: str = "famfs-py",
+        flush: str = "auto",
     ) -> None:
         self.device = device
         self.this_host = this_host
@@ -103,10 +104,13 @@ class Famfs:
             self.claim = holder.claim(device, holder_name, self, allow_devdax=allow_devdax)
         except OSError as exc:
             raise FsError(exc.errno or errno.EIO, exc.strerror or str(exc)) from None
-        try:
+        try:  # CPU cache flushing where data crosses hosts (famfs_py.dax.cache)
+            self.coherency = cache.for_device(device, flush)
             self._open(writable_client)
-        except BaseException:
+        except BaseException as exc:
             self.claim.release()
+            if isinstance(exc, cache.CacheUnsupported):
+                raise FsError(errno.EOPNOTSUPP, str(exc)) from None
             raise
 
     def _open(self, writable_client: bool) -> None:
@@ -117,8 +121,9 @@ class Famfs:
             )
         probe = self._map(writable=False, length=omf.SUPERBLOCK_STRUCT_SIZE)
         try:
+            self.coherency.invalidate(probe.view(0, omf.SUPERBLOCK_STRUCT_SIZE))
             sb = read_superblock(probe)
-        except MemoryFault as exc:
+        except (MemoryFault, cache.CacheFault) as exc:
             raise FsError(
                 errno.EIO, f"{self.device.path}: the superblock cannot be read ({exc})"
             ) from None
@@ -142,8 +147,9 @@ class Famfs:
         self.writable = self.role == MASTER or writable_client
         self.mem = self._map(writable=self.writable)
         try:
+            self.coherency.invalidate(self.mem.view(sb.log_offset, omf.LOG_HEADER_SIZE))
             header = read_log_header(self.mem, sb)
-        except MemoryFault as exc:
+        except (MemoryFault, cache.CacheFault) as exc:
             self.mem.close()
             raise FsError(
                 errno.EIO, f"{self.device.path}: the log header cannot be read ({exc})"
@@ -154,7 +160,7 @@ class Famfs:
             raise FsError(
                 errno.EINVAL, f"{self.device.path}: bad log header ({problems[0]}); run fsck"
             )
-        self.log = Log(self.mem, sb, header)
+        self.log = Log(self.mem, sb, header, self.coherency)
         self._device_view = self.mem.view(0, self.mem.size)  # handed to the kernel only
         self.mounted_at = time.time()
         # A big log makes hundreds of thousands of long-lived objects; the cyclic GC would
@@ -411,6 +417,7 @@ class Famfs:
         try:
             for dev, n in filemap.ranges(offset, length):
                 self.mem.write(dev, source[pos : pos + n])
+                self._flush(dev, n)  # other hosts read it from memory, not from our cache
                 pos += n
         except MemoryFault as exc:
             self._record_fault(exc, "write fault")
@@ -418,6 +425,14 @@ class Famfs:
         except OSError as exc:
             raise FsError(errno.EIO, str(exc)) from None
         return length
+
+    def _flush(self, dev: int, length: int) -> None:
+        try:
+            self.coherency.flush(self._device_view, dev, length)
+        except cache.CacheFault as exc:
+            raise MemoryFault(
+                getattr(exc, "address", self.mem.base) - self.mem.base, length
+            ) from exc
 
     # -- memory failures ---------------------------------------------------------------
     def _record_fault(self, exc: MemoryFault, source: str) -> None:
@@ -553,6 +568,7 @@ class Famfs:
             "device_size": self.device.size if self.device.exists() else self.sb.dev_size,
             "numa_node": self.device.as_daxctl().get("numa_node") if self.device.exists() else None,
             "emulated": self.device.emulated,
+            "cache_flush": self.coherency.describe(),
             "holder_pid": info.get("pid") if info else None,
             "fs_uuid": str(self.sb.fs_uuid),
             "master_system_uuid": str(self.sb.system_uuid),

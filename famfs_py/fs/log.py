@@ -5,6 +5,12 @@ Replay applies entries in order. A CRC or seqnum failure is read again once (a m
 writing it; one short wait per pass) and then stops replay there, as upstream does; every
 later entry's extents are still marked in the bitmap so space is never handed out twice.
 Entries whose path or extents are unusable are counted as bad and skipped.
+
+CPU caches (memory that is not coherent between hosts; famfs_py.dax.cache): a reader
+invalidates the header's counters before each look and the entries before reading them (its
+cache may hold lines read before the master wrote them; a CRC failure reads again, and so
+invalidates again); the master flushes each entry once written, then writes and flushes the
+counters that commit it, in that order, so that no host sees the count before the entry.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import time
 from dataclasses import dataclass, field
 
 from famfs_py import omf
+from famfs_py.dax import cache
 from famfs_py.dax.memory import DeviceMemory, MemoryFault
 from famfs_py.fs.alloc import Bitmap
 from famfs_py.fs.namespace import Inode, Namespace, NamespaceError
@@ -58,8 +65,15 @@ def read_log_header(mem: DeviceMemory, sb: omf.Superblock) -> omf.LogHeader:
 class Log:
     """The log of one mounted (or checked) filesystem and what replaying it built."""
 
-    def __init__(self, mem: DeviceMemory, sb: omf.Superblock, header: omf.LogHeader) -> None:
+    def __init__(
+        self,
+        mem: DeviceMemory,
+        sb: omf.Superblock,
+        header: omf.LogHeader,
+        coherency: cache.Policy = cache.OFF,
+    ) -> None:
         self.mem = mem
+        self.coherency = coherency  # whether to flush what we write, invalidate what we read
         self.sb = sb
         self.header = header
         self.namespace = Namespace.new(sb)
@@ -72,13 +86,31 @@ class Log:
     # -- reading -------------------------------------------------------------------------
     def committed(self) -> int:
         """Number of committed entries according to the header now in memory."""
-        raw = self.mem.read(self.sb.log_offset + omf.COUNTERS_OFFSET, 16)
+        at = self.sb.log_offset + omf.COUNTERS_OFFSET
+        self._invalidate(at, 16)
+        raw = self.mem.read(at, 16)
         next_index = int.from_bytes(raw[8:16], "little")
         return min(next_index, self.header.slots)
 
     def _read_entries(self, start: int, stop: int) -> bytes:
         offset = self.sb.log_offset + omf.entry_offset(start)
-        return self.mem.read(offset, (stop - start) * omf.LOG_ENTRY_SIZE)
+        length = (stop - start) * omf.LOG_ENTRY_SIZE
+        self._invalidate(offset, length)
+        return self.mem.read(offset, length)
+
+    def _invalidate(self, offset: int, length: int) -> None:
+        if self.coherency.enabled:
+            try:
+                self.coherency.invalidate(self.mem.view(offset, length))
+            except cache.CacheFault as exc:  # a bad page: as a read of it would fail
+                raise MemoryFault(offset, length, exc) from exc
+
+    def _flush(self, offset: int, length: int) -> None:
+        if self.coherency.enabled:
+            try:
+                self.coherency.flush(self.mem.view(offset, length))
+            except cache.CacheFault as exc:
+                raise MemoryFault(offset, length, exc) from exc
 
     def _read_entry(self, index: int) -> bytes:
         return self._read_entries(index, index + 1)
@@ -205,7 +237,9 @@ class Log:
         counters = omf.pack_counters(index + 1, index + 1)
         counters_at = self.sb.log_offset + omf.COUNTERS_OFFSET
         self.mem.write(where, raw)
+        self._flush(where, len(raw))  # the entry reaches memory before the count does
         self.mem.write(counters_at, counters)
+        self._flush(counters_at, len(counters))
         return index
 
     @property

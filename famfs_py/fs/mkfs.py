@@ -1,7 +1,9 @@
 """mkfs: write a famfs superblock and an empty log, byte-compatible with upstream mkfs.famfs.
 
 The device is claimed for the whole operation, and every refusal happens before a byte is
-written.
+written. CPU caches (unless the device is coherent, famfs_py.dax.cache): the old superblock
+is invalidated before it is read; the new log is flushed, then the superblock, as upstream
+does, so that a host mounting next reads them from memory.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import uuid
 from dataclasses import dataclass
 
 from famfs_py import omf
-from famfs_py.dax import holder
+from famfs_py.dax import cache, holder
 from famfs_py.dax.device import DaxDevice
 from famfs_py.dax.memory import DeviceMemory, MemoryFault
 from famfs_py.errors import FamfsError
@@ -75,8 +77,10 @@ def mkfs(
             check_log_len(log_len, dev_size)
         if dev_size < omf.SUPERBLOCK_STRUCT_SIZE:
             raise _fail(f"{device.path} holds {dev_size} bytes: too small for famfs")
+        coherency = cache.for_device(device)
         with DeviceMemory.of_device(device, writable=True) as mem:
             try:
+                coherency.invalidate(mem.view(0, omf.SUPERBLOCK_STRUCT_SIZE))
                 old = read_superblock(mem)
                 has_fs = old.magic == omf.SUPER_MAGIC
                 if kill:
@@ -85,6 +89,7 @@ def mkfs(
                     if not has_fs:  # killed already, or never made: nothing to do (as upstream)
                         return MkfsResult(device.path, dev_size, 0, 0, 0, True, None, False)
                     mem.write(0, bytes(8))  # zero the magic only
+                    coherency.flush(mem.view(0, 8))
                     return MkfsResult(device.path, dev_size, old.log_len, 0, 0, True, None)
                 if not has_fs and not force and _damaged_famfs(mem, old):
                     raise _fail(
@@ -115,8 +120,10 @@ def mkfs(
                 header = omf.LogHeader.new(log_len)
                 # log first, superblock last: a crash mid-mkfs leaves no valid superblock
                 mem.write(sb.log_offset, header.pack().ljust(log_len, b"\0"))
+                coherency.flush(mem.view(sb.log_offset, log_len))
                 mem.write(0, sb.pack().ljust(omf.SUPERBLOCK_SIZE, b"\0"))
-            except MemoryFault as exc:
+                coherency.flush(mem.view(0, omf.SUPERBLOCK_SIZE))
+            except (MemoryFault, cache.CacheFault) as exc:
                 raise _fail(f"{device.path} has a memory error ({exc}); nothing was done") from None
     reserved = omf.LOG_OFFSET + log_len
     return MkfsResult(

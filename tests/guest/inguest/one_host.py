@@ -1,6 +1,7 @@
 """One host on a real /dev/dax0.0: the refusals without --devdax, mkfs, mount, every way of
 making and reading files (CLI, FUSE, mmap through the mount, open_mapped), the holder claim,
-fsck online and offline, status, umount and a remount with every byte intact.
+fsck online and offline, status, umount and a remount with every byte intact; then the CPU
+cache flushing in force (status, `famfs-py flush`) and a short pcq run.
 
 Leaves the filesystem mounted at state.mountpoint, with state.expected holding the sha256 of
 every file, for the scenarios that follow in the same boot.
@@ -12,6 +13,7 @@ import fcntl
 import json
 import mmap
 import os
+import re
 from pathlib import Path
 
 from guest.inguest.checks import (
@@ -284,3 +286,34 @@ def remount_intact(state: State) -> str:
     bad = [n for n, digest in state.expected.items() if sha256(mnt(state, n)) != digest]
     assert not bad, f"changed after remount: {bad}"
     return f"{len(state.expected)} files byte-exact"
+
+
+@check("flush_and_pcq", needs="remount_intact")
+def flush_and_pcq(state: State) -> str:
+    """On the real device: status names the flushing in force (a real device is not known
+    coherent: on, with the CPU's instructions), `famfs-py flush` has the daemon write back
+    and evict a file, and a short pcq run (producer and consumer at once) is intact."""
+    path = mnt(state, "data/plain")
+    said = cli("flush", "-v", path).stdout.strip()
+    match = re.fullmatch(
+        rf"famfs-py flush: flushed {re.escape(str(path))} \((\d+) cache lines\)", said
+    )
+    assert match, said
+    lines = int(match.group(1))
+    assert lines >= path.stat().st_size // 256, said  # every line of the file (64..256 bytes)
+    text = cli("status", state.mountpoint).stdout
+    flushing = next(line for line in text.splitlines() if line.startswith("flushing:"))
+    found = re.fullmatch(
+        r"flushing: +on \(flush=auto: the device dax0\.0 is not known coherent\), "
+        r"(\S+)/(\S+); daemon: \d+ flushes \(\d+ lines\), \d+ invalidates \((\d+) lines\)",
+        flushing,
+    )
+    assert found, flushing
+    assert int(found.group(3)) >= lines, f"the daemon did not count the flush: {flushing}"
+    queue = mnt(state, "pcq")
+    cli("pcq", "--create", "--bsize", "1024", "--nbuckets", "64", queue)
+    out = cli("pcq", "-pc", "-N", "300", "--seed", "5", queue).stdout
+    for expected in ("pcq producer: nsent=300 nerrors=0", "pcq consumer: nreceived=300 nerrors=0"):
+        assert expected in out, out
+    cache_line = next(line for line in out.splitlines() if line.startswith("pcq cache: on"))
+    return f"{found.group(1)}/{found.group(2)}, flushed {lines} lines; {cache_line}"
