@@ -4,7 +4,9 @@ share) only to say when the other may go on; the data goes through the device.
 
 The client sees files the master creates while it is mounted, without any command (it
 follows the log), reads them byte-exact, writes into one that the master reads back, and
-the two exchange counters through open_mapped views with no system call in the loop. At
+the two exchange counters through open_mapped views with no system call in the loop, and
+`famfs-py pcq` moves 100,000 messages from the master's producer to the client's consumer
+(upstream's queue; none lost, duplicated or corrupt, the cache instructions in use). At
 the end the master leaves a manifest (every file's sha256) for the host, which opens the
 memory as an emulated device and checks the same tree and bytes.
 """
@@ -13,10 +15,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import subprocess
 import time
 from pathlib import Path
 
 from guest.inguest.checks import (
+    BIN,
     DEVICE,
     XFER,
     Scenario,
@@ -36,6 +41,8 @@ PEER_WAIT = 600  # the peer boots, imports and mounts under TCG on a shared mach
 BEFORE = {"early/seeded": ("5m", 21), "early/small": ("4k", 22)}
 AFTER = {"late/seeded": ("3m", 31), "late/deeper/other": ("2m", 32)}
 TREE = {"late/tree/a": 5000, "late/tree/b/c": MiB + 7}
+PCQ_MESSAGES = 100_000
+PCQ_SEED = 42
 
 
 def tell(name: str, data: object = None) -> None:
@@ -58,6 +65,21 @@ def hear(name: str, peer: str, timeout: float = PEER_WAIT) -> object:
 
     wait_until(said, timeout, f"guest {peer} to say {name}", step=0.2)
     return json.loads(path.read_text())
+
+
+def pcq_counts(stdout: str, role: str) -> dict[str, int]:
+    """The numbers of pcq's summary line for `role` (nsent=, nreceived=, nerrors=, ...)."""
+    line = next((ln for ln in stdout.splitlines() if ln.startswith(f"pcq {role}:")), "")
+    return {key: int(value) for key, value in re.findall(r"(\w+)=(-?\d+)", line)}
+
+
+def pcq_flushes(stdout: str) -> str:
+    """pcq's cache line, checked to say the instructions ran ("pcq cache: on ... N flushes")."""
+    line = next((ln for ln in stdout.splitlines() if ln.startswith("pcq cache:")), "")
+    found = re.search(r"(\d+) flushes", line)
+    assert line.startswith("pcq cache: on") and found, f"no cache instructions: {line!r}"
+    assert int(found.group(1)) >= PCQ_MESSAGES, line
+    return line
 
 
 def manifest(root: Path) -> dict[str, str]:
@@ -143,6 +165,30 @@ def master_mapped_exchange(state: State) -> str:
     return f"{ROUNDS} round trips in {seconds:.2f} s"
 
 
+@MASTER.check("pcq_producer", needs="create_before")
+def master_pcq_producer(state: State) -> str:
+    queue = state.mountpoint / "queue"
+    cli("pcq", "--create", "--bsize", "1024", "--nbuckets", "1024", queue)
+    tell("A.queue")
+    consuming = hear("B.consuming", "B")
+    if isinstance(consuming, dict) and consuming.get("error"):
+        raise AssertionError(f"guest B could not start its consumer: {consuming['error']}")
+    started = time.monotonic()
+    run = cli("pcq", "--producer", "-N", PCQ_MESSAGES, "--seed", PCQ_SEED, queue, timeout=900)
+    seconds = time.monotonic() - started
+    sent = pcq_counts(run.stdout, "producer")
+    assert sent.get("nsent") == PCQ_MESSAGES, run.stdout
+    cache = pcq_flushes(run.stdout)
+    received = hear("B.pcq", "B")
+    assert isinstance(received, dict), received
+    assert received.get("nreceived") == PCQ_MESSAGES, received
+    assert received.get("nerrors") == 0, received
+    return (
+        f"{PCQ_MESSAGES} messages (1 KiB buckets) to guest B in {seconds:.1f} s "
+        f"({PCQ_MESSAGES / seconds:,.0f}/s under TCG), B: {received}; here {cache}"
+    )
+
+
 @MASTER.check("manifest", needs="create_before")
 def master_manifest(state: State) -> str:
     hear("B.done", "B")
@@ -211,6 +257,35 @@ def client_mapped_exchange(state: State) -> str:
             if spins % 200_000 == 0 and time.monotonic() - started > PEER_WAIT:
                 raise AssertionError(f"stuck after round {last}")
     return f"echoed {ROUNDS} rounds"
+
+
+@CLIENT.check("pcq_consumer", needs="mount_rw")
+def client_pcq_consumer(state: State) -> str:
+    queue = state.mountpoint / "queue"
+    hear("A.queue", "A")
+    try:  # the master's queue files appear here by the client's own log follow
+        wait_until(lambda: queue.exists() and Path(f"{queue}.consumer").exists(), 60, "the queue")
+        args = ["pcq", "--consumer", "-N", PCQ_MESSAGES, "--seed", PCQ_SEED, queue]
+        consumer = subprocess.Popen(
+            [str(BIN / "famfs-py"), *map(str, args)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    except Exception as exc:
+        tell("B.consuming", {"error": str(exc)})
+        raise
+    tell("B.consuming", {})
+    try:
+        out, err = consumer.communicate(timeout=900)
+    except subprocess.TimeoutExpired:
+        consumer.kill()
+        out, err = consumer.communicate()
+    counts = pcq_counts(out, "consumer")
+    tell("B.pcq", counts)
+    assert consumer.returncode == 0, f"consumer exit {consumer.returncode}: {(out + err)[-600:]}"
+    assert counts.get("nreceived") == PCQ_MESSAGES and counts.get("nerrors") == 0, out
+    return f"{counts}; {pcq_flushes(out)}"
 
 
 @CLIENT.check("umount", needs="mount_rw")
