@@ -7,17 +7,4 @@
 set -euo pipefail
 
 apt_packages=(qemu-system-x86 busybox-static kmod cpio xz-utils zstd ndctl daxctl udev systemd)
-missing=()
-for pkg in "${apt_packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "setup-guest: need Debian packages ${missing[*]}: run as root or install them" >&2
-    exit 1
-  fi
-  echo "setup-guest: installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q
-  apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
+"$(dirname "$0")/apt-missing.sh" setup-guest "${apt_packages[@]}"

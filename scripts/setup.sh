@@ -16,20 +16,7 @@ apt_packages=(
   systemd                          # systemd-analyze and systemd-escape check the unit
   ca-certificates                  # pip fetches from the package index over https
 )
-missing=()
-for pkg in "${apt_packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  if [ "$(id -u)" -ne 0 ]; then
-    echo "setup: need Debian packages ${missing[*]}: run as root, or install them first" >&2
-    exit 1
-  fi
-  echo "setup: installing ${missing[*]}"
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q
-  apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
+./scripts/apt-missing.sh setup "${apt_packages[@]}"
 ./scripts/setup-guest.sh  # the guest test tier (tests/guest): QEMU, busybox, ndctl, udev
 
 # Debian's own Python is preferred to whatever python3 comes first on PATH (pyenv, conda):

@@ -11,6 +11,7 @@ learn the check names.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import itertools
 import json
@@ -26,6 +27,7 @@ from pathlib import Path
 XFER = Path("/xfer")
 BIN = Path(sys.executable).parent  # the host's venv, seen in the guest at the same path
 DEVICE = "/dev/dax0.0"
+HOLDER_LOCK = "/run/famfs-py/holders/dax0.0/holder.lock"  # the claim of DEVICE
 
 
 @dataclass
@@ -177,6 +179,21 @@ def wait_until(predicate: Callable[[], object], timeout: float, what: str, step:
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(step)
+
+
+def holder_released() -> bool:
+    """No process holds the real device's claim (its lock file is free, or absent)."""
+    try:
+        fd = os.open(HOLDER_LOCK, os.O_RDONLY)
+    except FileNotFoundError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
 
 
 def is_mounted(mountpoint: Path | str) -> bool:

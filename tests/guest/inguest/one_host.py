@@ -9,7 +9,6 @@ every file, for the scenarios that follow in the same boot.
 
 from __future__ import annotations
 
-import fcntl
 import json
 import mmap
 import os
@@ -21,6 +20,7 @@ from guest.inguest.checks import (
     Scenario,
     State,
     cli,
+    holder_released,
     is_mounted,
     one_line_error,
     pattern,
@@ -40,7 +40,6 @@ TREE = {
     "sub/deeper/three-mib": 3 * MiB,
 }
 INTERLEAVED_SIZE = 20983865  # 3 strips of 2 MiB chunks, not a multiple of anything
-HOLDER_LOCK = "/run/famfs-py/holders/dax0.0/holder.lock"
 
 
 def mnt(state: State, relpath: str = "") -> Path:
@@ -50,21 +49,6 @@ def mnt(state: State, relpath: str = "") -> Path:
 def fuse_read(path: Path) -> bytes:
     with open(path, "rb") as f:
         return f.read()
-
-
-def holder_released() -> bool:
-    """No process holds the real device's claim (its lock file is free, or absent)."""
-    try:
-        fd = os.open(HOLDER_LOCK, os.O_RDONLY)
-    except FileNotFoundError:
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    finally:
-        os.close(fd)
-    return True
 
 
 @check("device_facts")

@@ -25,6 +25,7 @@ from guest.inguest.checks import (
     Scenario,
     State,
     cli,
+    holder_released,
     is_mounted,
     pattern,
     sh,
@@ -40,7 +41,6 @@ UNIT = "famfs-py@dev-dax0.0.service"
 CONF = Path("/etc/famfs-py/dev-dax0.0.conf")
 DROP_IN = Path(f"/etc/systemd/system/{UNIT}.d/test.conf")
 WATCHDOG_SEC = 20  # well above a loaded TCG guest's hiccups
-HOLDER_LOCK = "/run/famfs-py/holders/dax0.0/holder.lock"
 FSTAB_LINE = "/dev/dax0.0 /mnt/famfs fuse.famfs-py defaults,nofail,devdax 0 0\n"
 SECOND = Path("/mnt/second")
 SECOND_UNIT = "mnt-second.mount"
@@ -82,22 +82,6 @@ def journal(unit: str, *args: str) -> list[dict]:
 
 def messages(entries: list[dict]) -> list[str]:
     return [str(e.get("MESSAGE", "")) for e in entries]
-
-
-def claim_free() -> bool:
-    import fcntl
-
-    try:
-        fd = os.open(HOLDER_LOCK, os.O_RDONLY)
-    except FileNotFoundError:
-        return True
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        return False
-    finally:
-        os.close(fd)
-    return True
 
 
 def served(state: State) -> bool:
@@ -247,7 +231,7 @@ def _drop_fstab_line(mountpoint: str) -> None:
 def stop(state: State) -> str:
     systemctl("stop", UNIT)
     assert not is_mounted(state.mountpoint), "still mounted after stop"
-    assert claim_free(), "the device is still claimed after stop"
+    assert holder_released(), "the device is still claimed after stop"
     result = prop(UNIT, "ActiveState")
     assert result == "inactive", f"ActiveState {result}"
     return f"inactive, Result={prop(UNIT, 'Result')}"
@@ -284,5 +268,5 @@ def mounted_at_boot(state: State) -> str:
 @AT_BOOT.check("umount", needs="mounted_at_boot")
 def at_boot_umount(state: State) -> None:
     sh(f"umount {state.mountpoint}")
-    wait_until(claim_free, 60, "the claim's release after umount")
+    wait_until(holder_released, 60, "the claim's release after umount")
     assert not is_mounted(state.mountpoint)
