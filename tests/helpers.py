@@ -138,6 +138,17 @@ def is_mounted(mp: Path) -> bool:
         return any(line.split()[4] == real for line in f)
 
 
+def mount_source(mp: Path) -> str:
+    """The source /proc/self/mountinfo gives the mount at `mp` (what findmnt -S matches)."""
+    real = os.path.realpath(mp)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            if left.split()[4] == real:
+                return right.split()[1]
+    raise AssertionError(f"{mp} is not mounted")
+
+
 # -- this run's memory --------------------------------------------------------------------------
 def memory_dir() -> Path:
     """This test run's own memory directory (set up by conftest, tests/run_isolation.py):

@@ -25,7 +25,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import BIN, assert_no_traceback, is_mounted, plugin_env, wait_until
+from helpers import (
+    BIN,
+    assert_no_traceback,
+    is_mounted,
+    mount_source,
+    plugin_env,
+    wait_until,
+)
 
 from famfs_py import service as packaged
 from famfs_py.dax import holder
@@ -692,16 +699,6 @@ def test_mount_fuse3_runs_famfs_py_when_the_helper_is_missing(fresh, mounts, tmp
     assert _wait(lambda: _gone(pid))
 
 
-def _source_of(mp: Path) -> str:
-    real = os.path.realpath(mp)
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            if left.split()[4] == real:
-                return right.split()[1]
-    raise AssertionError(f"{mp} is not mounted")
-
-
 def test_the_guest_tiers_fstab_and_service_mounts_of_dev_dax(fresh, mounts, tmp_path):
     """What the guest tier mounts on a real /dev/dax0.0 (tests/guest/inguest/service.py's
     fstab lines, the unit's `mount --systemd $FAMFS_PY_OPTIONS /dev/dax0.0`, one_host's
@@ -721,12 +718,12 @@ def test_the_guest_tiers_fstab_and_service_mounts_of_dev_dax(fresh, mounts, tmp_
     helped = fresh.cli("/dev/dax0.0", mp, "-o", "rw,nofail,devdax", prog=helper, env=env)
     mounts.made.append((mp, None))
     assert helped.returncode == 0, helped.out + mounts.logs()
-    assert _source_of(mp) == "/dev/dax0.0"
+    assert mount_source(mp) == "/dev/dax0.0"
     fresh.ok("umount", mp)
     assert not is_mounted(mp) and _wait(lambda: not _claimed(fresh))
 
     served = mounts.mount(fresh, tmp_path / "s", "--devdax", device="/dev/dax0.0")
-    assert _source_of(served) == "/dev/dax0.0"
+    assert mount_source(served) == "/dev/dax0.0"
     pid = mounts.made[-1][1]
     assert pid is not None
     os.kill(pid, signal.SIGKILL)  # a crash; the unit's ExecStartPre then cleans up

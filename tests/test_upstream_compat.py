@@ -5,11 +5,10 @@ output lines they parse, and the mount's source in /proc/mounts."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 
 import pytest
-from helpers import assert_no_traceback, run_cli
+from helpers import assert_no_traceback, mount_source, run_cli
 
 
 def _fields(stdout: str, label: str) -> list[list[str]]:
@@ -18,19 +17,9 @@ def _fields(stdout: str, label: str) -> list[list[str]]:
 
 
 # -- the mount's source ----------------------------------------------------------------------------
-def _mountinfo_source(mp) -> str:
-    real = os.path.realpath(mp)
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            if left.split()[4] == real:
-                return right.split()[1]
-    raise AssertionError(f"{mp} is not mounted")
-
-
 def test_the_mount_source_is_the_device_name_on_its_host(fresh, mounts):
     mp = mounts.mount(fresh)  # an emulated device: its node lives in the emulation root
-    assert _mountinfo_source(mp) == "/dev/dax0.0"
+    assert mount_source(mp) == "/dev/dax0.0"
     found = subprocess.run(
         ["findmnt", "-rn", "-S", "/dev/dax0.0", "--target", str(mp)], capture_output=True
     )
@@ -46,7 +35,7 @@ def test_two_hosts_each_mount_their_dax0_0(pair, mounts, tmp_path):
     master, client = pair
     mp_master = mounts.mount(master, tmp_path / "a")
     mp_client = mounts.mount(client, tmp_path / "b")
-    assert _mountinfo_source(mp_master) == _mountinfo_source(mp_client) == "/dev/dax0.0"
+    assert mount_source(mp_master) == mount_source(mp_client) == "/dev/dax0.0"
     client.ok("umount", mp_client)  # each unmounts from its own mount point
     master.ok("status", mp_master)
 
