@@ -135,8 +135,11 @@ def check_mode(device: DaxDevice, *, allow_devdax: bool) -> None:
         raise OSError(
             errno.EOPNOTSUPP,
             f"{device.describe()} is in famfs mode (fsdev_dax), whose memory the kernel does "
-            f"not let userspace map; switch it to devdax mode ({mode_hint(device, 'devdax')}, "
-            f"or unbind it from fsdev_dax and bind it to device_dax) and give --devdax",
+            f"not let userspace map; switch it to devdax mode and give --devdax: as root, "
+            f"`echo {device.name} > /sys/bus/dax/drivers/fsdev_dax/unbind; "
+            f"echo {device.name} > /sys/bus/dax/drivers/device_dax/bind` (or "
+            f"`{mode_hint(device, 'devdax')}` with a daxctl that knows famfs mode: "
+            f"Debian 12's daxctl 76 does not)",
         )
     raise OSError(
         errno.EOPNOTSUPP,

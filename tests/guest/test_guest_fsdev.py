@@ -10,11 +10,7 @@ from guest.inguest import fsdev
 
 pytestmark = pytest.mark.guest
 
-XFAIL: dict[str, str] = {
-    "fsdev.advice_works": "Debian 12's daxctl (76) takes an fsdev_dax device for devdax: "
-    "`daxctl reconfigure-device --mode=devdax dax0.0` says 'dax0.0 was already in devdax "
-    "mode', exits 0 and leaves it bound to fsdev_dax (the advice's sysfs route works)",
-}
+XFAIL: dict[str, str] = {}
 
 
 BOOTS = ["sid"]
