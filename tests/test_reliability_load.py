@@ -3,7 +3,8 @@ memory; many parallel creates through the CLI (creat -M, cp -r, mkdir -p) and th
 control channel from threads, while every client lists, reads and follows the log. No
 divergence (each client's tree equals the master's: paths, inode numbers, sizes, modes,
 owners), no lost entry, no allocation collision, and the clients converge by themselves
-after the last create (how fast is a figure of the report: typically under a second). (The 50-process claim race is tests/test_dax_holder.py's.)"""
+after the last create (how fast is a figure of the report: typically under a second).
+(The 50-process claim race is tests/test_dax_holder.py's.)"""
 
 from __future__ import annotations
 
