@@ -153,7 +153,10 @@ class Daemon:
             self.readiness.stopping()  # also when unmounted from outside, not only on signals
 
     def _close_session(self) -> None:
-        still_mounted = channel.is_mountpoint(self.mountpoint)
+        # mountinfo only: no path lookup. Once the FUSE loop has stopped, a stat of the mount
+        # point whose attributes have expired is a GETATTR to this very process, which
+        # would wait for itself for ever (a SIGTERM some seconds after the last access hung).
+        still_mounted = any(m.mountpoint == self.mountpoint for m in channel.famfs_mounts())
         self._session_open = False
         pyfuse3.close(unmount=still_mounted)
 
