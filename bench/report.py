@@ -170,10 +170,7 @@ def pages_table(results: Results) -> str:
     for pair in pairs:
         cells = []
         for system in (pair.system_4k, pair.system_2m):
-            summary = results.summary(pair.case, system)
-            ratio = results.ratio(pair.case, system, pair.ref)
-            value = "—" if summary is None else _fmt(summary.median)
-            against = "" if ratio is None else f"{ratio:.2f}× {_ref_name(pair.ref)}"
+            value, against = _page_cell(results, pair, system)
             cells.append(f"{value:>6} {against:<13}")
         gain = results.ratio(pair.case, pair.system_2m, pair.system_4k)
         shown = "—" if gain is None else f"{gain:.2f}×"
@@ -193,6 +190,15 @@ def pages_table(results: Results) -> str:
     return "\n".join(lines)
 
 
+def _page_cell(results: Results, pair: m.PagePair, system: str) -> tuple[str, str]:
+    """One device's cell of the pages table: its median, and its ratio to the pair's baseline
+    ("" when either is missing)."""
+    summary = results.summary(pair.case, system)
+    ratio = results.ratio(pair.case, system, pair.ref)
+    value = "—" if summary is None else _fmt(summary.median)
+    return value, "" if ratio is None else f"{ratio:.2f}× {_ref_name(pair.ref)}"
+
+
 def pages_markdown(results: Results) -> str:
     pairs = _pairs_present(results)
     if not pairs:
@@ -204,12 +210,8 @@ def pages_markdown(results: Results) -> str:
     for pair in pairs:
         cells = []
         for system in (pair.system_4k, pair.system_2m):
-            summary = results.summary(pair.case, system)
-            ratio = results.ratio(pair.case, system, pair.ref)
-            value = "—" if summary is None else _fmt(summary.median)
-            cells.append(
-                value + ("" if ratio is None else f" ({ratio:.2f}× {_ref_name(pair.ref)})")
-            )
+            value, against = _page_cell(results, pair, system)
+            cells.append(value + (f" ({against})" if against else ""))
         gain = results.ratio(pair.case, pair.system_2m, pair.system_4k)
         out.append(
             f"| {pair.label} | {cells[0]} | {cells[1]} | {'' if gain is None else f'{gain:.2f}×'} |"
