@@ -23,6 +23,7 @@ from famfs_py.dax import cache, holder
 from famfs_py.dax.device import DaxDevice
 from famfs_py.dax.memory import DeviceMemory, MemoryFault
 from famfs_py.errors import FsError, NamespaceError
+from famfs_py.fs import log as metadata_log
 from famfs_py.fs.alloc import BadInterleave, Interleave, NoSpace
 from famfs_py.fs.health import Health
 from famfs_py.fs.identity import Role
@@ -200,14 +201,26 @@ class Famfs:
             )
 
     def follow(self) -> ReplayStats:
-        """Apply entries the master appended since the last look (clients)."""
+        """Notice another writer (every host), then apply the master's new entries (clients)."""
+        if self.health.removed or self.health.superseded:
+            return ReplayStats()  # nothing more to follow
         try:
-            stats = self.log.replay()
+            stats = self.log.follow(master=self.role == Role.MASTER)
+        except metadata_log.ForeignChange as change:
+            self._foreign(change)
+            return ReplayStats()
         except MemoryFault as exc:
             self.health.go_failsafe(f"the log cannot be read ({exc})")
             return ReplayStats()
         self._after_replay(stats)
         return stats
+
+    def _foreign(self, change: metadata_log.ForeignChange) -> None:
+        """Another writer changed the filesystem under this host (Log.foreign_change)."""
+        if not change.remade:
+            self.health.go_failsafe(change.reason)
+        elif self.health.supersede(change.reason) and self.failures is not None:
+            self.failures.files_poisoned(list(self.namespace.logged_files()))
 
     # -- namespace -----------------------------------------------------------------------
     @property
@@ -237,6 +250,9 @@ class Famfs:
     def _append(self, payload: omf.FileMeta | omf.MkdirMeta) -> Inode:
         try:
             index = self.log.append(payload)
+        except metadata_log.ForeignChange as change:
+            self._foreign(change)
+            raise FsError(change.reason, errno.EROFS) from None
         except LogFull as exc:
             raise FsError(f"{exc}; no more files can be created", errno.ENOSPC) from None
         except MemoryFault as exc:
@@ -341,8 +357,8 @@ class Famfs:
 
     # -- data ----------------------------------------------------------------------------
     def _check_data(self, inode: Inode, offset: int, length: int) -> None:
-        if self.health.removed:
-            raise FsError("the device was removed", errno.EIO)
+        if self.health.removed or self.health.superseded:
+            raise FsError(self.health.superseded or "the device was removed", errno.EIO)
         if inode.filemap is not None and self.health.hits(inode.filemap.ranges(offset, length)):
             raise FsError(f"{inode.name}: memory error in its data", errno.EIO)
 
@@ -361,7 +377,7 @@ class Famfs:
         if offset + length > size:
             length = size - offset
         health = self.health
-        if health.poisoned or health.removed:
+        if health.poisoned or health.removed or health.superseded:
             self._check_data(inode, offset, length)
         start = filemap.contiguous_start
         if start is not None:  # the hot path: one slice of the device view, nothing else

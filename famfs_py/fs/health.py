@@ -35,6 +35,7 @@ class Health:
         self.device = device
         self.poisoned: tuple[Range, ...] = ()  # replaced whole, never changed in place
         self.failsafe: str | None = None  # why metadata is frozen
+        self.superseded: str | None = None  # another host remade the filesystem: no data
         self.removed = False
         self._lock = threading.Lock()
 
@@ -54,6 +55,17 @@ class Health:
                 return False
             self.failsafe = reason
         log.error("%s: failsafe: %s; metadata is frozen", self.device, reason)
+        return True
+
+    def supersede(self, reason: str) -> bool:
+        """Another host remade the filesystem: nothing of this one may be served (reads fail
+        with EIO) and metadata is frozen; False if that was known already."""
+        with self._lock:
+            if self.superseded:
+                return False
+            self.superseded = reason
+            self.failsafe = reason  # the reason that matters most
+        log.error("%s: failsafe: %s", self.device, reason)
         return True
 
     def mark_removed(self) -> bool:
@@ -95,5 +107,6 @@ class Health:
         return {
             "health": self.state.value,
             "failsafe": self.failsafe,
+            "superseded": self.superseded,
             "removed": self.removed,
         }

@@ -35,6 +35,17 @@ class LogFull(Exception):
     """Every log slot is used."""
 
 
+class ForeignChange(Exception):
+    """Another writer changed what only this filesystem's master may write: the superblock
+    (the filesystem was remade: `remade`, nothing of it may be served any more) or the log's
+    counters (a foreign append, forged counters: metadata is frozen)."""
+
+    def __init__(self, reason: str, *, remade: bool) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.remade = remade
+
+
 @dataclass(frozen=True)
 class BadEntry:
     index: int
@@ -83,6 +94,53 @@ class Log:
         self.stopped_at: int | None = None
         self.bad: dict[int, BadEntry] = {}
         self._marked_beyond = 0  # entries past a stop whose extents are already marked
+
+    # -- another writer ----------------------------------------------------------------
+    def foreign_change(self, *, master: bool) -> ForeignChange | None:
+        """What another writer did since the last look, if anything: remade the filesystem
+        (the superblock changed: its fs UUID, its CRC), or changed the log's counters (on
+        the master: any count but the one it wrote; on a client: a count that went back)."""
+        self._invalidate(0, omf.SUPERBLOCK_STRUCT_SIZE)
+        raw = self.mem.read(0, omf.SUPERBLOCK_STRUCT_SIZE)
+        try:
+            now = omf.Superblock.unpack(raw)
+            problems = now.problems()
+        except omf.OmfError as exc:
+            problems = [str(exc)]
+        if problems:
+            return ForeignChange(
+                f"the superblock was overwritten ({problems[0]}): the filesystem "
+                f"{self.sb.fs_uuid} is gone from the device",
+                remade=True,
+            )
+        if now != self.sb:
+            if now.fs_uuid != self.sb.fs_uuid:
+                what = f"remade by host {now.system_uuid} (fs UUID {now.fs_uuid})"
+            else:
+                what = f"given a new superblock by another writer (CRC {now.crc:#x})"
+            return ForeignChange(
+                f"the filesystem {self.sb.fs_uuid} was {what}; this mount serves none of "
+                "it any more: unmount it and mount again",
+                remade=True,
+            )
+        count = self.committed()
+        if count < self.next_index or (master and count != self.next_index):
+            change = "appended to" if count > self.next_index else "rewound"
+            return ForeignChange(
+                f"another writer {change} the log: it counts {count} entries, this "
+                f"{'master wrote' if master else 'host replayed'} {self.next_index}; "
+                "metadata is frozen: run fsck",
+                remade=False,
+            )
+        return None
+
+    def follow(self, *, master: bool) -> ReplayStats:
+        """ForeignChange if another writer changed the filesystem, else (clients) apply the
+        entries committed since the last look."""
+        change = self.foreign_change(master=master)
+        if change is not None:
+            raise change
+        return ReplayStats() if master else self.replay()
 
     # -- reading -------------------------------------------------------------------------
     def committed(self) -> int:
@@ -230,9 +288,10 @@ class Log:
     def append(self, payload: omf.FileMeta | omf.MkdirMeta) -> int:
         """Write one entry at the next slot, then commit it by bumping the header counters
         (a crash in between leaves a valid log without the entry). Returns its index."""
-        index = self.committed()
-        if index != self.next_index:
-            raise RuntimeError(f"log has {index} entries but {self.next_index} were replayed")
+        change = self.foreign_change(master=True)
+        if change is not None:
+            raise change
+        index = self.next_index
         if index >= self.header.slots:
             raise LogFull(f"the log is full ({self.header.slots} entries)")
         raw = omf.LogEntry.new(index, payload).pack()
