@@ -38,7 +38,7 @@ def _ask(mp: Path, request: protocol.Request):
             reply, fds = chan.call_fds(request)
         for fd in fds:
             os.close(fd)
-        return sorted(reply)[:2]
+        return sorted(reply.to_fields())[:2]
 
     return action
 
