@@ -8,6 +8,7 @@ import contextlib
 import errno
 import importlib
 import io
+import json
 import os
 import socket
 import tempfile
@@ -39,7 +40,7 @@ def _ask(mp: Path, request: protocol.Request):
             reply, fds = chan.call_fds(request)
         for fd in fds:
             os.close(fd)
-        return sorted(reply)[:2]
+        return sorted(reply.to_fields())[:2]
 
     return action
 
@@ -270,7 +271,7 @@ def test_a_reused_pid_gives_a_strangers_connection_no_groups(shared):
             sock.send(protocol.Map("public").encode())
             data, fds, _, _ = socket.recv_fds(sock, protocol.MAX_MESSAGE, protocol.MAX_FDS)
             try:
-                reply = protocol.decode_reply(data)
+                reply = protocol.decode_answer(data)
                 text = f"mapped {sorted(reply)[:2]} fds={len(fds)}"
             except Exception as exc:
                 text = f"error {getattr(exc, 'errno', None)} {exc}"
@@ -321,3 +322,24 @@ def test_meta_hides_the_log_from_other_users(shared):
         _ask(mp, protocol.Getmap(".meta/.log")),
     ):
         assert as_user(NOBODY, action).startswith(f"error {errno.EACCES}")
+
+
+def test_deeply_nested_requests_cost_one_answer_and_no_log(shared, mounts):
+    """Issue 28 item 5: a request of 60,000 '[' logged a whole traceback as 'internal
+    error' (20,000 of them: 20 MB of log in 4 s). It is answered as malformed; the
+    daemon's log does not grow."""
+    host, mp = shared
+    (daemon_log,) = mounts.log_dir.glob("*.log")
+    before = daemon_log.stat().st_size
+    path = str(channel.control_socket(str(mp), 0))
+    for _ in range(200):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
+            sock.settimeout(10)
+            sock.connect(path)
+            sock.send(b"[" * 60000)
+            reply = json.loads(sock.recv(protocol.MAX_MESSAGE))
+        assert reply["ok"] is False and reply["errno"] == errno.EINVAL, reply
+        assert "nested too deeply" in reply["error"], reply
+    grown = daemon_log.stat().st_size - before
+    print(f"daemon log growth over 200 nested requests: {grown} bytes")
+    assert grown == 0

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 
 import pytest
 from helpers import MiB, assert_no_traceback, is_mounted, wait_until
 
-from famfs_py import omf, protocol
+from famfs_py import omf, protocol, replies
 from famfs_py.channel import Channel
 
 
@@ -44,7 +45,7 @@ def file_over(path: str, offset: int, length: int = 2 * MiB) -> omf.FileMeta:
     return omf.FileMeta(length, omf.FM_ALL_HOSTS_RW, 0, 0, 0o666, path, fmap)
 
 
-def _logplay(mp) -> dict:
+def _logplay(mp) -> replies.LogplayReply:
     with Channel(str(mp)) as chan:
         return chan.call(protocol.Logplay())
 
@@ -59,9 +60,9 @@ def test_replay_refuses_files_over_the_superblock_or_the_log(mounted_pair):
     inside = foreign_append(memory, file_over("inside-log", omf.LOG_OFFSET + 4 * MiB))
     straddling = foreign_append(memory, file_over("straddling", omf.LOG_OFFSET + 6 * MiB, 4 * MiB))
 
-    def followed() -> dict | None:
+    def followed() -> replies.LogplayReply | None:
         reply = _logplay(cmp)
-        return reply if reply["entries"] > straddling else None
+        return reply if reply.entries > straddling else None
 
     reply = wait_until(followed, what="the client reading the new entries")
     for name in ("over-log", "inside-log", "straddling"):
@@ -69,8 +70,8 @@ def test_replay_refuses_files_over_the_superblock_or_the_log(mounted_pair):
     for index in (over_log, inside, straddling):
         assert any(
             b.startswith(f"log entry {index}:") and "over the superblock and log" in b
-            for b in reply["bad"]
-        ), reply["bad"]
+            for b in reply.bad
+        ), reply.bad
     assert (cmp / "first").exists()
 
 
@@ -172,3 +173,46 @@ def test_a_client_survives_the_removal_of_its_device(mounted_pair):
     assert info.value.errno == errno.EIO
     assert _status(client, cmp)["health"] == "removed"  # still up, after follower ticks
     assert is_mounted(cmp)
+
+
+def test_status_of_thousands_of_bad_pages_is_a_few_ranges_and_any_reply_size_works(fresh, mounts):
+    """Item 7: every bad 4 KiB page was a line of status; after a truncated memory file and
+    a read over it, the reply outgrew one socket message ('the daemon closed the
+    connection'). Ranges are summarised, and a long reply comes in parts."""
+    mp = mounts.mount(fresh)
+    fresh.ok("creat", "-s", "32m", mp / "big")
+    with Channel(str(mp)) as chan:
+        (extent,) = omf.fmap_extents(chan.call(protocol.Getmap("big")).fmap)
+    os.truncate(fresh.memory(), extent.offset)  # the file's memory is gone
+    fd = os.open(mp / "big", os.O_RDONLY)
+    failed = 0
+    try:
+        for page in range(0, 32 * MiB, 4096):  # every page is found bad, one by one
+            try:
+                os.pread(fd, 4096, page)
+            except OSError as exc:
+                assert exc.errno == errno.EIO
+                failed += 1
+    finally:
+        os.close(fd)
+    assert failed == 32 * MiB // 4096
+    result = fresh.cli("status", mp)
+    assert result.returncode == 3, result.out
+    assert_no_traceback(result)
+    assert result.stdout.count("poisoned:") == 1, result.stdout
+    assert f"poisoned:   {extent.offset:#x}+{32 * MiB:#x}: big" in result.stdout, result.stdout
+    assert len(_status(fresh, mp)["poisoned"]) == 1
+
+
+def test_a_reply_longer_than_a_socket_buffer_arrives_whole(mounted_pair):
+    """Item 7: replies of any size work (a logplay listing 3,000 bad entries, ~300 KB)."""
+    master, client, mmp, cmp = mounted_pair
+    memory = master.memory()
+    for k in range(3000):
+        foreign_append(memory, file_over(f"bad{k}", omf.LOG_OFFSET))
+    with Channel(str(cmp)) as chan:
+        reply = chan.call(protocol.Logplay())
+    assert len(reply.bad) == 3000 and reply.entries == 3000
+    said = client.cli("logplay", cmp)  # the command too (its exit code counts bad entries)
+    assert "famfs_logplay: 3000 log entries" in said.stdout, said.out
+    assert_no_traceback(said)

@@ -19,6 +19,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -339,6 +340,39 @@ def notify_failure(
         return _send_failure(info, offset, length, flags, timeout)
 
 
+@dataclass(frozen=True)
+class FailureNotice:
+    """The one message a failure sender puts on a holder's socket: a bad device range and
+    the kernel's MF_* flags (one JSON object in one SOCK_SEQPACKET message)."""
+
+    offset: int
+    length: int
+    flags: int
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> FailureNotice:
+        """ValueError (or KeyError, TypeError) for anything but a notice."""
+        body = json.loads(data)
+        return cls(*(int(body[k]) for k in ("offset", "length", "flags")))
+
+
+@dataclass(frozen=True)
+class FailureResult:
+    """The holder's answer: its callback's result (0 or an errno)."""
+
+    rc: int
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> FailureResult:
+        return cls(int(json.loads(data)["rc"]))
+
+
 def _send_failure(
     info: dict[str, object], offset: int, length: int, flags: int, timeout: float
 ) -> int:
@@ -353,7 +387,7 @@ def _send_failure(
         return errno.EOPNOTSUPP  # the holder is going away
     except (OSError, ValueError, TypeError):
         return errno.EPERM
-    request = json.dumps({"offset": offset, "length": length, "flags": flags}).encode()
+    request = FailureNotice(offset, length, flags).encode()
     with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC) as sock:
         sock.settimeout(timeout)
         try:
@@ -369,7 +403,7 @@ def _send_failure(
         except OSError as exc:
             return exc.errno or errno.EIO
     try:
-        return int(json.loads(reply)["rc"])
+        return FailureResult.decode(reply).rc
     except (ValueError, KeyError, TypeError):
         return errno.EIO
 
@@ -412,22 +446,21 @@ class _FailureListener:
     def _handle(self, conn: socket.socket) -> None:
         try:
             if not self._allowed(conn):
-                conn.send(json.dumps({"rc": errno.EPERM}).encode())
+                conn.send(FailureResult(errno.EPERM).encode())
                 return
-            request = json.loads(conn.recv(4096))
-            offset, length, flags = (int(request[k]) for k in ("offset", "length", "flags"))
+            notice = FailureNotice.decode(conn.recv(4096))
         except (OSError, ValueError, KeyError, TypeError):
             return
         self._in_callback = True
         try:
-            rc = int(self.ops.notify_failure(offset, length, flags) or 0)
+            rc = int(self.ops.notify_failure(notice.offset, notice.length, notice.flags) or 0)
         except Exception:
             log.exception("notify_failure callback failed for %s", self.device.path)
             rc = errno.EIO
         finally:
             self._in_callback = False
         with contextlib.suppress(OSError):
-            conn.send(json.dumps({"rc": rc}).encode())
+            conn.send(FailureResult(rc).encode())
 
     def stop(self) -> None:
         self._stopping = True

@@ -23,12 +23,12 @@ from famfs_py.dax import cache, holder
 from famfs_py.dax.device import DaxDevice
 from famfs_py.dax.memory import DeviceMemory, MemoryFault
 from famfs_py.errors import FsError, NamespaceError
-from famfs_py.fs import log as metadata_log
 from famfs_py.fs.alloc import BadInterleave, Interleave, NoSpace
 from famfs_py.fs.health import Health
 from famfs_py.fs.identity import Role
 from famfs_py.fs.log import Log, LogFull, ReplayStats, read_log_header, read_superblock
 from famfs_py.fs.namespace import Inode, Namespace
+from famfs_py.fs.status import Capacity, Flushing, FsStatus, LogUse, PoisonedRange
 
 log = logging.getLogger(__name__)
 
@@ -154,6 +154,7 @@ class Famfs:
                 f"{self.device.path}: bad log header ({problems[0]}); run fsck", errno.EINVAL
             )
         self.log = Log(self.mem, sb, header, self.coherency)
+        self.log.on_foreign = self._foreign  # another writer (every host looks: follow)
         self._device_view = self.mem.view(0, self.mem.size)  # handed to the kernel only
         self.mounted_at = time.time()
         # A big log makes hundreds of thousands of long-lived objects; the cyclic GC would
@@ -202,25 +203,17 @@ class Famfs:
 
     def follow(self) -> ReplayStats:
         """Notice another writer (every host), then apply the master's new entries (clients)."""
-        if self.health.removed or self.health.superseded:
-            return ReplayStats()  # nothing more to follow
         try:
             stats = self.log.follow(master=self.role == Role.MASTER)
-        except metadata_log.ForeignChange as change:
-            self._foreign(change)
-            return ReplayStats()
         except MemoryFault as exc:
             self.health.go_failsafe(f"the log cannot be read ({exc})")
             return ReplayStats()
         self._after_replay(stats)
         return stats
 
-    def _foreign(self, change: metadata_log.ForeignChange) -> None:
-        """Another writer changed the filesystem under this host (Log.foreign_change)."""
-        if not change.remade:
-            self.health.go_failsafe(change.reason)
-        elif self.health.supersede(change.reason) and self.failures is not None:
-            self.failures.files_poisoned(list(self.namespace.logged_files()))
+    def _foreign(self, reason: str, remade: bool) -> None:  # Log.foreign_change saw it
+        if self.health.foreign(reason, remade=remade) and self.failures is not None:
+            self.failures.device_removing()  # mapped files let go, cached pages dropped
 
     # -- namespace -----------------------------------------------------------------------
     @property
@@ -250,9 +243,6 @@ class Famfs:
     def _append(self, payload: omf.FileMeta | omf.MkdirMeta) -> Inode:
         try:
             index = self.log.append(payload)
-        except metadata_log.ForeignChange as change:
-            self._foreign(change)
-            raise FsError(change.reason, errno.EROFS) from None
         except LogFull as exc:
             raise FsError(f"{exc}; no more files can be created", errno.ENOSPC) from None
         except MemoryFault as exc:
@@ -560,34 +550,44 @@ class Famfs:
             self.log.next_index,
         )
 
-    def status(self) -> dict[str, object]:
+    def status(self) -> FsStatus:
         space = self.space()
         info = holder.holder_info(self.device) if not self.health.removed else None
-        poisoned = []
-        for offset, length in self.health.poisoned:
-            files = [self.namespace.path_of(i.ino) for i in self.files_in_range(offset, length)]
-            poisoned.append({"offset": offset, "length": length, "files": files})
-        return {
-            "role": self.role,
-            "device": self.device.path,
-            "device_mode": self.device.mode if self.device.exists() else "removed",
-            "device_align": self.mem.align,
-            "device_size": self.device.size if self.device.exists() else self.sb.dev_size,
-            "numa_node": self.device.as_daxctl().get("numa_node") if self.device.exists() else None,
-            "emulated": self.device.emulated,
-            "cache_flush": self.coherency.describe(),
-            "holder_pid": info.get("pid") if info else None,
-            "fs_uuid": str(self.sb.fs_uuid),
-            "master_system_uuid": str(self.sb.system_uuid),
-            "this_system_uuid": str(self.this_host),
-            "files": self.namespace.files,
-            "directories": self.namespace.dirs,
-            "log": {"used": space.log_used, "slots": space.log_slots},
-            "capacity": {"size": space.size, "allocated": space.allocated, "free": space.free},
-            "writable_data": self.writable,
-            **self.health.as_json(),
-            "poisoned": poisoned,
-        }
+        poisoned = [
+            PoisonedRange(
+                offset=offset,
+                length=length,
+                files=[self.namespace.path_of(i.ino) for i in self.files_in_range(offset, length)],
+            )
+            for offset, length in self.health.merged()
+        ]
+        present = self.device.exists()
+        numa_node = self.device.as_daxctl().get("numa_node") if present else None
+        holder_pid = info.get("pid") if info else None
+        return FsStatus(
+            role=self.role,
+            device=self.device.path,
+            device_mode=self.device.mode if present else "removed",
+            device_align=self.mem.align,
+            device_size=self.device.size if present else self.sb.dev_size,
+            numa_node=numa_node if isinstance(numa_node, int) else None,
+            emulated=self.device.emulated,
+            cache_flush=Flushing.of(self.coherency.describe()),
+            holder_pid=holder_pid if isinstance(holder_pid, int) else None,
+            fs_uuid=str(self.sb.fs_uuid),
+            master_system_uuid=str(self.sb.system_uuid),
+            this_system_uuid=str(self.this_host),
+            files=self.namespace.files,
+            directories=self.namespace.dirs,
+            log=LogUse(used=space.log_used, slots=space.log_slots),
+            capacity=Capacity(size=space.size, allocated=space.allocated, free=space.free),
+            writable_data=self.writable,
+            health=self.health.state.value,
+            failsafe=self.health.failsafe,
+            removed=self.health.removed,
+            superseded=self.health.superseded,
+            poisoned=poisoned,
+        )
 
     def close(self) -> None:
         self.claim.release()

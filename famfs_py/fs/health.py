@@ -57,9 +57,13 @@ class Health:
         log.error("%s: failsafe: %s; metadata is frozen", self.device, reason)
         return True
 
-    def supersede(self, reason: str) -> bool:
-        """Another host remade the filesystem: nothing of this one may be served (reads fail
-        with EIO) and metadata is frozen; False if that was known already."""
+    def foreign(self, reason: str, *, remade: bool) -> bool:
+        """Another writer changed the filesystem: metadata is frozen, and if it `remade` it,
+        nothing of this one may be served any more (reads fail with EIO). True if this
+        made the mount superseded just now."""
+        if not remade:
+            self.go_failsafe(reason)
+            return False
         with self._lock:
             if self.superseded:
                 return False
@@ -96,17 +100,21 @@ class Health:
                     return True
         return False
 
+    def merged(self) -> list[Range]:
+        """The poisoned ranges, those that touch or overlap joined, in device order: bad
+        pages are recorded one by one (a truncated memory file: thousands), told in ranges."""
+        out: list[Range] = []
+        for offset, length in sorted(self.poisoned):
+            if out and offset <= out[-1][0] + out[-1][1]:
+                start, n = out[-1]
+                out[-1] = (start, max(n, offset + length - start))
+            else:
+                out.append((offset, length))
+        return out
+
     def summary(self) -> str:
         """One phrase for status lines: `ok`, `degraded (N poisoned ranges)`, ..."""
         state = self.state
         if state is State.DEGRADED:
-            return f"degraded ({len(self.poisoned)} poisoned ranges)"
+            return f"degraded ({len(self.merged())} poisoned ranges)"
         return state.value
-
-    def as_json(self) -> dict[str, object]:
-        return {
-            "health": self.state.value,
-            "failsafe": self.failsafe,
-            "superseded": self.superseded,
-            "removed": self.removed,
-        }

@@ -15,14 +15,16 @@ counters that commit it, in that order, so that no host sees the count before th
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from famfs_py import omf
 from famfs_py.dax import cache
-from famfs_py.dax.memory import DeviceMemory, MemoryFault
-from famfs_py.errors import NamespaceError
+from famfs_py.dax.memory import DeviceMemory, MemoryFault, MemoryRevoked
+from famfs_py.errors import FsError, NamespaceError
 from famfs_py.fs.alloc import Bitmap
 from famfs_py.fs.namespace import Inode, Namespace
 
@@ -35,15 +37,14 @@ class LogFull(Exception):
     """Every log slot is used."""
 
 
-class ForeignChange(Exception):
+@dataclass(frozen=True)
+class ForeignChange:
     """Another writer changed what only this filesystem's master may write: the superblock
     (the filesystem was remade: `remade`, nothing of it may be served any more) or the log's
     counters (a foreign append, forged counters: metadata is frozen)."""
 
-    def __init__(self, reason: str, *, remade: bool) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.remade = remade
+    reason: str
+    remade: bool
 
 
 @dataclass(frozen=True)
@@ -94,12 +95,23 @@ class Log:
         self.stopped_at: int | None = None
         self.bad: dict[int, BadEntry] = {}
         self._marked_beyond = 0  # entries past a stop whose extents are already marked
+        self.foreign: ForeignChange | None = None  # what another writer did, once seen
+        # told (reason, remade) once, when another writer's change is first seen
+        self.on_foreign: Callable[[str, bool], None] = lambda reason, remade: None
 
     # -- another writer ----------------------------------------------------------------
     def foreign_change(self, *, master: bool) -> ForeignChange | None:
-        """What another writer did since the last look, if anything: remade the filesystem
-        (the superblock changed: its fs UUID, its CRC), or changed the log's counters (on
-        the master: any count but the one it wrote; on a client: a count that went back)."""
+        """What another writer did, if anything: remade the filesystem (the superblock
+        changed: its fs UUID, its CRC), or changed the log's counters (on the master: any
+        count but the one it wrote; on a client: a count that went back). The first change
+        seen is kept, and told to `on_foreign`."""
+        if self.foreign is None:
+            self.foreign = self._look_for_foreign(master)
+            if self.foreign is not None:
+                self.on_foreign(self.foreign.reason, self.foreign.remade)
+        return self.foreign
+
+    def _look_for_foreign(self, master: bool) -> ForeignChange | None:
         self._invalidate(0, omf.SUPERBLOCK_STRUCT_SIZE)
         raw = self.mem.read(0, omf.SUPERBLOCK_STRUCT_SIZE)
         try:
@@ -135,12 +147,15 @@ class Log:
         return None
 
     def follow(self, *, master: bool) -> ReplayStats:
-        """ForeignChange if another writer changed the filesystem, else (clients) apply the
-        entries committed since the last look."""
-        change = self.foreign_change(master=master)
-        if change is not None:
-            raise change
-        return ReplayStats() if master else self.replay()
+        """Look for another writer (see foreign_change), then (clients) apply the entries
+        committed since the last look. Nothing more once another writer was seen or the
+        device's memory was withdrawn (removal)."""
+        try:
+            if self.foreign_change(master=master) is not None or master:
+                return ReplayStats()
+            return self.replay()
+        except MemoryRevoked:
+            return ReplayStats()
 
     # -- reading -------------------------------------------------------------------------
     def committed(self) -> int:
@@ -290,7 +305,7 @@ class Log:
         (a crash in between leaves a valid log without the entry). Returns its index."""
         change = self.foreign_change(master=True)
         if change is not None:
-            raise change
+            raise FsError(change.reason, errno.EROFS)
         index = self.next_index
         if index >= self.header.slots:
             raise LogFull(f"the log is full ({self.header.slots} entries)")
