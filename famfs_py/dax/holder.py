@@ -21,7 +21,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from famfs_py.dax.device import DaxDevice
+from famfs_py.dax import trust
+from famfs_py.dax.device import REAL_HOLDER_STATE, DaxDevice
 from famfs_py.dax.failure_delivery import (
     DELIVERY_TIMEOUT,
     FailureListener,
@@ -37,7 +38,7 @@ HOLDER_INFO = "holder"
 
 
 def _lock_file(path: Path, create: bool) -> int | None:
-    flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+    flags = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | (os.O_CREAT if create else 0)
     try:
         return os.open(path, flags, 0o644)
     except FileNotFoundError:
@@ -47,14 +48,29 @@ def _lock_file(path: Path, create: bool) -> int | None:
 @contextlib.contextmanager
 def device_lock(device: DaxDevice, exclusive: bool) -> Iterator[None]:
     """The device's read/write lock (dax_read_lock for the alive guard; reconfigure and
-    remove take it exclusively)."""
+    remove take it exclusively). Refuses a device whose state another user could change
+    (famfs_py.dax.trust)."""
+    check_trusted(device)
     device.state_lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(device.state_lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+    fd = os.open(device.state_lock_path, flags, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         yield
     finally:
         os.close(fd)
+
+
+def check_trusted(device: DaxDevice) -> None:
+    """OSError(EPERM) unless nobody but this user and root can change the device's state:
+    its emulation root and the directories in it, its memory file (famfs_py.dax.trust)."""
+    if device.emulation_root is None:
+        trust.check_directory(REAL_HOLDER_STATE, "a state directory")
+        return
+    trust.check_emulation_root(device.emulation_root)
+    trust.check_directory(device.sysfs_dir, "an emulation root")
+    if os.path.lexists(device.node):
+        trust.check_memory_file(device.node)
 
 
 @contextlib.contextmanager
@@ -92,8 +108,10 @@ class Claim:
             "since": time.time(),
         }
         path = self.device.holder_dir / HOLDER_INFO
-        tmp = path.with_name(f".{HOLDER_INFO}.{os.getpid()}")
-        tmp.write_text(json.dumps(info) + "\n")
+        tmp = path.with_name(f".{HOLDER_INFO}.{os.getpid()}.{secrets.token_hex(4)}")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        with os.fdopen(os.open(tmp, flags, 0o644), "w") as f:
+            f.write(json.dumps(info) + "\n")
         tmp.replace(path)
 
     def release(self) -> None:
