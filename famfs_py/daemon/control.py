@@ -315,10 +315,12 @@ class ControlServer:
         return Answer({})
 
     async def flush_file(self, request: protocol.Flush, caller: Credentials) -> Answer:
-        """Write back and evict this host's CPU cache lines of a file (`famfs-py flush`): the
-        instructions act on every cache of the host, whichever CPU runs them, so a caller
-        needs no device access for it. On a worker thread: a big file takes a while, and the
-        mount keeps serving meanwhile (the file's place in memory never changes)."""
+        """Make this host current for a file (`famfs-py flush`): write back and evict its CPU
+        cache lines, then its page cache (dirty pages of shared mappings are written back
+        first, as writes to this daemon). The instructions act on every cache of the host,
+        whichever CPU runs them, so a caller needs no device access for it. On a worker
+        thread: a big file takes a while, and the mount keeps serving meanwhile (the file's
+        place in memory never changes)."""
         inode = self._file(request.path, logged=False)
         self.fs.check_data_available(inode)
         if inode.filemap is None or request.offset > inode.size:
@@ -326,6 +328,9 @@ class ControlServer:
         length = inode.size if request.length is None else request.length
         ranges = list(inode.filemap.ranges(request.offset, length))  # clipped to the file
         lines = await trio.to_thread.run_sync(self._flush_ranges, inode.name, ranges)
+        # then this host's page cache: dirty pages of shared mappings are written back (as
+        # writes to this daemon), the rest dropped, so descriptors and mappings read memory
+        await self.invalidate([inode.ino])
         policy = self.fs.coherency
         return Answer(protocol.FlushReply(lines, policy.enabled, policy.reason).to_fields())
 
