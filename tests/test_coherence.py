@@ -95,9 +95,7 @@ def test_flush_writes_a_shared_mappings_dirty_pages_back_first(shared_file):
         program.close()
 
 
-def test_a_user_without_the_device_flushes_what_it_may_read_on_a_client(
-    pair, mounts, public_dir
-):
+def test_a_user_without_the_device_flushes_what_it_may_read_on_a_client(pair, mounts, public_dir):
     master, client = pair
     mmp = mounts.mount(master, public_dir / "m", "--allow-other")
     cmp_ = mounts.mount(client, public_dir / "c", "--allow-other")
