@@ -109,3 +109,28 @@ def test_a_user_without_the_device_flushes_what_it_may_read_on_a_client(pair, mo
         assert reader.pread(0, 8) == NEW and reader.mapped(0, 8) == NEW
     finally:
         reader.close()
+
+
+# -- automatic propagation -------------------------------------------------------------------
+def _shows(reader: Reader, offset: int, data: bytes, what: str, fresh: Path | None = None):
+    n = len(data)
+    wait_until(lambda: reader.pread(offset, n) == data, 10, f"{what}: the descriptor")
+    wait_until(lambda: reader.mapped(offset, n) == data, 10, f"{what}: the mapping")
+    if fresh is not None:
+        with open(fresh, "rb") as f:
+            assert os.pread(f.fileno(), n, offset) == data, f"{what}: a fresh open"
+
+
+@pytest.mark.parametrize("mode", ["auto", "always"])
+def test_a_write_on_one_host_reaches_the_others_descriptors_mappings_and_opens(shared_file, mode):
+    master, client, mf, cf = shared_file("-c", mode)
+    reader = Reader(cf)
+    try:
+        _pwrite(mf, 0, NEW)
+        _shows(reader, 0, NEW, f"-c {mode}, the master's pwrite", cf)
+        big = os.urandom(2 << 20)  # a large range: dropped, not stored
+        _pwrite(mf, 2 << 20, big)
+        _shows(reader, 2 << 20, big, f"-c {mode}, a 2 MiB pwrite", cf)
+        assert reader.mapped(0, 8) == NEW  # the rest stays as it was
+    finally:
+        reader.close()

@@ -53,12 +53,14 @@ class ControlServer:
         mountpoint: str,
         status_extra: Callable[[], dict[str, Any]],
         invalidate: Callable[[list[int]], Awaitable[None]],
+        announce: Callable[[int, int, int], None] | None = None,
     ) -> None:
         self.fs = fs
         self.mountpoint = mountpoint
         self.watchers: set[trio.socket.SocketType] = set()  # holders of mapped files
         self.status_extra = status_extra
         self.invalidate = invalidate
+        self.announce = announce or (lambda ino, offset, length: None)  # to the other hosts
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         self._inode: int | None = None
         self._connections: dict[int, int] = {}  # uid -> connections open now
@@ -309,9 +311,11 @@ class ControlServer:
         return Answer(reply.to_fields(), (fd,))
 
     async def invalidate_file(self, request: protocol.Invalidate, caller: Credentials) -> Answer:
-        """Drop this host's cached pages of a file written behind the kernel's back."""
+        """A file was written behind the kernel's back (`cp`, `creat -r`): drop this host's
+        cached pages of it, and tell the other hosts."""
         inode = self._file(request.path)
         await self.invalidate([inode.ino])
+        self.announce(inode.ino, 0, inode.size)
         return Answer({})
 
     async def flush_file(self, request: protocol.Flush, caller: Credentials) -> Answer:
@@ -331,6 +335,8 @@ class ControlServer:
         # then this host's page cache: dirty pages of shared mappings are written back (as
         # writes to this daemon), the rest dropped, so descriptors and mappings read memory
         await self.invalidate([inode.ino])
+        if inode.meta is not None:  # a program's own stores: the other hosts hear of them
+            self.announce(inode.ino, request.offset, min(length, inode.size - request.offset))
         policy = self.fs.coherency
         return Answer(protocol.FlushReply(lines, policy.enabled, policy.reason).to_fields())
 

@@ -189,6 +189,11 @@ class MountOptions:
         "--follow-interval", default=0.2, parse=_number(float, "a number of seconds"), o=(),
         hidden=True, help="seconds between looks at the log (clients)",
     )  # fmt: skip
+    changes_interval: float = _option(
+        "--changes-interval", default=0.01, parse=_number(float, "a number of seconds"), o=(),
+        hidden=True, help="seconds between looks at the other hosts' change announcements "
+        "(0: do not look)",
+    )  # fmt: skip
     watch_interval: float = _option(
         "--watch-interval", default=0.5, parse=_number(float, "a number of seconds"), o=(),
         hidden=True, help="seconds between looks at the device's health",
