@@ -134,3 +134,145 @@ def test_a_write_on_one_host_reaches_the_others_descriptors_mappings_and_opens(s
         assert reader.mapped(0, 8) == NEW  # the rest stays as it was
     finally:
         reader.close()
+
+
+# -- the contract table: every cell (README, "Files shared through the mount") ---------------
+def _by_write(mf: Path, offset: int, data: bytes) -> None:
+    _pwrite(mf, offset, data)
+
+
+def _by_msync(mf: Path, offset: int, data: bytes) -> None:
+    """A program on the writing host stores into its MAP_SHARED mapping and msyncs."""
+    with open(mf, "r+b") as f, mmap.mmap(f.fileno(), 0, mmap.MAP_SHARED) as m:
+        m[offset : offset + len(data)] = data
+        m.flush()
+
+
+def _by_mapped_api(mf: Path, offset: int, data: bytes) -> None:
+    """famfs_py.open_mapped: stores into device memory, flushed; then famfs_py.flush so
+    the mounts hear of it."""
+    with famfs_py.open_mapped(mf, "r+") as m:
+        m[offset : offset + len(data)] = data
+        m.flush(offset, len(data))
+    famfs_py.flush(mf, offset, len(data))
+
+
+ACTIONS = {"write": _by_write, "msync": _by_msync, "mapped-api+flush": _by_mapped_api}
+
+
+@pytest.mark.parametrize("action", list(ACTIONS))
+@pytest.mark.parametrize("mode", ["auto", "always", "never"])
+def test_contract(shared_file, mode, action):
+    """The client (B) holds f open (and mapped, where the mode allows) and the mapped API
+    view; the master (A) changes 8 bytes by `action`; every way B reads shows them."""
+    master, client, mf, cf = shared_file("-c", mode)
+    if mode == "never":
+        with open(cf, "rb") as f, pytest.raises(OSError) as info:
+            mmap.mmap(f.fileno(), 0, mmap.MAP_SHARED, mmap.PROT_READ)
+        assert info.value.errno == 19  # ENODEV: direct I/O, no shared mapping through FUSE
+        fd = os.open(cf, os.O_RDONLY)
+        assert os.pread(fd, 8, 0) == OLD
+        reader = None
+    else:
+        reader = Reader(cf)
+    api = famfs_py.open_mapped(cf)
+    try:
+        ACTIONS[action](mf, 0, NEW)
+        if reader is not None:
+            _shows(reader, 0, NEW, f"-c {mode}, {action}", cf)
+        else:
+            assert os.pread(fd, 8, 0) == NEW  # at once: every read goes to memory
+        api.invalidate(0, 8)
+        assert api[0:8] == NEW  # the mapped API reads memory
+    finally:
+        api.close()
+        reader.close() if reader is not None else os.close(fd)
+
+
+# -- upstream's mmap rules (test_mmap.sh), judged on the other host ---------------------------
+@pytest.mark.parametrize("offset, length", [(0, PAGE), (2 << 20, 2 << 20)])
+def test_shared_msynced_stores_reach_memory_and_private_ones_never(shared_file, offset, length):
+    master, client, mf, cf = shared_file("--rw")
+    private, shared = os.urandom(length), os.urandom(length)
+    with open(mf, "r+b") as f, mmap.mmap(f.fileno(), 0, mmap.MAP_PRIVATE) as m:
+        m[offset : offset + length] = private
+        m.flush()  # msync of a private mapping: nothing to write
+    reader = Reader(cf)
+    try:
+        _by_msync(mf, 0, b"marker!!")  # an announced change, after the private store
+        _shows(reader, 0, b"marker!!", "the marker")
+        assert reader.pread(offset + 8, length - 8) == bytes(length - 8)  # private: never
+        with open(cf, "rb") as f:
+            assert os.pread(f.fileno(), length - 8, offset + 8) == bytes(length - 8)
+        _by_msync(mf, offset, shared)
+        _shows(reader, offset, shared, "the msync'd MAP_SHARED store", cf)
+        # and the other way: the client's msync'd store, read on the master
+        back = os.urandom(PAGE)
+        _by_msync(cf, offset, back)
+        with open(mf, "rb") as f, mmap.mmap(f.fileno(), 0, mmap.MAP_SHARED, mmap.PROT_READ) as m:
+            wait_until(lambda: m[offset : offset + PAGE] == back, 10, "the master's mapping")
+    finally:
+        reader.close()
+
+
+# -- failures: a writer killed mid-announcement, a host mounting late, a host falling behind --
+def test_a_writer_killed_mid_announcement_leaves_nobody_stuck_and_catches_up(
+    pair, mounts, tmp_path, monkeypatch
+):
+    master, client = pair
+    monkeypatch.setenv("FAMFS_PY_TEST_ANNOUNCE_CRASH", "3")  # the first two: setup
+    mmp = mounts.mount(master, tmp_path / "mnt-master")
+    monkeypatch.delenv("FAMFS_PY_TEST_ANNOUNCE_CRASH")
+    cmp_ = mounts.mount(client, tmp_path / "mnt-client")
+    master.ok("creat", "-s", "4m", mmp / "f")  # cp-free: no announcement
+    _pwrite(mmp / "f", 0, OLD)  # 1
+    _pwrite(mmp / "f", PAGE, OLD)  # 2
+    wait_until((cmp_ / "f").exists, 10, "the client seeing f")
+    reader = Reader(cmp_ / "f")
+    try:
+        _shows(reader, PAGE, OLD, "the setup")
+        with pytest.raises(OSError):
+            _pwrite(mmp / "f", 0, NEW)  # the master's daemon dies before the head moves
+        assert reader.pread(PAGE, 8) == OLD  # the client goes on serving, not stuck
+        master.ok("umount", mmp)  # the stale mount
+        mounts.mount(master, mmp)  # the master comes back: publishes what it had recorded
+        _shows(reader, 0, NEW, "the change recorded before the crash", cmp_ / "f")
+        _pwrite(mmp / "f", PAGE, NEW)  # and announcing goes on
+        _shows(reader, PAGE, NEW, "a change after the restart")
+    finally:
+        reader.close()
+
+
+def test_a_host_mounting_after_changes_reads_them(pair, mounts, tmp_path):
+    master, client = pair
+    mmp = mounts.mount(master, tmp_path / "mnt-master")
+    cmp_ = mounts.mount(client, tmp_path / "mnt-client")
+    master.ok("creat", "-s", "2m", mmp / "f")
+    wait_until((cmp_ / "f").exists, 10, "the client seeing f")
+    assert (cmp_ / "f").read_bytes()[:8] == bytes(8)  # read once at the first mount
+    client.ok("umount", cmp_)
+    for i in range(300):  # more than a ring holds
+        _pwrite(mmp / "f", i * 8, NEW)
+    mounts.mount(client, cmp_)
+    reader = Reader(cmp_ / "f")
+    try:
+        assert reader.pread(0, 300 * 8) == NEW * 300 and reader.mapped(8, 8) == NEW
+        _pwrite(mmp / "f", 0, b"after!!!")
+        _shows(reader, 0, b"after!!!", "a change after the late mount")
+    finally:
+        reader.close()
+
+
+def test_a_host_that_fell_behind_the_ring_drops_its_cached_pages(pair, mounts, tmp_path):
+    master, client = pair
+    mmp = mounts.mount(master, tmp_path / "mnt-master")
+    cmp_ = mounts.mount(client, tmp_path / "mnt-client", "-c", "always", "--changes-interval", "3")
+    master.ok("creat", "-s", "2m", mmp / "f")
+    wait_until((cmp_ / "f").exists, 10, "the client seeing f")
+    reader = Reader(cmp_ / "f")
+    try:
+        for i in range(300):  # more than the ring holds, before the client's next look
+            _pwrite(mmp / "f", i * 8, NEW)
+        _shows(reader, 0, NEW * 300, "300 changes, fallen behind", cmp_ / "f")
+    finally:
+        reader.close()

@@ -76,7 +76,7 @@ class Propagation:
         self.page_cache = page_cache
         self.interval = interval
         self.host = fs.this_host
-        self.area = changes.Area(fs.mem.view(0, fs.mem.size), fs.coherency, fs.sb.fs_uuid)
+        self.area = changes.Area(fs.mem, fs.coherency, fs.sb.fs_uuid)
         self.announcer: changes.Announcer | None = None
         self.pending: set[int] = set()  # files changed before a slot was given
         self.applied = 0  # changes applied (status)
@@ -132,23 +132,34 @@ class Propagation:
     def changing(self, ino: int, offset: int, length: int) -> Iterator[None]:
         """Around a change of file memory: the record before, the head after."""
         announcer = self.announcer
-        if announcer is None:
+        if announcer is None or self.fs.health.removed:
             self._remember(ino)
             yield
             return
         with self._lock:
-            announcer.prepare(Change(ino, offset, length))
+            prepared = self._guard(announcer.prepare, Change(ino, offset, length))
             try:
                 yield
             finally:
-                announcer.publish()
+                if prepared:
+                    self._guard(lambda _: announcer.publish(), None)
 
     def announce(self, ino: int, offset: int = 0, length: int = changes.WHOLE) -> None:
-        if self.announcer is None:
+        announcer = self.announcer
+        if announcer is None or self.fs.health.removed:
             self._remember(ino)
             return
         with self._lock:
-            self.announcer.announce(Change(ino, offset, length))
+            self._guard(announcer.announce, Change(ino, offset, length))
+
+    def _guard(self, step: Callable[[Any], None], arg: Any) -> bool:
+        """A step of announcing; a memory error in the area is logged, never the writer's."""
+        try:
+            step(arg)
+            return True
+        except OSError as exc:  # a poisoned or revoked area: the change stays unannounced
+            log.error("could not announce a change to the other hosts: %s", exc)
+            return False
 
     def _remember(self, ino: int) -> None:
         if len(self.pending) < PENDING_MAX:
@@ -173,6 +184,8 @@ class Propagation:
         import time
 
         while not self._stop.wait(self.interval):
+            if self.fs.health.removed:
+                return
             try:
                 if self.fs.role == "master":
                     given = self.area.serve_request()
@@ -186,6 +199,10 @@ class Propagation:
                         self._last_request = now
                 for change in self.listener.poll():
                     self.apply(change)
+            except OSError as exc:  # the area went bad (poison) or away (removal)
+                if not self.fs.health.removed:
+                    log.error("stopped following other hosts' changes: %s", exc)
+                return
             except Exception:
                 log.exception("bug while following other hosts' changes; going on")
 
@@ -208,13 +225,16 @@ class Propagation:
         length = min(length, size - offset)
         ranges = list(inode.filemap.ranges(offset, length))
         policy, view = self.fs.coherency, self.area.view
-        for dev, n in ranges:
-            policy.invalidate(view, dev, n)
+        try:
+            for dev, n in ranges:
+                policy.invalidate(view, dev, n)
+        except OSError as exc:  # a bad page of the file: its reads fail with EIO anyway
+            log.warning("could not invalidate the changed range of inode %d: %s", ino, exc)
         if not self.page_cache or not self.known(ino) or not self._session_open:
             return
         try:
             if length <= STORE_MAX:
-                data = b"".join(bytes(view[dev : dev + n]) for dev, n in ranges)
+                data = b"".join(self.fs.mem.read(dev, n) for dev, n in ranges)
                 pyfuse3.notify_store(ino, offset, data)
             else:
                 self._invalidate(ino, offset, length)

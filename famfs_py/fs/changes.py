@@ -89,11 +89,13 @@ def record_offset(slot: int, seq: int) -> int:
 
 
 class Area:
-    """The announcement area of one mapped device: `view` is a memoryview of the whole
-    device (writable on hosts that write), `policy` the mount's cache policy."""
+    """The announcement area of one mapped device: `mem` its DeviceMemory (writable on
+    hosts that write; loads and stores are kernel copies, so a bad page is an OSError, never
+    a signal), `policy` the mount's cache policy."""
 
-    def __init__(self, view: memoryview, policy: Any, fs_uuid: uuid.UUID) -> None:
-        self.view = view
+    def __init__(self, mem: Any, policy: Any, fs_uuid: uuid.UUID) -> None:
+        self.mem = mem
+        self.view = mem.view(0, mem.size)  # for the cache instructions only
         self.policy = policy
         self.fs_uuid = fs_uuid
         self.seed = zlib.crc32(fs_uuid.bytes)
@@ -103,10 +105,10 @@ class Area:
 
     def load(self, offset: int, length: int) -> bytes:
         self.policy.invalidate(self.view, offset, length)
-        return bytes(self.view[offset : offset + length])
+        return self.mem.read(offset, length)
 
     def store(self, offset: int, data: bytes) -> None:
-        self.view[offset : offset + len(data)] = data
+        self.mem.write(offset, data)
         self.policy.flush(self.view, offset, len(data))
 
     # -- header and slot table (the master writes them) ----------------------------------
