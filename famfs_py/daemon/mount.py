@@ -30,7 +30,7 @@ from famfs_py.fs.namespace import META_DIR, META_INO, Inode
 
 from .control import ControlServer
 from .operations import FamfsOperations, ReplyFailureHook
-from .options import MountOptions
+from .options import CacheMode, MountOptions
 from .propagation import Propagation
 from .readiness import Readiness
 
@@ -123,7 +123,7 @@ class Daemon:
                     fs,
                     known=ops.lookups.__contains__,
                     kernel_inodes=lambda: list(ops.lookups),
-                    page_cache=self.opts.cache != "never",
+                    page_cache=self.opts.cache != CacheMode.NEVER,
                     interval=self.opts.changes_interval,
                 )
                 ops.changes = changes

@@ -36,6 +36,7 @@ import pyfuse3
 
 from famfs_py.fs import changes
 from famfs_py.fs.changes import Change
+from famfs_py.fs.identity import Role
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +90,7 @@ class Propagation:
 
     def _setup(self) -> None:
         fs = self.fs
-        if fs.role == "master":
+        if fs.role == Role.MASTER:
             if not self.area.valid():
                 self.area.format(self.host)
                 log.info("change announcements: area formatted (slot 0 is this master)")
@@ -187,7 +188,7 @@ class Propagation:
             if self.fs.health.removed:
                 return
             try:
-                if self.fs.role == "master":
+                if self.fs.role == Role.MASTER:
                     given = self.area.serve_request()
                     if given:
                         log.info("change announcements: host %s has slot %d", *given)
