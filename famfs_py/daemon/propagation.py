@@ -17,8 +17,9 @@ the FUSE device as the kernel's protocol has it; pyfuse3 only drops whole files)
 pages in the range are written back first by the kernel. EVERYTHING drops every file the
 kernel knows.
 
-Idle cost: one thread that sleeps `interval` seconds between looks at the heads' cache
-lines (famfs_py.fs.changes.Listener.poll); nothing else runs while no file changes.
+Idle cost: one thread that looks at the heads' cache lines every `interval` seconds from C,
+without the GIL (famfs_py.fs.changes.Listener.wait), and wakes Python every WAKE_EVERY
+seconds; nothing else runs while no file changes.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ from famfs_py.fs.identity import Role
 log = logging.getLogger(__name__)
 
 STORE_MAX = 64 << 10  # changes up to this size are stored into the page cache, not dropped
+WAKE_EVERY = 0.2  # seconds: the listener thread's longest wait (to stop, to ask for a slot)
 REQUEST_EVERY = 0.5  # seconds between requests for a slot while the master has not answered
 PENDING_MAX = 256  # files changed before this host had a slot, announced once it has one
 
@@ -184,10 +186,11 @@ class Propagation:
     def _run(self) -> None:
         import time
 
-        while not self._stop.wait(self.interval):
+        while not self._stop.is_set():
             if self.fs.health.removed:
                 return
             try:
+                self.listener.wait(self.interval, WAKE_EVERY)
                 if self.fs.role == Role.MASTER:
                     given = self.area.serve_request()
                     if given:

@@ -9,8 +9,8 @@ filesystem's UUID: what an earlier filesystem left in the region is never taken 
 No cross-host atomics: every structure has one writer.
 
     AREA + 0        header (the master): magic, version, slots, the filesystem's UUID
-    AREA + 64       request line: a host without a slot writes its system UUID here
     AREA + 128      slot table (the master): slot i -> a host's system UUID (32 bytes each)
+    AREA + 4032     request line: a host without a slot writes its system UUID here
     AREA + 4096     heads: one cache line per slot, the count of changes published (its host)
     AREA + 8192     rings: per slot, RING records of one cache line each (its host)
 
@@ -26,8 +26,9 @@ flushed *before* the data is written; the data is written and flushed; then the 
 advanced and flushed. A host that dies after the record but before the head finds that
 record at its next mount and publishes it then. Readers never wait for anyone.
 
-Listening (`Listener.poll`): invalidate the heads (one cache line per slot, contiguous) and
-compare them with the last look: nothing changed costs that and nothing more. A head that
+Listening (`Listener.wait`, then `poll`): invalidate the request line and the heads (one
+cache line per slot, contiguous) and compare them with the last look, in C without the GIL
+(famfs_py.dax.cache.Policy.watch): nothing changed costs that and nothing more. A head that
 moved is followed through its records; a record that is torn or overwritten (the reader fell
 more than RING behind), or a head that does not check, is `EVERYTHING`: drop all.
 """
@@ -48,7 +49,8 @@ RING = 256
 HEADS = AREA + 4096
 RINGS = AREA + 8192
 TABLE = AREA + 128
-REQUEST = AREA + 64
+REQUEST = HEADS - LINE  # next to the heads: one range to watch
+WATCHED = SLOTS * LINE + LINE  # the request line and the heads
 TABLE_ENTRY = 32
 MASTER_SLOT = 0
 WHOLE = (1 << 64) - 1  # a record's length: to the end of the file
@@ -225,8 +227,15 @@ class Listener:
     def __init__(self, area: Area, own_slot: int | None = None) -> None:
         self.area = area
         self.own_slot = own_slot
-        self.heads = area.load(HEADS, SLOTS * LINE)
+        self.watched = area.load(REQUEST, WATCHED)
+        self.heads = self.watched[LINE:]
         self.seen = [area.head(s, self._line(s)) for s in range(SLOTS)]
+
+    def wait(self, interval: float, timeout: float) -> bool:
+        """Until the request line or a head differs from the last look (True) or `timeout`
+        seconds passed (False), looking every `interval` seconds."""
+        area = self.area
+        return area.policy.watch(area.view, REQUEST, WATCHED, self.watched, interval, timeout)
 
     def _line(self, slot: int, heads: bytes | None = None) -> bytes:
         raw = self.heads if heads is None else heads
@@ -235,7 +244,8 @@ class Listener:
     def poll(self) -> list[Change]:
         """The changes other hosts published since the last look ([] if none: the cost is
         one invalidate and compare of the heads)."""
-        heads = self.area.load(HEADS, SLOTS * LINE)
+        self.watched = self.area.load(REQUEST, WATCHED)
+        heads = self.watched[LINE:]
         if heads == self.heads:
             return []
         changes: list[Change] = []
