@@ -17,9 +17,10 @@ the FUSE device as the kernel's protocol has it; pyfuse3 only drops whole files)
 pages in the range are written back first by the kernel. EVERYTHING drops every file the
 kernel knows.
 
-Idle cost: one thread that looks at the heads' cache lines every `interval` seconds from C,
-without the GIL (famfs_py.fs.changes.Listener.wait), and wakes Python every WAKE_EVERY
-seconds; nothing else runs while no file changes.
+Idle cost: one thread that looks at the heads' cache lines every `interval` seconds from C
+(IDLE_SLOWER times less often after WAKE_EVERY seconds without a change), without the GIL
+(famfs_py.fs.changes.Listener.wait), and wakes Python every WAKE_EVERY seconds; nothing
+else runs while no file changes.
 """
 
 from __future__ import annotations
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 STORE_MAX = 64 << 10  # changes up to this size are stored into the page cache, not dropped
 WAKE_EVERY = 0.2  # seconds: the listener thread's longest wait (to stop, to ask for a slot)
+IDLE_SLOWER = 4  # an idle listener looks this many times less often
 REQUEST_EVERY = 0.5  # seconds between requests for a slot while the master has not answered
 PENDING_MAX = 256  # files changed before this host had a slot, announced once it has one
 
@@ -186,11 +188,17 @@ class Propagation:
     def _run(self) -> None:
         import time
 
+        busy = True
         while not self._stop.is_set():
             if self.fs.health.removed:
                 return
             try:
-                self.listener.wait(self.interval, WAKE_EVERY)
+                # every `interval` while changes come, IDLE_SLOWER times slower once a whole
+                # WAKE_EVERY passed without one: an idle mount wakes a quarter as often
+                active = self.listener.wait(
+                    self.interval * (1 if busy else IDLE_SLOWER), WAKE_EVERY
+                )
+                busy = active
                 if self.fs.role == Role.MASTER:
                     given = self.area.serve_request()
                     if given:
