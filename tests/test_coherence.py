@@ -69,7 +69,7 @@ def _pwrite(path: Path, offset: int, data: bytes) -> None:
 
 # -- the explicit path: famfs-py flush ---------------------------------------------------------
 def test_flush_makes_this_hosts_descriptors_and_mappings_current(shared_file):
-    master, client, mf, cf = shared_file()
+    master, client, mf, cf = shared_file("--changes-interval", "0")  # flush alone, no listening
     reader = Reader(cf)
     try:
         _pwrite(mf, 0, NEW)
@@ -98,7 +98,7 @@ def test_flush_writes_a_shared_mappings_dirty_pages_back_first(shared_file):
 def test_a_user_without_the_device_flushes_what_it_may_read_on_a_client(pair, mounts, public_dir):
     master, client = pair
     mmp = mounts.mount(master, public_dir / "m", "--allow-other")
-    cmp_ = mounts.mount(client, public_dir / "c", "--allow-other")
+    cmp_ = mounts.mount(client, public_dir / "c", "--allow-other", "--changes-interval", "0")
     master.ok("creat", "-s", "2m", "-m", "0644", mmp / "f")
     wait_until((cmp_ / "f").exists, 10, "the client seeing f")
     reader = Reader(cmp_ / "f")
