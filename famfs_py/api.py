@@ -193,4 +193,4 @@ def flush(path: str | os.PathLike[str], offset: int = 0, length: int | None = No
         code = exc.errno or errno.EIO
         kind = PermissionError if code in (errno.EACCES, errno.EPERM) else OSError
         raise kind(code, f"{name}: {exc.message}") from None
-    return protocol.FlushReply.from_fields(reply).lines
+    return reply.lines

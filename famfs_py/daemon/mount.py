@@ -16,7 +16,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pyfuse3
 import trio
@@ -28,7 +28,7 @@ from famfs_py.fs.filesystem import Famfs
 from famfs_py.fs.identity import Role, system_uuid
 from famfs_py.fs.namespace import META_DIR, META_INO, Inode
 
-from .control import ControlServer
+from .control import ControlServer, DaemonFacts
 from .operations import FamfsOperations, ReplyFailureHook
 from .options import CacheMode, MountOptions
 from .propagation import Propagation
@@ -130,7 +130,7 @@ class Daemon:
                 control = self.control = ControlServer(
                     fs,
                     self.mountpoint,
-                    self._status_extra,
+                    self._daemon_facts,
                     self._invalidate_async,
                     changes.announce,
                 )
@@ -269,15 +269,14 @@ class Daemon:
             f"log {fs.log.next_index}/{fs.log.slots}, health {fs.health.summary()}"
         )
 
-    def _status_extra(self) -> dict[str, Any]:
-        return {
-            "mountpoint": self.mountpoint,
-            "daemon_pid": os.getpid(),
-            "cache": self.opts.cache,
-            "open_files": len(self.ops.handles) if self.ops else 0,
-            "kernel_lookups": sum(self.ops.lookups.values()) if self.ops else 0,
-            "changes": self.changes.describe() if self.changes else None,
-        }
+    def _daemon_facts(self) -> DaemonFacts:
+        return DaemonFacts(
+            mountpoint=self.mountpoint,
+            daemon_pid=os.getpid(),
+            cache=self.opts.cache,
+            open_files=len(self.ops.handles) if self.ops else 0,
+            kernel_lookups=sum(self.ops.lookups.values()) if self.ops else 0,
+        )
 
     # -- cache invalidation --------------------------------------------------------------
     def invalidate(self, inos: list[int]) -> None:

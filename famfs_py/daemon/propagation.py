@@ -263,11 +263,3 @@ class Propagation:
             _INVAL_INODE.size, FUSE_NOTIFY_INVAL_INODE, 0, ino, offset, length
         )
         os.write(self._fuse_fd, message)
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "slot": self.announcer.slot if self.announcer else None,
-            "announced": self.announcer.seq if self.announcer else 0,
-            "applied": self.applied,
-            "interval": self.interval,
-        }
