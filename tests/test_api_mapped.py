@@ -234,3 +234,22 @@ def _maps_of(memory: str) -> list[str]:
     inode = os.stat(memory).st_ino
     with open("/proc/self/maps") as f:
         return [line for line in f if len(line.split()) >= 6 and int(line.split()[4]) == inode]
+
+
+def test_closing_ends_the_removal_watch(fs):
+    """Each mapping's watch thread and channel end with it (before, a thread waiting for an
+    event outlived close() by the channel's 60 s timeout, holding a closed descriptor)."""
+    import threading
+
+    host, mp = fs
+    host.ok("creat", "-s", "4k", mp / "f")
+
+    def watching() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == f"famfs-map {mp / 'f'}"]
+
+    m = famfs_py.open_mapped(mp / "f")
+    (watcher,) = watching()
+    wchan = Path(f"/proc/self/task/{watcher.native_id}/wchan")
+    wait_until(lambda: "poll" in wchan.read_text(), what="the watch thread waiting")
+    m.close()
+    wait_until(lambda: not watching(), what="the watch thread ending")
