@@ -20,7 +20,7 @@ from famfs_py.cli.common import (
     parse_id,
     parse_mode,
 )
-from famfs_py.errors import FamfsError
+from famfs_py.errors import FamfsError, UsageError
 
 EXIT_CODES = """
   0  everything was copied (with -c: compared equal)
@@ -303,7 +303,7 @@ def run(args: argparse.Namespace) -> int:
     from famfs_py import channel
 
     if args.threadct < 0 or args.threadct > 256:
-        raise FamfsError(f"-t {args.threadct}: threads must be 0..256", 2)
+        raise UsageError(f"-t {args.threadct}: threads must be 0..256")
     dest = args.dest
     dest_is_dir = os.path.isdir(dest)
     if (len(args.sources) > 1 or args.recursive) and os.path.exists(dest) and not dest_is_dir:
