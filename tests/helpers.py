@@ -293,3 +293,14 @@ def device_ranges(memory: Path) -> list[tuple[int, int]]:
                 lo, hi = (int(x, 16) for x in fields[0].split("-"))
                 found.append((lo, hi))
     return found
+
+
+def readme_block(marker: str) -> str:
+    """The README's python code block that contains `marker`, as written there."""
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    for block in re.findall(r"```python\n(.*?)```", readme, re.S):
+        if marker in block:
+            return block
+    raise AssertionError(f"no python block with {marker!r} in README.md")
