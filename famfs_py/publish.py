@@ -15,7 +15,9 @@ How the file is made depends on what the master's mount offers:
   return on the master (e.g. a marker file written after it).
 
 Either way an existing file is refused (FileExistsError): famfs files are never rewritten
-whole. Only the master creates files.
+whole. Only the master creates files. If `fill` fails, a file created through the mount is
+removed before its commit (nothing published); one made by the creat op stays, logged, with
+what was written of it.
 """
 
 from __future__ import annotations
@@ -76,13 +78,24 @@ def write_new(path: str | os.PathLike[str], size: int, fill: Fill, *, mode: int 
         _write_by_creat_op(name, size, fill, mode & ~umask)
         return "creat-op"
     with open(fd, "wb") as f:
-        fill(f)
-        written = f.tell()
-        if written != size:
-            raise OSError(errno.EIO, f"{name}: wrote {written} bytes, expected {size}")
-        f.flush()
+        try:
+            fill(f)
+            written = f.tell()
+            if written != size:
+                raise OSError(errno.EIO, f"{name}: wrote {written} bytes, expected {size}")
+            f.flush()
+        except BaseException:
+            _drop(name)  # a file not yet logged can go: nothing of it is published
+            raise
         os.fsync(f.fileno())  # the commit: logged now, complete
     return "created"
+
+
+def _drop(name: str) -> None:
+    try:
+        os.unlink(name)
+    except OSError:
+        pass  # the daemon drops a pending file that failed; nothing more to do here
 
 
 def _write_by_creat_op(name: str, size: int, fill: Fill, mode: int) -> None:
