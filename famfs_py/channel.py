@@ -12,11 +12,14 @@ import errno
 import os
 import socket
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple, TypeVar
 
 from famfs_py import protocol, rundir
 from famfs_py.credentials import peer_credentials
 from famfs_py.errors import FamfsError
+from famfs_py.replies import Reply
+
+R = TypeVar("R", bound=Reply)
 
 FSTYPE = "fuse.famfs-py"
 
@@ -159,16 +162,17 @@ class Channel:
                 errno.EPERM,
             )
 
-    def call(self, request: protocol.Request) -> dict[str, Any]:
-        """Send one request and return its reply's fields (descriptors are closed)."""
+    def call(self, request: protocol.Request[R]) -> R:
+        """Send one request and return its typed reply (descriptors are closed)."""
         reply, fds = self.call_fds(request)
         for fd in fds:
             os.close(fd)
         return reply
 
-    def call_fds(self, request: protocol.Request) -> tuple[dict[str, Any], list[int]]:
-        """Send one request; returns the reply's fields and any descriptors it carried. An
-        error reply raises FamfsError with the daemon's errno and message."""
+    def call_fds(self, request: protocol.Request[R]) -> tuple[R, list[int]]:
+        """Send one request; returns its typed reply (decoded here, once) and any
+        descriptors it carried. An error reply raises FamfsError with the daemon's errno and
+        message; a malformed one ProtocolError (EIO)."""
         self.sock.send(request.encode())
         try:
             data, fds, _flags, _addr = socket.recv_fds(
@@ -179,7 +183,7 @@ class Channel:
         if not data:
             raise FamfsError(f"the daemon of {self.mountpoint} closed the connection")
         try:
-            return protocol.decode_reply(data), list(fds)
+            return request.decode_reply(protocol.decode_answer(data)), list(fds)
         except BaseException:
             for fd in fds:
                 os.close(fd)

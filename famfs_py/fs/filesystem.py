@@ -28,6 +28,7 @@ from famfs_py.fs.health import Health
 from famfs_py.fs.identity import Role
 from famfs_py.fs.log import Log, LogFull, ReplayStats, read_log_header, read_superblock
 from famfs_py.fs.namespace import Inode, Namespace
+from famfs_py.fs.status import Capacity, Flushing, FsStatus, LogUse, PoisonedRange
 
 log = logging.getLogger(__name__)
 
@@ -544,34 +545,43 @@ class Famfs:
             self.log.next_index,
         )
 
-    def status(self) -> dict[str, object]:
+    def status(self) -> FsStatus:
         space = self.space()
         info = holder.holder_info(self.device) if not self.health.removed else None
-        poisoned = []
-        for offset, length in self.health.poisoned:
-            files = [self.namespace.path_of(i.ino) for i in self.files_in_range(offset, length)]
-            poisoned.append({"offset": offset, "length": length, "files": files})
-        return {
-            "role": self.role,
-            "device": self.device.path,
-            "device_mode": self.device.mode if self.device.exists() else "removed",
-            "device_align": self.mem.align,
-            "device_size": self.device.size if self.device.exists() else self.sb.dev_size,
-            "numa_node": self.device.as_daxctl().get("numa_node") if self.device.exists() else None,
-            "emulated": self.device.emulated,
-            "cache_flush": self.coherency.describe(),
-            "holder_pid": info.get("pid") if info else None,
-            "fs_uuid": str(self.sb.fs_uuid),
-            "master_system_uuid": str(self.sb.system_uuid),
-            "this_system_uuid": str(self.this_host),
-            "files": self.namespace.files,
-            "directories": self.namespace.dirs,
-            "log": {"used": space.log_used, "slots": space.log_slots},
-            "capacity": {"size": space.size, "allocated": space.allocated, "free": space.free},
-            "writable_data": self.writable,
-            **self.health.as_json(),
-            "poisoned": poisoned,
-        }
+        poisoned = [
+            PoisonedRange(
+                offset=offset,
+                length=length,
+                files=[self.namespace.path_of(i.ino) for i in self.files_in_range(offset, length)],
+            )
+            for offset, length in self.health.poisoned
+        ]
+        present = self.device.exists()
+        numa_node = self.device.as_daxctl().get("numa_node") if present else None
+        holder_pid = info.get("pid") if info else None
+        return FsStatus(
+            role=self.role,
+            device=self.device.path,
+            device_mode=self.device.mode if present else "removed",
+            device_align=self.mem.align,
+            device_size=self.device.size if present else self.sb.dev_size,
+            numa_node=numa_node if isinstance(numa_node, int) else None,
+            emulated=self.device.emulated,
+            cache_flush=Flushing.of(self.coherency.describe()),
+            holder_pid=holder_pid if isinstance(holder_pid, int) else None,
+            fs_uuid=str(self.sb.fs_uuid),
+            master_system_uuid=str(self.sb.system_uuid),
+            this_system_uuid=str(self.this_host),
+            files=self.namespace.files,
+            directories=self.namespace.dirs,
+            log=LogUse(used=space.log_used, slots=space.log_slots),
+            capacity=Capacity(size=space.size, allocated=space.allocated, free=space.free),
+            writable_data=self.writable,
+            health=self.health.state.value,
+            failsafe=self.health.failsafe,
+            removed=self.health.removed,
+            poisoned=poisoned,
+        )
 
     def close(self) -> None:
         self.claim.release()
