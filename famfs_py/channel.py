@@ -12,7 +12,7 @@ import errno
 import os
 import socket
 from pathlib import Path
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple, NoReturn, TypeVar
 
 from famfs_py import protocol, rundir
 from famfs_py.credentials import peer_credentials
@@ -173,13 +173,18 @@ class Channel:
         """Send one request; returns its typed reply (decoded here, once) and any
         descriptors it carried. An error reply raises FamfsError with the daemon's errno and
         message; a malformed one ProtocolError (EIO)."""
-        self.sock.send(request.encode())
+        try:
+            self.sock.send(request.encode())
+        except OSError:  # it closed: an answer it sent first says why (a connection cap)
+            self._said_before_closing()
         try:
             data, fds, _flags, _addr = socket.recv_fds(
                 self.sock, protocol.MAX_MESSAGE, protocol.MAX_FDS
             )
         except TimeoutError:
             raise FamfsError(f"the daemon of {self.mountpoint} did not answer") from None
+        except OSError:
+            self._said_before_closing()
         if not data:
             raise FamfsError(f"the daemon of {self.mountpoint} closed the connection")
         try:
@@ -189,6 +194,16 @@ class Channel:
             for fd in fds:
                 os.close(fd)
             raise
+
+    def _said_before_closing(self) -> NoReturn:
+        """The daemon closed the connection: raise what it said first, if it said anything."""
+        try:
+            data = self.sock.recv(protocol.MAX_MESSAGE, socket.MSG_DONTWAIT)
+        except OSError:
+            data = b""
+        if data:
+            protocol.decode_answer(data)  # an error answer raises what it says
+        raise FamfsError(f"the daemon of {self.mountpoint} closed the connection")
 
     def _rest_of_answer(self, first: bytes) -> bytes:
         """The whole answer: `first`, or the parts it announces (a long answer)."""

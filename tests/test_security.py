@@ -343,3 +343,29 @@ def test_deeply_nested_requests_cost_one_answer_and_no_log(shared, mounts):
     grown = daemon_log.stat().st_size - before
     print(f"daemon log growth over 200 nested requests: {grown} bytes")
     assert grown == 0
+
+
+def test_a_user_over_the_connection_cap_hears_the_daemons_reason(shared):
+    """Issue 28 item 10: the 65th connection heard 'internal error: ConnectionResetError'
+    (the daemon's refusal was never read)."""
+    host, mp = shared
+
+    def over_the_cap():
+        held = [Channel(str(mp)) for _ in range(64)]
+        try:
+            with Channel(str(mp)) as chan:
+                chan.call(protocol.Status())
+        finally:
+            for chan in held:
+                chan.close()
+        return "served"
+
+    text = as_user(NOBODY, over_the_cap)
+    assert text.startswith(f"error {errno.EAGAIN}") and "connections open" in text, text
+
+
+def test_chkread_without_permission_says_so_not_miscompare(shared):
+    host, mp = shared
+    text = as_user(NOBODY, _cli("chkread", str(mp / "secret")))
+    assert text.startswith("ok 1") and "cannot compare" in text, text
+    assert "miscompare" not in text
