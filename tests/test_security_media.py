@@ -13,6 +13,7 @@ from helpers import MiB, assert_no_traceback, is_mounted, wait_until
 
 from famfs_py import omf, protocol, replies
 from famfs_py.channel import Channel
+from famfs_py.daemon import logfile
 
 
 @pytest.fixture
@@ -175,10 +176,14 @@ def test_a_client_survives_the_removal_of_its_device(mounted_pair):
     assert is_mounted(cmp)
 
 
-def test_status_of_thousands_of_bad_pages_is_a_few_ranges_and_any_reply_size_works(fresh, mounts):
+def test_status_of_thousands_of_bad_pages_is_a_few_ranges_and_any_reply_size_works(
+    fresh, mounts, monkeypatch
+):
     """Item 7: every bad 4 KiB page was a line of status; after a truncated memory file and
     a read over it, the reply outgrew one socket message ('the daemon closed the
-    connection'). Ranges are summarised, and a long reply comes in parts."""
+    connection'). Ranges are summarised, and a long reply comes in parts. Item 5: the 8,192
+    error lines this makes stay within the daemon log's bound (here 64 KiB: two files)."""
+    monkeypatch.setenv(logfile.MAX_BYTES_ENV, str(64 << 10))
     mp = mounts.mount(fresh)
     fresh.ok("creat", "-s", "32m", mp / "big")
     with Channel(str(mp)) as chan:
@@ -202,6 +207,9 @@ def test_status_of_thousands_of_bad_pages_is_a_few_ranges_and_any_reply_size_wor
     assert result.stdout.count("poisoned:") == 1, result.stdout
     assert f"poisoned:   {extent.offset:#x}+{32 * MiB:#x}: big" in result.stdout, result.stdout
     assert len(_status(fresh, mp)["poisoned"]) == 1
+    kept = {p.name: p.stat().st_size for p in mounts.log_dir.iterdir()}
+    print(f"daemon log after 8,192 bad pages, bound 64 KiB: {kept}")
+    assert len(kept) == 2 and all(size < (64 << 10) + 4096 for size in kept.values()), kept
 
 
 def test_a_reply_longer_than_a_socket_buffer_arrives_whole(mounted_pair):
