@@ -261,3 +261,28 @@ async def test_an_open_directory_costs_a_few_bytes_however_large(fs, ops):
     assert ops.dir_handles[latest][1] == ops.dir_handles[first][1] + 1
     for fh in (first, latest, *handles):
         await ops.releasedir(fh)
+
+
+async def test_one_users_flushes_use_one_worker_thread_at_a_time(fs, control):
+    """Issue 28 item 5: 60 connections flushing a 64 MiB file put the daemon at 167 % CPU
+    (every flush on a thread of its own); an unprivileged user's flushes now queue."""
+    fs.create_file("big", 64 * MiB, 0o644, 0, 0)
+    limiter = control.flush_limit(NOBODY.uid)
+    most_busy = 0
+    queued = 0
+
+    async def watch() -> None:
+        nonlocal most_busy, queued
+        while True:
+            most_busy = max(most_busy, limiter.borrowed_tokens)
+            queued = max(queued, limiter.statistics().tasks_waiting)
+            await trio.sleep(0)
+
+    async with trio.open_nursery() as outer:
+        outer.start_soon(watch)
+        async with trio.open_nursery() as flushes:
+            for _ in range(8):
+                flushes.start_soon(_ask, control, protocol.Flush("big"), NOBODY)
+        outer.cancel_scope.cancel()
+    assert most_busy == 1 and queued >= 1, (most_busy, queued)
+    assert control.flush_limit(ROOT.uid) is not limiter  # each user has their own
