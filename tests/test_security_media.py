@@ -224,3 +224,52 @@ def test_a_reply_longer_than_a_socket_buffer_arrives_whole(mounted_pair):
     said = client.cli("logplay", cmp)  # the command too (its exit code counts bad entries)
     assert "famfs_logplay: 3000 log entries" in said.stdout, said.out
     assert_no_traceback(said)
+
+
+def test_cp_says_why_when_the_daemon_is_killed_under_it(fresh, mounts, tmp_path):
+    """Item 10: a daemon killed under `cp` made cp exit 1 with no message (a BrokenPipeError
+    from the control socket, swallowed)."""
+    import signal
+    import subprocess
+
+    from helpers import BIN, plugin_env
+
+    mp = mounts.mount(fresh)
+    src = tmp_path / "tree"
+    src.mkdir()
+    for k in range(400):
+        (src / f"f{k:03}").write_bytes(b"x" * 5000)
+    proc = subprocess.Popen(
+        [str(BIN / "famfs-py"), "cp", "-r", str(src), str(mp / "tree")],
+        env=plugin_env(fresh.env),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    wait_until(lambda: (mp / "tree").exists() and len(os.listdir(mp / "tree")) > 5, 30)
+    os.kill(mounts.made[-1][1], signal.SIGKILL)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert err.strip(), f"cp exited {proc.returncode} saying nothing"
+    assert "Traceback" not in err, err
+    print(f"cp exit {proc.returncode}: {err.strip()[:300]}")
+
+
+def test_a_request_to_a_daemon_killed_after_connecting_is_a_clear_error(fresh, mounts):
+    """Item 10: the request's send met EPIPE (BrokenPipeError), which the command line
+    swallowed (cp exited 1 saying nothing); it is now FamfsError 'closed the connection'."""
+    import signal
+
+    from helpers import wait_gone
+
+    from famfs_py.errors import FamfsError
+
+    mp = mounts.mount(fresh)
+    pid = mounts.made[-1][1]
+    with Channel(str(mp)) as chan:
+        chan.call(protocol.Status())
+        os.kill(pid, signal.SIGKILL)
+        wait_gone(pid)
+        with pytest.raises(FamfsError) as info:
+            chan.call(protocol.Status())
+    assert "closed the connection" in str(info.value)
