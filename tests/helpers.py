@@ -218,10 +218,10 @@ PAGE = 4096
 ZERO_PAGE = bytes(PAGE)
 
 
-def fingerprint(path: Path) -> str:
+def fingerprint(path: Path, skip: range = range(0)) -> str:
     """A hash of a (sparse) file's content: equal iff no byte changed. Reads only the data
     segments, page by page, and skips zero pages (pages a read allocated do not count), so
-    a mostly empty 4 GiB device is quick."""
+    a mostly empty 4 GiB device is quick. Pages in `skip` (page-aligned) are left out."""
     digest = hashlib.blake2b()
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -235,6 +235,8 @@ def fingerprint(path: Path) -> str:
                 break
             end = os.lseek(fd, start, os.SEEK_HOLE)
             for pos in range(start - start % PAGE, end, PAGE):
+                if pos in skip:
+                    continue
                 chunk = os.pread(fd, PAGE, pos)
                 if chunk != ZERO_PAGE:
                     digest.update(f"@{pos}".encode())
