@@ -29,7 +29,7 @@ from famfs_py.fs.identity import Role, system_uuid
 from famfs_py.fs.namespace import META_DIR, META_INO, Inode
 
 from .control import ControlServer, DaemonFacts
-from .operations import FamfsOperations, ReplyFailureHook
+from .operations import PYFUSE3_LOGGER, FamfsOperations, ReplyFailureHook
 from .options import MountOptions
 from .readiness import Readiness
 
@@ -122,7 +122,7 @@ class Daemon:
                 ops = self.ops = FamfsOperations(
                     fs, cache=self.opts.cache, timeout=self.opts.timeout
                 )
-                logging.getLogger("pyfuse3").addHandler(ReplyFailureHook(ops))
+                logging.getLogger(PYFUSE3_LOGGER).addHandler(ReplyFailureHook(ops))
                 try:
                     pyfuse3.init(ops, self.mountpoint, self._fuse_options(fs))
                 except RuntimeError as exc:
