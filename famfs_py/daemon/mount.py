@@ -30,7 +30,8 @@ from famfs_py.fs.namespace import META_DIR, META_INO, Inode
 
 from .control import ControlServer, DaemonFacts
 from .operations import PYFUSE3_LOGGER, FamfsOperations, ReplyFailureHook
-from .options import MountOptions
+from .options import CacheMode, MountOptions
+from .propagation import Propagation
 from .readiness import Readiness
 
 log = logging.getLogger(__name__)
@@ -91,6 +92,7 @@ class Daemon:
         self.mountpoint = opts.mountpoint
         self.fs: Famfs | None = None
         self.ops: FamfsOperations | None = None
+        self.changes: Propagation | None = None
         self.control: ControlServer | None = None
         self.trio_token: trio.lowlevel.TrioToken | None = None
         self.nursery: trio.Nursery | None = None
@@ -114,14 +116,26 @@ class Daemon:
                 self.mountpoint = check_mountpoint(self.opts.mountpoint)
                 fs = self.fs = open_filesystem(self.opts, self.mountpoint)
                 teardown.callback(fs.close)
-                control = self.control = ControlServer(
-                    fs, self.mountpoint, self._daemon_facts, self._invalidate_async
-                )
-                teardown.callback(control.close)
-                control.bind()
                 ops = self.ops = FamfsOperations(
                     fs, cache=self.opts.cache, timeout=self.opts.timeout
                 )
+                changes = self.changes = Propagation(
+                    fs,
+                    known=ops.lookups.__contains__,
+                    kernel_inodes=lambda: list(ops.lookups),
+                    page_cache=self.opts.cache != CacheMode.NEVER,
+                    interval=self.opts.changes_interval,
+                )
+                ops.changes = changes
+                control = self.control = ControlServer(
+                    fs,
+                    self.mountpoint,
+                    self._daemon_facts,
+                    self._invalidate_async,
+                    changes.announce,
+                )
+                teardown.callback(control.close)
+                control.bind()
                 logging.getLogger(PYFUSE3_LOGGER).addHandler(ReplyFailureHook(ops))
                 try:
                     pyfuse3.init(ops, self.mountpoint, self._fuse_options(fs))
@@ -129,6 +143,8 @@ class Daemon:
                     raise FamfsError(f"FUSE could not mount {self.mountpoint}: {exc}") from None
                 self._session_open = True
                 teardown.callback(self._close_session)
+                changes.start()
+                teardown.callback(changes.stop)  # before the session closes
                 fs.failures.handler = DaemonFailures(self)
                 teardown.callback(self._stopping)
                 trio.run(self._serve)
