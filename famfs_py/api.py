@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 import threading
 from typing import overload
 
@@ -122,6 +123,10 @@ class MappedFile(Region):
         """Stop watching and unmap (at once, or when the last view is released)."""
         chan, self._channel = self._channel, None
         if chan is not None:
+            try:  # wakes the watch thread's recv (a close alone leaves it blocked for good)
+                chan.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             chan.close()
         with self._lock:
             return super().close()

@@ -75,7 +75,7 @@ def open_filesystem(opts: MountOptions, mountpoint: str) -> Famfs:
                 f"{path} is inside the mount point {mountpoint}: the daemon would "
                 "hide its own device; choose another mount point"
             )
-    return Famfs(
+    return Famfs.open(
         device,
         this_host=this_host,
         writable_client=opts.rw,
@@ -145,7 +145,7 @@ class Daemon:
                 teardown.callback(self._close_session)
                 changes.start()
                 teardown.callback(changes.stop)  # before the session closes
-                fs.failures = DaemonFailures(self)
+                fs.failures.handler = DaemonFailures(self)
                 teardown.callback(self._stopping)
                 trio.run(self._serve)
         except FamfsError as exc:
@@ -252,14 +252,14 @@ class Daemon:
         while not fs.health.removed:
             await trio.sleep(self.opts.watch_interval)
             try:
-                gone = fs.vanished()
+                gone = fs.failures.vanished()
             except OSError as exc:
                 gone = f"it cannot be inspected ({exc.strerror})"
             if gone:
                 log.error("%s vanished without notice: %s", fs.device.path, gone)
-                fs.remove_device()
+                fs.failures.remove_device()
                 return
-            fs.check_badblocks()
+            fs.failures.check_badblocks()
 
     def summary(self) -> str:
         assert self.fs is not None

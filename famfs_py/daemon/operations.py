@@ -261,7 +261,7 @@ class FamfsOperations(pyfuse3.Operations):
         if self._last_read is None:
             return
         inode, off, length = self._last_read
-        found = self.fs.probe(inode, off, length)
+        found = self.fs.failures.probe(inode, off, length)
         log.error(
             "the reply to a read of %s at %d+%d faulted; %d bad page(s) poisoned",
             self.fs.namespace.path_of(inode.ino),

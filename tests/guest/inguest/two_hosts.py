@@ -1,18 +1,19 @@
 """Two hosts, one memory: guest A (the master) and guest B (a --rw client) boot at once on the
-same backing file, each with its own system UUID, and meet in /xfer (one directory both
-share) only to say when the other may go on; the data goes through the device.
+same backing file, each with its own system UUID, and meet in /xfer (one directory both share)
+only to say when the other may go on; the data goes through the device.
 
-The client sees files the master creates while it is mounted, without any command (it
-follows the log), reads them byte-exact, writes into one that the master reads back, and
-the two exchange counters through open_mapped views with no system call in the loop, and
-`famfs-py pcq` moves 100,000 messages from the master's producer to the client's consumer
-(upstream's queue; none lost, duplicated or corrupt, the cache instructions in use). Files
-shared through the mount (issue 23): the client holds a file open and mapped MAP_SHARED
-through its mount; the master's write() and its msync'd MAP_SHARED store reach the client's
-descriptor, mapping and fresh opens with no command, a 2 MiB-aligned 2 MiB msync'd range
-too, and a MAP_PRIVATE store never does. At
-the end the master leaves a manifest (every file's sha256) for the host, which opens the
-memory as an emulated device and checks the same tree and bytes.
+The client sees files the master creates while it is mounted, without any command (it follows
+the log), reads them byte-exact, writes into one that the master reads back, and the two
+exchange counters through open_mapped views with no system call in the loop, and `famfs-py pcq`
+moves 100,000 messages from the master's producer to the client's consumer (upstream's queue;
+none lost, duplicated or corrupt, the cache instructions in use). Files shared through the mount
+(issue 23): the client holds a file open and mapped MAP_SHARED through its mount; the master's
+write() and its msync'd MAP_SHARED store reach the client's descriptor, mapping and fresh opens
+with no command, a 2 MiB-aligned 2 MiB msync'd range too, and a MAP_PRIVATE store never does.
+The master writes an Arrow table (famfs_py.arrow.write_table) that the client reads zero-copy,
+its buffers in the client's mapping of /dev/dax0.0 (issue 26). At the end the master leaves a
+manifest (every file's sha256) for the host, which opens the memory as an emulated device and
+checks the same tree and bytes.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ PCQ_SEED = 42
 SHARED_WRITE = b"written!"
 SHARED_PAGE = pattern(51, 4096)
 SHARED_RANGE = pattern(52, 2 * MiB)
+TABLE_ROWS = 1 << 20  # 16 MiB of columns
 
 
 def tell(name: str, data: object = None) -> None:
@@ -222,6 +224,22 @@ def master_shared(state: State) -> str:
     return f"the client saw them: {said}"
 
 
+@MASTER.check("table_exchange", needs="create_before")
+def master_table_exchange(state: State) -> str:
+    import numpy
+    import pyarrow
+
+    from famfs_py import arrow
+
+    ids = numpy.arange(TABLE_ROWS, dtype=numpy.int64)
+    table = pyarrow.table({"id": ids, "x": ids * 0.5})
+    arrow.write_table(table, state.mountpoint / "table.arrow")
+    tell("A.table", {"rows": TABLE_ROWS, "sum": int(ids.sum())})
+    theirs = hear("B.table", "B")
+    assert isinstance(theirs, dict) and not theirs.get("error"), theirs
+    return f"{TABLE_ROWS} rows written; the client read {theirs}"
+
+
 @MASTER.check("manifest", needs="create_before")
 def master_manifest(state: State) -> str:
     hear("B.done", "B")
@@ -358,6 +376,33 @@ def client_shared(state: State) -> str:
         os.close(fd)
     tell("B.shared_seen", {"seconds": round(seconds, 2)})
     return f"write and msync'd stores seen {seconds:.2f} s after the master said so"
+
+
+@CLIENT.check("table_exchange", needs="mount_rw")
+def client_table_exchange(state: State) -> str:
+    told = hear("A.table", "A")
+    path = state.mountpoint / "table.arrow"
+    try:
+        import pyarrow.compute
+
+        from famfs_py import arrow
+
+        wait_until(path.exists, 60, "the master's table")
+        table = arrow.read_table(path)
+        got = {"rows": table.num_rows, "sum": pyarrow.compute.sum(table["id"]).as_py()}
+        address = table["id"].chunk(0).buffers()[1].address
+        with open("/proc/self/maps") as f:
+            spans = [ln.split()[0] for ln in f if ln.rstrip().endswith(str(DEVICE))]
+        in_device = any(
+            int(lo, 16) <= address < int(hi, 16) for lo, hi in (s.split("-") for s in spans)
+        )
+    except Exception as exc:
+        tell("B.table", {"error": str(exc)})
+        raise
+    tell("B.table", {**got, "in_device": in_device})
+    assert got == told, f"read {got}, the master wrote {told}"
+    assert in_device, f"the table's buffers are not in a mapping of {DEVICE}: {spans}"
+    return f"{got}, its buffers in this guest's mapping of {DEVICE}"
 
 
 @CLIENT.check("umount", needs="mount_rw")
