@@ -293,3 +293,18 @@ def test_a_write_that_fails_publishes_nothing(hosts):
         assert not (cmp_ / "t.arrow").exists()
         return
     pytest.xfail("this mount refuses creation through it: the creat op logged the file first")
+
+
+def test_parquet_written_through_the_filesystem_is_created_through_the_mount(hosts):
+    master, client, mmp, cmp_ = hosts
+    fs = famfs_arrow.FamfsFileSystem()
+    table = small_table(1000)
+    try:
+        pq.write_table(table, str(mmp / "w.parquet"), filesystem=fs)
+    except OSError as exc:
+        assert "write_table writes a table there" in str(exc), exc
+        pytest.xfail("this mount refuses creation through it (issue 24)")
+    wait_seen(cmp_ / "w.parquet")
+    assert pq.read_table(str(cmp_ / "w.parquet"), filesystem=fs).equals(table)
+    with pytest.raises(FileExistsError):
+        fs.open_output_stream(str(mmp / "w.parquet"))
