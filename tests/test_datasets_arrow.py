@@ -186,6 +186,11 @@ def test_wrong_formats_are_named(fresh, mounts, tmp_path):
         famfs_arrow.read_table(mp / "zeros")
     with pytest.raises(OSError, match="not in a famfs-py mount"):
         famfs_arrow.read_table(local)
+    fresh.ok("creat", "-s", "4k", mp / "cut.arrow")
+    with open(mp / "cut.arrow", "r+b") as f:  # an Arrow file's magic, then nothing
+        f.write(b"ARROW1\0\0")
+    with pytest.raises(WrongFormat, match=r"cut\.arrow is not a complete Arrow IPC file"):
+        famfs_arrow.read_table(mp / "cut.arrow")
 
 
 def test_write_table_refuses_an_existing_file_and_loses_nothing(fresh, mounts):
