@@ -61,7 +61,7 @@ def all_in_device(table, memory: Path) -> bool:
 
 
 def wait_seen(path: Path) -> None:
-    wait_until(path.exists, timeout=10, what=f"{path} appearing")
+    wait_until(path.exists, timeout=30, what=f"{path} appearing")
 
 
 def test_master_writes_a_table_the_client_reads_it_zero_copy(hosts):
@@ -252,7 +252,7 @@ def test_a_table_in_use_when_the_device_is_removed_faults_as_the_mapped_api_says
 
         assert maps_device()
         fresh.ok("dax", "remove", "dax0.0")
-        wait_until(lambda: not maps_device(), what="the holder's mapping withdrawn")
+        wait_until(lambda: not maps_device(), timeout=30, what="the holder's mapping withdrawn")
         holder.stdin.write("go\n")
         holder.stdin.flush()
         assert holder.wait(timeout=30) == -signal.SIGSEGV  # touching it faults
