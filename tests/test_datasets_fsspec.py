@@ -137,3 +137,19 @@ def test_the_readmes_dask_example_runs_as_written(hosts, tmp_path):
     assert run.stdout.strip() == str(expected)
     for i in range(3):
         assert resident(cmp_ / "trades" / f"part.{i}.parquet") == 0
+
+
+def test_dask_reads_through_the_pyarrow_filesystem_too(fresh, mounts, tmp_path):
+    dd = pytest.importorskip("dask.dataframe")
+    from famfs_py.arrow import FamfsFileSystem
+
+    mp = mounts.mount(fresh, tmp_path / "m", "-c", "always")
+    local = tmp_path / "ds"
+    local.mkdir()
+    for i in range(3):
+        part = pa.table({"a": list(range(i * 100, i * 100 + 100))})
+        pq.write_table(part, local / f"p{i}.parquet")
+    fresh.ok("cp", "-r", local, mp / "ds")
+    frame = dd.read_parquet(str(mp / "ds"), filesystem=FamfsFileSystem())
+    assert frame.a.sum().compute() == sum(range(300))
+    assert [resident(mp / "ds" / f"p{i}.parquet") for i in range(3)] == [0, 0, 0]
