@@ -176,6 +176,10 @@ class Daemon:
                 nursery.start_soon(supervise, self.summary)
             if self.fs.role != "master":
                 nursery.start_soon(self._follow_log)
+            elif self.ops is not None:
+                nursery.start_soon(self.ops.commit_loop)
+        if self.ops is not None:  # unmounted: files closed and waiting are complete
+            self.ops.commit_due(everything=True)
 
     async def _fuse_loop(self, scope: trio.CancelScope) -> None:
         try:

@@ -2,7 +2,20 @@
 
 Handlers do no I/O of their own: reads hand the kernel a view of device memory, writes go
 through Famfs. Every handler is guarded: an unexpected exception is logged and answered with
-EIO, so a bug never ends the daemon. Operations the log cannot record are refused with EPERM.
+EIO, so a bug never ends the daemon. Operations the log cannot record are refused with EPERM
+(or EFBIG for growing a logged file), with a warning in the daemon's log saying why.
+
+On the master, mkdir appends a directory entry at once; create/mknod start a pending file
+(famfs_py.fs.pending), committed to the log by this rule:
+- fsync or fdatasync commits it at once (the file is then logged: it cannot grow any more);
+- otherwise it is committed `commit_delay` seconds after its last descriptor is closed
+  (tar -x and cp -a set mode, owner and times right after closing: they land in its entry);
+- a rename of a pending file with no open descriptor commits it at once (rsync writes a
+  temporary name, sets its attributes, renames it: the rename makes it final);
+- chmod/chown/truncate/rename/unlink of a pending file change (or drop) its pending entry;
+  reopening it before the commit holds the commit until the next last close;
+- at a clean stop every closed pending file is committed; a crash leaves none.
+Clients refuse every create with EROFS and a log line saying to create on the master.
 """
 
 from __future__ import annotations
@@ -12,18 +25,23 @@ import functools
 import logging
 import os
 import stat
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pyfuse3
+import trio
 
 from famfs_py import omf
 from famfs_py.daemon.options import CACHE_MODES
 from famfs_py.fs.filesystem import Famfs, FsError
 from famfs_py.fs.namespace import Inode
+from famfs_py.fs.pending import Pending, PendingFiles
 
 log = logging.getLogger(__name__)
+
+COMMIT_DELAY = 1.0  # seconds after the last close before a pending file is committed
 
 
 def guarded(handler: Callable[..., Any]) -> Callable[..., Any]:
@@ -47,7 +65,7 @@ def guarded(handler: Callable[..., Any]) -> Callable[..., Any]:
 
 def refuse(name: str, code: int = errno.EPERM) -> Callable[..., Any]:
     async def handler(self: FamfsOperations, *args: Any) -> Any:
-        log.debug("refused %s: the famfs log cannot record it", name)
+        log.warning("refused %s: the famfs log cannot record it", name)
         raise pyfuse3.FUSEError(code)
 
     handler.__name__ = name
@@ -67,10 +85,17 @@ class ReplyFailureHook(logging.Handler):
             self.ops.read_reply_failed()
 
 
+def refused(code: int, message: str) -> FsError:
+    """An operation famfs cannot do: said in the daemon's log, answered with `code`."""
+    log.warning("refused: %s", message)
+    return FsError(code, message)
+
+
 @dataclass(eq=False)
 class OpenFile:
     inode: Inode
     writable: bool
+    pending: Pending | None = None  # a file created through this mount, not logged yet
 
 
 class FamfsOperations(pyfuse3.Operations):
@@ -78,7 +103,14 @@ class FamfsOperations(pyfuse3.Operations):
     enable_writeback_cache = False
     enable_acl = False
 
-    def __init__(self, fs: Famfs, *, cache: str = "auto", timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        fs: Famfs,
+        *,
+        cache: str = "auto",
+        timeout: float = 30.0,
+        commit_delay: float = COMMIT_DELAY,
+    ) -> None:
         super().__init__()
         if cache not in CACHE_MODES:
             raise ValueError(f"cache mode {cache!r} is not one of {', '.join(CACHE_MODES)}")
@@ -91,6 +123,9 @@ class FamfsOperations(pyfuse3.Operations):
         self._next_fh = 1
         self._times = int(fs.mounted_at * 1e9)
         self._last_read: tuple[Inode, int, int] | None = None
+        self.pending = PendingFiles(fs)
+        self.commit_delay = commit_delay
+        self._commit_wakeup = trio.Event()
 
     # -- attributes ----------------------------------------------------------------------
     def _inode(self, ino: int) -> Inode:
@@ -162,14 +197,26 @@ class FamfsOperations(pyfuse3.Operations):
         ctx: pyfuse3.RequestContext,
     ) -> pyfuse3.EntryAttributes:
         node = self._inode(inode)
+        pending = self.pending.get(inode)
+        if pending is not None:  # not logged yet: the change goes into its entry
+            if fields.update_size:
+                self.pending.resize(pending, attr.st_size)
+            if fields.update_mode:
+                node.mode = stat.S_IMODE(attr.st_mode)
+            if fields.update_uid:
+                node.uid = attr.st_uid
+            if fields.update_gid:
+                node.gid = attr.st_gid
+            return self.attributes(node)
+        path = self.fs.namespace.path_of(node.ino)
         if fields.update_size and attr.st_size != node.size:
-            raise FsError(errno.EPERM, "famfs files never change size")
+            raise refused(errno.EPERM, f"truncate {path}: a logged famfs file never changes size")
         if fields.update_mode and stat.S_IMODE(attr.st_mode) != node.mode:
-            raise FsError(errno.EPERM, "the famfs log cannot record a mode change")
+            raise refused(errno.EPERM, f"chmod {path}: the famfs log cannot record a mode change")
         if (fields.update_uid and attr.st_uid != node.uid) or (
             fields.update_gid and attr.st_gid != node.gid
         ):
-            raise FsError(errno.EPERM, "the famfs log cannot record an owner change")
+            raise refused(errno.EPERM, f"chown {path}: the famfs log cannot record an owner change")
         # timestamps are not stored by famfs: accepted and not kept
         return self.attributes(node)
 
@@ -225,12 +272,31 @@ class FamfsOperations(pyfuse3.Operations):
         if node.is_dir:
             raise pyfuse3.FUSEError(errno.EISDIR)
         writable = flags & os.O_ACCMODE != os.O_RDONLY
+        pending = self.pending.get(inode)
+        if pending is not None:
+            if flags & os.O_TRUNC:
+                self.pending.resize(pending, 0)
+            return self._open_pending(pending, writable)
         if writable:
             self.fs.check_writable(node)
         if flags & os.O_TRUNC:
-            raise FsError(errno.EPERM, "famfs files cannot be truncated")
+            raise refused(
+                errno.EPERM,
+                f"open {self.fs.namespace.path_of(node.ino)} with O_TRUNC: a logged famfs "
+                "file cannot be truncated",
+            )
         fh = self._new_fh()
         self.handles[fh] = OpenFile(node, writable)
+        return self._file_info(fh, node)
+
+    def _open_pending(self, pending: Pending, writable: bool) -> pyfuse3.FileInfo:
+        pending.handles += 1
+        pending.due = None  # reopened: committed after its next last close
+        fh = self._new_fh()
+        self.handles[fh] = OpenFile(pending.inode, writable, pending)
+        return self._file_info(fh, pending.inode)
+
+    def _file_info(self, fh: int, node: Inode) -> pyfuse3.FileInfo:
         info = pyfuse3.FileInfo(fh=fh)
         if self.cache == "never" or node.read_only:
             info.direct_io = True  # .meta files always show the bytes in memory now
@@ -265,23 +331,170 @@ class FamfsOperations(pyfuse3.Operations):
         handle = self.handles[fh]
         if not handle.writable:
             raise pyfuse3.FUSEError(errno.EBADF)
-        return self.fs.write(handle.inode, off, buf)
+        pending = handle.pending
+        if pending is not None and not pending.committed:
+            return self.pending.write(pending, off, buf)
+        inode = handle.inode
+        if off >= inode.size and inode.meta is not None:
+            raise refused(
+                errno.EFBIG,
+                f"write past the end of {self.fs.namespace.path_of(inode.ino)}: a logged "
+                f"famfs file cannot grow ({inode.size} bytes)",
+            )
+        return self.fs.write(inode, off, buf)
 
     @guarded
     async def fsync(self, fh: int, datasync: bool) -> None:
-        return None  # stores reach device memory directly; there is nothing to sync
+        # stores reach device memory directly (and are flushed); a pending file is committed
+        pending = self.handles[fh].pending
+        if pending is not None and not pending.committed:
+            self._commit(pending)
 
     @guarded
     async def release(self, fh: int) -> None:
-        self.handles.pop(fh, None)
+        handle = self.handles.pop(fh, None)
+        pending = handle.pending if handle is not None else None
+        if pending is None or pending.committed:
+            return
+        pending.handles -= 1
+        if pending.handles > 0:
+            return
+        if pending.failed or pending.unlinked:
+            self.pending.discard(pending)
+        else:
+            self._commit_later(pending)
+
+    # -- creating (master) ---------------------------------------------------------------
+    def _relpath(self, parent: Inode, name: bytes) -> str:
+        head = self.fs.namespace.path_of(parent.ino)
+        text = os.fsdecode(name)
+        return f"{head}/{text}" if head else text
+
+    def _check_create(self, what: str, relpath: str) -> None:
+        """EROFS on a client, said in its log. Who may create where is the kernel's check of
+        the directory's mode and owner (default_permissions) before the request comes."""
+        try:
+            self.fs.check_can_create()
+        except FsError:
+            if self.fs.role != "master":
+                log.warning(
+                    "refused %s %s: this host is a client; create on the master", what, relpath
+                )
+            raise
+
+    @guarded
+    async def mkdir(
+        self, parent_inode: int, name: bytes, mode: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        parent = self._inode(parent_inode)
+        relpath = self._relpath(parent, name)
+        self._check_create("mkdir", relpath)
+        self.pending.check_log_room(relpath)
+        self.fs.mkdir(relpath, mode & ~ctx.umask & 0o7777, ctx.uid, ctx.gid)
+        return self._remember(self.fs.lookup_path(relpath))
+
+    def _create(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> Pending:
+        parent = self._inode(parent_inode)
+        relpath = self._relpath(parent, name)
+        self._check_create("create", relpath)
+        mode = mode & ~ctx.umask & 0o7777
+        return self.pending.create(parent, os.fsdecode(name), mode, ctx.uid, ctx.gid)
+
+    @guarded
+    async def create(
+        self, parent_inode: int, name: bytes, mode: int, flags: int, ctx: pyfuse3.RequestContext
+    ) -> tuple[pyfuse3.FileInfo, pyfuse3.EntryAttributes]:
+        pending = self._create(parent_inode, name, mode, ctx)
+        writable = flags & os.O_ACCMODE != os.O_RDONLY
+        info = self._open_pending(pending, writable)
+        return info, self._remember(pending.inode)
+
+    @guarded
+    async def mknod(
+        self, parent_inode: int, name: bytes, mode: int, rdev: int, ctx: pyfuse3.RequestContext
+    ) -> pyfuse3.EntryAttributes:
+        if not stat.S_ISREG(mode):
+            relpath = self._relpath(self._inode(parent_inode), name)
+            raise refused(errno.EPERM, f"mknod {relpath}: famfs holds regular files only")
+        pending = self._create(parent_inode, name, mode, ctx)
+        self._commit_later(pending)
+        return self._remember(pending.inode)
+
+    @guarded
+    async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        parent = self._inode(parent_inode)
+        inode = self.fs.namespace.lookup(parent.ino, os.fsdecode(name))
+        if inode is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        pending = self.pending.get(inode.ino)
+        if pending is None:
+            raise refused(
+                errno.EPERM,
+                f"unlink {self._relpath(parent, name)}: the famfs log cannot record removing "
+                "a file",
+            )
+        self.pending.unlink(pending)
+
+    @guarded
+    async def rename(
+        self,
+        parent_inode_old: int,
+        name_old: bytes,
+        parent_inode_new: int,
+        name_new: bytes,
+        flags: int,
+        ctx: pyfuse3.RequestContext,
+    ) -> None:
+        old_parent = self._inode(parent_inode_old)
+        inode = self.fs.namespace.lookup(old_parent.ino, os.fsdecode(name_old))
+        if inode is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        pending = self.pending.get(inode.ino)
+        if pending is None or flags & pyfuse3.RENAME_EXCHANGE:
+            raise refused(
+                errno.EPERM,
+                f"rename {self._relpath(old_parent, name_old)}: the famfs log cannot record "
+                "renaming a logged file or directory",
+            )
+        new_parent = self._inode(parent_inode_new)
+        if not new_parent.is_dir:
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        replace = not flags & pyfuse3.RENAME_NOREPLACE
+        self.pending.rename(pending, new_parent, os.fsdecode(name_new), replace=replace)
+        if pending.handles == 0:
+            self._commit(pending)  # renamed into place, closed: final
+
+    # -- committing ----------------------------------------------------------------------
+    def _commit(self, pending: Pending) -> None:
+        pending.due = None
+        self.pending.commit(pending)
+
+    def _commit_later(self, pending: Pending) -> None:
+        pending.due = time.monotonic() + self.commit_delay
+        self._commit_wakeup.set()
+
+    def commit_due(self, everything: bool = False) -> None:
+        """Commit the pending files whose time has come (all closed ones: `everything`)."""
+        due = self.pending.due(float("inf") if everything else None)
+        for pending in due:
+            try:
+                self._commit(pending)
+            except FsError:
+                pass  # said in the log; the file is dropped
+
+    async def commit_loop(self) -> None:
+        """Commit pending files as they fall due (runs on the master's event loop)."""
+        while True:
+            when = self.pending.next_due()
+            if when is None:
+                await self._commit_wakeup.wait()
+                self._commit_wakeup = trio.Event()
+                continue
+            await trio.sleep(max(0.0, when - time.monotonic()))
+            self.commit_due()
 
     # -- refused: the log has no record for these ----------------------------------------
-    create = guarded(refuse("create"))
-    mknod = guarded(refuse("mknod"))
-    mkdir = guarded(refuse("mkdir"))
-    unlink = guarded(refuse("unlink"))
     rmdir = guarded(refuse("rmdir"))
-    rename = guarded(refuse("rename"))
     link = guarded(refuse("link"))
     symlink = guarded(refuse("symlink"))
     setxattr = guarded(refuse("setxattr", errno.ENOTSUP))

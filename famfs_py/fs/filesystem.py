@@ -228,7 +228,7 @@ class Famfs:
             raise FsError(errno.ENOENT, f"{relpath}: no such file or directory")
         return inode
 
-    def _check_can_create(self) -> None:
+    def check_can_create(self) -> None:
         if self.role != MASTER:
             raise FsError(
                 errno.EROFS,
@@ -243,6 +243,10 @@ class Famfs:
             )
 
     def _append(self, payload: omf.FileMeta | omf.MkdirMeta) -> Inode:
+        return self.namespace.add(self.log_entry(payload), payload)
+
+    def log_entry(self, payload: omf.FileMeta | omf.MkdirMeta) -> int:
+        """Append one entry to the log (master); returns its index."""
         try:
             index = self.log.append(payload)
         except LogFull as exc:
@@ -251,7 +255,7 @@ class Famfs:
             self.health.go_failsafe(f"the log cannot be written ({exc})")
             raise FsError(errno.EIO, f"the log cannot be written: {exc}") from None
         self.log.next_index = index + 1
-        return self.namespace.add(index, payload)
+        return index
 
     def mkdir(
         self, relpath: str, mode: int, uid: int, gid: int, *, parents: bool = False
@@ -270,7 +274,7 @@ class Famfs:
                 if not existing.is_dir:
                     raise FsError(errno.ENOTDIR, f"{target} exists and is not a directory")
                 continue
-            self._check_can_create()
+            self.check_can_create()
             try:
                 self.namespace.check_new(target)
             except NamespaceError as exc:
@@ -299,7 +303,7 @@ class Famfs:
                     errno.EEXIST, f"{relpath} exists with size {existing.size}, not {size}"
                 )
             return existing, False
-        self._check_can_create()
+        self.check_can_create()
         if size <= 0:
             raise FsError(errno.EINVAL, f"{relpath}: a famfs file cannot be empty")
         try:
@@ -327,7 +331,7 @@ class Famfs:
     def clone(self, source: Inode, relpath: str) -> Inode:
         """Log a second file over the same extents (a deliberate cross-link, for testing
         fsck's collision detection)."""
-        self._check_can_create()
+        self.check_can_create()
         assert source.meta is not None
         try:
             self.namespace.check_new(relpath)
@@ -387,7 +391,7 @@ class Famfs:
                 pos += n
             return buf
         except MemoryFault as exc:
-            self._record_fault(exc, "read fault")
+            self.record_fault(exc, "read fault")
             raise FsError(errno.EIO, f"{inode.name}: memory error while reading") from None
         except OSError as exc:  # revoked mapping
             raise FsError(errno.EIO, str(exc)) from None
@@ -417,16 +421,16 @@ class Famfs:
         try:
             for dev, n in filemap.ranges(offset, length):
                 self.mem.write(dev, source[pos : pos + n])
-                self._flush(dev, n)  # other hosts read it from memory, not from our cache
+                self.flush_data(dev, n)  # other hosts read it from memory, not from our cache
                 pos += n
         except MemoryFault as exc:
-            self._record_fault(exc, "write fault")
+            self.record_fault(exc, "write fault")
             raise FsError(errno.EIO, f"{inode.name}: memory error while writing") from None
         except OSError as exc:
             raise FsError(errno.EIO, str(exc)) from None
         return length
 
-    def _flush(self, dev: int, length: int) -> None:
+    def flush_data(self, dev: int, length: int) -> None:
         try:
             self.coherency.flush(self._device_view, dev, length)
         except cache.CacheFault as exc:
@@ -435,7 +439,7 @@ class Famfs:
             ) from exc
 
     # -- memory failures ---------------------------------------------------------------
-    def _record_fault(self, exc: MemoryFault, source: str) -> None:
+    def record_fault(self, exc: MemoryFault, source: str) -> None:
         """A kernel copy faulted at exc.offset: poison that page."""
         self.poison_range(exc.offset - exc.offset % PAGE, PAGE, source)
 
@@ -452,7 +456,7 @@ class Famfs:
                 try:
                     self.mem.readinto(addr, memoryview(page)[: min(PAGE, self.mem.size - addr)])
                 except MemoryFault as exc:
-                    self._record_fault(exc, "fault in a FUSE reply")
+                    self.record_fault(exc, "fault in a FUSE reply")
                     found += 1
                 except OSError:
                     return found  # the mapping is gone: removal handles the rest
