@@ -229,3 +229,25 @@ def test_posix_rules_decide_who_creates_where(public_mount):
     assert as_user(65534, lambda: create_in("mine")).startswith(f"error {errno.EACCES}")
     assert as_user(65534, lambda: create_in("world")) == "ok 65534:65534:644"
     assert as_user(65534, lambda: os.mkdir(mp / "x")).startswith(f"error {errno.EACCES}")
+
+
+def test_a_directory_takes_the_mode_set_after_filling_it(mounted_pair):
+    """tar -x, cp -a and rsync make a directory, fill it, then set its mode: a pending
+    directory takes it, and is logged (before what is in it) once its tree is quiet."""
+    master, client, mmp, cmp = mounted_pair
+    os.mkdir(mmp / "tree", 0o700)
+    (mmp / "tree" / "f").write_bytes(b"inside")
+    os.chmod(mmp / "tree", 0o755)
+    wait_until(lambda: (cmp / "tree" / "f").exists(), what="the tree on the client")
+    assert os.stat(cmp / "tree").st_mode & 0o7777 == 0o755
+    os.mkdir(mmp / "empty")
+    os.rmdir(mmp / "empty")  # pending: removable
+    assert _errno_of(lambda: os.rmdir(mmp / "tree")) == errno.EPERM  # logged: not
+
+
+def test_famfs_py_creat_in_a_pending_directory_logs_the_directory_first(mounted_pair):
+    master, client, mmp, cmp = mounted_pair
+    os.makedirs(mmp / "p" / "q")
+    master.ok("creat", "-s", "4096", mmp / "p" / "q" / "c")
+    wait_until(lambda: (cmp / "p" / "q" / "c").exists(), what="c and its parents on the client")
+    assert os.stat(cmp / "p" / "q" / "c").st_size == 4096

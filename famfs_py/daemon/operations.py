@@ -5,16 +5,20 @@ through Famfs. Every handler is guarded: an unexpected exception is logged and a
 EIO, so a bug never ends the daemon. Operations the log cannot record are refused with EPERM
 (or EFBIG for growing a logged file), with a warning in the daemon's log saying why.
 
-On the master, mkdir appends a directory entry at once; create/mknod start a pending file
+On the master, mkdir and create/mknod start pending directories and files
 (famfs_py.fs.pending), committed to the log by this rule:
-- fsync or fdatasync commits it at once (the file is then logged: it cannot grow any more);
-- otherwise it is committed `commit_delay` seconds after its last descriptor is closed
-  (tar -x and cp -a set mode, owner and times right after closing: they land in its entry);
-- a rename of a pending file with no open descriptor commits it at once (rsync writes a
-  temporary name, sets its attributes, renames it: the rename makes it final);
-- chmod/chown/truncate/rename/unlink of a pending file change (or drop) its pending entry;
-  reopening it before the commit holds the commit until the next last close;
-- at a clean stop every closed pending file is committed; a crash leaves none.
+- fsync or fdatasync commits a file at once, the pending directories above it first (the
+  file is then logged: it cannot grow any more);
+- otherwise a file is committed `commit_delay` seconds after its last descriptor is closed
+  (tar -x and cp -a set mode, owner and times right after closing: they land in its entry),
+  and a directory `commit_delay` seconds after its last change once nothing pending beneath
+  it is open or waiting (tools set a directory's mode after filling it); a tree is logged
+  parents first;
+- a rename of a closed pending file into a logged directory commits it at once (rsync writes
+  a temporary name, sets its attributes, renames it: the rename makes it final);
+- chmod/chown/truncate/rename/unlink/rmdir of a pending object change (or drop) its pending
+  entry; reopening a file before its commit holds the commit until the next last close;
+- at a clean stop everything pending and closed is committed; a crash leaves none of it.
 Clients refuse every create with EROFS and a log line saying to create on the master.
 """
 
@@ -65,7 +69,9 @@ def guarded(handler: Callable[..., Any]) -> Callable[..., Any]:
 
 def refuse(name: str, code: int = errno.EPERM) -> Callable[..., Any]:
     async def handler(self: FamfsOperations, *args: Any) -> Any:
-        log.warning("refused %s: the famfs log cannot record it", name)
+        # not supported (xattrs: cp -a asks for each file) is an answer, not news
+        say = log.warning if code == errno.EPERM else log.debug
+        say("refused %s: the famfs log cannot record it", name)
         raise pyfuse3.FUSEError(code)
 
     handler.__name__ = name
@@ -123,8 +129,7 @@ class FamfsOperations(pyfuse3.Operations):
         self._next_fh = 1
         self._times = int(fs.mounted_at * 1e9)
         self._last_read: tuple[Inode, int, int] | None = None
-        self.pending = PendingFiles(fs)
-        self.commit_delay = commit_delay
+        self.pending = PendingFiles(fs, commit_delay)
         self._commit_wakeup = trio.Event()
 
     # -- attributes ----------------------------------------------------------------------
@@ -207,6 +212,7 @@ class FamfsOperations(pyfuse3.Operations):
                 node.uid = attr.st_uid
             if fields.update_gid:
                 node.gid = attr.st_gid
+            self.pending.changed(node)
             return self.attributes(node)
         path = self.fs.namespace.path_of(node.ino)
         if fields.update_size and attr.st_size != node.size:
@@ -389,9 +395,29 @@ class FamfsOperations(pyfuse3.Operations):
         parent = self._inode(parent_inode)
         relpath = self._relpath(parent, name)
         self._check_create("mkdir", relpath)
-        self.pending.check_log_room(relpath)
-        self.fs.mkdir(relpath, mode & ~ctx.umask & 0o7777, ctx.uid, ctx.gid)
-        return self._remember(self.fs.lookup_path(relpath))
+        mode = mode & ~ctx.umask & 0o7777
+        pending = self.pending.create(
+            parent, os.fsdecode(name), mode, ctx.uid, ctx.gid, is_dir=True
+        )
+        self._commit_wakeup.set()
+        return self._remember(pending.inode)
+
+    @guarded
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        parent = self._inode(parent_inode)
+        inode = self.fs.namespace.lookup(parent.ino, os.fsdecode(name))
+        if inode is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        if not inode.is_dir:
+            raise pyfuse3.FUSEError(errno.ENOTDIR)
+        pending = self.pending.get(inode.ino)
+        if pending is None:
+            raise refused(
+                errno.EPERM,
+                f"rmdir {self._relpath(parent, name)}: the famfs log cannot record removing "
+                "a directory",
+            )
+        self.pending.rmdir(pending)
 
     def _create(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> Pending:
         parent = self._inode(parent_inode)
@@ -450,7 +476,7 @@ class FamfsOperations(pyfuse3.Operations):
         if inode is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
         pending = self.pending.get(inode.ino)
-        if pending is None or flags & pyfuse3.RENAME_EXCHANGE:
+        if pending is None or inode.is_dir or flags & pyfuse3.RENAME_EXCHANGE:
             raise refused(
                 errno.EPERM,
                 f"rename {self._relpath(old_parent, name_old)}: the famfs log cannot record "
@@ -461,7 +487,9 @@ class FamfsOperations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         replace = not flags & pyfuse3.RENAME_NOREPLACE
         self.pending.rename(pending, new_parent, os.fsdecode(name_new), replace=replace)
-        if pending.handles == 0:
+        self.pending.changed(old_parent)
+        self.pending.changed(new_parent)
+        if pending.handles == 0 and new_parent.ino not in self.pending.files:
             self._commit(pending)  # renamed into place, closed: final
 
     # -- committing ----------------------------------------------------------------------
@@ -470,7 +498,7 @@ class FamfsOperations(pyfuse3.Operations):
         self.pending.commit(pending)
 
     def _commit_later(self, pending: Pending) -> None:
-        pending.due = time.monotonic() + self.commit_delay
+        self.pending.later(pending)
         self._commit_wakeup.set()
 
     def commit_due(self, everything: bool = False) -> None:
@@ -485,16 +513,14 @@ class FamfsOperations(pyfuse3.Operations):
     async def commit_loop(self) -> None:
         """Commit pending files as they fall due (runs on the master's event loop)."""
         while True:
-            when = self.pending.next_due()
-            if when is None:
-                await self._commit_wakeup.wait()
-                self._commit_wakeup = trio.Event()
-                continue
-            await trio.sleep(max(0.0, when - time.monotonic()))
             self.commit_due()
+            when = self.pending.next_due(time.monotonic())
+            wait = None if when is None else max(0.0, when - time.monotonic())
+            with trio.move_on_after(float("inf") if wait is None else wait):
+                await self._commit_wakeup.wait()
+            self._commit_wakeup = trio.Event()
 
     # -- refused: the log has no record for these ----------------------------------------
-    rmdir = guarded(refuse("rmdir"))
     link = guarded(refuse("link"))
     symlink = guarded(refuse("symlink"))
     setxattr = guarded(refuse("setxattr", errno.ENOTSUP))

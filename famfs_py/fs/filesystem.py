@@ -99,6 +99,7 @@ class Famfs:
         self.this_host = this_host
         self.health = Health(device.path)  # before the claim: failures may come at once
         self.failures: FailureHandler | None = None  # the daemon's, once it serves
+        self.log_parents: Callable[[str], None] | None = None
         self._opened = False
         try:
             self.claim = holder.claim(device, holder_name, self, allow_devdax=allow_devdax)
@@ -246,7 +247,9 @@ class Famfs:
         return self.namespace.add(self.log_entry(payload), payload)
 
     def log_entry(self, payload: omf.FileMeta | omf.MkdirMeta) -> int:
-        """Append one entry to the log (master); returns its index."""
+        """Append one entry to the log (master), its unlogged parents first; its index."""
+        if self.log_parents is not None:  # directories made through the mount (fs.pending)
+            self.log_parents(payload.relpath)
         try:
             index = self.log.append(payload)
         except LogFull as exc:

@@ -211,9 +211,14 @@ class Namespace:
         inode.parent, inode.name = parent.ino, name
         self._attach(inode)
 
-    def now_logged(self, inode: Inode, index: int, payload: omf.FileMeta) -> None:
-        """An unlogged file got its log entry: it keeps its inode number on this mount."""
-        inode.meta, inode.entry_index = payload, index
+    def now_logged(self, inode: Inode, index: int, payload: omf.FileMeta | omf.MkdirMeta) -> None:
+        """An unlogged file or directory got its log entry: it keeps its inode number on
+        this mount."""
+        inode.entry_index = index
+        if isinstance(payload, omf.MkdirMeta):
+            self.dirs += 1
+            return
+        inode.meta = payload
         inode.size = payload.size
         inode.filemap = FileMap(payload.fmap, payload.size)
         self.files += 1

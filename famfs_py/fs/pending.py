@@ -14,8 +14,16 @@ back at once and it is dropped when its last descriptor closes. A crash before t
 leaves nothing: the space was never in the log, so the next mount's bitmap has it free.
 Empty files are dropped at commit: the format cannot record a size of 0.
 
-When to commit is the daemon's rule (famfs_py.daemon.operations); this module does the
-allocation, the bytes, the changes a pending entry takes, and the commit itself.
+Directories made through the mount are pending too, so that what tools do to a directory
+once they have filled it (tar -x, cp -a and rsync set its mode last) lands in its entry. A
+pending object is due `delay` seconds after its last change (a file: its last close; a
+directory: its mkdir, a chmod/chown of it, a create in it); a directory is committed once
+it is due and nothing pending beneath it is open or waiting, and a file only after its
+directory: a tree is committed parents first, once it is quiet. Anything logged under a
+pending directory (an fsync, `famfs-py creat`) logs the directories above it first.
+
+When to commit files is the daemon's rule (famfs_py.daemon.operations); this module does
+the allocation, the bytes, the changes a pending entry takes, and the commit itself.
 """
 
 from __future__ import annotations
@@ -59,10 +67,12 @@ class Pending:
 class PendingFiles:
     """The master's pending files, by inode number."""
 
-    def __init__(self, fs: Famfs) -> None:
+    def __init__(self, fs: Famfs, delay: float = 1.0) -> None:
         self.fs = fs
+        self.delay = delay  # seconds from an object's last change to its commit
         self.files: dict[int, Pending] = {}
         self._next_ino = FIRST_PENDING_INO
+        fs.log_parents = self.log_parents
 
     def get(self, ino: int) -> Pending | None:
         return self.files.get(ino)
@@ -81,7 +91,9 @@ class PendingFiles:
                 f"{len(self.files)} of them held for files being written)",
             )
 
-    def create(self, parent: Inode, name: str, mode: int, uid: int, gid: int) -> Pending:
+    def create(
+        self, parent: Inode, name: str, mode: int, uid: int, gid: int, *, is_dir: bool = False
+    ) -> Pending:
         fs = self.fs
         relpath = _join(fs, parent, name)
         fs.check_can_create()
@@ -90,21 +102,27 @@ class PendingFiles:
         except NamespaceError as exc:
             raise FsError(exc.errno, str(exc)) from None
         self.check_log_room(relpath)
-        inode = Inode(
-            self._next_ino,
-            name,
-            parent.ino,
-            False,
-            mode & 0o7777,
-            uid,
-            gid,
-            size=0,
-            filemap=FileMap(omf.SimpleFmap(()), 0),
-        )
+        inode = Inode(self._next_ino, name, parent.ino, is_dir, mode & 0o7777, uid, gid)
+        if is_dir:
+            inode.children = {}
+        else:
+            inode.filemap = FileMap(omf.SimpleFmap(()), 0)
         self._next_ino += 1
         fs.namespace.attach_unlogged(inode)
         pending = self.files[inode.ino] = Pending(inode)
+        self.changed(parent)
+        if is_dir:
+            self.later(pending)
         return pending
+
+    def changed(self, inode: Inode) -> None:
+        """A pending directory changed (created in, chmod...): its commit waits again."""
+        pending = self.files.get(inode.ino)
+        if pending is not None and inode.is_dir:
+            self.later(pending)
+
+    def later(self, p: Pending) -> None:
+        p.due = time.monotonic() + self.delay
 
     # -- bytes -----------------------------------------------------------------------------
     def write(self, p: Pending, offset: int, data: bytes | memoryview) -> int:
@@ -223,6 +241,12 @@ class PendingFiles:
         p.failed = reason
         self._release_space(p)
 
+    def rmdir(self, p: Pending) -> None:
+        assert p.inode.children is not None
+        if p.inode.children:
+            raise FsError(errno.ENOTEMPTY, f"{self.path(p)} is not empty")
+        self.discard(p)
+
     def discard(self, p: Pending) -> None:
         """Forget it: out of the namespace, its space free again."""
         if not p.unlinked:
@@ -266,6 +290,8 @@ class PendingFiles:
         """Append its entry (the unused tail given back first). Failed, removed and empty
         files are dropped instead (None)."""
         relpath = self.path(p)
+        if p.inode.is_dir:
+            return self._commit_dir(p, relpath)
         if p.failed or p.unlinked:
             self.discard(p)
             return None
@@ -304,6 +330,32 @@ class PendingFiles:
         )
         return inode
 
+    def _commit_dir(self, p: Pending, relpath: str) -> Inode:
+        inode = p.inode
+        meta = omf.MkdirMeta(inode.uid, inode.gid, inode.mode, relpath)
+        self.fs.check_can_create()
+        index = self.fs.log_entry(meta)
+        self.files.pop(inode.ino, None)
+        p.committed = True
+        self.fs.namespace.now_logged(inode, index, meta)
+        log.info("%s/: committed, log entry %d", relpath, index)
+        return inode
+
+    def log_parents(self, relpath: str) -> None:
+        """Log the pending directories above `relpath`, from the top (Famfs.log_entry calls
+        this before logging anything)."""
+        if not self.files:
+            return
+        ns = self.fs.namespace
+        inode = ns.resolve("")
+        for part in relpath.split("/")[:-1]:
+            inode = ns.lookup(inode.ino, part) if inode is not None else None
+            if inode is None:
+                return
+            pending = self.files.get(inode.ino)
+            if pending is not None:
+                self.commit(pending)
+
     def _trim(self, p: Pending, size: int) -> None:
         au = self.fs.log.bitmap.alloc_unit
         keep = _round_up(size, au)
@@ -323,11 +375,38 @@ class PendingFiles:
 
     # -- when -------------------------------------------------------------------------------
     def due(self, now: float | None = None) -> list[Pending]:
+        """What may be committed now, parents before children: objects whose time has
+        come, whose pending directories have come too, and no directory with something
+        pending beneath it that is open or waiting (`now` infinite: all but open files)."""
         now = time.monotonic() if now is None else now
-        return [p for p in self.files.values() if p.due is not None and p.due <= now]
+        ns = self.fs.namespace
+        busy: set[int] = set()
+        for p in self.files.values():
+            if p.due is None or p.due > now:
+                ino = p.inode.parent
+                while ino in self.files and ino not in busy:
+                    busy.add(ino)
+                    ino = ns.inodes[ino].parent
+        ready: dict[int, bool] = {}
 
-    def next_due(self) -> float | None:
-        dues = [p.due for p in self.files.values() if p.due is not None]
+        def is_ready(p: Pending) -> bool:
+            ino = p.inode.ino
+            if ino not in ready:
+                parent = self.files.get(p.inode.parent)
+                ready[ino] = (
+                    p.due is not None
+                    and p.due <= now
+                    and (ino not in busy or now == float("inf"))
+                    and (parent is None or is_ready(parent))
+                )
+            return ready[ino]
+
+        chosen = [p for p in list(self.files.values()) if is_ready(p)]
+        return sorted(chosen, key=lambda p: ns.path_of(p.inode.ino).count("/"))
+
+    def next_due(self, now: float) -> float | None:
+        """The next time something falls due after `now`."""
+        dues = [p.due for p in self.files.values() if p.due is not None and p.due > now]
         return min(dues) if dues else None
 
 
