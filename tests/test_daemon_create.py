@@ -58,7 +58,9 @@ def test_mkdir_through_the_mount_is_logged_with_the_callers_mode_under_umask(mou
     st = os.stat(mmp / "d")
     assert st.st_mode & 0o7777 == 0o750 and (st.st_uid, st.st_gid) == (0, 0)
     subprocess.run(["mkdir", "-p", str(mmp / "a/b/c")], check=True)
-    wait_until(lambda: (cmp / "a/b/c").is_dir(), what="the client seeing mkdir -p")
+    wait_until(
+        timeout=30, condition=lambda: (cmp / "a/b/c").is_dir(), what="the client seeing mkdir -p"
+    )
     assert os.stat(cmp / "d").st_mode & 0o7777 == 0o750
     assert _errno_of(lambda: os.mkdir(mmp / "d")) == errno.EEXIST
     long_name = "x" * 80
@@ -97,7 +99,9 @@ def test_fsync_commits_at_once_and_the_client_sees_the_whole_file(mounted_pair):
         assert not (cmp / "f.bin").exists()  # pending: not in the log
         os.fsync(f.fileno())
         assert _log_used(master, mmp) == used + 1  # committed before fsync returned
-        wait_until(lambda: (cmp / "f.bin").exists(), what="the client seeing f.bin")
+        wait_until(
+            timeout=30, condition=lambda: (cmp / "f.bin").exists(), what="the client seeing f.bin"
+        )
         assert (cmp / "f.bin").read_bytes() == data
         # committed: it cannot grow any more; rewriting within its size works
         assert _errno_of(lambda: os.pwrite(f.fileno(), b"x", len(data))) == errno.EFBIG
@@ -129,7 +133,11 @@ def test_a_closed_file_is_committed_after_the_delay_with_its_final_attributes(mo
     path.write_bytes(b"written then chmod+chown")
     os.chmod(path, 0o600)  # a pending file's mode and owner are its entry's
     os.chown(path, 1234, 4321)
-    wait_until(lambda: (cmp / "late.txt").exists(), what="the commit after the last close")
+    wait_until(
+        timeout=30,
+        condition=lambda: (cmp / "late.txt").exists(),
+        what="the commit after the last close",
+    )
     st = os.stat(cmp / "late.txt")
     assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o600, 1234, 4321)
     assert (cmp / "late.txt").read_bytes() == b"written then chmod+chown"
@@ -158,7 +166,11 @@ def test_a_full_device_is_enospc_and_leaves_no_file_and_no_space(fresh, mounts):
         text=True,
     )
     assert result.returncode != 0 and "No space left on device" in result.stderr
-    wait_until(lambda: not (mp / "huge").exists(), what="the failed file being dropped")
+    wait_until(
+        timeout=30,
+        condition=lambda: not (mp / "huge").exists(),
+        what="the failed file being dropped",
+    )
     assert _allocated(fresh, mp) == before
     (mp / "small").write_bytes(b"still works")
     assert (mp / "small").read_bytes() == b"still works"
@@ -174,7 +186,11 @@ def test_removing_or_renaming_a_pending_file_changes_its_pending_entry(mounted_p
     with open(mmp / ".tmp-y", "wb") as f:
         f.write(b"final bytes")
     os.rename(mmp / ".tmp-y", mmp / "final")  # closed and renamed: committed at once
-    wait_until(lambda: (cmp / "final").exists(), what="the renamed file on the client")
+    wait_until(
+        timeout=30,
+        condition=lambda: (cmp / "final").exists(),
+        what="the renamed file on the client",
+    )
     assert (cmp / "final").read_bytes() == b"final bytes"
     assert not (cmp / ".tmp-y").exists() and not (cmp / ".tmp-x").exists()
 
@@ -238,7 +254,9 @@ def test_a_directory_takes_the_mode_set_after_filling_it(mounted_pair):
     os.mkdir(mmp / "tree", 0o700)
     (mmp / "tree" / "f").write_bytes(b"inside")
     os.chmod(mmp / "tree", 0o755)
-    wait_until(lambda: (cmp / "tree" / "f").exists(), what="the tree on the client")
+    wait_until(
+        timeout=30, condition=lambda: (cmp / "tree" / "f").exists(), what="the tree on the client"
+    )
     assert os.stat(cmp / "tree").st_mode & 0o7777 == 0o755
     os.mkdir(mmp / "empty")
     os.rmdir(mmp / "empty")  # pending: removable
@@ -249,5 +267,9 @@ def test_famfs_py_creat_in_a_pending_directory_logs_the_directory_first(mounted_
     master, client, mmp, cmp = mounted_pair
     os.makedirs(mmp / "p" / "q")
     master.ok("creat", "-s", "4096", mmp / "p" / "q" / "c")
-    wait_until(lambda: (cmp / "p" / "q" / "c").exists(), what="c and its parents on the client")
+    wait_until(
+        timeout=30,
+        condition=lambda: (cmp / "p" / "q" / "c").exists(),
+        what="c and its parents on the client",
+    )
     assert os.stat(cmp / "p" / "q" / "c").st_size == 4096

@@ -365,8 +365,10 @@ class FamfsOperations(pyfuse3.Operations):
         pending.handles -= 1
         if pending.handles > 0:
             return
-        if pending.failed or pending.unlinked:
+        if pending.unlinked:
             self.pending.discard(pending)
+        elif pending.failed:
+            self._drop(pending)
         else:
             self._commit_later(pending)
 
@@ -493,9 +495,26 @@ class FamfsOperations(pyfuse3.Operations):
             self._commit(pending)  # renamed into place, closed: final
 
     # -- committing ----------------------------------------------------------------------
-    def _commit(self, pending: Pending) -> None:
+    def _commit(self, pending: Pending, *, serving: bool = True) -> None:
         pending.due = None
-        self.pending.commit(pending)
+        parent, name, shown = pending.inode.parent, pending.inode.name, not pending.unlinked
+        committed = None
+        try:
+            committed = self.pending.commit(pending)
+        finally:
+            if committed is None and serving and shown:  # dropped: empty, failed
+                self._forget_entry(parent, name)
+
+    def _drop(self, pending: Pending) -> None:
+        parent, name = pending.inode.parent, pending.inode.name
+        self.pending.discard(pending)
+        self._forget_entry(parent, name)
+
+    @staticmethod
+    def _forget_entry(parent: int, name: str) -> None:
+        """A file dropped without a request for it (empty, failed): the kernel must stop
+        showing its cached entry."""
+        pyfuse3.invalidate_entry_async(parent, os.fsencode(name), ignore_enoent=True)
 
     def _commit_later(self, pending: Pending) -> None:
         self.pending.later(pending)
@@ -506,7 +525,7 @@ class FamfsOperations(pyfuse3.Operations):
         due = self.pending.due(float("inf") if everything else None)
         for pending in due:
             try:
-                self._commit(pending)
+                self._commit(pending, serving=not everything)
             except FsError:
                 pass  # said in the log; the file is dropped
 
