@@ -638,10 +638,9 @@ class Bench:
         filemap = FileMap(grant.fmap, grant.size)
         chan = channel.Channel(str(mountpoint))
         try:
-            fields, fds = chan.call_fds(protocol.Device())
+            reply, fds = chan.call_fds(protocol.Device())
         finally:
             chan.close()
-        reply = protocol.DeviceReply.from_fields(fields)
         try:
             device = DeviceMemory(fds[0], reply.device_size, writable=True, align=reply.align)
         finally:

@@ -12,11 +12,14 @@ import errno
 import os
 import socket
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple, TypeVar
 
 from famfs_py import protocol, rundir
 from famfs_py.credentials import peer_credentials
 from famfs_py.errors import FamfsError
+from famfs_py.replies import Reply
+
+R = TypeVar("R", bound=Reply)
 
 FSTYPE = "fuse.famfs-py"
 
@@ -108,9 +111,7 @@ def locate(path: str) -> Located:
             best = mp
     if best is None:
         raise FamfsError(
-            f"{path} is not in a famfs-py mount (mount one with 'famfs-py mount')",
-            1,
-            errno.ENOENT,
+            f"{path} is not in a famfs-py mount (mount one with 'famfs-py mount')", errno.ENOENT
         )
     rel = real[len(best) :].strip("/")
     return Located(best, rel)
@@ -129,7 +130,7 @@ class Channel:
             pass  # no socket: said below, as a refused connection
         except OSError as exc:
             raise FamfsError(
-                f"refusing the control socket of {mountpoint}: {exc.strerror}", 1, errno.EPERM
+                f"refusing the control socket of {mountpoint}: {exc.strerror}", errno.EPERM
             ) from None
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         self.sock.settimeout(timeout)
@@ -140,7 +141,6 @@ class Channel:
             raise FamfsError(
                 f"no famfs-py daemon answers for {mountpoint} (a stale mount? "
                 f"'famfs-py umount {mountpoint}' cleans it up)",
-                1,
                 errno.ENOTCONN,
             ) from None
         try:
@@ -159,31 +159,31 @@ class Channel:
                 f"the control socket of {self.mountpoint} is held by pid {pid} (uid {uid}), "
                 "not the mount's daemon: refusing to talk to it (a stale mount? "
                 f"'famfs-py umount {self.mountpoint}' cleans it up)",
-                1,
                 errno.EPERM,
             )
 
-    def call(self, request: protocol.Request) -> dict[str, Any]:
-        """Send one request and return its reply's fields (descriptors are closed)."""
+    def call(self, request: protocol.Request[R]) -> R:
+        """Send one request and return its typed reply (descriptors are closed)."""
         reply, fds = self.call_fds(request)
         for fd in fds:
             os.close(fd)
         return reply
 
-    def call_fds(self, request: protocol.Request) -> tuple[dict[str, Any], list[int]]:
-        """Send one request; returns the reply's fields and any descriptors it carried. An
-        error reply raises FamfsError with the daemon's errno and message."""
+    def call_fds(self, request: protocol.Request[R]) -> tuple[R, list[int]]:
+        """Send one request; returns its typed reply (decoded here, once) and any
+        descriptors it carried. An error reply raises FamfsError with the daemon's errno and
+        message; a malformed one ProtocolError (EIO)."""
         self.sock.send(request.encode())
         try:
             data, fds, _flags, _addr = socket.recv_fds(
                 self.sock, protocol.MAX_MESSAGE, protocol.MAX_FDS
             )
         except TimeoutError:
-            raise FamfsError(f"the daemon of {self.mountpoint} did not answer", 1) from None
+            raise FamfsError(f"the daemon of {self.mountpoint} did not answer") from None
         if not data:
-            raise FamfsError(f"the daemon of {self.mountpoint} closed the connection", 1)
+            raise FamfsError(f"the daemon of {self.mountpoint} closed the connection")
         try:
-            return protocol.decode_reply(data), list(fds)
+            return request.decode_reply(protocol.decode_answer(data)), list(fds)
         except BaseException:
             for fd in fds:
                 os.close(fd)

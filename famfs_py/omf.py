@@ -542,8 +542,11 @@ def path_problem(relpath: str) -> str | None:
     return None
 
 
-def entry_problems(entry: LogEntry, index: int, dev_size: int, alloc_unit: int) -> list[str]:
-    """What is wrong with entry `index` on its own (CRC, seqnum, type, path, fmap)."""
+def entry_problems(
+    entry: LogEntry, index: int, dev_size: int, alloc_unit: int, reserved: int = 0
+) -> list[str]:
+    """What is wrong with entry `index` on its own (CRC, seqnum, type, path, fmap). An
+    extent may not reach into the first `reserved` bytes (the superblock and the log)."""
     out = []
     if entry.crc != entry.body_crc():
         out.append(f"crc {entry.crc:#x} != computed {entry.body_crc():#x}")
@@ -558,11 +561,11 @@ def entry_problems(entry: LogEntry, index: int, dev_size: int, alloc_unit: int) 
         if why:
             out.append(f"{why}: {payload.relpath!r}")
     if isinstance(payload, FileMeta):
-        out.extend(fmap_problems(payload, dev_size, alloc_unit))
+        out.extend(fmap_problems(payload, dev_size, alloc_unit, reserved))
     return out
 
 
-def fmap_problems(meta: FileMeta, dev_size: int, alloc_unit: int) -> list[str]:
+def fmap_problems(meta: FileMeta, dev_size: int, alloc_unit: int, reserved: int = 0) -> list[str]:
     fmap = meta.fmap
     if isinstance(fmap, UnknownFmap):
         return [f"unknown or malformed fmap (type {fmap.ext_type})"]
@@ -575,6 +578,11 @@ def fmap_problems(meta: FileMeta, dev_size: int, alloc_unit: int) -> list[str]:
     for ext in extents:
         if ext.offset == 0:
             out.append("extent at offset 0")
+        elif ext.offset < reserved:
+            out.append(
+                f"extent {ext.offset:#x}+{ext.length:#x} over the superblock and log "
+                f"(the first {reserved:#x} bytes)"
+            )
         if ext.length == 0:
             out.append(f"empty extent at {ext.offset:#x}")
         if ext.offset % alloc_unit or ext.length % alloc_unit:

@@ -113,7 +113,8 @@ def test_writes_are_flushed_and_flush_off_or_a_coherent_device_does_nothing(devi
         before = _lines("flush")
         fs.write(inode, 100, b"x" * 1000)
         assert _lines("flush") - before == 17  # bytes 100..1099: lines 1..17 of the file
-        assert fs.status()["cache_flush"]["enabled"] is True
+        status = fs.status()
+        assert status.cache_flush is not None and status.cache_flush.enabled is True
     with Famfs(device, this_host=MASTER, flush="off") as fs:
         assert not fs.coherency.enabled and fs.coherency.reason == "off (flush=off)"
         before = cache.totals()

@@ -14,12 +14,14 @@ from helpers import MASTER_UUID, GiB, MiB
 from famfs_py import omf
 from famfs_py.dax import emulated, holder
 from famfs_py.dax.memory import DeviceMemory
+from famfs_py.errors import FsError, NamespaceError
 from famfs_py.fs.alloc import Bitmap, Interleave, NoSpace
-from famfs_py.fs.filesystem import Famfs, FsError
+from famfs_py.fs.filesystem import Famfs
 from famfs_py.fs.health import Health, State
 from famfs_py.fs.log import Log, LogFull, read_log_header, read_superblock
 from famfs_py.fs.mkfs import mkfs
-from famfs_py.fs.namespace import FIRST_ENTRY_INO, NamespaceError
+from famfs_py.fs.namespace import FIRST_ENTRY_INO
+from famfs_py.fs.status import PoisonedRange
 
 pytestmark = pytest.mark.model
 
@@ -231,8 +233,8 @@ def test_poison_costs_the_files_it_hits_only(fs):
     assert bytes(fs.read(bad, 0, 4096)) == bytes(4096)  # the rest of the file is fine
     assert bytes(fs.read(good, 0, 10)) == bytes(10)
     assert fs.health.state is State.DEGRADED
-    assert fs.status()["poisoned"] == [
-        {"offset": bad.fmap.extents[0].offset + 4096, "length": 4096, "files": ["bad"]}
+    assert fs.status().poisoned == [
+        PoisonedRange(offset=bad.fmap.extents[0].offset + 4096, length=4096, files=["bad"])
     ]
 
 

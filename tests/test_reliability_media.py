@@ -22,7 +22,8 @@ from helpers import MASTER_UUID, Host, assert_no_traceback, is_mounted
 from reliability import corrupt, figures, media
 
 from famfs_py.dax import emulated, holder
-from famfs_py.fs.filesystem import Famfs, FsError
+from famfs_py.errors import FsError
+from famfs_py.fs.filesystem import Famfs
 
 DEFAULT_ENTRIES = [1, 5, 6]  # a directory, an interleaved file, a two-extent file
 WALK_SECONDS = 30.0

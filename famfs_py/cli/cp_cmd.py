@@ -13,6 +13,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from famfs_py import channel, protocol
 from famfs_py.cli.common import (
     Parser,
     add_interleave_options,
@@ -20,7 +21,8 @@ from famfs_py.cli.common import (
     parse_id,
     parse_mode,
 )
-from famfs_py.errors import FamfsError
+from famfs_py.errors import FamfsError, UsageError
+from famfs_py.fs.fmap import FileMap
 
 EXIT_CODES = """
   0  everything was copied (with -c: compared equal)
@@ -103,7 +105,7 @@ class Progress:
 
 class Copier:
     def __init__(self, args: argparse.Namespace, mountpoint: str) -> None:
-        from famfs_py import channel, protocol
+        from famfs_py import channel
         from famfs_py.dax import cache
         from famfs_py.dax.memory import DeviceMemory
 
@@ -115,13 +117,12 @@ class Copier:
         self.mem: DeviceMemory | None = None  # None: copy through the mount
         self.coherency = cache.OFF  # through the mount, the daemon flushes what it writes
         try:
-            fields, fds = self.chan.call_fds(protocol.Device())
+            reply, fds = self.chan.call_fds(protocol.Device())
         except FamfsError as exc:
             if exc.errno != errno.EPERM:  # only the owner gets the device: others write files
                 raise
         else:
             try:
-                reply = protocol.DeviceReply.from_fields(fields)
                 writable = reply.writable and not args.compare
                 self.mem = DeviceMemory(
                     fds[0], reply.device_size, writable=writable, align=reply.align
@@ -149,7 +150,6 @@ class Copier:
 
     # -- one file ------------------------------------------------------------------------
     def copy_file(self, src: str, dest: str, mode: int | None) -> None:
-        from famfs_py import protocol
 
         try:
             fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
@@ -164,7 +164,7 @@ class Copier:
         rel = self.relpath(dest)
         try:
             if self.args.compare:
-                reply = protocol.FileMapReply.from_fields(self.chan.call(protocol.Getmap(rel)))
+                reply = self.chan.call(protocol.Getmap(rel))
                 if reply.size != size:
                     raise Abort(f"{dest} holds {reply.size} bytes, {src} {size}")
             else:
@@ -172,7 +172,7 @@ class Copier:
                 request = protocol.Creat(
                     rel, size, chosen, self.args.uid, self.args.gid, **self.interleave
                 )
-                reply = protocol.FileMapReply.from_fields(self.chan.call(request))
+                reply = self.chan.call(request)
         except FamfsError as exc:
             os.close(fd)
             raise Abort(f"{src} -> {dest}: {exc.message}") from None
@@ -185,7 +185,6 @@ class Copier:
             self.pending.append(self.pool.submit(self._move, job))
 
     def _move(self, job: tuple) -> None:
-        from famfs_py import protocol
 
         fd, src, dest, rel, filemap, created = job
         try:
@@ -205,16 +204,14 @@ class Copier:
         finally:
             os.close(fd)
 
-    def chan_for_thread(self):  # -> Channel
-        from famfs_py import channel
-
+    def chan_for_thread(self) -> channel.Channel:
         if threading.current_thread() is threading.main_thread():
             return self.chan
         if not hasattr(self._local, "chan"):
             self._local.chan = channel.Channel(self.mountpoint)
         return self._local.chan
 
-    def _copy(self, fd: int, filemap, dest: str) -> None:
+    def _copy(self, fd: int, filemap: FileMap, dest: str) -> None:
         from famfs_py.mapping import device_segments, fill_from
 
         if self.mem is None:
@@ -239,7 +236,7 @@ class Copier:
         finally:
             os.close(out)
 
-    def _compare(self, fd: int, filemap, dest: str) -> int | None:
+    def _compare(self, fd: int, filemap: FileMap, dest: str) -> int | None:
         from functools import partial
 
         from famfs_py.mapping import MountedFile, device_segments, first_difference, read_segments
@@ -255,7 +252,6 @@ class Copier:
         rel = self.relpath(dest)
         if self.args.compare:
             return
-        from famfs_py import protocol
 
         try:
             self.chan.call(protocol.Mkdir(rel, mode, self.args.uid, self.args.gid, parents=True))
@@ -303,7 +299,7 @@ def run(args: argparse.Namespace) -> int:
     from famfs_py import channel
 
     if args.threadct < 0 or args.threadct > 256:
-        raise FamfsError(f"-t {args.threadct}: threads must be 0..256", 2)
+        raise UsageError(f"-t {args.threadct}: threads must be 0..256")
     dest = args.dest
     dest_is_dir = os.path.isdir(dest)
     if (len(args.sources) > 1 or args.recursive) and os.path.exists(dest) and not dest_is_dir:

@@ -4,8 +4,11 @@ with the seeded pattern, several at once with -M."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import errno
 import sys
 
+from famfs_py import channel, protocol
 from famfs_py.cli.common import (
     Parser,
     add_interleave_options,
@@ -15,7 +18,8 @@ from famfs_py.cli.common import (
     parse_size,
 )
 from famfs_py.cli.seeded import parse_seed
-from famfs_py.errors import FamfsError
+from famfs_py.errors import FamfsError, UsageError
+from famfs_py.replies import FileMapReply
 
 EXIT_CODES = """
   0  the file exists with the size asked (created now, or already there)
@@ -83,29 +87,27 @@ def _check_args(args: argparse.Namespace) -> None:
     from famfs_py.cli.seeded import check_seed
 
     if args.seed and not args.randomize:
-        raise FamfsError("-S SEED needs -r (randomize)", 2)
+        raise UsageError("-S SEED needs -r (randomize)")
     if args.randomize and args.seed:
         check_seed(args.seed)
     if args.multi:
         if args.file:
-            raise FamfsError("give FILE or -M entries, not both", 2)
+            raise UsageError("give FILE or -M entries, not both")
         if args.seed:
-            raise FamfsError("-S and -M cannot be combined (give each -M entry its seed)", 2)
+            raise UsageError("-S and -M cannot be combined (give each -M entry its seed)")
         for _, _, seed in args.multi:
             if seed:
                 check_seed(seed)
     elif not args.file:
-        raise FamfsError("give a FILE to create (or -M NAME,SIZE[,SEED])", 2)
+        raise UsageError("give a FILE to create (or -M NAME,SIZE[,SEED])")
     if args.threadct is not None and not 0 <= args.threadct <= 256:
-        raise FamfsError(f"-t {args.threadct}: threads must be 0..256", 2)
+        raise UsageError(f"-t {args.threadct}: threads must be 0..256")
 
 
-def create(chan, path: str, size: int | None, args: argparse.Namespace) -> dict:
+def create(
+    chan: channel.Channel, path: str, size: int | None, args: argparse.Namespace
+) -> FileMapReply:
     """Create (or find) one file; no size (or 0) adopts an existing file's size."""
-    import errno
-
-    from famfs_py import channel, protocol
-
     where = channel.locate(path)
     if where.mountpoint != chan.mountpoint:
         raise FamfsError(f"{path} is not in the same famfs mount as the first file")
@@ -117,7 +119,7 @@ def create(chan, path: str, size: int | None, args: argparse.Namespace) -> dict:
                 raise
             why = "give its size with -s" if size is None else "a famfs file cannot be empty"
             raise FamfsError(f"{path} does not exist: {why}") from None
-        return {"created": False, **existing}
+        return dataclasses.replace(existing, created=False)
     return chan.call(
         protocol.Creat(
             where.relpath, size, args.mode, args.uid, args.gid, **interleave_fields(args)
@@ -126,7 +128,6 @@ def create(chan, path: str, size: int | None, args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from famfs_py import channel
     from famfs_py.cli import seeded
 
     _check_args(args)
@@ -145,8 +146,8 @@ def run(args: argparse.Namespace) -> int:
                 failures += 1
                 continue
             if args.verbose:
-                state = "created" if reply["created"] else "exists"
-                print(f"famfs-py creat: {name}: {state}, {reply['size']} bytes")
+                state = "created" if reply.created else "exists"
+                print(f"famfs-py creat: {name}: {state}, {reply.size} bytes")
             if seed:
                 jobs.append(seeded.Job(name, seed))
     threads = seeded.default_threads() if args.threadct is None else args.threadct

@@ -6,9 +6,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
 from famfs_py.cli.common import Parser, add_root_option, resolve_device_or_fail
-from famfs_py.errors import FamfsError
+from famfs_py.errors import FamfsError, UsageError
 
 EXIT_CODES = """
   0  replayed with no error
@@ -23,7 +24,13 @@ EXIT_CODES = """
 class _OnlyOnce(argparse.Action):
     """--shadow DIR, given at most once (as upstream)."""
 
-    def __call__(self, parser, namespace, values, option_string=None):
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
         if getattr(namespace, self.dest) is not None:
             parser.error(f"{option_string} given twice: give one shadow path")
         setattr(namespace, self.dest, values)
@@ -82,21 +89,21 @@ def _targets(args: argparse.Namespace) -> tuple[str | None, str | None]:
     shadow = args.shadow
     if args.shadow_first:
         if shadow is not None:
-            raise FamfsError("give the shadow path once: -S SHADOW or --shadow SHADOW", 2)
+            raise UsageError("give the shadow path once: -S SHADOW or --shadow SHADOW")
         if not paths:
-            raise FamfsError("-S: give the shadow path, then the mount point", 2)
+            raise UsageError("-S: give the shadow path, then the mount point")
         shadow = paths.pop(0)
     if args.daxdev and shadow is None:
-        raise FamfsError("--daxdev is only used with a shadow logplay (--shadow SHADOW)", 2)
+        raise UsageError("--daxdev is only used with a shadow logplay (--shadow SHADOW)")
     if args.shadowtest and shadow is None:
-        raise FamfsError("--shadowtest checks a shadow tree: give --shadow SHADOW", 2)
+        raise UsageError("--shadowtest checks a shadow tree: give --shadow SHADOW")
     if args.daxdev:
         if paths:
-            raise FamfsError(f"with --daxdev, give no mount point ({paths[0]})", 2)
+            raise UsageError(f"with --daxdev, give no mount point ({paths[0]})")
         return shadow, None
     if len(paths) != 1:
         what = "a mount point" if not paths else "one mount point"
-        raise FamfsError(f"give {what} (any path in a famfs-py mount)", 2)
+        raise UsageError(f"give {what} (any path in a famfs-py mount)")
     return shadow, paths[0]
 
 
@@ -129,7 +136,7 @@ def _log_from_device(spec: str, root: str | None) -> bytes:
             if exc.errno == errno.EBUSY
             else ""
         )
-        raise FamfsError(f"{exc.strerror or exc}{hint}", 1, exc.errno) from None
+        raise FamfsError(f"{exc.strerror or exc}{hint}", exc.errno) from None
     with claim:
         if device.size < omf.SUPERBLOCK_STRUCT_SIZE:
             raise FamfsError(f"{device.path} holds {device.size} bytes: no famfs on it")
@@ -184,11 +191,11 @@ def run(args: argparse.Namespace) -> int:
     with channel.Channel(located.mountpoint) as chan:
         reply = chan.call(protocol.Logplay(dry_run=args.dryrun))
     print(
-        f"famfs_logplay: {reply['entries']} log entries; {reply['new_files']} new files; "
-        f"{reply['new_dirs']} new directories"
+        f"famfs_logplay: {reply.entries} log entries; {reply.new_files} new files; "
+        f"{reply.new_dirs} new directories"
     )
     if args.verbose:
-        print(f"\tfiles {reply['files']}, directories {reply['dirs']} in the namespace")
-        for bad in reply["bad"]:
+        print(f"\tfiles {reply.files}, directories {reply.dirs} in the namespace")
+        for bad in reply.bad:
             print(f"\t{bad}", file=sys.stderr)
-    return min(len(reply["bad"]), 127)
+    return min(len(reply.bad), 127)

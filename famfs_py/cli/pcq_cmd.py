@@ -11,10 +11,15 @@ import argparse
 import sys
 import threading
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from famfs_py.cli.common import Parser, parse_size
 from famfs_py.cli.seeded import parse_seed
-from famfs_py.errors import FamfsError
+from famfs_py.errors import FamfsError, UsageError
+
+if TYPE_CHECKING:  # the queue module loads with the command that uses it
+    from famfs_py.pcq import Stats, Stop
 
 EXIT_CODES = """
   0  success: every message sent and received intact (or the queue was created, drained,
@@ -94,7 +99,7 @@ def build_parser(prog: str) -> Parser:
 
 
 def _usage(message: str) -> FamfsError:
-    return FamfsError(message, 2)
+    return UsageError(message)
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -145,7 +150,7 @@ def _write_status(args: argparse.Namespace, value: int) -> None:
             f.write(str(value))
 
 
-def _print_cache(*stats) -> None:
+def _print_cache(*stats: Stats) -> None:
     """One line beyond upstream's output: whether flushing was in force, and what it did."""
     from famfs_py.dax import cache
 
@@ -161,7 +166,7 @@ def _print_cache(*stats) -> None:
 
 
 def _pcq_error(exc: Exception) -> FamfsError:
-    return FamfsError(getattr(exc, "message", None) or str(exc), 1)
+    return FamfsError(getattr(exc, "message", None) or str(exc))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -175,8 +180,7 @@ def run(args: argparse.Namespace) -> int:
             raise FamfsError(
                 "--setperm is not supported: famfs-py keeps each file's mode and owner as "
                 "created (its log cannot record chmod); create the queue with -u/-g for the "
-                "user who runs the roles",
-                1,
+                "user who runs the roles"
             )
         if args.create:
             pcq.create(
@@ -241,7 +245,7 @@ def _drain(args: argparse.Namespace, flush: bool) -> int:
 
 
 class _Role(threading.Thread):
-    def __init__(self, work, name: str) -> None:
+    def __init__(self, work: Callable[[], object], name: str) -> None:
         super().__init__(name=name, daemon=True)
         self.work = work
         self.failure: str | None = None
@@ -325,7 +329,7 @@ def _run_roles(args: argparse.Namespace, flush: bool) -> int:
 class _StatusPrinter:
     """Upstream's status thread: one line of both roles' counters every INTERVAL seconds."""
 
-    def __init__(self, args: argparse.Namespace, prod, cons, stop) -> None:
+    def __init__(self, args: argparse.Namespace, prod: Stats, cons: Stats, stop: Stop) -> None:
         self.args, self.prod, self.cons = args, prod, cons
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="status", daemon=True)

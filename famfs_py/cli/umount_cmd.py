@@ -11,7 +11,7 @@ import shutil
 import subprocess
 
 from famfs_py.cli.common import Parser
-from famfs_py.errors import FamfsError
+from famfs_py.errors import FamfsError, UsageError
 
 EXIT_CODES = """
   0  unmounted, the daemon has exited and the device is released;
@@ -78,7 +78,7 @@ def clean_if_stale(given: str, mountpoint: str) -> int:
         return 0
     try:
         with channel.Channel(mountpoint, timeout=10) as chan:
-            pid = chan.call(protocol.Status())["daemon_pid"]
+            pid = chan.call(protocol.Status()).daemon_pid
     except FamfsError as exc:
         if exc.errno != errno.ENOTCONN:  # someone listens but does not answer: not stale
             raise FamfsError(
@@ -99,10 +99,9 @@ def run(args: argparse.Namespace) -> int:
     from famfs_py import channel, protocol
 
     if not args.mountpoint:
-        raise FamfsError(
+        raise UsageError(
             "no mount point given (under systemd: set FAMFS_PY_MOUNTPOINT in "
-            "/etc/famfs-py/<instance>.conf or a drop-in)",
-            2,
+            "/etc/famfs-py/<instance>.conf or a drop-in)"
         )
     mountpoint = os.path.realpath(args.mountpoint)
     if args.if_stale:
@@ -111,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         raise FamfsError(f"{args.mountpoint} is not a famfs-py mount")
     try:
         with channel.Channel(mountpoint, timeout=10) as chan:
-            pid = int(chan.call(protocol.Status())["daemon_pid"])
+            pid = chan.call(protocol.Status()).daemon_pid
     except FamfsError:
         pid = None
     if pid is None:

@@ -19,14 +19,14 @@ from typing import Any
 
 import trio
 
-from famfs_py import channel, omf, protocol, rundir
+from famfs_py import channel, omf, protocol, replies, rundir
 from famfs_py.credentials import Credentials, peer_credentials
 from famfs_py.daemon import access
 from famfs_py.daemon.access import Rule
 from famfs_py.dax.cache import CacheFault
-from famfs_py.errors import FamfsError
+from famfs_py.errors import FamfsError, FsError
 from famfs_py.fs.alloc import Interleave
-from famfs_py.fs.filesystem import Famfs, FsError
+from famfs_py.fs.filesystem import Famfs
 from famfs_py.fs.fsck import fsck_memory
 from famfs_py.fs.namespace import Inode
 
@@ -36,12 +36,23 @@ MAX_CONNECTIONS_PER_USER = 64  # open connections one unprivileged user may hold
 IDLE_TIMEOUT = 60.0  # seconds a connection may stay silent between requests
 
 
+@dataclass(frozen=True, kw_only=True)
+class DaemonFacts:
+    """What the daemon adds to the filesystem's own status (famfs_py.replies.StatusReply)."""
+
+    mountpoint: str
+    daemon_pid: int
+    cache: str
+    open_files: int
+    kernel_lookups: int
+
+
 @dataclass(frozen=True)
 class Answer:
-    """What an op returns: the reply's fields, descriptors to pass, and whether the caller
-    is to hear about removal on this connection from now on."""
+    """What an op returns: its typed reply, descriptors to pass, and whether the caller is
+    to hear about removal on this connection from now on."""
 
-    fields: dict[str, Any]
+    reply: replies.Reply
     fds: tuple[int, ...] = ()
     watch: bool = False
 
@@ -51,13 +62,13 @@ class ControlServer:
         self,
         fs: Famfs,
         mountpoint: str,
-        status_extra: Callable[[], dict[str, Any]],
+        daemon_facts: Callable[[], DaemonFacts],
         invalidate: Callable[[list[int]], Awaitable[None]],
     ) -> None:
         self.fs = fs
         self.mountpoint = mountpoint
         self.watchers: set[trio.socket.SocketType] = set()  # holders of mapped files
-        self.status_extra = status_extra
+        self.daemon_facts = daemon_facts
         self.invalidate = invalidate
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         self._inode: int | None = None
@@ -87,11 +98,10 @@ class ControlServer:
             self._listener.close()
             if exc.errno == errno.EADDRINUSE:
                 raise FsError(
-                    errno.EBUSY,
-                    f"another process already serves {self.mountpoint}: {exc.strerror}",
+                    f"another process already serves {self.mountpoint}: {exc.strerror}", errno.EBUSY
                 ) from None
             raise FsError(
-                exc.errno or errno.EIO, f"cannot take the control socket: {exc.strerror}"
+                f"cannot take the control socket: {exc.strerror}", exc.errno or errno.EIO
             ) from None
         self._listener.listen(64)
 
@@ -186,7 +196,7 @@ class ControlServer:
             self._authorize(rule, request, caller)
             result = handler(request, caller)
             answer: Answer = await result if isinstance(result, Awaitable) else result
-            return protocol.encode_reply(answer.fields), answer.fds, answer.watch
+            return protocol.encode_reply(answer.reply), answer.fds, answer.watch
         except FamfsError as exc:
             return protocol.encode_error(exc.errno or errno.EIO, exc.message), (), False
         except (ValueError, TypeError, KeyError) as exc:
@@ -201,14 +211,14 @@ class ControlServer:
             return
         if rule is Rule.OWNER:
             raise FsError(
-                errno.EPERM, f"only {rule.value} may use {request.OP} (you are uid {caller.uid})"
+                f"only {rule.value} may use {request.OP} (you are uid {caller.uid})", errno.EPERM
             )
         path: str = getattr(request, "path", "")
         ns = self.fs.namespace
         existing = ns.resolve(path)
         if rule is Rule.READER or (isinstance(request, protocol.Creat) and existing is not None):
             if existing is None:
-                raise FsError(errno.ENOENT, f"{path}: no such file or directory")
+                raise FsError(f"{path}: no such file or directory", errno.ENOENT)
             access.check_file(ns, existing, caller, write=bool(getattr(request, "write", False)))
         elif isinstance(request, protocol.Mkdir) and existing is not None and existing.is_dir:
             access.check_reach(ns, existing, caller)  # mkdir -p of what is there: no change
@@ -220,29 +230,33 @@ class ControlServer:
     def _owner(self, uid: int | None, gid: int | None, caller: Credentials) -> tuple[int, int]:
         return access.check_owner(uid, gid, caller)
 
-    def _map_reply(self, inode: Inode, **extra: Any) -> dict[str, Any]:
+    def _map_reply(self, inode: Inode, **extra: Any) -> replies.FileMapReply:
         assert inode.fmap is not None
-        reply = protocol.FileMapReply(
-            self.fs.namespace.path_of(inode.ino), inode.size, inode.fmap, inode.ino, **extra
+        return replies.FileMapReply(
+            path=self.fs.namespace.path_of(inode.ino),
+            size=inode.size,
+            fmap=inode.fmap,
+            ino=inode.ino,
+            **extra,
         )
-        return reply.to_fields()
 
     def _file(self, path: str, *, logged: bool = True) -> Inode:
         """The file a request names; `logged=False` also accepts the .meta files."""
         inode = self.fs.lookup_path(path)
         if inode.is_dir:
-            raise FsError(errno.EISDIR, f"{inode.name} is a directory")
+            raise FsError(f"{inode.name} is a directory", errno.EISDIR)
         if inode.meta is None and logged:
-            raise FsError(errno.EINVAL, f"{inode.name} is not a logged file")
+            raise FsError(f"{inode.name} is not a logged file", errno.EINVAL)
         return inode
 
     def status(self, request: protocol.Status, caller: Credentials) -> Answer:
-        return Answer({**self.fs.status(), **self.status_extra()})
+        facts = self.daemon_facts()
+        return Answer(replies.StatusReply(**vars(self.fs.status()), **vars(facts)))
 
     def mkdir(self, request: protocol.Mkdir, caller: Credentials) -> Answer:
         uid, gid = self._owner(request.uid, request.gid, caller)
         created = self.fs.mkdir(request.path, request.mode, uid, gid, parents=request.parents)
-        return Answer({"created": created})
+        return Answer(replies.MkdirReply(created=created))
 
     def creat(self, request: protocol.Creat, caller: Credentials) -> Answer:
         uid, gid = self._owner(request.uid, request.gid, caller)
@@ -271,7 +285,7 @@ class ControlServer:
                 nbuckets=request.nbuckets,
             )
         )
-        return Answer({"report": report.as_json()})
+        return Answer(replies.FsckReply(report=report))
 
     def getmap(self, request: protocol.Getmap, caller: Credentials) -> Answer:
         inode = self._file(request.path, logged=False)
@@ -301,18 +315,21 @@ class ControlServer:
         """A descriptor of the whole device, for batched copies by root or the mount's owner
         (who may create files anyway)."""
         if self.fs.health.removed:
-            raise FsError(errno.EIO, "the device was removed")
+            raise FsError("the device was removed", errno.EIO)
         fd = self.fs.mem.dup_fd(writable=self.fs.writable)
-        reply = protocol.DeviceReply(
-            self.fs.sb.dev_size, self.fs.writable, self.fs.mem.align, self.fs.coherency.enabled
+        reply = replies.DeviceReply(
+            device_size=self.fs.sb.dev_size,
+            writable=self.fs.writable,
+            align=self.fs.mem.align,
+            flush=self.fs.coherency.enabled,
         )
-        return Answer(reply.to_fields(), (fd,))
+        return Answer(reply, (fd,))
 
     async def invalidate_file(self, request: protocol.Invalidate, caller: Credentials) -> Answer:
         """Drop this host's cached pages of a file written behind the kernel's back."""
         inode = self._file(request.path)
         await self.invalidate([inode.ino])
-        return Answer({})
+        return Answer(replies.EmptyReply())
 
     async def flush_file(self, request: protocol.Flush, caller: Credentials) -> Answer:
         """Write back and evict this host's CPU cache lines of a file (`famfs-py flush`): the
@@ -322,12 +339,12 @@ class ControlServer:
         inode = self._file(request.path, logged=False)
         self.fs.check_data_available(inode)
         if inode.filemap is None or request.offset > inode.size:
-            raise FsError(errno.EINVAL, f"{inode.name}: offset {request.offset} is past its end")
+            raise FsError(f"{inode.name}: offset {request.offset} is past its end", errno.EINVAL)
         length = inode.size if request.length is None else request.length
         ranges = list(inode.filemap.ranges(request.offset, length))  # clipped to the file
         lines = await trio.to_thread.run_sync(self._flush_ranges, inode.name, ranges)
         policy = self.fs.coherency
-        return Answer(protocol.FlushReply(lines, policy.enabled, policy.reason).to_fields())
+        return Answer(replies.FlushReply(lines=lines, enabled=policy.enabled, reason=policy.reason))
 
     def _flush_ranges(self, name: str, ranges: list[tuple[int, int]]) -> int:
         """The cache lines written back and evicted over these device ranges (0: flushing
@@ -337,7 +354,7 @@ class ControlServer:
             try:
                 lines += self.fs.coherency.invalidate(self.fs.mem.view(dev, n))
             except CacheFault:
-                raise FsError(errno.EIO, f"{name}: memory error while flushing") from None
+                raise FsError(f"{name}: memory error while flushing", errno.EIO) from None
         return lines
 
     def logplay(self, request: protocol.Logplay, caller: Credentials) -> Answer:
@@ -348,7 +365,7 @@ class ControlServer:
             pending = max(0, self.fs.log.committed() - self.fs.log.next_index)
         else:
             self.fs.follow()
-        reply = protocol.LogplayReply(
+        reply = replies.LogplayReply(
             entries=self.fs.log.committed() if request.dry_run else self.fs.log.next_index,
             new_files=ns.files - before_files,
             new_dirs=ns.dirs - before_dirs,
@@ -357,4 +374,4 @@ class ControlServer:
             bad=[b.describe() for b in self.fs.log.bad.values()],
             pending=pending,
         )
-        return Answer(reply.to_fields())
+        return Answer(reply)

@@ -16,7 +16,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pyfuse3
 import trio
@@ -25,10 +25,10 @@ from famfs_py import channel
 from famfs_py.dax.device import resolve_device
 from famfs_py.errors import FamfsError
 from famfs_py.fs.filesystem import Famfs
-from famfs_py.fs.identity import system_uuid
+from famfs_py.fs.identity import Role, system_uuid
 from famfs_py.fs.namespace import META_DIR, META_INO, Inode
 
-from .control import ControlServer
+from .control import ControlServer, DaemonFacts
 from .operations import FamfsOperations, ReplyFailureHook
 from .options import MountOptions
 from .readiness import Readiness
@@ -115,7 +115,7 @@ class Daemon:
                 fs = self.fs = open_filesystem(self.opts, self.mountpoint)
                 teardown.callback(fs.close)
                 control = self.control = ControlServer(
-                    fs, self.mountpoint, self._status_extra, self._invalidate_async
+                    fs, self.mountpoint, self._daemon_facts, self._invalidate_async
                 )
                 teardown.callback(control.close)
                 control.bind()
@@ -174,7 +174,7 @@ class Daemon:
             supervise = getattr(self.readiness, "supervise", None)
             if supervise is not None:
                 nursery.start_soon(supervise, self.summary)
-            if self.fs.role != "master":
+            if self.fs.role != Role.MASTER:
                 nursery.start_soon(self._follow_log)
             elif self.ops is not None:
                 nursery.start_soon(self.ops.commit_loop)
@@ -257,14 +257,14 @@ class Daemon:
             f"log {fs.log.next_index}/{fs.log.slots}, health {fs.health.summary()}"
         )
 
-    def _status_extra(self) -> dict[str, Any]:
-        return {
-            "mountpoint": self.mountpoint,
-            "daemon_pid": os.getpid(),
-            "cache": self.opts.cache,
-            "open_files": len(self.ops.handles) if self.ops else 0,
-            "kernel_lookups": sum(self.ops.lookups.values()) if self.ops else 0,
-        }
+    def _daemon_facts(self) -> DaemonFacts:
+        return DaemonFacts(
+            mountpoint=self.mountpoint,
+            daemon_pid=os.getpid(),
+            cache=self.opts.cache,
+            open_files=len(self.ops.handles) if self.ops else 0,
+            kernel_lookups=sum(self.ops.lookups.values()) if self.ops else 0,
+        )
 
     # -- cache invalidation --------------------------------------------------------------
     def invalidate(self, inos: list[int]) -> None:

@@ -38,8 +38,10 @@ import pyfuse3
 import trio
 
 from famfs_py import omf
-from famfs_py.daemon.options import CACHE_MODES
-from famfs_py.fs.filesystem import Famfs, FsError
+from famfs_py.daemon.options import CACHE_MODES, CacheMode
+from famfs_py.errors import FsError
+from famfs_py.fs.filesystem import Famfs
+from famfs_py.fs.identity import Role
 from famfs_py.fs.namespace import Inode
 from famfs_py.fs.pending import Pending, PendingFiles
 
@@ -91,10 +93,10 @@ class ReplyFailureHook(logging.Handler):
             self.ops.read_reply_failed()
 
 
-def refused(code: int, message: str) -> FsError:
+def refused(message: str, code: int) -> FsError:
     """An operation famfs cannot do: said in the daemon's log, answered with `code`."""
     log.warning("refused: %s", message)
-    return FsError(code, message)
+    return FsError(message, code)
 
 
 @dataclass(eq=False)
@@ -113,7 +115,7 @@ class FamfsOperations(pyfuse3.Operations):
         self,
         fs: Famfs,
         *,
-        cache: str = "auto",
+        cache: str = CacheMode.AUTO,
         timeout: float = 30.0,
         commit_delay: float = COMMIT_DELAY,
     ) -> None:
@@ -216,20 +218,20 @@ class FamfsOperations(pyfuse3.Operations):
             return self.attributes(node)
         path = self.fs.namespace.path_of(node.ino)
         if fields.update_size and attr.st_size != node.size:
-            raise refused(errno.EPERM, f"truncate {path}: a logged famfs file never changes size")
+            raise refused(f"truncate {path}: a logged famfs file never changes size", errno.EPERM)
         if fields.update_mode and stat.S_IMODE(attr.st_mode) != node.mode:
-            raise refused(errno.EPERM, f"chmod {path}: the famfs log cannot record a mode change")
+            raise refused(f"chmod {path}: the famfs log cannot record a mode change", errno.EPERM)
         if (fields.update_uid and attr.st_uid != node.uid) or (
             fields.update_gid and attr.st_gid != node.gid
         ):
-            raise refused(errno.EPERM, f"chown {path}: the famfs log cannot record an owner change")
+            raise refused(f"chown {path}: the famfs log cannot record an owner change", errno.EPERM)
         # timestamps are not stored by famfs: accepted and not kept
         return self.attributes(node)
 
     @guarded
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
         space = self.fs.space()
-        master = self.fs.role == "master"
+        master = self.fs.role == Role.MASTER
         data = pyfuse3.StatvfsData()
         data.f_bsize = data.f_frsize = space.alloc_unit
         data.f_blocks = space.units
@@ -287,9 +289,9 @@ class FamfsOperations(pyfuse3.Operations):
             self.fs.check_writable(node)
         if flags & os.O_TRUNC:
             raise refused(
-                errno.EPERM,
                 f"open {self.fs.namespace.path_of(node.ino)} with O_TRUNC: a logged famfs "
                 "file cannot be truncated",
+                errno.EPERM,
             )
         fh = self._new_fh()
         self.handles[fh] = OpenFile(node, writable)
@@ -304,9 +306,9 @@ class FamfsOperations(pyfuse3.Operations):
 
     def _file_info(self, fh: int, node: Inode) -> pyfuse3.FileInfo:
         info = pyfuse3.FileInfo(fh=fh)
-        if self.cache == "never" or node.read_only:
+        if self.cache == CacheMode.NEVER or node.read_only:
             info.direct_io = True  # .meta files always show the bytes in memory now
-        elif self.cache == "always":
+        elif self.cache == CacheMode.ALWAYS:
             info.keep_cache = True
         else:
             info.keep_cache = False  # auto: drop cached pages, see other hosts' writes
@@ -343,9 +345,9 @@ class FamfsOperations(pyfuse3.Operations):
         inode = handle.inode
         if off >= inode.size and inode.meta is not None:
             raise refused(
-                errno.EFBIG,
                 f"write past the end of {self.fs.namespace.path_of(inode.ino)}: a logged "
                 f"famfs file cannot grow ({inode.size} bytes)",
+                errno.EFBIG,
             )
         return self.fs.write(inode, off, buf)
 
@@ -384,7 +386,7 @@ class FamfsOperations(pyfuse3.Operations):
         try:
             self.fs.check_can_create()
         except FsError:
-            if self.fs.role != "master":
+            if self.fs.role != Role.MASTER:
                 log.warning(
                     "refused %s %s: this host is a client; create on the master", what, relpath
                 )
@@ -415,9 +417,9 @@ class FamfsOperations(pyfuse3.Operations):
         pending = self.pending.get(inode.ino)
         if pending is None:
             raise refused(
-                errno.EPERM,
                 f"rmdir {self._relpath(parent, name)}: the famfs log cannot record removing "
                 "a directory",
+                errno.EPERM,
             )
         self.pending.rmdir(pending)
 
@@ -443,7 +445,7 @@ class FamfsOperations(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         if not stat.S_ISREG(mode):
             relpath = self._relpath(self._inode(parent_inode), name)
-            raise refused(errno.EPERM, f"mknod {relpath}: famfs holds regular files only")
+            raise refused(f"mknod {relpath}: famfs holds regular files only", errno.EPERM)
         pending = self._create(parent_inode, name, mode, ctx)
         self._commit_later(pending)
         return self._remember(pending.inode)
@@ -457,9 +459,9 @@ class FamfsOperations(pyfuse3.Operations):
         pending = self.pending.get(inode.ino)
         if pending is None:
             raise refused(
-                errno.EPERM,
                 f"unlink {self._relpath(parent, name)}: the famfs log cannot record removing "
                 "a file",
+                errno.EPERM,
             )
         self.pending.unlink(pending)
 
@@ -480,9 +482,9 @@ class FamfsOperations(pyfuse3.Operations):
         pending = self.pending.get(inode.ino)
         if pending is None or inode.is_dir or flags & pyfuse3.RENAME_EXCHANGE:
             raise refused(
-                errno.EPERM,
                 f"rename {self._relpath(old_parent, name_old)}: the famfs log cannot record "
                 "renaming a logged file or directory",
+                errno.EPERM,
             )
         new_parent = self._inode(parent_inode_new)
         if not new_parent.is_dir:

@@ -18,9 +18,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from famfs_py.dax import backing as memory_files
-from famfs_py.dax import holder
+from famfs_py.dax import holder, trust
 from famfs_py.dax.device import NAME_RE, DaxDevice, device_in_root, resolve_device
-from famfs_py.dax.sysfs import MODE_DRIVERS, MODES, format_badblocks, read_badblocks_file
+from famfs_py.dax.sysfs import (
+    MODE_DRIVERS,
+    MODES,
+    DaxMode,
+    format_badblocks,
+    read_badblocks_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +55,7 @@ def _setup_root(root: Path) -> None:
 def _bind(device: DaxDevice, mode: str) -> None:
     """Point the device's `driver` link at the driver for `mode` (atomically)."""
     link = device.sysfs_dir / "driver"
-    if mode == "disabled":
+    if mode == DaxMode.DISABLED:
         if link.is_symlink():
             link.unlink()
         return
@@ -75,7 +81,7 @@ def create(
     *,
     backing: str | None = None,
     share: str | None = None,
-    mode: str = "famfs",
+    mode: str = DaxMode.FAMFS,
     align: int = DEFAULT_ALIGN,
     warn: Callable[[str], None] = log.warning,
     coherent: bool | None = None,
@@ -88,8 +94,10 @@ def create(
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r} (one of {', '.join(MODES)})")
     if backing and share:
-        raise ValueError("give --backing or --share, not both")
+        raise ValueError("a backing file and a shared device exclude each other")
+    trust.check_emulation_root(root)  # before making anything in it, and after
     _setup_root(root)
+    trust.check_emulation_root(root)
     device = device_in_root(name, root)
     if device.exists():
         if memory_missing(device):
@@ -112,19 +120,27 @@ def create(
             coherent = shared.coherent
     elif backing:
         source = Path(backing).absolute()
-        if not source.exists():
+        trust.check_directory(
+            source.parent, "a directory for the backing file", open_to_all_ok=True
+        )
+        if not os.path.lexists(source):
             if size is None:
-                raise ValueError(f"backing file {backing} does not exist: give --size")
-            with open(source, "wb") as f:
-                f.truncate(size)
+                raise ValueError(f"backing file {backing} does not exist and no size was given")
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(source, flags, 0o600)
+            try:
+                os.ftruncate(fd, size)
+            finally:
+                os.close(fd)
     if source is not None:
+        trust.check_memory_file(source)
         actual = source.stat().st_size
         if size is None:
             size = actual
         elif actual < size:
             raise ValueError(f"backing file {source} holds {actual} bytes, less than {size}")
     if size is None or size <= 0:
-        raise ValueError("give a device size (--size)")
+        raise ValueError("no device size was given")
     if size % align:
         raise ValueError(f"size {size} is not a multiple of the alignment {align}")
 
@@ -134,8 +150,10 @@ def create(
         where = memory_files.memory_dir()
         if where.warning:
             warn(where.warning)
+        trust.check_directory(where.path, "a memory directory", open_to_all_ok=True)
         link = where.path / f"{memory_files.PREFIX}{secrets.token_hex(8)}"
-        fd = os.open(link, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(link, flags, 0o600)
         try:  # private, as a devdax node is (crw------- root): give it to a group to share
             fcntl.flock(fd, fcntl.LOCK_EX)
             os.ftruncate(fd, size)
@@ -146,7 +164,7 @@ def create(
     else:
         link = _owned_link(source)
         os.link(source, link)
-        fd = os.open(link, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(link, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         fcntl.flock(fd, fcntl.LOCK_EX)
 
     devdir = device.sysfs_dir
@@ -227,7 +245,7 @@ def reconfigure(device: DaxDevice, mode: str) -> int | None:
         current = device.mode
         if mode == current:
             return None
-        if mode == "system-ram" and current == "famfs":
+        if mode == DaxMode.SYSTEM_RAM and current == DaxMode.FAMFS:
             raise PermissionError(
                 errno.EPERM,
                 f"{device.describe()} is in famfs mode: it must be in devdax mode first",

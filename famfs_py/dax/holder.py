@@ -19,12 +19,15 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Protocol
 
 from famfs_py import rundir
 from famfs_py.credentials import peer_credentials
-from famfs_py.dax.device import DaxDevice
+from famfs_py.dax import trust
+from famfs_py.dax.device import REAL_HOLDER_STATE, DaxDevice
+from famfs_py.dax.sysfs import DaxDriver, DaxMode
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,7 @@ class HolderOps(Protocol):
 
 
 def _lock_file(path: Path, create: bool) -> int | None:
-    flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+    flags = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | (os.O_CREAT if create else 0)
     try:
         return os.open(path, flags, 0o644)
     except FileNotFoundError:
@@ -65,14 +68,29 @@ def _lock_file(path: Path, create: bool) -> int | None:
 @contextlib.contextmanager
 def device_lock(device: DaxDevice, exclusive: bool) -> Iterator[None]:
     """The device's read/write lock (dax_read_lock for the alive guard; reconfigure and
-    remove take it exclusively)."""
+    remove take it exclusively). Refuses a device whose state another user could change
+    (famfs_py.dax.trust)."""
+    check_trusted(device)
     device.state_lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(device.state_lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+    fd = os.open(device.state_lock_path, flags, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         yield
     finally:
         os.close(fd)
+
+
+def check_trusted(device: DaxDevice) -> None:
+    """OSError(EPERM) unless nobody but this user and root can change the device's state:
+    its emulation root and the directories in it, its memory file (famfs_py.dax.trust)."""
+    if device.emulation_root is None:
+        trust.check_directory(REAL_HOLDER_STATE, "a state directory")
+        return
+    trust.check_emulation_root(device.emulation_root)
+    trust.check_directory(device.sysfs_dir, "an emulation root")
+    if os.path.lexists(device.node):
+        trust.check_memory_file(device.node)
 
 
 def mode_hint(device: DaxDevice, mode: str) -> str:
@@ -88,14 +106,14 @@ def dead_reason(device: DaxDevice) -> str | None:
     """Why the device cannot be used by a filesystem at all (None: it is alive)."""
     if not device.exists():
         return f"{device.describe()} does not exist"
-    usable = "famfs" if device.emulated else "devdax"
+    usable = DaxMode.FAMFS if device.emulated else DaxMode.DEVDAX
     driver = device.driver
     if driver is None:
         enable = (
             mode_hint(device, usable) if device.emulated else f"daxctl enable-device {device.name}"
         )
         return f"{device.describe()} is disabled (no driver bound); enable it: {enable}"
-    if driver == "kmem":
+    if driver == DaxDriver.KMEM:
         return (
             f"{device.describe()} is in system-ram mode (onlined as memory); give it back "
             f"(offline its memory, then {mode_hint(device, usable)})"
@@ -117,13 +135,13 @@ def check_mode(device: DaxDevice, *, allow_devdax: bool) -> None:
     one, whose famfs mode (fsdev_dax) the kernel does not let userspace map."""
     driver = device.driver
     if device.emulated:
-        if driver == "fsdev_dax":
+        if driver == DaxDriver.FSDEV_DAX:
             return
-        hint = mode_hint(device, "famfs")
+        hint = mode_hint(device, DaxMode.FAMFS)
         raise OSError(
             errno.EOPNOTSUPP, f"{device.describe()} is in {device.mode} mode, not famfs ({hint})"
         )
-    if driver == "device_dax":
+    if driver == DaxDriver.DEVICE_DAX:
         if allow_devdax:
             return
         raise OSError(
@@ -131,20 +149,20 @@ def check_mode(device: DaxDevice, *, allow_devdax: bool) -> None:
             f"{device.describe()} is in devdax mode: give --devdax to use it (the kernel does "
             "not stop other processes from mapping a devdax device while famfs-py holds it)",
         )
-    if driver == "fsdev_dax":
+    if driver == DaxDriver.FSDEV_DAX:
         raise OSError(
             errno.EOPNOTSUPP,
             f"{device.describe()} is in famfs mode (fsdev_dax), whose memory the kernel does "
             f"not let userspace map; switch it to devdax mode and give --devdax: as root, "
             f"`echo {device.name} > /sys/bus/dax/drivers/fsdev_dax/unbind; "
             f"echo {device.name} > /sys/bus/dax/drivers/device_dax/bind` (or "
-            f"`{mode_hint(device, 'devdax')}` with a daxctl that knows famfs mode: "
+            f"`{mode_hint(device, DaxMode.DEVDAX)}` with a daxctl that knows famfs mode: "
             f"Debian 12's daxctl 76 does not)",
         )
     raise OSError(
         errno.EOPNOTSUPP,
         f"{device.describe()} is bound to {driver} ({device.mode} mode), which famfs-py "
-        f"cannot use; switch it to devdax mode ({mode_hint(device, 'devdax')})",
+        f"cannot use; switch it to devdax mode ({mode_hint(device, DaxMode.DEVDAX)})",
     )
 
 
@@ -183,8 +201,10 @@ class Claim:
             "since": time.time(),
         }
         path = self.device.holder_dir / HOLDER_INFO
-        tmp = path.with_name(f".{HOLDER_INFO}.{os.getpid()}")
-        tmp.write_text(json.dumps(info) + "\n")
+        tmp = path.with_name(f".{HOLDER_INFO}.{os.getpid()}.{secrets.token_hex(4)}")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        with os.fdopen(os.open(tmp, flags, 0o644), "w") as f:
+            f.write(json.dumps(info) + "\n")
         tmp.replace(path)
 
     def release(self) -> None:
@@ -320,6 +340,39 @@ def notify_failure(
         return _send_failure(info, offset, length, flags, timeout)
 
 
+@dataclass(frozen=True)
+class FailureNotice:
+    """The one message a failure sender puts on a holder's socket: a bad device range and
+    the kernel's MF_* flags (one JSON object in one SOCK_SEQPACKET message)."""
+
+    offset: int
+    length: int
+    flags: int
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> FailureNotice:
+        """ValueError (or KeyError, TypeError) for anything but a notice."""
+        body = json.loads(data)
+        return cls(*(int(body[k]) for k in ("offset", "length", "flags")))
+
+
+@dataclass(frozen=True)
+class FailureResult:
+    """The holder's answer: its callback's result (0 or an errno)."""
+
+    rc: int
+
+    def encode(self) -> bytes:
+        return json.dumps(asdict(self)).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> FailureResult:
+        return cls(int(json.loads(data)["rc"]))
+
+
 def _send_failure(
     info: dict[str, object], offset: int, length: int, flags: int, timeout: float
 ) -> int:
@@ -334,7 +387,7 @@ def _send_failure(
         return errno.EOPNOTSUPP  # the holder is going away
     except (OSError, ValueError, TypeError):
         return errno.EPERM
-    request = json.dumps({"offset": offset, "length": length, "flags": flags}).encode()
+    request = FailureNotice(offset, length, flags).encode()
     with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC) as sock:
         sock.settimeout(timeout)
         try:
@@ -350,7 +403,7 @@ def _send_failure(
         except OSError as exc:
             return exc.errno or errno.EIO
     try:
-        return int(json.loads(reply)["rc"])
+        return FailureResult.decode(reply).rc
     except (ValueError, KeyError, TypeError):
         return errno.EIO
 
@@ -393,22 +446,21 @@ class _FailureListener:
     def _handle(self, conn: socket.socket) -> None:
         try:
             if not self._allowed(conn):
-                conn.send(json.dumps({"rc": errno.EPERM}).encode())
+                conn.send(FailureResult(errno.EPERM).encode())
                 return
-            request = json.loads(conn.recv(4096))
-            offset, length, flags = (int(request[k]) for k in ("offset", "length", "flags"))
+            notice = FailureNotice.decode(conn.recv(4096))
         except (OSError, ValueError, KeyError, TypeError):
             return
         self._in_callback = True
         try:
-            rc = int(self.ops.notify_failure(offset, length, flags) or 0)
+            rc = int(self.ops.notify_failure(notice.offset, notice.length, notice.flags) or 0)
         except Exception:
             log.exception("notify_failure callback failed for %s", self.device.path)
             rc = errno.EIO
         finally:
             self._in_callback = False
         with contextlib.suppress(OSError):
-            conn.send(json.dumps({"rc": rc}).encode())
+            conn.send(FailureResult(rc).encode())
 
     def stop(self) -> None:
         self._stopping = True

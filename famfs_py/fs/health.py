@@ -90,10 +90,3 @@ class Health:
         if state is State.DEGRADED:
             return f"degraded ({len(self.poisoned)} poisoned ranges)"
         return state.value
-
-    def as_json(self) -> dict[str, object]:
-        return {
-            "health": self.state.value,
-            "failsafe": self.failsafe,
-            "removed": self.removed,
-        }

@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from famfs_py import omf
 from famfs_py.dax import cache
 from famfs_py.dax.memory import DeviceMemory, MemoryFault
+from famfs_py.errors import NamespaceError
 from famfs_py.fs.alloc import Bitmap
-from famfs_py.fs.namespace import Inode, Namespace, NamespaceError
+from famfs_py.fs.namespace import Inode, Namespace
 
 log = logging.getLogger(__name__)
 
@@ -190,7 +191,9 @@ class Log:
             reason = f"unknown entry type {entry.entry_type}"
             self._record_bad(BadEntry(index, (reason,), False), stats)
             return
-        problems = omf.entry_problems(entry, index, self.sb.dev_size, self.sb.alloc_unit)
+        problems = omf.entry_problems(
+            entry, index, self.sb.dev_size, self.sb.alloc_unit, self.sb.log_offset + self.sb.log_len
+        )
         if isinstance(payload, omf.FileMeta) and not isinstance(payload.fmap, omf.UnknownFmap):
             for ext in omf.fmap_extents(payload.fmap):
                 if ext.offset + ext.length <= self.sb.dev_size:

@@ -35,10 +35,11 @@ from dataclasses import dataclass, field
 
 from famfs_py import omf
 from famfs_py.dax.memory import MemoryFault
+from famfs_py.errors import FsError, NamespaceError
 from famfs_py.fs.alloc import NoSpace
-from famfs_py.fs.filesystem import Famfs, FsError
+from famfs_py.fs.filesystem import Famfs
 from famfs_py.fs.fmap import FileMap
-from famfs_py.fs.namespace import Inode, NamespaceError
+from famfs_py.fs.namespace import Inode
 
 log = logging.getLogger(__name__)
 
@@ -86,9 +87,9 @@ class PendingFiles:
     def check_log_room(self, what: str) -> None:
         if self.log_slots_free() <= 0:
             raise FsError(
-                errno.ENOSPC,
                 f"{what}: the log is full ({self.fs.log.slots} entries, "
                 f"{len(self.files)} of them held for files being written)",
+                errno.ENOSPC,
             )
 
     def create(
@@ -100,7 +101,7 @@ class PendingFiles:
         try:
             fs.namespace.check_new(relpath)
         except NamespaceError as exc:
-            raise FsError(exc.errno, str(exc)) from None
+            raise FsError(str(exc), exc.errno) from None
         self.check_log_room(relpath)
         inode = Inode(self._next_ino, name, parent.ino, is_dir, mode & 0o7777, uid, gid)
         if is_dir:
@@ -127,7 +128,7 @@ class PendingFiles:
     # -- bytes -----------------------------------------------------------------------------
     def write(self, p: Pending, offset: int, data: bytes | memoryview) -> int:
         if p.failed:
-            raise FsError(errno.ENOSPC, f"{p.inode.name}: {p.failed}")
+            raise FsError(f"{p.inode.name}: {p.failed}", errno.ENOSPC)
         end = offset + len(data)
         if end > p.capacity:
             self._grow(p, end)
@@ -142,7 +143,7 @@ class PendingFiles:
     def resize(self, p: Pending, size: int) -> None:
         """truncate/ftruncate of a pending file: shorter, or longer reading as zeros."""
         if p.failed:
-            raise FsError(errno.ENOSPC, f"{p.inode.name}: {p.failed}")
+            raise FsError(f"{p.inode.name}: {p.failed}", errno.ENOSPC)
         old = p.inode.size
         if size > old:
             if size > p.capacity:
@@ -171,9 +172,9 @@ class PendingFiles:
                 pos += n
         except MemoryFault as exc:
             fs.record_fault(exc, "write fault")
-            raise FsError(errno.EIO, f"{p.inode.name}: memory error while writing") from None
+            raise FsError(f"{p.inode.name}: memory error while writing", errno.EIO) from None
         except OSError as exc:
-            raise FsError(errno.EIO, str(exc)) from None
+            raise FsError(str(exc), errno.EIO) from None
 
     def _grow(self, p: Pending, end: int) -> None:
         """Allocate so that the file can hold `end` bytes: a run as large as all before it
@@ -198,10 +199,10 @@ class PendingFiles:
                 "limit per file; free space is fragmented)"
             )
             self.fail(p, reason)
-            raise FsError(errno.EFBIG, f"{self.path(p)}: {reason}")
+            raise FsError(f"{self.path(p)}: {reason}", errno.EFBIG)
         reason = f"no space left for {end} bytes ({bitmap.free} allocation units free)"
         self.fail(p, reason)
-        raise FsError(errno.ENOSPC, f"{self.path(p)}: {reason}")
+        raise FsError(f"{self.path(p)}: {reason}", errno.ENOSPC)
 
     def _extend_last(self, p: Pending, length: int) -> bool:
         if not p.extents:
@@ -244,7 +245,7 @@ class PendingFiles:
     def rmdir(self, p: Pending) -> None:
         assert p.inode.children is not None
         if p.inode.children:
-            raise FsError(errno.ENOTEMPTY, f"{self.path(p)} is not empty")
+            raise FsError(f"{self.path(p)} is not empty", errno.ENOTEMPTY)
         self.discard(p)
 
     def discard(self, p: Pending) -> None:
@@ -271,19 +272,19 @@ class PendingFiles:
         if existing is not None:
             other = self.files.get(existing.ino)
             if not replace:
-                raise FsError(errno.EEXIST, f"{relpath} exists")
+                raise FsError(f"{relpath} exists", errno.EEXIST)
             if existing.is_dir:
-                raise FsError(errno.EISDIR, f"{relpath} is a directory")
+                raise FsError(f"{relpath} is a directory", errno.EISDIR)
             if other is None:
                 raise FsError(
-                    errno.EPERM,
                     f"{relpath} is a logged famfs file: the log cannot record replacing it",
+                    errno.EPERM,
                 )
             self.unlink(other)
         problem = omf.path_problem(relpath)
         if problem:
             code = errno.ENAMETOOLONG if "longer" in problem else errno.EINVAL
-            raise FsError(code, f"{relpath}: {problem}")
+            raise FsError(f"{relpath}: {problem}", code)
         fs.namespace.move(p.inode, parent, name)
 
     def commit(self, p: Pending) -> Inode | None:

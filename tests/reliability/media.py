@@ -33,9 +33,9 @@ from famfs_py import omf
 from famfs_py.cli.fsck_cmd import check_device
 from famfs_py.dax import emulated
 from famfs_py.dax.memory import DeviceMemory
-from famfs_py.errors import FamfsError
+from famfs_py.errors import FamfsError, FsError
 from famfs_py.fs import log as fslog
-from famfs_py.fs.filesystem import Famfs, FsError
+from famfs_py.fs.filesystem import Famfs
 from famfs_py.fs.log import Log
 from famfs_py.fs.mkfs import mkfs
 from famfs_py.fs.namespace import FIRST_ENTRY_INO, META_DIR, ROOT_INO, Namespace
