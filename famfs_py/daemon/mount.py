@@ -120,7 +120,10 @@ class Daemon:
                 teardown.callback(control.close)
                 control.bind()
                 ops = self.ops = FamfsOperations(
-                    fs, cache=self.opts.cache, timeout=self.opts.timeout
+                    fs,
+                    cache=self.opts.cache,
+                    timeout=self.opts.timeout,
+                    commit_delay=self.opts.commit_delay,
                 )
                 logging.getLogger("pyfuse3").addHandler(ReplyFailureHook(ops))
                 try:

@@ -215,6 +215,8 @@ class FamfsOperations(pyfuse3.Operations):
             if fields.update_gid:
                 node.gid = attr.st_gid
             self.pending.changed(node)
+            if pending.due is not None and not node.is_dir:
+                self.pending.later(pending)  # what tools do after closing pushes it later
             return self.attributes(node)
         path = self.fs.namespace.path_of(node.ino)
         if fields.update_size and attr.st_size != node.size:
@@ -524,12 +526,15 @@ class FamfsOperations(pyfuse3.Operations):
 
     def commit_due(self, everything: bool = False) -> None:
         """Commit the pending files whose time has come (all closed ones: `everything`)."""
-        due = self.pending.due(float("inf") if everything else None)
-        for pending in due:
-            try:
-                self._commit(pending, serving=not everything)
-            except FsError:
-                pass  # said in the log; the file is dropped
+        try:
+            due = self.pending.due(float("inf") if everything else None)
+            for pending in due:
+                try:
+                    self._commit(pending, serving=not everything)
+                except FsError:
+                    pass  # said in the log; the file is dropped
+        except Exception:  # the loop must go on: later files still need their commits
+            log.exception("bug while committing pending files")
 
     async def commit_loop(self) -> None:
         """Commit pending files as they fall due (runs on the master's event loop)."""
