@@ -23,6 +23,8 @@ import subprocess
 import time
 from pathlib import Path
 
+from famfs_py import omf
+
 from .__main__ import new_out_dir
 from .env import BIN, Environment, GiB, KiB, MiB, run
 
@@ -34,6 +36,10 @@ def _tree(root: Path, files: int, size: int) -> Path:
         directory.mkdir(parents=True, exist_ok=True)
         (directory / f"f{i:05d}").write_bytes(os.urandom(size))
     return root
+
+
+def _round_gib(n: int) -> int:
+    return -(-n // GiB) * GiB
 
 
 def _log_used(env: Environment, mp: Path) -> int:
@@ -86,7 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         shm = env.tmpfs("shm", 2 * GiB)
         src = _tree(shm / "src", args.files, args.file_kib * KiB)
         entries_per_copy = args.files + len(list(src.iterdir())) + 1  # files, dirs, top dir
-        env.dax_create("dax0.0", 8 * GiB)
+        # famfs never frees: room for every round's copies (a 2 MiB unit per small file)
+        per_round = 2 * args.files * omf.ALLOC_UNIT + 2 * args.large_mib * MiB
+        env.dax_create("dax0.0", max(4 * GiB, _round_gib(args.rounds * per_round + GiB)))
         env.host.cli("mkfs", "dax0.0")
         with env.famfs_mount("dax0.0", "mnt") as mount:
             mp = mount.mountpoint
