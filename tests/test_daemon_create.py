@@ -273,3 +273,16 @@ def test_famfs_py_creat_in_a_pending_directory_logs_the_directory_first(mounted_
         what="c and its parents on the client",
     )
     assert os.stat(cmp / "p" / "q" / "c").st_size == 4096
+
+
+def test_commands_on_a_file_still_being_written_say_it_is_not_logged(fresh, mounts):
+    mp = mounts.mount(fresh)
+    fd = os.open(mp / "open.bin", os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        os.write(fd, b"pending")
+        for args in (("getmap", mp / "open.bin"), ("verify", "-S", "1", "-f", mp / "open.bin")):
+            result = fresh.cli(*args)
+            assert result.returncode != 0 and "Traceback" not in result.out, result.out
+        assert "not a logged file" in fresh.cli("getmap", mp / "open.bin").out
+    finally:
+        os.close(fd)
