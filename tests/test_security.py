@@ -270,7 +270,7 @@ def test_a_reused_pid_gives_a_strangers_connection_no_groups(shared):
             sock.send(protocol.Map("public").encode())
             data, fds, _, _ = socket.recv_fds(sock, protocol.MAX_MESSAGE, protocol.MAX_FDS)
             try:
-                reply = protocol.decode_reply(data)
+                reply = protocol.decode_answer(data)
                 text = f"mapped {sorted(reply)[:2]} fds={len(fds)}"
             except Exception as exc:
                 text = f"error {getattr(exc, 'errno', None)} {exc}"

@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from helpers import MiB, wait_until
 
-from famfs_py import omf, protocol
+from famfs_py import omf, protocol, replies
 from famfs_py.channel import Channel
 
 
@@ -41,7 +41,7 @@ def file_over(path: str, offset: int, length: int = 2 * MiB) -> omf.FileMeta:
     return omf.FileMeta(length, omf.FM_ALL_HOSTS_RW, 0, 0, 0o666, path, fmap)
 
 
-def _logplay(mp) -> dict:
+def _logplay(mp) -> replies.LogplayReply:
     with Channel(str(mp)) as chan:
         return chan.call(protocol.Logplay())
 
@@ -56,9 +56,9 @@ def test_replay_refuses_files_over_the_superblock_or_the_log(mounted_pair):
     inside = foreign_append(memory, file_over("inside-log", omf.LOG_OFFSET + 4 * MiB))
     straddling = foreign_append(memory, file_over("straddling", omf.LOG_OFFSET + 6 * MiB, 4 * MiB))
 
-    def followed() -> dict | None:
+    def followed() -> replies.LogplayReply | None:
         reply = _logplay(cmp)
-        return reply if reply["entries"] > straddling else None
+        return reply if reply.entries > straddling else None
 
     reply = wait_until(followed, what="the client reading the new entries")
     for name in ("over-log", "inside-log", "straddling"):
@@ -66,6 +66,6 @@ def test_replay_refuses_files_over_the_superblock_or_the_log(mounted_pair):
     for index in (over_log, inside, straddling):
         assert any(
             b.startswith(f"log entry {index}:") and "over the superblock and log" in b
-            for b in reply["bad"]
-        ), reply["bad"]
+            for b in reply.bad
+        ), reply.bad
     assert (cmp / "first").exists()
