@@ -48,6 +48,7 @@ from famfs_py.fs.pending import Pending, PendingFiles
 log = logging.getLogger(__name__)
 
 COMMIT_DELAY = 1.0  # seconds after the last close before a pending file is committed
+COMMIT_TICKS = 10  # at most this many commit passes a second
 
 
 def guarded(handler: Callable[..., Any]) -> Callable[..., Any]:
@@ -133,6 +134,7 @@ class FamfsOperations(pyfuse3.Operations):
         self._last_read: tuple[Inode, int, int] | None = None
         self.pending = PendingFiles(fs, commit_delay)
         self._commit_wakeup = trio.Event()
+        self._committer_idle = True
 
     # -- attributes ----------------------------------------------------------------------
     def _inode(self, ino: int) -> Inode:
@@ -405,7 +407,7 @@ class FamfsOperations(pyfuse3.Operations):
         pending = self.pending.create(
             parent, os.fsdecode(name), mode, ctx.uid, ctx.gid, is_dir=True
         )
-        self._commit_wakeup.set()
+        self._wake_committer()
         return self._remember(pending.inode)
 
     @guarded
@@ -522,7 +524,13 @@ class FamfsOperations(pyfuse3.Operations):
 
     def _commit_later(self, pending: Pending) -> None:
         self.pending.later(pending)
-        self._commit_wakeup.set()
+        self._wake_committer()
+
+    def _wake_committer(self) -> None:
+        # a new due time is now + delay, never before the committer's planned wake: only
+        # a committer waiting for nothing needs waking (no per-release scan of the pending)
+        if self._committer_idle:
+            self._commit_wakeup.set()
 
     def commit_due(self, everything: bool = False) -> None:
         """Commit the pending files whose time has come (all closed ones: `everything`)."""
@@ -540,9 +548,12 @@ class FamfsOperations(pyfuse3.Operations):
         """Commit pending files as they fall due (runs on the master's event loop)."""
         while True:
             self.commit_due()
-            when = self.pending.next_due(time.monotonic())
-            wait = None if when is None else max(0.0, when - time.monotonic())
-            with trio.move_on_after(float("inf") if wait is None else wait):
+            now = time.monotonic()
+            when = self.pending.next_due(now)
+            self._committer_idle = when is None
+            # at most COMMIT_TICKS passes a second, however many files fall due one by one
+            wait = float("inf") if when is None else max(when - now, 1 / COMMIT_TICKS)
+            with trio.move_on_after(wait):
                 await self._commit_wakeup.wait()
             self._commit_wakeup = trio.Event()
 
