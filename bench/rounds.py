@@ -26,6 +26,7 @@ from famfs_py.dax import backing
 
 from . import io, logfill
 from . import model as m
+from .datasets import DatasetsGroup
 from .env import BenchError, Environment, GiB, KiB, MiB, drop_caches, run
 from .flushcost import FlushGroup
 from .model import Results
@@ -106,6 +107,7 @@ GROUPS = (
     "famfs-readahead",
     "mount",
     "flush",
+    "datasets",
 )
 EXPERIMENTS = ("famfs-readahead",)  # what famfs-py could do; full runs only
 SHM = Path("/dev/shm")  # where the 4 KiB-page device's memory goes
@@ -119,6 +121,7 @@ class Bench:
         self.chunk = io.aligned_buffer(io.CHUNK)  # every 1 MiB read/write goes through it
         self.offsets = io.random_offsets(cfg.file_size, cfg.rand_ops)
         self.flush_group = FlushGroup(self)
+        self.datasets_group = DatasetsGroup(self)
 
     def log(self, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
@@ -263,6 +266,7 @@ class Bench:
             ("famfs-readahead", self.group_readahead),
             ("mount", self.group_mounts),
             ("flush", self.flush_group.run),
+            ("datasets", self.datasets_group.run),
         ]
 
     def run(self, only: list[str] | None = None) -> None:

@@ -27,7 +27,7 @@ AU = omf.ALLOC_UNIT
 def fs(tmp_path):
     device = emulated.create("dax0.0", 4 * GiB, tmp_path)
     mkfs(device, system_uuid=uuid.UUID(MASTER_UUID))
-    famfs = Famfs(device, this_host=uuid.UUID(MASTER_UUID))
+    famfs = Famfs.open(device, this_host=uuid.UUID(MASTER_UUID))
     yield famfs
     famfs.close()
     emulated.remove(device)

@@ -167,7 +167,7 @@ def _expected_tree(bench: media.MediaBench, image: corrupt.Image) -> tuple[dict,
     """What the master's mount must show (the in-process replay of the same device), and
     the first bytes of the files whose data the image holds."""
     try:
-        fs = Famfs(bench.master, this_host=corrupt.MASTER)
+        fs = Famfs.open(bench.master, this_host=corrupt.MASTER)
     except FsError:
         return None
     pokes = dict(image.data)

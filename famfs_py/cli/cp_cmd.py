@@ -186,7 +186,7 @@ class Copier:
 
     def _move(self, job: tuple) -> None:
 
-        fd, src, dest, rel, filemap, created = job
+        fd, src, dest, rel, filemap, _created = job
         try:
             if self.args.compare:
                 where = self._compare(fd, filemap, dest)
@@ -194,8 +194,9 @@ class Copier:
                     raise Abort(f"{src} and {dest} differ at byte {where}")
             else:
                 self._copy(fd, filemap, dest)
-                if not created:
-                    self.chan_for_thread().call(protocol.Invalidate(rel))
+                # this host's page cache may hold the old bytes (a new file: a client may
+                # have read it before the copy landed); the daemon tells the other hosts
+                self.chan_for_thread().call(protocol.Invalidate(rel))
             if self.args.verbose:
                 verb = "compared" if self.args.compare else "copied"
                 print(f"famfs-py cp: {verb} {src} -> {dest}")

@@ -34,7 +34,7 @@ EXIT_CODES = """
 
 
 def _parse_flags(text: str) -> int:
-    from famfs_py.dax.holder import MF_FLAG_NAMES
+    from famfs_py.dax.failure_delivery import MF_FLAG_NAMES
 
     flags = 0
     for part in text.split(","):

@@ -64,12 +64,14 @@ class ControlServer:
         mountpoint: str,
         daemon_facts: Callable[[], DaemonFacts],
         invalidate: Callable[[list[int]], Awaitable[None]],
+        announce: Callable[[int, int, int], None] | None = None,
     ) -> None:
         self.fs = fs
         self.mountpoint = mountpoint
         self.watchers: set[trio.socket.SocketType] = set()  # holders of mapped files
         self.daemon_facts = daemon_facts
         self.invalidate = invalidate
+        self.announce = announce or (lambda ino, offset, length: None)  # to the other hosts
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         self._inode: int | None = None
         self._connections: dict[int, int] = {}  # uid -> connections open now
@@ -330,16 +332,20 @@ class ControlServer:
         return Answer(reply, (fd,))
 
     async def invalidate_file(self, request: protocol.Invalidate, caller: Credentials) -> Answer:
-        """Drop this host's cached pages of a file written behind the kernel's back."""
+        """A file was written behind the kernel's back (`cp`, `creat -r`): drop this host's
+        cached pages of it, and tell the other hosts."""
         inode = self._file(request.path)
         await self.invalidate([inode.ino])
+        self.announce(inode.ino, 0, inode.size)
         return Answer(replies.EmptyReply())
 
     async def flush_file(self, request: protocol.Flush, caller: Credentials) -> Answer:
-        """Write back and evict this host's CPU cache lines of a file (`famfs-py flush`): the
-        instructions act on every cache of the host, whichever CPU runs them, so a caller
-        needs no device access for it. On a worker thread: a big file takes a while, and the
-        mount keeps serving meanwhile (the file's place in memory never changes)."""
+        """Make this host current for a file (`famfs-py flush`): write back and evict its CPU
+        cache lines, then its page cache (dirty pages of shared mappings are written back
+        first, as writes to this daemon). The instructions act on every cache of the host,
+        whichever CPU runs them, so a caller needs no device access for it. On a worker
+        thread: a big file takes a while, and the mount keeps serving meanwhile (the file's
+        place in memory never changes)."""
         inode = self._file(request.path, logged=False)
         self.fs.check_data_available(inode)
         if inode.filemap is None or request.offset > inode.size:
@@ -347,6 +353,11 @@ class ControlServer:
         length = inode.size if request.length is None else request.length
         ranges = list(inode.filemap.ranges(request.offset, length))  # clipped to the file
         lines = await trio.to_thread.run_sync(self._flush_ranges, inode.name, ranges)
+        # then this host's page cache: dirty pages of shared mappings are written back (as
+        # writes to this daemon), the rest dropped, so descriptors and mappings read memory
+        await self.invalidate([inode.ino])
+        if inode.meta is not None:  # a program's own stores: the other hosts hear of them
+            self.announce(inode.ino, request.offset, min(length, inode.size - request.offset))
         policy = self.fs.coherency
         return Answer(replies.FlushReply(lines=lines, enabled=policy.enabled, reason=policy.reason))
 

@@ -31,8 +31,9 @@ import os
 import stat
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import pyfuse3
 import trio
@@ -49,6 +50,12 @@ log = logging.getLogger(__name__)
 
 COMMIT_DELAY = 1.0  # seconds after the last close before a pending file is committed
 COMMIT_TICKS = 10  # at most this many commit passes a second
+
+
+class Changes(Protocol):
+    """Where writes are announced to the other hosts (famfs_py.daemon.propagation)."""
+
+    def changing(self, ino: int, offset: int, length: int) -> AbstractContextManager[None]: ...
 
 
 def guarded(handler: Callable[..., Any]) -> Callable[..., Any]:
@@ -135,6 +142,7 @@ class FamfsOperations(pyfuse3.Operations):
         self.pending = PendingFiles(fs, commit_delay)
         self._commit_wakeup = trio.Event()
         self._committer_idle = True
+        self.changes: Changes | None = None  # announces writes to the other hosts
 
     # -- attributes ----------------------------------------------------------------------
     def _inode(self, ino: int) -> Inode:
@@ -329,7 +337,7 @@ class FamfsOperations(pyfuse3.Operations):
         if self._last_read is None:
             return
         inode, off, length = self._last_read
-        found = self.fs.probe(inode, off, length)
+        found = self.fs.failures.probe(inode, off, length)
         log.error(
             "the reply to a read of %s at %d+%d faulted; %d bad page(s) poisoned",
             self.fs.namespace.path_of(inode.ino),
@@ -344,7 +352,7 @@ class FamfsOperations(pyfuse3.Operations):
         if not handle.writable:
             raise pyfuse3.FUSEError(errno.EBADF)
         pending = handle.pending
-        if pending is not None and not pending.committed:
+        if pending is not None and not pending.committed:  # no other host sees it yet
             return self.pending.write(pending, off, buf)
         inode = handle.inode
         if off >= inode.size and inode.meta is not None:
@@ -353,7 +361,11 @@ class FamfsOperations(pyfuse3.Operations):
                 f"famfs file cannot grow ({inode.size} bytes)",
                 errno.EFBIG,
             )
-        return self.fs.write(inode, off, buf)
+        changes = self.changes
+        if changes is None:
+            return self.fs.write(inode, off, buf)
+        with changes.changing(inode.ino, off, len(buf)):  # other hosts hear of it
+            return self.fs.write(inode, off, buf)
 
     @guarded
     async def fsync(self, fh: int, datasync: bool) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from famfs_py.dax import backing as memory_files
-from famfs_py.dax import holder, trust
+from famfs_py.dax import failure_delivery, holder, trust
 from famfs_py.dax.device import NAME_RE, DaxDevice, device_in_root, resolve_device
 from famfs_py.dax.sysfs import (
     MODE_DRIVERS,
@@ -228,7 +228,7 @@ def _pre_remove(device: DaxDevice) -> int | None:
     if holder.holder_info(device) is None:
         return None
     rc = holder.notify_failure(
-        device, 0, holder.WHOLE_DEVICE, holder.MF_MEM_PRE_REMOVE, locked=True
+        device, 0, failure_delivery.WHOLE_DEVICE, failure_delivery.MF_MEM_PRE_REMOVE, locked=True
     )
     log.info("pre-remove of %s delivered to its holder: rc %d", device.path, rc)
     return rc
@@ -280,7 +280,7 @@ def inject_error(device: DaxDevice, offset: int, length: int, flags: int) -> int
     size = device.size
     if offset < 0 or length <= 0 or offset + length > size:
         raise ValueError(f"range {offset:#x}+{length:#x} is outside the device ({size:#x} bytes)")
-    flags |= holder.MF_SW_SIMULATED
+    flags |= failure_delivery.MF_SW_SIMULATED
     with holder.device_lock(device, exclusive=False):
         text = format_badblocks([(offset, length)])
         with open(device.sysfs_dir / "badblocks", "a") as f:

@@ -4,7 +4,7 @@ state they add up to (ok -> degraded -> failsafe -> removed).
 Every failure source feeds this one object: the holder's notify_failure, faults met by kernel
 copies, the device watcher (badblocks, a vanished device) and log replay. It can be fed from
 any thread (a lock guards each change, and readers see immutable snapshots); the daemon runs
-the handling of a failure on its event loop (famfs_py.fs.filesystem.FailureHandler), so the
+the handling of a failure on its event loop (famfs_py.fs.failures.FailureHandler), so the
 namespace is never walked while the log follower changes it.
 """
 

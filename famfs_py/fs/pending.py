@@ -171,7 +171,7 @@ class PendingFiles:
                 fs.flush_data(dev, n)  # other hosts read it from memory once it is logged
                 pos += n
         except MemoryFault as exc:
-            fs.record_fault(exc, "write fault")
+            fs.failures.record_fault(exc, "write fault")
             raise FsError(f"{p.inode.name}: memory error while writing", errno.EIO) from None
         except OSError as exc:
             raise FsError(str(exc), errno.EIO) from None
