@@ -246,6 +246,24 @@ def test_posix_rules_decide_who_creates_where(public_mount):
     assert as_user(65534, lambda: create_in("world")) == "ok 65534:65534:644"
     assert as_user(65534, lambda: os.mkdir(mp / "x")).startswith(f"error {errno.EACCES}")
 
+    def change_own_file() -> str:
+        path = mp / "world" / "nobodys"
+        path.write_bytes(b"x")
+        os.chmod(path, 0o600)  # the owner may, before the commit
+        try:
+            os.chown(path, 0, 0)  # giving it away: only root (chown(2))
+        except OSError as exc:
+            return f"chown {exc.errno}"
+        return "chown allowed"
+
+    assert as_user(65534, change_own_file) == f"ok chown {errno.EPERM}"
+    wait_until(
+        timeout=30,
+        condition=lambda: os.stat(mp / "world" / "nobodys").st_mode & 0o777 == 0o600,
+        what="nobody's file with its mode",
+    )
+    assert os.stat(mp / "world" / "nobodys").st_uid == 65534
+
 
 def test_a_directory_takes_the_mode_set_after_filling_it(mounted_pair):
     """tar -x, cp -a and rsync make a directory, fill it, then set its mode: a pending
