@@ -83,9 +83,9 @@ def pcq_systems(bucket_size: int) -> tuple[str, str]:
 FLUSH_SYSTEMS = {"on": "famfs-py flush=on", "off": "famfs-py flush=off"}
 _FLUSH = {FLUSH_SYSTEMS["on"]: (FLUSH_SYSTEMS["off"],), FLUSH_SYSTEMS["off"]: ()}
 
-_PCQ = {on: (off,) for on, off in map(pcq_systems, PCQ_BUCKET_SIZES)} | {
-    off: () for _, off in map(pcq_systems, PCQ_BUCKET_SIZES)
-}
+_PCQ: dict[str, tuple[str, ...]] = {
+    on: (off,) for on, off in map(pcq_systems, PCQ_BUCKET_SIZES)
+} | {off: () for _, off in map(pcq_systems, PCQ_BUCKET_SIZES)}
 
 # the datasets group (bench/datasets.py): an Arrow table read on a client
 DS_FAMFS = "famfs_py.arrow.read_table (device memory)"

@@ -12,6 +12,7 @@ both side by side with tmpfs, and copies in-process out of and into both.
 from __future__ import annotations
 
 import ctypes
+import mmap
 import os
 import re
 import sys
@@ -355,7 +356,13 @@ class Bench:
         for mapping in (self.warm_w, self.warm_4k_w):
             io.copy_in(mapping, size, self.chunk)
 
-        def fresh(region: io.MappedRegion, case: str, system: str, dest=None, src=None) -> float:
+        def fresh(
+            region: io.MappedRegion,
+            case: str,
+            system: str,
+            dest: bytearray | None = None,
+            src: bytes | bytearray | mmap.mmap | None = None,
+        ) -> float:
             """Copy through a mapping made just now (its page faults are part of it)."""
             mapping = region.map(writable=src is not None)
             try:

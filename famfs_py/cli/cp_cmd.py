@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 
 from famfs_py import channel, protocol
 from famfs_py.cli.common import (
@@ -21,8 +22,17 @@ from famfs_py.cli.common import (
     parse_id,
     parse_mode,
 )
+from famfs_py.dax import cache
+from famfs_py.dax.memory import DeviceMemory
 from famfs_py.errors import FamfsError, UsageError
 from famfs_py.fs.fmap import FileMap
+from famfs_py.mapping import (
+    MountedFile,
+    device_segments,
+    fill_from,
+    first_difference,
+    read_segments,
+)
 
 EXIT_CODES = """
   0  everything was copied (with -c: compared equal)
@@ -105,10 +115,6 @@ class Progress:
 
 class Copier:
     def __init__(self, args: argparse.Namespace, mountpoint: str) -> None:
-        from famfs_py import channel
-        from famfs_py.dax import cache
-        from famfs_py.dax.memory import DeviceMemory
-
         self.args = args
         self.failures = 0
         self.chan = channel.Channel(mountpoint)
@@ -141,8 +147,6 @@ class Copier:
         self.failures += 1
 
     def relpath(self, dest: str) -> str:
-        from famfs_py import channel
-
         where = channel.locate(dest)
         if where.mountpoint != self.mountpoint:
             raise Abort(f"{dest} is not in the famfs mount {self.mountpoint}")
@@ -176,7 +180,6 @@ class Copier:
         except FamfsError as exc:
             os.close(fd)
             raise Abort(f"{src} -> {dest}: {exc.message}") from None
-        from famfs_py.fs.fmap import FileMap
 
         job = (fd, src, dest, rel, FileMap(reply.fmap, size), reply.created)
         if self.pool is None:
@@ -213,8 +216,6 @@ class Copier:
         return self._local.chan
 
     def _copy(self, fd: int, filemap: FileMap, dest: str) -> None:
-        from famfs_py.mapping import device_segments, fill_from
-
         if self.mem is None:
             self._copy_through_mount(fd, filemap.size, dest)
             return
@@ -238,9 +239,6 @@ class Copier:
             os.close(out)
 
     def _compare(self, fd: int, filemap: FileMap, dest: str) -> int | None:
-        from functools import partial
-
-        from famfs_py.mapping import MountedFile, device_segments, first_difference, read_segments
 
         if self.mem is None:
             with MountedFile(dest, writable=False) as theirs:
@@ -297,8 +295,6 @@ def _total_bytes(sources: list[str], recursive: bool) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from famfs_py import channel
-
     if args.threadct < 0 or args.threadct > 256:
         raise UsageError(f"-t {args.threadct}: threads must be 0..256")
     dest = args.dest

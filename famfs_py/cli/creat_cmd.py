@@ -9,6 +9,7 @@ import errno
 import sys
 
 from famfs_py import channel, protocol
+from famfs_py.cli import seeded
 from famfs_py.cli.common import (
     Parser,
     add_interleave_options,
@@ -17,7 +18,7 @@ from famfs_py.cli.common import (
     parse_mode,
     parse_size,
 )
-from famfs_py.cli.seeded import parse_seed
+from famfs_py.cli.seeded import check_seed, parse_seed
 from famfs_py.errors import FamfsError, UsageError
 from famfs_py.replies import FileMapReply
 
@@ -84,8 +85,6 @@ def build_parser(prog: str) -> Parser:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    from famfs_py.cli.seeded import check_seed
-
     if args.seed and not args.randomize:
         raise UsageError("-S SEED needs -r (randomize)")
     if args.randomize and args.seed:
@@ -128,8 +127,6 @@ def create(
 
 
 def run(args: argparse.Namespace) -> int:
-    from famfs_py.cli import seeded
-
     _check_args(args)
     entries = args.multi or [(args.file, args.size, args.seed if args.randomize else 0)]
     first = channel.locate(entries[0][0])

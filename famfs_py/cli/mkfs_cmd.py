@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from famfs_py import omf
 from famfs_py.cli.common import (
     Parser,
     add_mode_selectors,
@@ -15,6 +16,7 @@ from famfs_py.cli.common import (
     this_host_uuid,
 )
 from famfs_py.errors import FamfsError
+from famfs_py.fs.mkfs import mkfs
 
 EXIT_CODES = """
   0  the filesystem was made (or, with -k, killed)
@@ -82,9 +84,6 @@ def _remedy(needs: str | None, args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from famfs_py import omf
-    from famfs_py.fs.mkfs import mkfs
-
     check_mode_selectors(args)
     device = resolve_device_or_fail(args.device, args.root, MkfsFailed)
     try:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from famfs_py import omf
@@ -63,8 +64,31 @@ def read_log_header(mem: DeviceMemory, sb: omf.Superblock) -> omf.LogHeader:
     return omf.LogHeader.unpack(mem.read(sb.log_offset, omf.LOG_HEADER_SIZE))
 
 
+class LogWrites:
+    """The two writes of an append, in this order: the entry, then the header's counters
+    that commit it, each flushed before the next (a crash between them leaves a valid log
+    without the entry). `Log.writes_class` names the class a log writes through: the seam
+    the crash tests use to interrupt one of these writes by name."""
+
+    def __init__(self, mem: DeviceMemory, flush: Callable[[int, int], None]) -> None:
+        self.mem = mem
+        self.flush = flush
+
+    def entry(self, offset: int, raw: bytes) -> None:
+        """Write a log entry (not yet part of the log: the counters say how many are)."""
+        self.mem.write(offset, raw)
+        self.flush(offset, len(raw))  # the entry reaches memory before the count does
+
+    def commit(self, offset: int, counters: bytes) -> None:
+        """Write the header's counters (next_seqnum, next_index): the entry is in the log."""
+        self.mem.write(offset, counters)
+        self.flush(offset, len(counters))
+
+
 class Log:
     """The log of one mounted (or checked) filesystem and what replaying it built."""
+
+    writes_class: type[LogWrites] = LogWrites
 
     def __init__(
         self,
@@ -83,6 +107,7 @@ class Log:
         self.stopped_at: int | None = None
         self.bad: dict[int, BadEntry] = {}
         self._marked_beyond = 0  # entries past a stop whose extents are already marked
+        self.writes = self.writes_class(mem, self._flush)
 
     # -- reading -------------------------------------------------------------------------
     def committed(self) -> int:
@@ -239,10 +264,8 @@ class Log:
         where = self.sb.log_offset + omf.entry_offset(index)
         counters = omf.pack_counters(index + 1, index + 1)
         counters_at = self.sb.log_offset + omf.COUNTERS_OFFSET
-        self.mem.write(where, raw)
-        self._flush(where, len(raw))  # the entry reaches memory before the count does
-        self.mem.write(counters_at, counters)
-        self._flush(counters_at, len(counters))
+        self.writes.entry(where, raw)
+        self.writes.commit(counters_at, counters)
         return index
 
     @property
