@@ -21,7 +21,8 @@ SUPERBLOCK_SIZE = 0x200000  # FAMFS_SUPERBLOCK_SIZE: the superblock region
 LOG_OFFSET = 0x200000  # FAMFS_LOG_OFFSET
 DEFAULT_LOG_LEN = 0x800000  # FAMFS_LOG_LEN
 ALLOC_UNIT = 0x200000  # FAMFS_ALLOC_UNIT
-SMALL_ALLOC_UNIT = 4096  # readers also accept 4 KiB allocation units
+SMALL_ALLOC_UNIT = 4096  # mkfs --4k: upstream's 4 KiB allocation unit
+ALLOC_UNITS = (ALLOC_UNIT, SMALL_ALLOC_UNIT)  # what the superblock may say
 MIN_DEVICE_SIZE = 4 << 30  # mkfs refuses smaller devices
 DEVNAME_LEN = 64  # FAMFS_DEVNAME_LEN
 MAX_PATHLEN = 80  # FAMFS_MAX_PATHLEN (including the NUL)
@@ -129,16 +130,19 @@ class Superblock:
         dev_name: str,
         system_uuid: uuid.UUID,
         log_len: int = DEFAULT_LOG_LEN,
+        alloc_unit: int = ALLOC_UNIT,
         fs_uuid: uuid.UUID | None = None,
         dev_uuid: uuid.UUID | None = None,
     ) -> Superblock:
         """A fresh superblock as mkfs writes it, with its CRC computed."""
+        if alloc_unit not in ALLOC_UNITS:
+            raise OmfError(f"allocation unit {alloc_unit:#x} is neither 2 MiB nor 4 KiB")
         sb = cls(
             magic=SUPER_MAGIC,
             version=CURRENT_VERSION,
             log_offset=LOG_OFFSET,
             log_len=log_len,
-            alloc_unit=ALLOC_UNIT,
+            alloc_unit=alloc_unit,
             omf_major=OMF_VER_MAJOR,
             omf_minor=OMF_VER_MINOR,
             fs_uuid=fs_uuid or uuid.uuid4(),
@@ -206,7 +210,7 @@ class Superblock:
         out = []
         if self.crc != self.computed_crc():
             out.append(f"superblock crc {self.crc:#x} != computed {self.computed_crc():#x}")
-        if self.alloc_unit not in (ALLOC_UNIT, SMALL_ALLOC_UNIT):
+        if self.alloc_unit not in ALLOC_UNITS:
             out.append(f"bad allocation unit {self.alloc_unit:#x}")
         if self.version != CURRENT_VERSION:
             out.append(f"superblock version {self.version} (this famfs reads {CURRENT_VERSION})")
