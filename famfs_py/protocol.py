@@ -107,7 +107,8 @@ class Request:
         return self
 
     def encode(self) -> bytes:
-        body = {"op": self.OP, **{k: v for k, v in asdict(self).items() if v is not None}}
+        # the fields are plain values: vars() is asdict() without its deep copy
+        body = {"op": self.OP, **{k: v for k, v in vars(self).items() if v is not None}}
         return json.dumps(body).encode()
 
 

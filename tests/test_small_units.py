@@ -269,3 +269,43 @@ def test_a_bad_page_costs_the_files_that_share_it(host, mounts):
     for i, offset in offsets.items():
         hit = page <= offset < page + 2 * MiB or i == 2
         assert (_read_errno(mp / f"f{i}") == errno.EIO) == hit, i
+
+
+# -- copying many small files (creations asked for together) ------------------------------------
+def test_cp_of_many_small_files_in_batches(host, mounts, tmp_path):
+    _mkfs(host, "4k")
+    mp = mounts.mount(host)
+    src = tmp_path / "many"
+    (src / "a" / "b").mkdir(parents=True)
+    contents = {}
+    for i in range(300):  # more than one batch and more than one pipeline window
+        name = ("a/b/" if i % 3 == 0 else "") + f"f{i:03d}"
+        contents[name] = os.urandom(1 + (i * 53) % 9000)
+        (src / name).write_bytes(contents[name])
+    host.ok("cp", "-r", "-t", "2", src, mp / "dst")
+    for name, data in contents.items():
+        assert (mp / "dst" / name).read_bytes() == data
+    host.ok("cp", "-r", "-c", src, mp / "dst")
+    host.ok("cp", "-r", src, mp / "dst")  # again over the same files: restartable
+
+
+def test_cp_stops_at_a_file_it_cannot_create_and_leaves_none_unfilled(host, mounts, tmp_path):
+    _mkfs(host, "4k")
+    mp = mounts.mount(host)
+    src = tmp_path / "s"
+    src.mkdir()
+    contents = {f"f{i:02d}": os.urandom(100 + i) for i in range(20)}
+    for name, data in contents.items():
+        (src / name).write_bytes(data)
+    host.ok("mkdir", mp / "dst")
+    host.ok("creat", "-s", "7", mp / "dst" / "f10")  # in the way: the wrong size
+    result = host.cli("cp", "-r", src, mp / "dst")
+    assert_no_traceback(result)
+    assert result.returncode == 1 and "f10" in result.stderr and "stopping" in result.stderr
+    for name, data in contents.items():
+        target = mp / "dst" / name
+        if name == "f10":
+            assert target.stat().st_size == 7
+        elif target.exists():  # created with the batch: then it holds its bytes
+            assert target.read_bytes() == data
+    assert all((mp / "dst" / f"f{i:02d}").exists() for i in range(10))

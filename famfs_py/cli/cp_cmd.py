@@ -21,6 +21,7 @@ from famfs_py.cli.common import (
     parse_mode,
 )
 from famfs_py.errors import FamfsError
+from famfs_py.fs.fmap import FileMap
 
 EXIT_CODES = """
   0  everything was copied (with -c: compared equal)
@@ -30,6 +31,7 @@ EXIT_CODES = """
   2  usage error
 """
 PROGRESS_MIN = 64 << 20  # show a progress bar on a terminal for copies at least this big
+FILES_PER_BATCH = 128  # files of one directory created together (each holds a descriptor)
 
 
 class Abort(Exception):
@@ -147,38 +149,66 @@ class Copier:
             raise Abort(f"{dest} is not in the famfs mount {self.mountpoint}")
         return where.relpath
 
-    # -- one file ------------------------------------------------------------------------
+    # -- files -----------------------------------------------------------------------------
     def copy_file(self, src: str, dest: str, mode: int | None) -> None:
+        self.copy_files([(src, dest, self.relpath(dest), mode)])
+
+    def copy_files(self, files: list[tuple[str, str, str, int | None]]) -> None:
+        """Copy (src, dest, dest's path in the mount, mode) files: their creations (or, with
+        -c, their maps) are asked for together (Channel.call_many: one wait for the lot), then
+        each file's bytes are moved. A destination that cannot be created stops the copy
+        once the files asked for with it are done."""
         from famfs_py import protocol
 
-        try:
-            fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+        opened: list[tuple[int, int, str, str, str]] = []
+        requests: list[protocol.Request] = []
+        for src, dest, rel, mode in files:
+            try:
+                fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                self.fail(f"{src}: {exc.strerror}")
+                continue
             size = os.fstat(fd).st_size
-        except OSError as exc:
-            self.fail(f"{src}: {exc.strerror}")
-            return
-        if size == 0:
-            os.close(fd)
-            self.fail(f"{src}: empty file skipped (famfs files cannot be empty)")
-            return
-        rel = self.relpath(dest)
-        try:
+            if size == 0:
+                os.close(fd)
+                self.fail(f"{src}: empty file skipped (famfs files cannot be empty)")
+                continue
+            opened.append((fd, size, src, dest, rel))
             if self.args.compare:
-                reply = protocol.FileMapReply.from_fields(self.chan.call(protocol.Getmap(rel)))
-                if reply.size != size:
-                    raise Abort(f"{dest} holds {reply.size} bytes, {src} {size}")
+                requests.append(protocol.Getmap(rel))
             else:
                 chosen: int = self.args.mode if self.args.mode is not None else mode or 0o644
-                request = protocol.Creat(
-                    rel, size, chosen, self.args.uid, self.args.gid, **self.interleave
+                requests.append(
+                    protocol.Creat(
+                        rel, size, chosen, self.args.uid, self.args.gid, **self.interleave
+                    )
                 )
-                reply = protocol.FileMapReply.from_fields(self.chan.call(request))
-        except FamfsError as exc:
-            os.close(fd)
-            raise Abort(f"{src} -> {dest}: {exc.message}") from None
-        from famfs_py.fs.fmap import FileMap
+        try:
+            replies = self.chan.call_many(requests) if requests else []
+        except BaseException:
+            for fd, *_ in opened:
+                os.close(fd)
+            raise
+        stop: str | None = None
+        for (fd, size, src, dest, rel), reply in zip(opened, replies, strict=True):
+            try:
+                if isinstance(reply, FamfsError):
+                    raise Abort(f"{src} -> {dest}: {reply.message}")
+                grant = protocol.FileMapReply.from_fields(reply)
+                if self.args.compare and grant.size != size:
+                    raise Abort(f"{dest} holds {grant.size} bytes, {src} {size}")
+            except Abort as exc:
+                os.close(fd)
+                stop = stop or str(exc)
+                continue
+            self._start(fd, src, dest, rel, FileMap(grant.fmap, size), grant.created)
+        if stop:
+            raise Abort(stop)
 
-        job = (fd, src, dest, rel, FileMap(reply.fmap, size), reply.created)
+    def _start(
+        self, fd: int, src: str, dest: str, rel: str, filemap: FileMap, created: bool
+    ) -> None:
+        job = (fd, src, dest, rel, filemap, created)
         if self.pool is None:
             self._move(job)
         else:
@@ -251,8 +281,7 @@ class Copier:
         return first_difference(read_into, filemap.size, fd, self.progress.add)
 
     # -- trees ---------------------------------------------------------------------------
-    def mkdir(self, dest: str, mode: int) -> None:
-        rel = self.relpath(dest)
+    def mkdir(self, dest: str, rel: str, mode: int) -> None:
         if self.args.compare:
             return
         from famfs_py import protocol
@@ -262,17 +291,26 @@ class Copier:
         except FamfsError as exc:
             raise Abort(f"{dest}: {exc.message}") from None
 
-    def copy_tree(self, src: str, dest: str) -> None:
-        """Copy the contents of directory `src` into `dest` (created if missing)."""
-        self.mkdir(dest, stat.S_IMODE(os.stat(src).st_mode))
+    def copy_tree(self, src: str, dest: str, rel: str | None = None) -> None:
+        """Copy the contents of directory `src` into `dest` (created if missing); `rel` is
+        dest's path in the mount, once known (the tree below it is not looked up again)."""
+        rel = self.relpath(dest) if rel is None else rel
+        self.mkdir(dest, rel, stat.S_IMODE(os.stat(src).st_mode))
+        files: list[tuple[str, str, str, int | None]] = []
+        subdirs: list[tuple[str, str, str]] = []
         for entry in sorted(os.scandir(src), key=lambda e: e.name):
             target = os.path.join(dest, entry.name)
+            target_rel = f"{rel}/{entry.name}" if rel else entry.name
             if entry.is_dir(follow_symlinks=False):
-                self.copy_tree(entry.path, target)
+                subdirs.append((entry.path, target, target_rel))
             elif entry.is_file():
-                self.copy_file(entry.path, target, stat.S_IMODE(entry.stat().st_mode))
+                files.append((entry.path, target, target_rel, stat.S_IMODE(entry.stat().st_mode)))
             else:
                 self.fail(f"{entry.path}: not a regular file or directory; skipped")
+        for start in range(0, len(files), FILES_PER_BATCH):
+            self.copy_files(files[start : start + FILES_PER_BATCH])
+        for sub_src, sub_dest, sub_rel in subdirs:
+            self.copy_tree(sub_src, sub_dest, sub_rel)
 
     def wait(self) -> None:
         for future in self.pending:
