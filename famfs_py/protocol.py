@@ -13,10 +13,12 @@ from __future__ import annotations
 import errno
 import json
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, ClassVar, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from famfs_py import omf
 from famfs_py.errors import FamfsError
+
+if TYPE_CHECKING:  # imported where used: a command that sends a request needs none of it
+    from famfs_py import omf
 
 MAX_REQUEST = 64 << 10  # bytes the daemon reads of one request (requests are small)
 MAX_MESSAGE = 1 << 20  # bytes a command reads of one reply
@@ -64,6 +66,8 @@ def _flag(value: object, name: str) -> bool:
 
 # -- fmaps ----------------------------------------------------------------------------------
 def encode_fmap(fmap: omf.Fmap) -> dict[str, Any]:
+    from famfs_py import omf
+
     if isinstance(fmap, omf.InterleavedFmap):
         return {
             "kind": "interleaved",
@@ -78,6 +82,8 @@ def encode_fmap(fmap: omf.Fmap) -> dict[str, Any]:
 
 
 def decode_fmap(data: dict[str, Any]) -> omf.Fmap:
+    from famfs_py import omf
+
     try:
         if data["kind"] == "interleaved":
             strips = tuple(omf.Extent(int(s["offset"]), int(s["length"])) for s in data["strips"])
@@ -193,8 +199,10 @@ class Fsck(Request):
     nbuckets: int = 0
 
     def validate(self) -> Fsck:
+        from famfs_py.omf import MAX_NBUCKETS
+
         return Fsck(
-            _flag(self.verbose, "verbose"), bounded(self.nbuckets, "nbuckets", omf.MAX_NBUCKETS)
+            _flag(self.verbose, "verbose"), bounded(self.nbuckets, "nbuckets", MAX_NBUCKETS)
         )
 
 
