@@ -16,6 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from famfs_py.cli.common import (
     Parser,
     add_interleave_options,
+    apply_config,
     interleave_fields,
     parse_id,
     parse_mode,
@@ -27,7 +28,8 @@ EXIT_CODES = """
   0  everything was copied (with -c: compared equal)
   1  something failed; each failure is reported. Empty sources and directories without -r
      are skipped and the rest is copied; a destination that cannot be created (wrong size,
-     no space, log full, missing parent) or a miscompare stops the copy there
+     no space, log full, missing parent) or a miscompare stops the copy there (files of the
+     same directory asked for with it, up to 128, are still copied)
   2  usage error
 """
 PROGRESS_MIN = 64 << 20  # show a progress bar on a terminal for copies at least this big
@@ -59,8 +61,9 @@ def build_parser(prog: str) -> Parser:
         "-t",
         "--threadct",
         type=int,
-        default=0,
-        help="threads that copy data (default 0: in this thread)",
+        default=None,
+        help="threads that copy data (default: core.threadct of famfs-py config, else 0: "
+        "in this thread)",
     )
     parser.add_argument(
         "-m", "--mode", type=parse_mode, help="mode of new files (default: each source's)"
@@ -340,6 +343,9 @@ def _total_bytes(sources: list[str], recursive: bool) -> int:
 def run(args: argparse.Namespace) -> int:
     from famfs_py import channel
 
+    apply_config(args)
+    if args.threadct is None:
+        args.threadct = 0
     if args.threadct < 0 or args.threadct > 256:
         raise FamfsError(f"-t {args.threadct}: threads must be 0..256", 2)
     dest = args.dest
