@@ -113,9 +113,7 @@ def locate(path: str) -> Located:
             best = mp
     if best is None:
         raise FamfsError(
-            f"{path} is not in a famfs-py mount (mount one with 'famfs-py mount')",
-            1,
-            errno.ENOENT,
+            f"{path} is not in a famfs-py mount (mount one with 'famfs-py mount')", errno.ENOENT
         )
     rel = real[len(best) :].strip("/")
     return Located(best, rel)
@@ -134,7 +132,7 @@ class Channel:
             pass  # no socket: said below, as a refused connection
         except OSError as exc:
             raise FamfsError(
-                f"refusing the control socket of {mountpoint}: {exc.strerror}", 1, errno.EPERM
+                f"refusing the control socket of {mountpoint}: {exc.strerror}", errno.EPERM
             ) from None
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         self.sock.settimeout(timeout)
@@ -145,7 +143,6 @@ class Channel:
             raise FamfsError(
                 f"no famfs-py daemon answers for {mountpoint} (a stale mount? "
                 f"'famfs-py umount {mountpoint}' cleans it up)",
-                1,
                 errno.ENOTCONN,
             ) from None
         try:
@@ -164,7 +161,6 @@ class Channel:
                 f"the control socket of {self.mountpoint} is held by pid {pid} (uid {uid}), "
                 "not the mount's daemon: refusing to talk to it (a stale mount? "
                 f"'famfs-py umount {self.mountpoint}' cleans it up)",
-                1,
                 errno.EPERM,
             )
 
@@ -215,9 +211,9 @@ class Channel:
                 self.sock, protocol.MAX_MESSAGE, protocol.MAX_FDS
             )
         except TimeoutError:
-            raise FamfsError(f"the daemon of {self.mountpoint} did not answer", 1) from None
+            raise FamfsError(f"the daemon of {self.mountpoint} did not answer") from None
         if not data:
-            raise FamfsError(f"the daemon of {self.mountpoint} closed the connection", 1)
+            raise FamfsError(f"the daemon of {self.mountpoint} closed the connection")
         return data, list(fds)
 
     def close(self) -> None:

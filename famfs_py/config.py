@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 
-from famfs_py.errors import FamfsError
+from famfs_py.errors import FamfsError, UsageError
 
 SYSTEM, GLOBAL, LOCAL = "system", "global", "local"
 SCOPES = (SYSTEM, GLOBAL, LOCAL)  # lowest priority first
@@ -30,11 +30,8 @@ MAX_NBUCKETS = 64  # omf.MAX_NBUCKETS (not imported: commands start fast)
 MAX_NSTRIPS = 16  # omf.MAX_SIMPLE_EXTENTS
 
 
-class ConfigError(FamfsError):
-    """A settings file or value that cannot be used (exit code 2: fix it and run again)."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message, 2)
+class ConfigError(UsageError):
+    """A settings file or value that cannot be used (fix it and run again)."""
 
 
 def _count(text: str, key: str, low: int, high: int) -> int:
@@ -143,7 +140,7 @@ def write_file(path: str, values: dict[str, str]) -> None:
             f.write(text)
         os.replace(temporary, path)
     except OSError as exc:
-        raise FamfsError(f"{path}: cannot be written ({exc.strerror})", 1, exc.errno) from None
+        raise FamfsError(f"{path}: cannot be written ({exc.strerror})", exc.errno) from None
 
 
 class Settings:

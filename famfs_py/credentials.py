@@ -1,49 +1,78 @@
-"""Who is at the other end of a unix socket: SO_PEERCRED, and the peer's groups.
+"""Who is at the other end of a unix socket: uid, gid and groups as the kernel recorded them
+when the socket was connected (SO_PEERCRED, SO_PEERGROUPS).
 
 Every socket famfs-py listens on or talks to (the control channel, the holder's failure
-socket) learns its peer from the kernel here, never from what the peer says.
+socket) learns its peer from the kernel here, never from what the peer says, and all of it
+at once: nothing is looked up by pid later (a pid outlives its process and is reused: a
+stranger's connection must not gain the groups of whoever takes its pid next).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import errno
+import os
 import socket
 import struct
 from dataclasses import dataclass, field
 from typing import Protocol
 
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
+SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux >= 4.13; Python 3.11 lacks it
+_GID = struct.Struct("I")  # gid_t
+_PYTHON_BUFLEN_MAX = 1024  # socket.getsockopt refuses a longer buffer: 256 groups
+_NGROUPS_MAX = 65536
 
 
 @dataclass(frozen=True)
 class Credentials:
+    """A peer's identity when it connected. `pid` is only a fact to report (and to compare
+    with a pid a holder wrote down): never a key to look anything else up by."""
+
     pid: int
     uid: int
     gid: int
-    _groups: list[set[int]] = field(default_factory=list, compare=False, repr=False)
+    supplementary: frozenset[int] = field(default_factory=frozenset)
 
     @property
-    def groups(self) -> set[int]:
-        """Primary and supplementary groups (from /proc: SO_PEERCRED has only the first).
-        Read once, when first asked."""
-        if not self._groups:
-            found = {self.gid}
-            try:
-                with open(f"/proc/{self.pid}/status") as f:
-                    for line in f:
-                        if line.startswith("Groups:"):
-                            found.update(int(g) for g in line.split()[1:])
-                            break
-            except OSError:
-                pass
-            self._groups.append(found)
-        return self._groups[0]
+    def groups(self) -> frozenset[int]:
+        """Primary and supplementary groups, as they were at connect time."""
+        return self.supplementary | {self.gid}
 
 
 class _Socket(Protocol):
     def getsockopt(self, level: int, optname: int, buflen: int, /) -> bytes: ...
 
+    def fileno(self) -> int: ...
+
 
 def peer_credentials(sock: _Socket) -> Credentials:
-    """The credentials of the process that connected `sock` (or that it connected to)."""
+    """The credentials of the process that connected `sock` (or that it connected to), with
+    its supplementary groups, all as the kernel recorded them at connect time."""
     raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
-    return Credentials(*_PEERCRED.unpack(raw))
+    pid, uid, gid = _PEERCRED.unpack(raw)
+    return Credentials(pid, uid, gid, peer_groups(sock))
+
+
+def peer_groups(sock: _Socket) -> frozenset[int]:
+    """The peer's supplementary groups at connect time (SO_PEERGROUPS)."""
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, _PYTHON_BUFLEN_MAX)
+    except OSError as exc:
+        if exc.errno != errno.ERANGE:
+            raise
+        raw = _peer_groups_large(sock.fileno())  # more than 256 groups
+    return frozenset(g for (g,) in _GID.iter_unpack(raw[: len(raw) // _GID.size * _GID.size]))
+
+
+def _peer_groups_large(fd: int) -> bytes:
+    """SO_PEERGROUPS with a buffer as long as the kernel asks for (libc's getsockopt:
+    Python's is capped at 1024 bytes)."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
+    size = ctypes.c_uint32(_NGROUPS_MAX * _GID.size)
+    buffer = ctypes.create_string_buffer(size.value)
+    if libc.getsockopt(fd, socket.SOL_SOCKET, SO_PEERGROUPS, buffer, ctypes.byref(size)) != 0:
+        code = ctypes.get_errno()
+        raise OSError(code, os.strerror(code))
+    return buffer.raw[: size.value]

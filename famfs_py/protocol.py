@@ -15,7 +15,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
-from famfs_py.errors import FamfsError
+from famfs_py.errors import FamfsError, ProtocolError
 
 if TYPE_CHECKING:  # imported where used: a command that sends a request needs none of it
     from famfs_py import omf
@@ -24,13 +24,6 @@ MAX_REQUEST = 64 << 10  # bytes the daemon reads of one request (requests are sm
 MAX_MESSAGE = 1 << 20  # bytes a command reads of one reply
 MAX_FDS = 4  # descriptors one reply may carry
 ID_MAX = (1 << 32) - 1
-
-
-class ProtocolError(FamfsError):
-    """A request or reply that does not follow the protocol (EINVAL unless said)."""
-
-    def __init__(self, message: str, code: int = errno.EINVAL) -> None:
-        super().__init__(message, 1, code)
 
 
 # -- field checks ---------------------------------------------------------------------------
@@ -316,7 +309,7 @@ def decode_reply(data: bytes) -> dict[str, Any]:
     except (ValueError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"malformed reply from the daemon: {exc}", errno.EIO) from None
     if not reply.pop("ok", False):
-        raise FamfsError(str(reply.get("error")), 1, int(reply.get("errno") or errno.EIO))
+        raise FamfsError(str(reply.get("error")), int(reply.get("errno") or errno.EIO))
     return reply
 
 

@@ -9,6 +9,7 @@ import errno
 import importlib
 import io
 import os
+import socket
 import tempfile
 from pathlib import Path
 
@@ -16,7 +17,7 @@ import pytest
 from helpers import MiB, as_user
 
 import famfs_py
-from famfs_py import protocol
+from famfs_py import channel, credentials, protocol
 from famfs_py.channel import Channel
 
 NOBODY = 65534
@@ -192,3 +193,117 @@ def test_cp_creat_and_verify_work_through_the_mount_for_a_user_without_the_devic
         assert text.startswith("ok 1") and "permission denied" in text, text
     finally:
         os.unlink(src.name)
+
+
+MEMBER = 65533  # a user in the device's group (the pid-reuse test)
+
+
+def _take_pid(pid: int, groups: tuple[int, ...], uid: int, attempts: int = 200) -> tuple[int, int]:
+    """Start a process of `uid` with `groups` at exactly `pid` (ns_last_pid, as root; other
+    processes on the machine may take it first, hence the retries). Returns its pid and a
+    pipe to close to let it exit."""
+    for _ in range(attempts):
+        ready_r, ready_w = os.pipe()
+        hold_r, hold_w = os.pipe()
+        with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+            f.write(str(pid - 1))
+        child = os.fork()
+        if child == 0:
+            try:
+                os.close(hold_w)
+                os.close(ready_r)
+                os.setgroups(list(groups))
+                os.setgid(uid)
+                os.setuid(uid)
+                os.write(ready_w, b"x")
+                os.read(hold_r, 1)
+            finally:
+                os._exit(0)
+        os.close(ready_w)
+        os.close(hold_r)
+        os.read(ready_r, 1)
+        os.close(ready_r)
+        if child == pid:
+            return child, hold_w
+        os.close(hold_w)
+        os.waitpid(child, 0)
+    pytest.fail(f"could not start a process at pid {pid} in {attempts} attempts")
+
+
+def _groups_of(pid: int) -> set[int]:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("Groups:"):
+                return {int(g) for g in line.split()[1:]}
+    return set()
+
+
+def test_a_reused_pid_gives_a_strangers_connection_no_groups(shared):
+    """Issue 28 item 1: a stranger connects from a child that exits; a process of a member of
+    the device's group is made to take that pid; the stranger then asks for `map` on the
+    connection it kept. The daemon judges the connection by who connected, not by whoever
+    holds the pid now."""
+    host, mp = shared
+    memory = os.path.realpath(host.node())
+    os.chown(memory, 0, DEVICE_GROUP)
+    os.chmod(memory, 0o640)  # members of the group may map files (read)
+    path = str(channel.control_socket(str(mp), channel.mount_owner(str(mp))))
+    to_test, to_attacker = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+
+    attacker = os.fork()
+    if attacker == 0:  # the stranger: nobody, in no group
+        try:
+            to_test.close()
+            os.setgroups([])
+            os.setgid(NOBODY)
+            os.setuid(NOBODY)
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+            connector = os.fork()
+            if connector == 0:  # connects, makes sure it was accepted, and exits
+                sock.connect(path)
+                sock.send(protocol.Status().encode())
+                sock.recv(protocol.MAX_MESSAGE)
+                os._exit(0)
+            os.waitpid(connector, 0)
+            to_attacker.send(str(connector).encode())  # its pid is free now
+            to_attacker.recv(16)  # ... and taken by a member's process
+            sock.send(protocol.Map("public").encode())
+            data, fds, _, _ = socket.recv_fds(sock, protocol.MAX_MESSAGE, protocol.MAX_FDS)
+            try:
+                reply = protocol.decode_reply(data)
+                text = f"mapped {sorted(reply)[:2]} fds={len(fds)}"
+            except Exception as exc:
+                text = f"error {getattr(exc, 'errno', None)} {exc}"
+            to_attacker.send(text.encode())
+        finally:
+            os._exit(0)
+    to_attacker.close()
+    try:
+        freed = int(to_test.recv(16))
+        member, release = _take_pid(freed, (DEVICE_GROUP,), MEMBER)
+        try:
+            assert DEVICE_GROUP in _groups_of(freed)  # the pid is a member's now
+            to_test.send(b"go")
+            text = to_test.recv(4096).decode()
+        finally:
+            os.close(release)
+            os.waitpid(member, 0)
+    finally:
+        to_test.close()
+        os.waitpid(attacker, 0)
+    assert text.startswith(f"error {errno.EACCES}"), text
+    assert "needs read access to the device" in text
+
+
+def test_groups_are_those_the_peer_had_at_connect_time_even_hundreds():
+    """SO_PEERGROUPS, past the 256 groups Python's getsockopt can read."""
+    groups = (*range(100000, 100299), DEVICE_GROUP)
+
+    def peer():
+        left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with left, right:
+            caller = credentials.peer_credentials(left)
+        return sorted(caller.groups) == sorted({NOBODY, *groups})
+
+    assert as_user(NOBODY, peer, groups=groups) == "ok True"
+    assert as_user(NOBODY, peer, groups=()) == "ok False"

@@ -6,9 +6,7 @@ import argparse
 import sys
 from typing import Any
 
-from famfs_py.errors import FamfsError
-
-EXIT_USAGE = 2
+from famfs_py.errors import FamfsError, UsageError
 
 
 class Parser(argparse.ArgumentParser):
@@ -85,10 +83,9 @@ def add_mode_selectors(parser: argparse.ArgumentParser, nofuse_short: bool = Tru
 
 def check_mode_selectors(args: argparse.Namespace) -> None:
     if getattr(args, "nofuse", False):
-        raise FamfsError(
+        raise UsageError(
             "--nofuse selects upstream's famfs v1 kernel module, which famfs-py does not use: "
-            "famfs-py is a FUSE filesystem only (drop --nofuse)",
-            EXIT_USAGE,
+            "famfs-py is a FUSE filesystem only (drop --nofuse)"
         )
 
 
@@ -99,17 +96,18 @@ def print_json(data: object) -> None:
     sys.stdout.write("\n")
 
 
-def resolve_device_or_fail(spec: str, root: str | None = None, exit_code: int = 1) -> Any:
-    """The DaxDevice `spec` names, or a FamfsError that says where it was looked for."""
+def resolve_device_or_fail(
+    spec: str, root: str | None = None, kind: type[FamfsError] = FamfsError
+) -> Any:
+    """The DaxDevice `spec` names, or an error of `kind` that says where it was looked for."""
     from famfs_py.dax.device import resolve_device
 
     try:
         return resolve_device(spec, root)
     except OSError as exc:
-        raise FamfsError(
+        raise kind(
             f"{exc.strerror} (give daxX.Y, /dev/daxX.Y, or an emulated node; "
             "emulated devices: set --root or FAMFS_PY_DAX_ROOT)",
-            exit_code,
             exc.errno,
         ) from None
 
@@ -138,7 +136,7 @@ def this_host_uuid(args: argparse.Namespace) -> Any:
     try:
         return system_uuid(getattr(args, "system_uuid", None))
     except (ValueError, OSError) as exc:
-        raise FamfsError(f"cannot tell this host's system UUID: {exc}", EXIT_USAGE) from None
+        raise UsageError(f"cannot tell this host's system UUID: {exc}") from None
 
 
 def add_interleave_options(parser: argparse.ArgumentParser) -> None:
@@ -181,7 +179,7 @@ def interleave_fields(args: argparse.Namespace) -> dict[str, int]:
     if args.nstrips is None and args.nbuckets is None and args.chunksize is None:
         return {}
     if not args.nstrips or not args.nbuckets:
-        raise FamfsError("interleaving needs both -N NSTRIPS and -B NBUCKETS", 2)
+        raise UsageError("interleaving needs both -N NSTRIPS and -B NBUCKETS")
     return {
         "nstrips": args.nstrips,
         "nbuckets": args.nbuckets,

@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from famfs_py.cli.common import Parser
-from famfs_py.errors import FamfsError
+from famfs_py.errors import UsageError
 
 EXIT_CODES = """
   0  done (--get: the key is set)
@@ -49,9 +49,9 @@ def run(args: argparse.Namespace) -> int:
     from famfs_py import config
 
     if (args.set or args.unset) and not args.scope:
-        raise FamfsError("--set and --unset need --system, --global or --local", 2)
+        raise UsageError("--set and --unset need --system, --global or --local")
     if args.show_origin and not args.list:
-        raise FamfsError("--show-origin goes with --list", 2)
+        raise UsageError("--show-origin goes with --list")
     if args.set or args.unset:
         path = config.path_of(args.scope, args.shadow_path)
         values = config.read_file(path)

@@ -21,7 +21,7 @@ from famfs_py.cli.common import (
     parse_id,
     parse_mode,
 )
-from famfs_py.errors import FamfsError
+from famfs_py.errors import FamfsError, UsageError
 from famfs_py.fs.fmap import FileMap
 
 EXIT_CODES = """
@@ -347,7 +347,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threadct is None:
         args.threadct = 0
     if args.threadct < 0 or args.threadct > 256:
-        raise FamfsError(f"-t {args.threadct}: threads must be 0..256", 2)
+        raise UsageError(f"-t {args.threadct}: threads must be 0..256")
     dest = args.dest
     dest_is_dir = os.path.isdir(dest)
     if (len(args.sources) > 1 or args.recursive) and os.path.exists(dest) and not dest_is_dir:

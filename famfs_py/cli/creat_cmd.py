@@ -16,7 +16,7 @@ from famfs_py.cli.common import (
     parse_size,
 )
 from famfs_py.cli.seeded import parse_seed
-from famfs_py.errors import FamfsError
+from famfs_py.errors import FamfsError, UsageError
 
 EXIT_CODES = """
   0  the file exists with the size asked (created now, or already there)
@@ -85,21 +85,21 @@ def _check_args(args: argparse.Namespace) -> None:
     from famfs_py.cli.seeded import check_seed
 
     if args.seed and not args.randomize:
-        raise FamfsError("-S SEED needs -r (randomize)", 2)
+        raise UsageError("-S SEED needs -r (randomize)")
     if args.randomize and args.seed:
         check_seed(args.seed)
     if args.multi:
         if args.file:
-            raise FamfsError("give FILE or -M entries, not both", 2)
+            raise UsageError("give FILE or -M entries, not both")
         if args.seed:
-            raise FamfsError("-S and -M cannot be combined (give each -M entry its seed)", 2)
+            raise UsageError("-S and -M cannot be combined (give each -M entry its seed)")
         for _, _, seed in args.multi:
             if seed:
                 check_seed(seed)
     elif not args.file:
-        raise FamfsError("give a FILE to create (or -M NAME,SIZE[,SEED])", 2)
+        raise UsageError("give a FILE to create (or -M NAME,SIZE[,SEED])")
     if args.threadct is not None and not 0 <= args.threadct <= 256:
-        raise FamfsError(f"-t {args.threadct}: threads must be 0..256", 2)
+        raise UsageError(f"-t {args.threadct}: threads must be 0..256")
 
 
 def create(chan, path: str, size: int | None, args: argparse.Namespace) -> dict:

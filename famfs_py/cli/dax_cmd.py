@@ -16,7 +16,10 @@ from famfs_py.cli.common import (
     print_json,
     resolve_device_or_fail,
 )
-from famfs_py.errors import FamfsError
+from famfs_py.dax.sysfs import DaxMode
+from famfs_py.errors import FamfsError, UsageError
+
+MODE_CHOICES = [DaxMode.FAMFS, DaxMode.DEVDAX, DaxMode.SYSTEM_RAM, DaxMode.DISABLED]
 
 EXIT_CODES = """
   0  success (inject-error: the holder handled the error, or nobody holds the device)
@@ -79,7 +82,7 @@ def build_parser(prog: str) -> Parser:
         metavar="DEVICE",
         help="share the memory of another emulated device (another host)",
     )
-    p.add_argument("--mode", default="famfs", choices=["famfs", "devdax", "system-ram", "disabled"])
+    p.add_argument("--mode", default="famfs", choices=MODE_CHOICES)
     p.add_argument("--align", type=parse_size, default=2 << 20, help=argparse.SUPPRESS)
     p.add_argument(
         "--coherent",
@@ -109,7 +112,7 @@ def build_parser(prog: str) -> Parser:
 
     p = sub.add_parser("reconfigure", help="change a device's mode")
     p.add_argument("name", metavar="NAME")
-    p.add_argument("--mode", required=True, choices=["famfs", "devdax", "system-ram", "disabled"])
+    p.add_argument("--mode", required=True, choices=MODE_CHOICES)
     add_root_option(p)
 
     p = sub.add_parser(
@@ -163,7 +166,6 @@ def _emulated(args: argparse.Namespace):  # -> DaxDevice
         raise FamfsError(
             f"no emulated device {args.name} under {device.emulation_root} "
             "(see 'famfs-py dax list --root DIR')",
-            1,
             errno.ENODEV,
         )
     return device
@@ -238,17 +240,17 @@ def _reclaim(args: argparse.Namespace) -> None:
                 record.unlink()
         print(f"{reclaimed} orphaned memory file(s), {total / (1 << 20):.1f} MiB reclaimed")
         if refused:
-            raise FamfsError(f"remove --orphans: {refused} file(s) left (not yours)", 1)
+            raise FamfsError(f"remove --orphans: {refused} file(s) left (not yours)")
         return
     for name in args.memory:
         path = Path(name).absolute()
         if not backing.is_memory_file(path):
-            raise FamfsError(f"remove --memory {name}: not an emulated memory file", 1)
+            raise FamfsError(f"remove --memory {name}: not an emulated memory file")
         try:
             removed = backing.reclaim(path, unowned_ok=True)
         except OSError as exc:
             fix = ": remove that device instead" if exc.errno == errno.EBUSY else ""
-            raise FamfsError(f"remove --memory {name}: {exc.strerror}{fix}", 1, exc.errno) from None
+            raise FamfsError(f"remove --memory {name}: {exc.strerror}{fix}", exc.errno) from None
         print(f"reclaimed {path}" if removed else f"{path}: being set up or gone; left alone")
 
 
@@ -258,13 +260,30 @@ def _delivery_note(rc: int | None) -> str:
     return f" (pre-remove delivered to the holder: {os.strerror(rc) if rc else 'ok'})"
 
 
+def _check_create_flags(args: argparse.Namespace) -> None:
+    """What `emulated.create` would refuse, said with the flags."""
+    why = None
+    if args.backing and args.share:
+        why = "give --backing or --share, not both"
+    elif args.size == 0:
+        why = "give a device size (--size)"
+    elif args.size is None and not args.share:
+        if not args.backing:
+            why = "give a device size (--size)"
+        elif not os.path.exists(args.backing):
+            why = f"backing file {args.backing} does not exist: give --size"
+    if why:
+        raise FamfsError(f"create {args.name}: {why}")
+
+
 def run(args: argparse.Namespace) -> int:
     from famfs_py.dax import emulated
 
     if args.action == "remove" and not (args.name or args.orphans or args.memory):
-        raise FamfsError("remove: give a device NAME, --orphans or --memory FILE", 2)
+        raise UsageError("remove: give a device NAME, --orphans or --memory FILE")
     try:
         if args.action == "create":
+            _check_create_flags(args)
             device = emulated.create(
                 args.name,
                 args.size,
@@ -281,7 +300,7 @@ def run(args: argparse.Namespace) -> int:
             _list(args)
         elif args.action == "remove" and (args.orphans or args.memory):
             if args.name:
-                raise FamfsError("remove: give a device NAME, or --orphans/--memory, not both", 2)
+                raise UsageError("remove: give a device NAME, or --orphans/--memory, not both")
             _reclaim(args)
         elif args.action == "reconfigure":
             rc = emulated.reconfigure(_emulated(args), args.mode)
@@ -301,7 +320,6 @@ def run(args: argparse.Namespace) -> int:
         message = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
         raise FamfsError(
             f"{args.action} {args.name if 'name' in args else ''}: {message}".strip(),
-            1,
             getattr(exc, "errno", None),
         ) from None
     return 0

@@ -16,7 +16,7 @@ from famfs_py.cli.common import (
     resolve_device_or_fail,
     this_host_uuid,
 )
-from famfs_py.errors import FamfsError
+from famfs_py.errors import FamfsError, UsageError
 
 EXIT_CODES = """
   0    the filesystem is clean
@@ -26,6 +26,12 @@ EXIT_CODES = """
   100  the device could not be checked (missing, busy, wrong mode, or PATH not in a mount)
 """
 EXIT_CANNOT_CHECK = 100
+
+
+class CannotCheck(FamfsError):
+    """fsck could not look at the filesystem at all (no device, the claim refused)."""
+
+    exit_code = EXIT_CANNOT_CHECK
 
 
 def build_parser(prog: str) -> Parser:
@@ -71,7 +77,7 @@ def check_device(args: argparse.Namespace):  # -> FsckReport
     from famfs_py.dax.memory import DeviceMemory
     from famfs_py.fs.fsck import FsckReport, fsck_memory
 
-    device = resolve_device_or_fail(args.target, args.root, EXIT_CANNOT_CHECK)
+    device = resolve_device_or_fail(args.target, args.root, CannotCheck)
     try:
         claim = holder.claim(device, "famfs-py fsck", allow_devdax=args.devdax)
     except OSError as exc:
@@ -80,7 +86,7 @@ def check_device(args: argparse.Namespace):  # -> FsckReport
             if exc.errno == errno.EBUSY
             else ""
         )
-        raise FamfsError(f"{exc.strerror}{hint}", EXIT_CANNOT_CHECK, exc.errno) from None
+        raise CannotCheck(f"{exc.strerror}{hint}", exc.errno) from None
     with claim:
         try:
             mem = DeviceMemory.of_device(device, writable=False)
@@ -131,7 +137,8 @@ def print_report(report, verbose: int, human: bool = False) -> None:  # report: 
     out.write(f"  Filesystem UUID:   {report.fs_uuid}\n")
     out.write(f"  Device UUID:       {report.dev_uuid}\n")
     out.write(f"  System UUID:       {report.system_uuid}\n")
-    out.write(f"  role of this node: {report.role}\n")
+    role = report.role.upstream_name if report.role else None
+    out.write(f"  role of this node: {role}\n")
     out.write(f"  alloc_unit:        {report.alloc_unit:#x}\n")
     out.write(f"  OMF major version: {major}\n")
     out.write(f"  OMF minor version: {minor}\n")
@@ -200,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_mode_selectors(args)
     if args.nbuckets < 0 or args.nbuckets > 64:
-        raise FamfsError("-B takes 1..64 buckets", 2)
+        raise UsageError("-B takes 1..64 buckets")
     from famfs_py import channel
 
     in_mount = False

@@ -74,7 +74,7 @@ def _bin_dir(chosen: Path | None) -> Path:
             return candidate.absolute()
     where = chosen or candidates[0]
     raise FamfsError(
-        f"{where} does not hold {' and '.join(TOOLS)} (install famfs-py, or give --bin-dir)", 1
+        f"{where} does not hold {' and '.join(TOOLS)} (install famfs-py, or give --bin-dir)"
     )
 
 
@@ -168,7 +168,6 @@ def run(args: argparse.Namespace) -> int:
         raise FamfsError(
             f"cannot write {exc.filename}: {exc.strerror} (run as root, or choose the "
             "directories with --unit-dir/--sbin-dir/--udev-dir/--conf-dir)",
-            1,
             exc.errno,
         ) from None
     return 0

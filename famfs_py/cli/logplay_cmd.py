@@ -8,7 +8,7 @@ import os
 import sys
 
 from famfs_py.cli.common import Parser, add_root_option, resolve_device_or_fail
-from famfs_py.errors import FamfsError
+from famfs_py.errors import FamfsError, UsageError
 
 EXIT_CODES = """
   0  replayed with no error
@@ -82,21 +82,21 @@ def _targets(args: argparse.Namespace) -> tuple[str | None, str | None]:
     shadow = args.shadow
     if args.shadow_first:
         if shadow is not None:
-            raise FamfsError("give the shadow path once: -S SHADOW or --shadow SHADOW", 2)
+            raise UsageError("give the shadow path once: -S SHADOW or --shadow SHADOW")
         if not paths:
-            raise FamfsError("-S: give the shadow path, then the mount point", 2)
+            raise UsageError("-S: give the shadow path, then the mount point")
         shadow = paths.pop(0)
     if args.daxdev and shadow is None:
-        raise FamfsError("--daxdev is only used with a shadow logplay (--shadow SHADOW)", 2)
+        raise UsageError("--daxdev is only used with a shadow logplay (--shadow SHADOW)")
     if args.shadowtest and shadow is None:
-        raise FamfsError("--shadowtest checks a shadow tree: give --shadow SHADOW", 2)
+        raise UsageError("--shadowtest checks a shadow tree: give --shadow SHADOW")
     if args.daxdev:
         if paths:
-            raise FamfsError(f"with --daxdev, give no mount point ({paths[0]})", 2)
+            raise UsageError(f"with --daxdev, give no mount point ({paths[0]})")
         return shadow, None
     if len(paths) != 1:
         what = "a mount point" if not paths else "one mount point"
-        raise FamfsError(f"give {what} (any path in a famfs-py mount)", 2)
+        raise UsageError(f"give {what} (any path in a famfs-py mount)")
     return shadow, paths[0]
 
 
@@ -129,7 +129,7 @@ def _log_from_device(spec: str, root: str | None) -> bytes:
             if exc.errno == errno.EBUSY
             else ""
         )
-        raise FamfsError(f"{exc.strerror or exc}{hint}", 1, exc.errno) from None
+        raise FamfsError(f"{exc.strerror or exc}{hint}", exc.errno) from None
     with claim:
         if device.size < omf.SUPERBLOCK_STRUCT_SIZE:
             raise FamfsError(f"{device.path} holds {device.size} bytes: no famfs on it")

@@ -14,11 +14,13 @@ from famfs_py.cli.common import (
     resolve_device_or_fail,
     this_host_uuid,
 )
+from famfs_py.errors import FamfsError
 
 EXIT_CODES = """
   0  the filesystem was made (or, with -k, killed)
   2  usage error, or mkfs refused or failed (the device is left untouched)
 """
+EXIT_MKFS_FAILED = 2
 
 
 def build_parser(prog: str) -> Parser:
@@ -70,22 +72,40 @@ def build_parser(prog: str) -> Parser:
     return parser
 
 
+class MkfsFailed(FamfsError):
+    """mkfs refused or failed: like upstream's mkfs.famfs, it exits 2 on every failure."""
+
+    exit_code = EXIT_MKFS_FAILED
+
+
+def _remedy(needs: str | None, args: argparse.Namespace) -> str:
+    """The flag that lets a refused mkfs through, said the way the library cannot."""
+    if needs == "force":
+        return "; add -f to confirm" if args.kill else "; use -f to overwrite it"
+    if needs == "log_len":
+        return " (use -l 8m, 16m, 32m, ...)"
+    return ""
+
+
 def run(args: argparse.Namespace) -> int:
     from famfs_py import omf
-    from famfs_py.fs.mkfs import EXIT_FAILURE, mkfs
+    from famfs_py.fs.mkfs import mkfs
 
     check_mode_selectors(args)
-    device = resolve_device_or_fail(args.device, args.root, EXIT_FAILURE)
-    result = mkfs(
-        device,
-        system_uuid=this_host_uuid(args),
-        force=args.force,
-        kill=args.kill,
-        log_len=omf.DEFAULT_LOG_LEN if args.loglen is None else args.loglen,
-        alloc_unit=omf.SMALL_ALLOC_UNIT if args.small_units else omf.ALLOC_UNIT,
-        allow_small=args.allow_small,
-        allow_devdax=args.devdax,
-    )
+    device = resolve_device_or_fail(args.device, args.root, MkfsFailed)
+    try:
+        result = mkfs(
+            device,
+            system_uuid=this_host_uuid(args),
+            force=args.force,
+            kill=args.kill,
+            log_len=omf.DEFAULT_LOG_LEN if args.loglen is None else args.loglen,
+            alloc_unit=omf.SMALL_ALLOC_UNIT if args.small_units else omf.ALLOC_UNIT,
+            allow_small=args.allow_small,
+            allow_devdax=args.devdax,
+        )
+    except FamfsError as exc:
+        raise MkfsFailed(exc.message + _remedy(exc.needs, args), exc.errno) from None
     if result.killed:
         if not result.had_fs:
             print(f"No famfs superblock on {result.device}: nothing to kill")

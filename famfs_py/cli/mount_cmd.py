@@ -17,7 +17,7 @@ from pathlib import Path
 from famfs_py.cli.common import Parser
 from famfs_py.daemon import options
 from famfs_py.daemon.options import MountOptions
-from famfs_py.errors import FamfsError
+from famfs_py.errors import FamfsError, UsageError
 
 EXIT_CODES = """
   0  mounted (the mount answers); with --foreground: unmounted cleanly
@@ -147,10 +147,9 @@ def run_background(opts: MountOptions) -> int:
 def run(args: argparse.Namespace) -> int:
     opts = parse_options(args, build_parser("famfs-py mount"))
     if not opts.mountpoint:
-        raise FamfsError(
+        raise UsageError(
             "no mount point given (under systemd: set FAMFS_PY_MOUNTPOINT in "
-            "/etc/famfs-py/<instance>.conf or a drop-in)",
-            2,
+            "/etc/famfs-py/<instance>.conf or a drop-in)"
         )
     if opts.stays_attached:
         return run_foreground(opts)

@@ -16,8 +16,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from famfs_py.cli.common import EXIT_USAGE, Parser
+from famfs_py.cli.common import Parser
 from famfs_py.dax.device import DEFAULT_EMULATION_ROOT, NAME_RE, ROOT_ENV
+from famfs_py.errors import EXIT_USAGE
 
 PROG = "mount.fuse.famfs-py"
 FSTYPE = "fuse.famfs-py"

@@ -14,7 +14,7 @@ import time
 
 from famfs_py.cli.common import Parser, parse_size
 from famfs_py.cli.seeded import parse_seed
-from famfs_py.errors import FamfsError
+from famfs_py.errors import FamfsError, UsageError
 
 EXIT_CODES = """
   0  success: every message sent and received intact (or the queue was created, drained,
@@ -94,7 +94,7 @@ def build_parser(prog: str) -> Parser:
 
 
 def _usage(message: str) -> FamfsError:
-    return FamfsError(message, 2)
+    return UsageError(message)
 
 
 def _check(args: argparse.Namespace) -> None:
@@ -161,7 +161,7 @@ def _print_cache(*stats) -> None:
 
 
 def _pcq_error(exc: Exception) -> FamfsError:
-    return FamfsError(getattr(exc, "message", None) or str(exc), 1)
+    return FamfsError(getattr(exc, "message", None) or str(exc))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -175,8 +175,7 @@ def run(args: argparse.Namespace) -> int:
             raise FamfsError(
                 "--setperm is not supported: famfs-py keeps each file's mode and owner as "
                 "created (its log cannot record chmod); create the queue with -u/-g for the "
-                "user who runs the roles",
-                1,
+                "user who runs the roles"
             )
         if args.create:
             pcq.create(

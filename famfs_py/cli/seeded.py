@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 from typing import NamedTuple
 
-from famfs_py.errors import FamfsError
+from famfs_py.errors import FamfsError, UsageError
 
 CHUNK = 16 << 20  # bytes generated or checked per step
 
@@ -23,10 +23,9 @@ def parse_seed(text: str) -> int:
 
 def check_seed(seed: int, what: str = "seed") -> None:
     if seed & 0xFFFFFFFF == 0:
-        raise FamfsError(
+        raise UsageError(
             f"{what} {seed:#x} has zero low 32 bits: upstream would seed from the clock and "
-            "the data could never be verified (choose another seed)",
-            2,
+            "the data could never be verified (choose another seed)"
         )
 
 

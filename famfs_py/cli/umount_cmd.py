@@ -11,7 +11,7 @@ import shutil
 import subprocess
 
 from famfs_py.cli.common import Parser
-from famfs_py.errors import FamfsError
+from famfs_py.errors import FamfsError, UsageError
 
 EXIT_CODES = """
   0  unmounted, the daemon has exited and the device is released;
@@ -99,10 +99,9 @@ def run(args: argparse.Namespace) -> int:
     from famfs_py import channel, protocol
 
     if not args.mountpoint:
-        raise FamfsError(
+        raise UsageError(
             "no mount point given (under systemd: set FAMFS_PY_MOUNTPOINT in "
-            "/etc/famfs-py/<instance>.conf or a drop-in)",
-            2,
+            "/etc/famfs-py/<instance>.conf or a drop-in)"
         )
     mountpoint = os.path.realpath(args.mountpoint)
     if args.if_stale:

@@ -8,7 +8,7 @@ import sys
 
 from famfs_py.cli.common import Parser
 from famfs_py.cli.seeded import parse_seed
-from famfs_py.errors import FamfsError
+from famfs_py.errors import UsageError
 
 EXIT_CODES = """
   0  every file holds its pattern
@@ -56,21 +56,21 @@ def run(args: argparse.Namespace) -> int:
     from famfs_py.cli import seeded
 
     if args.multi and (args.filename or args.seed is not None):
-        raise FamfsError("-m cannot be combined with -f or -S", 2)
+        raise UsageError("-m cannot be combined with -f or -S")
     if args.multi:
         jobs = [seeded.Job(path, seed) for path, seed in args.multi]
     else:
         if not args.filename:
-            raise FamfsError("give -f FILE and -S SEED (or -m FILE,SEED)", 2)
+            raise UsageError("give -f FILE and -S SEED (or -m FILE,SEED)")
         if args.seed is None:
-            raise FamfsError("give the random seed to verify the file with (-S SEED)", 2)
+            raise UsageError("give the random seed to verify the file with (-S SEED)")
         jobs = [seeded.Job(args.filename, args.seed)]
     for job in jobs:
         if not job.seed:
-            raise FamfsError(f"{job.path}: seed 0 means no pattern; nothing to verify", 2)
+            raise UsageError(f"{job.path}: seed 0 means no pattern; nothing to verify")
         seeded.check_seed(job.seed)
     if args.threadct is not None and not 0 <= args.threadct <= 256:
-        raise FamfsError(f"-t {args.threadct}: threads must be 0..256", 2)
+        raise UsageError(f"-t {args.threadct}: threads must be 0..256")
     threads = seeded.default_threads() if args.threadct is None else args.threadct
     failures = 0
     for job, result in seeded.run_jobs(jobs, threads, lambda j: seeded.verify(j.path, j.seed)):

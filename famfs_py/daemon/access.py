@@ -17,7 +17,7 @@ import stat
 from enum import Enum
 
 from famfs_py.credentials import Credentials
-from famfs_py.fs.filesystem import FsError
+from famfs_py.errors import FsError
 from famfs_py.fs.namespace import Inode, Namespace
 
 R, W, X = 4, 2, 1
@@ -55,7 +55,7 @@ def may(inode: Inode, caller: Credentials, want: int) -> bool:
 
 
 def _denied(path: str, what: str) -> FsError:
-    return FsError(errno.EACCES, f"{path or '/'}: permission denied ({what})")
+    return FsError(f"{path or '/'}: permission denied ({what})", errno.EACCES)
 
 
 def check_reach(ns: Namespace, inode: Inode, caller: Credentials) -> None:
@@ -103,9 +103,9 @@ def check_owner(uid: int | None, gid: int | None, caller: Credentials) -> tuple[
     if is_privileged(caller):
         return owner, group
     if owner != caller.uid:
-        raise FsError(errno.EPERM, f"only root may create files owned by another user ({owner})")
+        raise FsError(f"only root may create files owned by another user ({owner})", errno.EPERM)
     if group not in caller.groups:
-        raise FsError(errno.EPERM, f"you (uid {caller.uid}) are not in group {group}")
+        raise FsError(f"you (uid {caller.uid}) are not in group {group}", errno.EPERM)
     return owner, group
 
 
@@ -129,9 +129,9 @@ def check_device(node: str, caller: Credentials, *, write: bool) -> None:
             "install-service sets up group famfs and a udev rule, mode 0660) for you to join"
         )
     raise FsError(
-        errno.EACCES,
         f"mapping a file's memory needs {access} access to the device {node} ({facts}); "
         f"{how}, or use the file through the mount (read/write, or an ordinary mmap there)",
+        errno.EACCES,
     )
 
 

@@ -24,9 +24,9 @@ from famfs_py.credentials import Credentials, peer_credentials
 from famfs_py.daemon import access
 from famfs_py.daemon.access import Rule
 from famfs_py.dax.cache import CacheFault
-from famfs_py.errors import FamfsError
+from famfs_py.errors import FamfsError, FsError
 from famfs_py.fs.alloc import Interleave
-from famfs_py.fs.filesystem import Famfs, FsError
+from famfs_py.fs.filesystem import Famfs
 from famfs_py.fs.fsck import fsck_memory
 from famfs_py.fs.namespace import Inode
 
@@ -87,11 +87,10 @@ class ControlServer:
             self._listener.close()
             if exc.errno == errno.EADDRINUSE:
                 raise FsError(
-                    errno.EBUSY,
-                    f"another process already serves {self.mountpoint}: {exc.strerror}",
+                    f"another process already serves {self.mountpoint}: {exc.strerror}", errno.EBUSY
                 ) from None
             raise FsError(
-                exc.errno or errno.EIO, f"cannot take the control socket: {exc.strerror}"
+                f"cannot take the control socket: {exc.strerror}", exc.errno or errno.EIO
             ) from None
         self._listener.listen(64)
 
@@ -201,14 +200,14 @@ class ControlServer:
             return
         if rule is Rule.OWNER:
             raise FsError(
-                errno.EPERM, f"only {rule.value} may use {request.OP} (you are uid {caller.uid})"
+                f"only {rule.value} may use {request.OP} (you are uid {caller.uid})", errno.EPERM
             )
         path: str = getattr(request, "path", "")
         ns = self.fs.namespace
         existing = ns.resolve(path)
         if rule is Rule.READER or (isinstance(request, protocol.Creat) and existing is not None):
             if existing is None:
-                raise FsError(errno.ENOENT, f"{path}: no such file or directory")
+                raise FsError(f"{path}: no such file or directory", errno.ENOENT)
             access.check_file(ns, existing, caller, write=bool(getattr(request, "write", False)))
         elif isinstance(request, protocol.Mkdir) and existing is not None and existing.is_dir:
             access.check_reach(ns, existing, caller)  # mkdir -p of what is there: no change
@@ -231,9 +230,9 @@ class ControlServer:
         """The file a request names; `logged=False` also accepts the .meta files."""
         inode = self.fs.lookup_path(path)
         if inode.is_dir:
-            raise FsError(errno.EISDIR, f"{inode.name} is a directory")
+            raise FsError(f"{inode.name} is a directory", errno.EISDIR)
         if inode.meta is None and logged:
-            raise FsError(errno.EINVAL, f"{inode.name} is not a logged file")
+            raise FsError(f"{inode.name} is not a logged file", errno.EINVAL)
         return inode
 
     def status(self, request: protocol.Status, caller: Credentials) -> Answer:
@@ -301,7 +300,7 @@ class ControlServer:
         """A descriptor of the whole device, for batched copies by root or the mount's owner
         (who may create files anyway)."""
         if self.fs.health.removed:
-            raise FsError(errno.EIO, "the device was removed")
+            raise FsError("the device was removed", errno.EIO)
         fd = self.fs.mem.dup_fd(writable=self.fs.writable)
         reply = protocol.DeviceReply(
             self.fs.sb.dev_size, self.fs.writable, self.fs.mem.align, self.fs.coherency.enabled
@@ -322,7 +321,7 @@ class ControlServer:
         inode = self._file(request.path, logged=False)
         self.fs.check_data_available(inode)
         if inode.filemap is None or request.offset > inode.size:
-            raise FsError(errno.EINVAL, f"{inode.name}: offset {request.offset} is past its end")
+            raise FsError(f"{inode.name}: offset {request.offset} is past its end", errno.EINVAL)
         length = inode.size if request.length is None else request.length
         ranges = list(inode.filemap.ranges(request.offset, length))  # clipped to the file
         lines = await trio.to_thread.run_sync(self._flush_ranges, inode.name, ranges)
@@ -337,7 +336,7 @@ class ControlServer:
             try:
                 lines += self.fs.coherency.invalidate(self.fs.mem.view(dev, n))
             except CacheFault:
-                raise FsError(errno.EIO, f"{name}: memory error while flushing") from None
+                raise FsError(f"{name}: memory error while flushing", errno.EIO) from None
         return lines
 
     def logplay(self, request: protocol.Logplay, caller: Credentials) -> Answer:

@@ -25,7 +25,7 @@ from famfs_py import channel
 from famfs_py.dax.device import resolve_device
 from famfs_py.errors import FamfsError
 from famfs_py.fs.filesystem import Famfs
-from famfs_py.fs.identity import system_uuid
+from famfs_py.fs.identity import Role, system_uuid
 from famfs_py.fs.namespace import META_DIR, META_INO, Inode
 
 from .control import ControlServer
@@ -174,7 +174,7 @@ class Daemon:
             supervise = getattr(self.readiness, "supervise", None)
             if supervise is not None:
                 nursery.start_soon(supervise, self.summary)
-            if self.fs.role != "master":
+            if self.fs.role != Role.MASTER:
                 nursery.start_soon(self._follow_log)
 
     async def _fuse_loop(self, scope: trio.CancelScope) -> None:

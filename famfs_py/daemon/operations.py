@@ -19,8 +19,10 @@ from typing import Any
 import pyfuse3
 
 from famfs_py import omf
-from famfs_py.daemon.options import CACHE_MODES
-from famfs_py.fs.filesystem import Famfs, FsError
+from famfs_py.daemon.options import CACHE_MODES, CacheMode
+from famfs_py.errors import FsError
+from famfs_py.fs.filesystem import Famfs
+from famfs_py.fs.identity import Role
 from famfs_py.fs.namespace import Inode
 
 log = logging.getLogger(__name__)
@@ -78,7 +80,7 @@ class FamfsOperations(pyfuse3.Operations):
     enable_writeback_cache = False
     enable_acl = False
 
-    def __init__(self, fs: Famfs, *, cache: str = "auto", timeout: float = 30.0) -> None:
+    def __init__(self, fs: Famfs, *, cache: str = CacheMode.AUTO, timeout: float = 30.0) -> None:
         super().__init__()
         if cache not in CACHE_MODES:
             raise ValueError(f"cache mode {cache!r} is not one of {', '.join(CACHE_MODES)}")
@@ -163,20 +165,20 @@ class FamfsOperations(pyfuse3.Operations):
     ) -> pyfuse3.EntryAttributes:
         node = self._inode(inode)
         if fields.update_size and attr.st_size != node.size:
-            raise FsError(errno.EPERM, "famfs files never change size")
+            raise FsError("famfs files never change size", errno.EPERM)
         if fields.update_mode and stat.S_IMODE(attr.st_mode) != node.mode:
-            raise FsError(errno.EPERM, "the famfs log cannot record a mode change")
+            raise FsError("the famfs log cannot record a mode change", errno.EPERM)
         if (fields.update_uid and attr.st_uid != node.uid) or (
             fields.update_gid and attr.st_gid != node.gid
         ):
-            raise FsError(errno.EPERM, "the famfs log cannot record an owner change")
+            raise FsError("the famfs log cannot record an owner change", errno.EPERM)
         # timestamps are not stored by famfs: accepted and not kept
         return self.attributes(node)
 
     @guarded
     async def statfs(self, ctx: pyfuse3.RequestContext) -> pyfuse3.StatvfsData:
         space = self.fs.space()
-        master = self.fs.role == "master"
+        master = self.fs.role == Role.MASTER
         data = pyfuse3.StatvfsData()
         data.f_bsize = data.f_frsize = space.alloc_unit
         data.f_blocks = space.units
@@ -228,13 +230,13 @@ class FamfsOperations(pyfuse3.Operations):
         if writable:
             self.fs.check_writable(node)
         if flags & os.O_TRUNC:
-            raise FsError(errno.EPERM, "famfs files cannot be truncated")
+            raise FsError("famfs files cannot be truncated", errno.EPERM)
         fh = self._new_fh()
         self.handles[fh] = OpenFile(node, writable)
         info = pyfuse3.FileInfo(fh=fh)
-        if self.cache == "never" or node.read_only:
+        if self.cache == CacheMode.NEVER or node.read_only:
             info.direct_io = True  # .meta files always show the bytes in memory now
-        elif self.cache == "always":
+        elif self.cache == CacheMode.ALWAYS:
             info.keep_cache = True
         else:
             info.keep_cache = False  # auto: drop cached pages, see other hosts' writes

@@ -12,10 +12,21 @@ import argparse
 import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import MISSING, dataclass, field, fields
+from enum import StrEnum
 from typing import Any
 
-CACHE_MODES = ("auto", "never", "always")
-FLUSH_MODES = ("auto", "on", "off")  # famfs_py.dax.cache.FLUSH_MODES (no import: start fast)
+from famfs_py.dax.flush_mode import FLUSH_MODES, FlushMode
+
+
+class CacheMode(StrEnum):
+    """What the kernel's page cache keeps of a file between opens (`-o cache=`)."""
+
+    AUTO = "auto"  # dropped at each open: other hosts' writes show
+    NEVER = "never"  # direct I/O
+    ALWAYS = "always"  # kept
+
+
+CACHE_MODES = tuple(CacheMode)
 
 # mount(8)/fstab options that are not the daemon's business
 IGNORED_O_OPTIONS = frozenset(
@@ -139,11 +150,11 @@ class MountOptions:
     )
     # -- how to serve -------------------------------------------------------------------------
     cache: str = _option(
-        "-c", "--cache", default="auto", choices=CACHE_MODES,
+        "-c", "--cache", default=CacheMode.AUTO, choices=CACHE_MODES,
         help="page cache policy (default auto: dropped at each open)",
     )  # fmt: skip
     flush: str = _option(
-        "--flush", default="auto", choices=FLUSH_MODES,
+        "--flush", default=FlushMode.AUTO, choices=FLUSH_MODES,
         help="CPU cache flushing where data crosses hosts (log, writes; mapped files and "
         "commands that write follow the mount): auto (default) flushes unless the device is "
         "known coherent, on, off (memory known coherent between the hosts)",

@@ -216,5 +216,5 @@ def wait_for_daemon(
     message = json.loads(buffer.splitlines()[0])
     if not message.get("ok"):
         proc.wait(timeout=30)  # failures leave nothing behind: wait for the claim release
-        raise FamfsError(str(message.get("message")), int(message.get("exit_code") or 1))
+        raise FamfsError.relayed(str(message.get("message")), int(message.get("exit_code") or 1))
     return str(message.get("summary"))

@@ -30,6 +30,8 @@ import stat
 from dataclasses import dataclass
 from typing import Any
 
+from famfs_py.dax.flush_mode import FLUSH_MODES, FlushMode
+
 try:
     from famfs_py.dax import _fcc
 except ImportError as exc:  # the extension was not built: say so on first use
@@ -208,8 +210,6 @@ def totals() -> dict[str, dict[str, int]]:
 
 # -- the policy a mount applies ------------------------------------------------------------
 
-FLUSH_MODES = ("auto", "on", "off")
-
 
 class Policy:
     """Whether to flush and invalidate where data crosses hosts, and why. Its methods are the
@@ -267,7 +267,7 @@ def page_cache_backed(fd_or_path: int | str | os.PathLike[str]) -> bool:
     return stat.S_ISREG(st.st_mode)
 
 
-def for_device(device: Any, mode: str = "auto") -> Policy:
+def for_device(device: Any, mode: str = FlushMode.AUTO) -> Policy:
     """The policy for flush mode `mode` on a DaxDevice: its `coherent` property says whether
     "auto" flushes; an emulated device's memory is page-cache backed."""
     return decide(
@@ -283,15 +283,15 @@ def decide(mode: str, *, coherent: bool, page_cache: bool, where: str = "device"
     "on"; "off") on memory that is (`coherent`) or is not known coherent."""
     if mode not in FLUSH_MODES:
         raise ValueError(f"flush mode must be one of {', '.join(FLUSH_MODES)}, not {mode!r}")
-    if mode == "off":
+    if mode == FlushMode.OFF:
         return Policy(False, "off (flush=off)")
-    if mode == "auto" and coherent:
+    if mode == FlushMode.AUTO and coherent:
         return Policy(False, f"off (flush=auto: the {where} is coherent)")
     if not supported():
-        if mode == "on":
+        if mode == FlushMode.ON:
             raise CacheUnsupported(f"flush=on: {_unsupported_reason()}")
         return Policy(False, f"off ({_unsupported_reason()})")
-    why = "flush=on" if mode == "on" else f"flush=auto: the {where} is not known coherent"
+    why = "flush=on" if mode == FlushMode.ON else f"flush=auto: the {where} is not known coherent"
     return Policy(True, f"on ({why})", resident_only=page_cache)
 
 
@@ -301,7 +301,9 @@ def policy_of_grant(flush: object, fd: int) -> Policy:
     choice), over memory that `fd` tells page-cache backed or not."""
     if flush is False:
         return Policy(False, "off (the mount says memory is coherent)")
-    policy = decide("on" if flush else "auto", coherent=False, page_cache=page_cache_backed(fd))
+    policy = decide(
+        FlushMode.ON if flush else FlushMode.AUTO, coherent=False, page_cache=page_cache_backed(fd)
+    )
     if flush:
         policy.reason = "on (the mount flushes)"  # not this process's flush=on
     return policy

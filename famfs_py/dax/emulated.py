@@ -20,7 +20,13 @@ from pathlib import Path
 from famfs_py.dax import backing as memory_files
 from famfs_py.dax import holder
 from famfs_py.dax.device import NAME_RE, DaxDevice, device_in_root, resolve_device
-from famfs_py.dax.sysfs import MODE_DRIVERS, MODES, format_badblocks, read_badblocks_file
+from famfs_py.dax.sysfs import (
+    MODE_DRIVERS,
+    MODES,
+    DaxMode,
+    format_badblocks,
+    read_badblocks_file,
+)
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +55,7 @@ def _setup_root(root: Path) -> None:
 def _bind(device: DaxDevice, mode: str) -> None:
     """Point the device's `driver` link at the driver for `mode` (atomically)."""
     link = device.sysfs_dir / "driver"
-    if mode == "disabled":
+    if mode == DaxMode.DISABLED:
         if link.is_symlink():
             link.unlink()
         return
@@ -75,7 +81,7 @@ def create(
     *,
     backing: str | None = None,
     share: str | None = None,
-    mode: str = "famfs",
+    mode: str = DaxMode.FAMFS,
     align: int = DEFAULT_ALIGN,
     warn: Callable[[str], None] = log.warning,
     coherent: bool | None = None,
@@ -88,7 +94,7 @@ def create(
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r} (one of {', '.join(MODES)})")
     if backing and share:
-        raise ValueError("give --backing or --share, not both")
+        raise ValueError("a backing file and a shared device exclude each other")
     _setup_root(root)
     device = device_in_root(name, root)
     if device.exists():
@@ -114,7 +120,7 @@ def create(
         source = Path(backing).absolute()
         if not source.exists():
             if size is None:
-                raise ValueError(f"backing file {backing} does not exist: give --size")
+                raise ValueError(f"backing file {backing} does not exist and no size was given")
             with open(source, "wb") as f:
                 f.truncate(size)
     if source is not None:
@@ -124,7 +130,7 @@ def create(
         elif actual < size:
             raise ValueError(f"backing file {source} holds {actual} bytes, less than {size}")
     if size is None or size <= 0:
-        raise ValueError("give a device size (--size)")
+        raise ValueError("no device size was given")
     if size % align:
         raise ValueError(f"size {size} is not a multiple of the alignment {align}")
 
@@ -227,7 +233,7 @@ def reconfigure(device: DaxDevice, mode: str) -> int | None:
         current = device.mode
         if mode == current:
             return None
-        if mode == "system-ram" and current == "famfs":
+        if mode == DaxMode.SYSTEM_RAM and current == DaxMode.FAMFS:
             raise PermissionError(
                 errno.EPERM,
                 f"{device.describe()} is in famfs mode: it must be in devdax mode first",

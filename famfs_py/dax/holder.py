@@ -25,6 +25,7 @@ from typing import Protocol
 from famfs_py import rundir
 from famfs_py.credentials import peer_credentials
 from famfs_py.dax.device import DaxDevice
+from famfs_py.dax.sysfs import DaxDriver, DaxMode
 
 log = logging.getLogger(__name__)
 
@@ -88,14 +89,14 @@ def dead_reason(device: DaxDevice) -> str | None:
     """Why the device cannot be used by a filesystem at all (None: it is alive)."""
     if not device.exists():
         return f"{device.describe()} does not exist"
-    usable = "famfs" if device.emulated else "devdax"
+    usable = DaxMode.FAMFS if device.emulated else DaxMode.DEVDAX
     driver = device.driver
     if driver is None:
         enable = (
             mode_hint(device, usable) if device.emulated else f"daxctl enable-device {device.name}"
         )
         return f"{device.describe()} is disabled (no driver bound); enable it: {enable}"
-    if driver == "kmem":
+    if driver == DaxDriver.KMEM:
         return (
             f"{device.describe()} is in system-ram mode (onlined as memory); give it back "
             f"(offline its memory, then {mode_hint(device, usable)})"
@@ -117,13 +118,13 @@ def check_mode(device: DaxDevice, *, allow_devdax: bool) -> None:
     one, whose famfs mode (fsdev_dax) the kernel does not let userspace map."""
     driver = device.driver
     if device.emulated:
-        if driver == "fsdev_dax":
+        if driver == DaxDriver.FSDEV_DAX:
             return
-        hint = mode_hint(device, "famfs")
+        hint = mode_hint(device, DaxMode.FAMFS)
         raise OSError(
             errno.EOPNOTSUPP, f"{device.describe()} is in {device.mode} mode, not famfs ({hint})"
         )
-    if driver == "device_dax":
+    if driver == DaxDriver.DEVICE_DAX:
         if allow_devdax:
             return
         raise OSError(
@@ -131,20 +132,20 @@ def check_mode(device: DaxDevice, *, allow_devdax: bool) -> None:
             f"{device.describe()} is in devdax mode: give --devdax to use it (the kernel does "
             "not stop other processes from mapping a devdax device while famfs-py holds it)",
         )
-    if driver == "fsdev_dax":
+    if driver == DaxDriver.FSDEV_DAX:
         raise OSError(
             errno.EOPNOTSUPP,
             f"{device.describe()} is in famfs mode (fsdev_dax), whose memory the kernel does "
             f"not let userspace map; switch it to devdax mode and give --devdax: as root, "
             f"`echo {device.name} > /sys/bus/dax/drivers/fsdev_dax/unbind; "
             f"echo {device.name} > /sys/bus/dax/drivers/device_dax/bind` (or "
-            f"`{mode_hint(device, 'devdax')}` with a daxctl that knows famfs mode: "
+            f"`{mode_hint(device, DaxMode.DEVDAX)}` with a daxctl that knows famfs mode: "
             f"Debian 12's daxctl 76 does not)",
         )
     raise OSError(
         errno.EOPNOTSUPP,
         f"{device.describe()} is bound to {driver} ({device.mode} mode), which famfs-py "
-        f"cannot use; switch it to devdax mode ({mode_hint(device, 'devdax')})",
+        f"cannot use; switch it to devdax mode ({mode_hint(device, DaxMode.DEVDAX)})",
     )
 
 

@@ -7,12 +7,35 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 
-# driver name -> the mode daxctl reports
-DRIVER_MODES = {"device_dax": "devdax", "kmem": "system-ram", "fsdev_dax": "famfs"}
-MODE_DRIVERS = {mode: driver for driver, mode in DRIVER_MODES.items()}
-MODES = (*MODE_DRIVERS, "disabled")
+
+class DaxDriver(StrEnum):
+    """The kernel drivers a dax device can be bound to (sysfs `driver` link names)."""
+
+    DEVICE_DAX = "device_dax"
+    KMEM = "kmem"
+    FSDEV_DAX = "fsdev_dax"
+
+
+class DaxMode(StrEnum):
+    """A dax device's mode as daxctl reports it: which driver holds it (or none)."""
+
+    DEVDAX = "devdax"
+    SYSTEM_RAM = "system-ram"
+    FAMFS = "famfs"
+    DISABLED = "disabled"
+
+
+# driver -> the mode daxctl reports
+DRIVER_MODES: dict[str, DaxMode] = {
+    DaxDriver.DEVICE_DAX: DaxMode.DEVDAX,
+    DaxDriver.KMEM: DaxMode.SYSTEM_RAM,
+    DaxDriver.FSDEV_DAX: DaxMode.FAMFS,
+}
+MODE_DRIVERS: dict[str, DaxDriver] = {mode: DaxDriver(d) for d, mode in DRIVER_MODES.items()}
+MODES = tuple(DaxMode)
 
 SECTOR = 512  # badblocks are counted in 512-byte sectors
 
@@ -56,7 +79,7 @@ class DaxSysfs:
     def mode(self, name: str) -> str:
         driver = self.driver(name)
         if driver is None:
-            return "disabled"
+            return DaxMode.DISABLED
         return DRIVER_MODES.get(driver, driver)
 
     def read_badblocks(self, name: str) -> list[tuple[int, int]]:

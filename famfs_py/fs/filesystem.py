@@ -22,24 +22,16 @@ from famfs_py import omf
 from famfs_py.dax import cache, holder
 from famfs_py.dax.device import DaxDevice
 from famfs_py.dax.memory import DeviceMemory, MemoryFault
-from famfs_py.errors import FamfsError
+from famfs_py.errors import FsError, NamespaceError
 from famfs_py.fs.alloc import BadInterleave, Interleave, NoSpace
 from famfs_py.fs.health import Health
+from famfs_py.fs.identity import Role
 from famfs_py.fs.log import Log, LogFull, ReplayStats, read_log_header, read_superblock
-from famfs_py.fs.namespace import Inode, Namespace, NamespaceError
+from famfs_py.fs.namespace import Inode, Namespace
 
 log = logging.getLogger(__name__)
 
-MASTER = "master"
-CLIENT = "client"
 PAGE = 4096  # memory errors are found and recorded per page
-
-
-class FsError(FamfsError):
-    """A filesystem operation failed; `errno` is what an application would see."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(message, 1, code)
 
 
 T = TypeVar("T")
@@ -103,21 +95,21 @@ class Famfs:
         try:
             self.claim = holder.claim(device, holder_name, self, allow_devdax=allow_devdax)
         except OSError as exc:
-            raise FsError(exc.errno or errno.EIO, exc.strerror or str(exc)) from None
+            raise FsError(exc.strerror or str(exc), exc.errno or errno.EIO) from None
         try:  # CPU cache flushing where data crosses hosts (famfs_py.dax.cache)
             self.coherency = cache.for_device(device, flush)
             self._open(writable_client)
         except BaseException as exc:
             self.claim.release()
             if isinstance(exc, cache.CacheUnsupported):
-                raise FsError(errno.EOPNOTSUPP, str(exc)) from None
+                raise FsError(str(exc), errno.EOPNOTSUPP) from None
             raise
 
     def _open(self, writable_client: bool) -> None:
         size = self.device.size
         if size < omf.SUPERBLOCK_STRUCT_SIZE:
             raise FsError(
-                errno.EINVAL, f"{self.device.path} holds {size} bytes: no famfs superblock fits"
+                f"{self.device.path} holds {size} bytes: no famfs superblock fits", errno.EINVAL
             )
         probe = self._map(writable=False, length=omf.SUPERBLOCK_STRUCT_SIZE)
         try:
@@ -125,26 +117,26 @@ class Famfs:
             sb = read_superblock(probe)
         except (MemoryFault, cache.CacheFault) as exc:
             raise FsError(
-                errno.EIO, f"{self.device.path}: the superblock cannot be read ({exc})"
+                f"{self.device.path}: the superblock cannot be read ({exc})", errno.EIO
             ) from None
         finally:
             probe.close()
         problems = sb.problems()
         if problems:
             raise FsError(
-                errno.EINVAL,
                 f"{self.device.path} holds no valid famfs superblock ({problems[0]}); "
                 "run mkfs.famfs-py to make one",
+                errno.EINVAL,
             )
         if sb.dev_size > size or sb.dev_size < sb.log_offset + sb.log_len:  # as fsck checks
             raise FsError(
-                errno.EINVAL,
                 f"{self.device.path}: the superblock says the device holds {sb.dev_size} bytes "
                 f"but it holds {size}; run fsck",
+                errno.EINVAL,
             )
         self.sb = sb
-        self.role = MASTER if sb.system_uuid == self.this_host else CLIENT
-        self.writable = self.role == MASTER or writable_client
+        self.role = Role.of(self.this_host, sb.system_uuid)
+        self.writable = self.role == Role.MASTER or writable_client
         self.mem = self._map(writable=self.writable)
         try:
             self.coherency.invalidate(self.mem.view(sb.log_offset, omf.LOG_HEADER_SIZE))
@@ -152,13 +144,13 @@ class Famfs:
         except (MemoryFault, cache.CacheFault) as exc:
             self.mem.close()
             raise FsError(
-                errno.EIO, f"{self.device.path}: the log header cannot be read ({exc})"
+                f"{self.device.path}: the log header cannot be read ({exc})", errno.EIO
             ) from None
         problems = header.problems(sb.log_len)
         if problems:
             self.mem.close()
             raise FsError(
-                errno.EINVAL, f"{self.device.path}: bad log header ({problems[0]}); run fsck"
+                f"{self.device.path}: bad log header ({problems[0]}); run fsck", errno.EINVAL
             )
         self.log = Log(self.mem, sb, header, self.coherency)
         self._device_view = self.mem.view(0, self.mem.size)  # handed to the kernel only
@@ -180,7 +172,7 @@ class Famfs:
         self.check_badblocks()  # poison persists across mounts
         if self.health.removed:
             self.mem.close()
-            raise FsError(errno.ENODEV, f"{self.device.path} is being removed")
+            raise FsError(f"{self.device.path} is being removed", errno.ENODEV)
         log.info(
             "%s: %s of famfs %s, %d files, %d directories, log %d/%d",
             self.device.path,
@@ -197,7 +189,7 @@ class Famfs:
             return DeviceMemory.of_device(self.device, writable=writable, length=length)
         except OSError as exc:
             raise FsError(
-                exc.errno or errno.EIO, f"{self.device.path}: cannot map its memory: {exc.strerror}"
+                f"{self.device.path}: cannot map its memory: {exc.strerror}", exc.errno or errno.EIO
             ) from None
 
     # -- log -----------------------------------------------------------------------------
@@ -225,31 +217,31 @@ class Famfs:
     def lookup_path(self, relpath: str) -> Inode:
         inode = self.namespace.resolve(relpath)
         if inode is None:
-            raise FsError(errno.ENOENT, f"{relpath}: no such file or directory")
+            raise FsError(f"{relpath}: no such file or directory", errno.ENOENT)
         return inode
 
     def _check_can_create(self) -> None:
-        if self.role != MASTER:
+        if self.role != Role.MASTER:
             raise FsError(
-                errno.EROFS,
                 "the filesystem is read-only here because this host is a client "
                 f"(the master is system {self.sb.system_uuid}); run this on the master",
+                errno.EROFS,
             )
         if self.health.removed:
-            raise FsError(errno.EIO, "the device was removed; unmount it")
+            raise FsError("the device was removed; unmount it", errno.EIO)
         if self.health.failsafe:
             raise FsError(
-                errno.EROFS, f"the filesystem is failsafe ({self.health.failsafe}); run fsck"
+                f"the filesystem is failsafe ({self.health.failsafe}); run fsck", errno.EROFS
             )
 
     def _append(self, payload: omf.FileMeta | omf.MkdirMeta) -> Inode:
         try:
             index = self.log.append(payload)
         except LogFull as exc:
-            raise FsError(errno.ENOSPC, f"{exc}; no more files can be created") from None
+            raise FsError(f"{exc}; no more files can be created", errno.ENOSPC) from None
         except MemoryFault as exc:
             self.health.go_failsafe(f"the log cannot be written ({exc})")
-            raise FsError(errno.EIO, f"the log cannot be written: {exc}") from None
+            raise FsError(f"the log cannot be written: {exc}", errno.EIO) from None
         self.log.next_index = index + 1
         return self.namespace.add(index, payload)
 
@@ -260,7 +252,7 @@ class Famfs:
         missing parents too, and an existing directory is no error. Returns the paths
         created."""
         if not relpath and not parents:
-            raise FsError(errno.EEXIST, "the mount's root already exists")
+            raise FsError("the mount's root already exists", errno.EEXIST)
         parts = relpath.split("/") if relpath else []
         targets = ["/".join(parts[: i + 1]) for i in range(len(parts))] if parents else [relpath]
         created = []
@@ -268,13 +260,13 @@ class Famfs:
             existing = self.namespace.resolve(target)
             if existing is not None and parents:
                 if not existing.is_dir:
-                    raise FsError(errno.ENOTDIR, f"{target} exists and is not a directory")
+                    raise FsError(f"{target} exists and is not a directory", errno.ENOTDIR)
                 continue
             self._check_can_create()
             try:
                 self.namespace.check_new(target)
             except NamespaceError as exc:
-                raise FsError(exc.errno, str(exc)) from None
+                raise FsError(str(exc), exc.errno) from None
             self._append(omf.MkdirMeta(uid, gid, mode & 0o7777, target))
             created.append(target)
         return created
@@ -293,19 +285,19 @@ class Famfs:
         existing = self.namespace.resolve(relpath)
         if existing is not None:
             if existing.is_dir:
-                raise FsError(errno.EISDIR, f"{relpath} is a directory")
+                raise FsError(f"{relpath} is a directory", errno.EISDIR)
             if existing.size != size:
                 raise FsError(
-                    errno.EEXIST, f"{relpath} exists with size {existing.size}, not {size}"
+                    f"{relpath} exists with size {existing.size}, not {size}", errno.EEXIST
                 )
             return existing, False
         self._check_can_create()
         if size <= 0:
-            raise FsError(errno.EINVAL, f"{relpath}: a famfs file cannot be empty")
+            raise FsError(f"{relpath}: a famfs file cannot be empty", errno.EINVAL)
         try:
             self.namespace.check_new(relpath)
         except NamespaceError as exc:
-            raise FsError(exc.errno, str(exc)) from None
+            raise FsError(str(exc), exc.errno) from None
         bitmap = self.log.bitmap
         try:
             if interleave is None:
@@ -313,9 +305,9 @@ class Famfs:
             else:
                 fmap = bitmap.allocate_interleaved(size, interleave)
         except NoSpace as exc:
-            raise FsError(errno.ENOSPC, f"{relpath}: no space for {size} bytes ({exc})") from None
+            raise FsError(f"{relpath}: no space for {size} bytes ({exc})", errno.ENOSPC) from None
         except BadInterleave as exc:
-            raise FsError(errno.EINVAL, f"{relpath}: {exc}") from None
+            raise FsError(f"{relpath}: {exc}", errno.EINVAL) from None
         meta = omf.FileMeta(size, omf.FM_ALL_HOSTS_RW, uid, gid, mode & 0o7777, relpath, fmap)
         try:
             return self._append(meta), True
@@ -332,7 +324,7 @@ class Famfs:
         try:
             self.namespace.check_new(relpath)
         except NamespaceError as exc:
-            raise FsError(exc.errno, str(exc)) from None
+            raise FsError(str(exc), exc.errno) from None
         meta = omf.FileMeta(
             source.size,
             source.meta.flags,
@@ -350,9 +342,9 @@ class Famfs:
     # -- data ----------------------------------------------------------------------------
     def _check_data(self, inode: Inode, offset: int, length: int) -> None:
         if self.health.removed:
-            raise FsError(errno.EIO, "the device was removed")
+            raise FsError("the device was removed", errno.EIO)
         if inode.filemap is not None and self.health.hits(inode.filemap.ranges(offset, length)):
-            raise FsError(errno.EIO, f"{inode.name}: memory error in its data")
+            raise FsError(f"{inode.name}: memory error in its data", errno.EIO)
 
     def check_data_available(self, inode: Inode) -> None:
         """EIO if any of the file's data is poisoned or the device is gone."""
@@ -388,20 +380,19 @@ class Famfs:
             return buf
         except MemoryFault as exc:
             self._record_fault(exc, "read fault")
-            raise FsError(errno.EIO, f"{inode.name}: memory error while reading") from None
+            raise FsError(f"{inode.name}: memory error while reading", errno.EIO) from None
         except OSError as exc:  # revoked mapping
-            raise FsError(errno.EIO, str(exc)) from None
+            raise FsError(str(exc), errno.EIO) from None
 
     def check_writable(self, inode: Inode) -> None:
         if inode.read_only or inode.meta is None:
-            raise FsError(errno.EPERM, f"{inode.name} is read-only")
+            raise FsError(f"{inode.name} is read-only", errno.EPERM)
         if not self.writable:
             raise FsError(
-                errno.EROFS,
-                "file data is read-only on this client (mount with --rw to write)",
+                "file data is read-only on this client (mount with --rw to write)", errno.EROFS
             )
-        if inode.meta.flags & omf.FM_ALL_HOSTS_RO and self.role != MASTER:
-            raise FsError(errno.EROFS, f"{inode.name} is read-only for clients")
+        if inode.meta.flags & omf.FM_ALL_HOSTS_RO and self.role != Role.MASTER:
+            raise FsError(f"{inode.name} is read-only for clients", errno.EROFS)
 
     def write(self, inode: Inode, offset: int, data: bytes | memoryview) -> int:
         """Write inside the file (never past its size); returns the bytes written."""
@@ -409,7 +400,7 @@ class Famfs:
         filemap = inode.filemap
         assert filemap is not None
         if offset >= filemap.size:
-            raise FsError(errno.EFBIG, f"{inode.name}: famfs files cannot grow")
+            raise FsError(f"{inode.name}: famfs files cannot grow", errno.EFBIG)
         length = min(len(data), filemap.size - offset)
         self._check_data(inode, offset, length)
         source = memoryview(data)
@@ -421,9 +412,9 @@ class Famfs:
                 pos += n
         except MemoryFault as exc:
             self._record_fault(exc, "write fault")
-            raise FsError(errno.EIO, f"{inode.name}: memory error while writing") from None
+            raise FsError(f"{inode.name}: memory error while writing", errno.EIO) from None
         except OSError as exc:
-            raise FsError(errno.EIO, str(exc)) from None
+            raise FsError(str(exc), errno.EIO) from None
         return length
 
     def _flush(self, dev: int, length: int) -> None:

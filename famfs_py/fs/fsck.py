@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, field, fields
 from famfs_py import omf
 from famfs_py.dax.memory import DeviceMemory, MemoryFault
 from famfs_py.fs.alloc import Bitmap
+from famfs_py.fs.identity import Role
 from famfs_py.fs.log import Log, read_log_header, read_superblock
 
 # fsck's exit code counts problems up to this; above it (and never >= 128, which shells and
@@ -25,7 +26,7 @@ class FsckReport:
     superblock_problems: list[str] = field(default_factory=list)
     log_problems: list[str] = field(default_factory=list)
     bad_entries: list[dict[str, object]] = field(default_factory=list)
-    role: str | None = None  # "Owner" (master) or "Client"
+    role: Role | None = None
     fs_uuid: str | None = None
     system_uuid: str | None = None
     dev_uuid: str | None = None
@@ -72,10 +73,13 @@ class FsckReport:
         version = values.get("omf_version")
         if isinstance(version, list):  # JSON has no tuples
             values["omf_version"] = tuple(version)
+        role = values.get("role")
+        values["role"] = Role.from_upstream_name(role) if isinstance(role, str) else None
         return cls(**values)  # type: ignore[arg-type]
 
     def as_json(self) -> dict[str, object]:
         out = asdict(self)
+        out["role"] = self.role.upstream_name if self.role else None  # upstream's words
         out["problems"] = self.problems
         out["space_amplification"] = round(self.space_amplification, 3)
         return out
@@ -129,7 +133,7 @@ def fsck_memory(
         return report
     report.fs_uuid = str(sb.fs_uuid)
     report.system_uuid = str(sb.system_uuid)
-    report.role = "Owner" if sb.system_uuid == this_host else "Client"
+    report.role = Role.of(this_host, sb.system_uuid)
     report.dev_uuid = str(sb.dev_uuid)
     report.dev_name = sb.dev_name
     report.dev_size = sb.dev_size

@@ -1,13 +1,36 @@
-"""This host's system UUID, which decides whether it is a filesystem's master or a client."""
+"""This host's system UUID, which decides whether it is a filesystem's master or a client
+(its `Role`)."""
 
 from __future__ import annotations
 
 import os
 import uuid
+from enum import StrEnum
 from pathlib import Path
 
 SYSTEM_UUID_FILE = Path("/opt/famfs/system_uuid")  # shared with upstream famfs
 SYSTEM_UUID_ENV = "FAMFS_PY_SYSTEM_UUID"
+
+
+class Role(StrEnum):
+    """What a host is to a filesystem: the master (its system UUID is the superblock's, the
+    one writer of the log) or a client (it replays the log)."""
+
+    MASTER = "master"
+    CLIENT = "client"
+
+    @staticmethod
+    def of(host: uuid.UUID, master: uuid.UUID) -> Role:
+        return Role.MASTER if host == master else Role.CLIENT
+
+    @property
+    def upstream_name(self) -> str:
+        """What upstream's fsck calls it."""
+        return "Owner" if self is Role.MASTER else "Client"
+
+    @staticmethod
+    def from_upstream_name(name: str) -> Role:
+        return Role.MASTER if name == "Owner" else Role.CLIENT
 
 
 def parse_uuid(text: str, what: str = "system UUID") -> uuid.UUID:

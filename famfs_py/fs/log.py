@@ -22,8 +22,9 @@ from dataclasses import dataclass, field
 from famfs_py import omf
 from famfs_py.dax import cache
 from famfs_py.dax.memory import DeviceMemory, MemoryFault
+from famfs_py.errors import NamespaceError
 from famfs_py.fs.alloc import Bitmap
-from famfs_py.fs.namespace import Inode, Namespace, NamespaceError
+from famfs_py.fs.namespace import Inode, Namespace
 
 log = logging.getLogger(__name__)
 

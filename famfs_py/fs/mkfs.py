@@ -19,8 +19,6 @@ from famfs_py.dax.memory import DeviceMemory, MemoryFault
 from famfs_py.errors import FamfsError
 from famfs_py.fs.log import read_superblock
 
-EXIT_FAILURE = 2  # mkfs exits 2 on every failure
-
 
 @dataclass(frozen=True)
 class MkfsResult:
@@ -34,16 +32,16 @@ class MkfsResult:
     had_fs: bool = True  # with killed: False if there was no famfs to kill
 
 
-def _fail(message: str, code: int | None = None) -> FamfsError:
-    return FamfsError(message, EXIT_FAILURE, code)
+def _fail(message: str, code: int | None = None, needs: str | None = None) -> FamfsError:
+    return FamfsError(message, code, needs=needs)
 
 
 def check_log_len(log_len: int, dev_size: int) -> None:
     if not omf.valid_log_len(log_len):
         raise _fail(
-            f"log length {log_len} is not a power of two of at least 8 MiB "
-            "(use -l 8m, 16m, 32m, ...)",
+            f"log length {log_len} is not a power of two of at least 8 MiB",
             errno.EINVAL,
+            needs="log_len",
         )
     if omf.LOG_OFFSET + log_len + omf.ALLOC_UNIT > dev_size:
         raise _fail(f"a log of {log_len} bytes does not fit on a {dev_size}-byte device")
@@ -89,7 +87,9 @@ def mkfs(
                 has_fs = old.magic == omf.SUPER_MAGIC
                 if kill:
                     if not force:
-                        raise _fail(f"{device.path}: -k kills the filesystem; add -f to confirm")
+                        raise _fail(
+                            f"{device.path}: killing the filesystem must be forced", needs="force"
+                        )
                     if not has_fs:  # killed already, or never made: nothing to do (as upstream)
                         return MkfsResult(device.path, dev_size, 0, 0, 0, True, None, False)
                     mem.write(0, bytes(8))  # zero the magic only
@@ -98,20 +98,22 @@ def mkfs(
                 if not has_fs and not force and _damaged_famfs(mem, old):
                     raise _fail(
                         f"{device.path} holds a damaged famfs superblock (magic {old.magic:#x}); "
-                        "run fsck, or use -f to overwrite it",
+                        "run fsck",
                         errno.EEXIST,
+                        needs="force",
                     )
                 if has_fs and not force:
                     if old.system_uuid != system_uuid and not old.problems():
                         raise _fail(
                             f"{device.path} holds a famfs filesystem that belongs to another host "
-                            f"(system UUID {old.system_uuid}); use -f to overwrite it",
+                            f"(system UUID {old.system_uuid})",
                             errno.EEXIST,
+                            needs="force",
                         )
                     raise _fail(
-                        f"{device.path} already holds a famfs filesystem "
-                        f"(version {old.version}); use -f to overwrite it",
+                        f"{device.path} already holds a famfs filesystem (version {old.version})",
                         errno.EEXIST,
+                        needs="force",
                     )
                 sb = omf.Superblock.new(
                     dev_size=dev_size,

@@ -12,6 +12,7 @@ import stat
 from dataclasses import dataclass, field
 
 from famfs_py import omf
+from famfs_py.errors import NamespaceError
 from famfs_py.fs.fmap import FileMap
 
 ROOT_INO = 1
@@ -20,14 +21,6 @@ SUPERBLOCK_INO = 3
 LOG_INO = 4
 FIRST_ENTRY_INO = 16
 META_DIR = ".meta"
-
-
-class NamespaceError(Exception):
-    """A path cannot be added to the namespace (its reason is the message)."""
-
-    def __init__(self, message: str, code: int = errno.EINVAL) -> None:
-        super().__init__(message)
-        self.errno = code
 
 
 @dataclass(eq=False)
