@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from pathlib import Path
 
 from famfs_py import omf
 
@@ -97,12 +96,13 @@ def scale_run(bench, files: int) -> None:
     size = -(-(16 * MiB + log_len + files * 4 * KiB) // GiB) * GiB
     env.dax_create(SCALE_DEVICE, max(4 * GiB, size))
     src = bench.tmp / "scale-src"
-    one = bench.tmp / "scale-one"
-    one.write_bytes(os.urandom(1000))
-    for d in range(files // 1000 + 1):
+    ones = bench.tmp / "scale-ones"  # one file per directory, linked 1,000 times (nlink caps)
+    ones.mkdir()
+    for d in range(-(-files // 1000)):
         (src / f"d{d:03d}").mkdir(parents=True)
+        (ones / f"{d:03d}").write_bytes(os.urandom(1000))
     for i in range(files):
-        os.link(one, src / f"d{i // 1000:03d}" / f"f{i:06d}")
+        os.link(ones / f"{i // 1000:03d}", src / f"d{i // 1000:03d}" / f"f{i:06d}")
     note = f"{files:,} files of 1,000 bytes, log {log_len >> 20} MiB"
 
     def step(case: str, action) -> None:
@@ -135,7 +135,5 @@ def scale_run(bench, files: int) -> None:
                 f"scale run: fsck counts {counted} files and {allocated} bytes allocated; "
                 f"statfs says {used} bytes used"
             )
-    for d in sorted(Path(src).iterdir()):
-        for f in d.iterdir():
-            f.unlink()
-        d.rmdir()
+    for tree in (src, ones):
+        run(["rm", "-rf", str(tree)])
