@@ -101,7 +101,7 @@ class FlushGroup:
 
         batches, per_batch = (6, 50) if self.bench.cfg.quick else (10, 100)
         device = resolve_device("dax6.0", str(self.env.host.root))
-        with Famfs(device, this_host=uuid.UUID(self.env.host.system_uuid), flush="on") as fs:
+        with Famfs.open(device, this_host=uuid.UUID(self.env.host.system_uuid), flush="on") as fs:
             log, policies = fs.log, {"on": fs.coherency, "off": cache.OFF}
             for b in range(batches):
                 for mode in ("on", "off") if (r + b) % 2 == 0 else ("off", "on"):

@@ -95,6 +95,15 @@ _PCQ = {on: (off,) for on, off in map(pcq_systems, PCQ_BUCKET_SIZES)} | {
     off: () for _, off in map(pcq_systems, PCQ_BUCKET_SIZES)
 }
 
+# the datasets group (bench/datasets.py): an Arrow table read on a client
+DS_FAMFS = "famfs_py.arrow.read_table (device memory)"
+DS_MMAP = "pyarrow.memory_map through the mount"
+DS_FILE = "pyarrow.ipc.open_file(path) through the mount"
+DS_MEMORY = "in-memory copy of the column (process memory)"
+DS_READERS = (("famfs", DS_FAMFS), ("mmap", DS_MMAP), ("file", DS_FILE))
+_DS = {DS_FAMFS: (DS_MMAP, DS_FILE), DS_MMAP: (), DS_FILE: ()}
+FAMFS_SYSTEMS.add(DS_FAMFS)
+
 UPSTREAM_CREAT_MS = (90.0, 120.0)  # upstream famfs issue #60: 90-120 ms per `famfs creat`
 
 
@@ -339,6 +348,28 @@ CASES += [
     ),
     Case("pcq_latency_p99", "pcq one-way latency, 99th percentile", "µs", False, _PCQ),
 ]
+_DS_NOTE = "a client reading the master's Arrow IPC table (1 GiB; --quick: 256 MiB)"
+CASES += [
+    Case("ds_read_table", "time to a usable table", "s", False, _DS, _DS_NOTE),
+    Case("ds_first_scan", "first sum over every column", "s", False, _DS, _DS_NOTE),
+    Case("ds_anon", "anonymous memory the reader added", "MiB", False, _DS, _DS_NOTE),
+    Case(
+        "ds_page_cache",
+        "page cache the reader filled",
+        "MiB",
+        False,
+        _DS,
+        "cachestat(2) of the file on the client after the reader",
+    ),
+    Case(
+        "ds_column_sum",
+        "sum of one int64 column, warm",
+        "GiB/s",
+        True,
+        {DS_FAMFS: (DS_MEMORY,), DS_MEMORY: ()},
+        "pyarrow.compute.sum over the famfs table's column and over a copy in process memory",
+    ),
+]
 _SCALE = {FAMFS_SCALE: ()}
 CASES += [  # full runs only: one filesystem of many small files (bench/smallfiles.py)
     Case("scale_mkfs", "scale: mkfs --4k with a large log", "s", False, _SCALE),
@@ -465,6 +496,14 @@ TARGETS: list[Target] = [
         False,
         ("log256_entries",),
         "log entries",
+    ),
+    Target(
+        "column sum over a famfs table ≥ 0.9× an in-memory table",
+        "ds_column_sum",
+        DS_FAMFS,
+        DS_MEMORY,
+        0.9,
+        True,
     ),
     Target(
         "mapped reads ≥ 0.9× memcpy (open_mapped)",

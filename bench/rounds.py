@@ -26,6 +26,7 @@ from famfs_py.dax import backing
 
 from . import io, logfill
 from . import model as m
+from .datasets import DatasetsGroup
 from .env import BenchError, Environment, GiB, KiB, MiB, drop_caches, run
 from .flushcost import FlushGroup
 from .model import Results
@@ -118,6 +119,7 @@ GROUPS = (
     "famfs-readahead",
     "mount",
     "flush",
+    "datasets",
 )
 EXPERIMENTS = ("famfs-readahead",)  # what famfs-py could do; full runs only
 SHM = Path("/dev/shm")  # where the 4 KiB-page device's memory goes
@@ -131,6 +133,7 @@ class Bench:
         self.chunk = io.aligned_buffer(io.CHUNK)  # every 1 MiB read/write goes through it
         self.offsets = io.random_offsets(cfg.file_size, cfg.rand_ops)
         self.flush_group = FlushGroup(self)
+        self.datasets_group = DatasetsGroup(self)
 
     def log(self, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
@@ -277,6 +280,7 @@ class Bench:
             ("famfs-readahead", self.group_readahead),
             ("mount", self.group_mounts),
             ("flush", self.flush_group.run),
+            ("datasets", self.datasets_group.run),
         ]
 
     def run(self, only: list[str] | None = None) -> None:
@@ -651,10 +655,9 @@ class Bench:
         filemap = FileMap(grant.fmap, grant.size)
         chan = channel.Channel(str(mountpoint))
         try:
-            fields, fds = chan.call_fds(protocol.Device())
+            reply, fds = chan.call_fds(protocol.Device())
         finally:
             chan.close()
-        reply = protocol.DeviceReply.from_fields(fields)
         try:
             device = DeviceMemory(fds[0], reply.device_size, writable=True, align=reply.align)
         finally:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import errno
 import os
+import socket
 import threading
 from typing import overload
 
@@ -122,6 +123,10 @@ class MappedFile(Region):
         """Stop watching and unmap (at once, or when the last view is released)."""
         chan, self._channel = self._channel, None
         if chan is not None:
+            try:  # wakes the watch thread's recv (a close alone leaves it blocked for good)
+                chan.sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
             chan.close()
         with self._lock:
             return super().close()
@@ -174,3 +179,23 @@ def open_mapped(path: str | os.PathLike[str], mode: str = "r") -> MappedFile:
         target=mapped._watch, args=(chan,), name=f"famfs-map {name}", daemon=True
     ).start()
     return mapped
+
+
+def flush(path: str | os.PathLike[str], offset: int = 0, length: int | None = None) -> int:
+    """`famfs-py flush` from Python, for a file in a famfs-py mount: the mount's daemon
+    writes back and evicts this host's CPU cache lines of bytes [offset, offset+length) of
+    the file (the rest of it if length is None), then this host's page cache of it (dirty
+    pages of shared mappings written back first), and tells the other hosts the file
+    changed. Afterwards this host's descriptors and mappings of the file read memory. Needs
+    only read permission on the file. Returns the cache lines touched (0 where flushing is
+    off); OSError (ENOENT, EACCES, EIO...) naming the file otherwise."""
+    name = os.fspath(path)
+    try:
+        where = channel.locate(name)
+        with channel.Channel(where.mountpoint) as chan:
+            reply = chan.call(protocol.Flush(where.relpath, offset, length))
+    except FamfsError as exc:
+        code = exc.errno or errno.EIO
+        kind = PermissionError if code in (errno.EACCES, errno.EPERM) else OSError
+        raise kind(code, f"{name}: {exc.message}") from None
+    return reply.lines

@@ -13,11 +13,14 @@ import os
 import socket
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import NamedTuple, TypeVar
 
 from famfs_py import protocol, rundir
 from famfs_py.credentials import peer_credentials
 from famfs_py.errors import FamfsError
+from famfs_py.replies import Reply
+
+R = TypeVar("R", bound=Reply)
 
 FSTYPE = "fuse.famfs-py"
 PIPELINE_DEPTH = 64  # requests call_many sends before reading replies (small: they are ~200 B)
@@ -164,48 +167,49 @@ class Channel:
                 errno.EPERM,
             )
 
-    def call(self, request: protocol.Request) -> dict[str, Any]:
-        """Send one request and return its reply's fields (descriptors are closed)."""
+    def call(self, request: protocol.Request[R]) -> R:
+        """Send one request and return its typed reply (descriptors are closed)."""
         reply, fds = self.call_fds(request)
         for fd in fds:
             os.close(fd)
         return reply
 
-    def call_many(self, requests: Sequence[protocol.Request]) -> list[dict[str, Any] | FamfsError]:
+    def call_many(self, requests: Sequence[protocol.Request[R]]) -> list[R | FamfsError]:
         """Send requests without waiting, then read their replies (the daemon answers a
         connection's requests in order): one round trip's wait for the lot instead of one
-        per request. Each reply's fields, or the FamfsError it carried, in request order;
-        every request is answered, whatever the others' fate. Replies with descriptors are
-        not for this (they are closed)."""
-        out: list[dict[str, Any] | FamfsError] = []
+        per request. Each typed reply, or the FamfsError its answer carried, in request
+        order; every request is answered, whatever the others' fate. Replies with
+        descriptors are not for this (they are closed)."""
+        out: list[R | FamfsError] = []
         for start in range(0, len(requests), PIPELINE_DEPTH):
             window = requests[start : start + PIPELINE_DEPTH]
             for request in window:
                 self.sock.send(request.encode())
-            for _ in window:
+            for request in window:
                 data, fds = self._receive()
                 for fd in fds:
                     os.close(fd)
                 try:
-                    out.append(protocol.decode_reply(data))
-                except FamfsError as exc:  # this request's error reply
+                    out.append(request.decode_reply(protocol.decode_answer(data)))
+                except FamfsError as exc:  # this request's error answer
                     out.append(exc)
         return out
 
-    def call_fds(self, request: protocol.Request) -> tuple[dict[str, Any], list[int]]:
-        """Send one request; returns the reply's fields and any descriptors it carried. An
-        error reply raises FamfsError with the daemon's errno and message."""
+    def call_fds(self, request: protocol.Request[R]) -> tuple[R, list[int]]:
+        """Send one request; returns its typed reply (decoded here, once) and any
+        descriptors it carried. An error reply raises FamfsError with the daemon's errno and
+        message; a malformed one ProtocolError (EIO)."""
         self.sock.send(request.encode())
         data, fds = self._receive()
         try:
-            return protocol.decode_reply(data), fds
+            return request.decode_reply(protocol.decode_answer(data)), fds
         except BaseException:
             for fd in fds:
                 os.close(fd)
             raise
 
     def _receive(self) -> tuple[bytes, list[int]]:
-        """One reply message and its descriptors (FamfsError if the daemon is gone)."""
+        """One answer and its descriptors (FamfsError if the daemon is gone)."""
         try:
             data, fds, _flags, _addr = socket.recv_fds(
                 self.sock, protocol.MAX_MESSAGE, protocol.MAX_FDS

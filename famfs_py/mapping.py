@@ -30,7 +30,9 @@ from famfs_py.dax.memory import (
     reserve,
     unmap,
 )
+from famfs_py.errors import ProtocolError
 from famfs_py.fs.fmap import FileMap, Piece
+from famfs_py.replies import FileMapReply
 
 COMPARE_CHUNK = 4 << 20
 
@@ -205,7 +207,7 @@ def first_difference(
 # -- asking the daemon ------------------------------------------------------------------------
 def request_map(
     path: str, *, write: bool, watch: bool = False
-) -> tuple[channel.Channel, protocol.FileMapReply, int]:
+) -> tuple[channel.Channel, FileMapReply, int]:
     """Ask the daemon of the mount holding `path` for its map and a descriptor. Returns the
     open channel (the caller closes it), the map, and the descriptor (the caller closes it)."""
     where = channel.locate(path)
@@ -215,8 +217,8 @@ def request_map(
         if len(fds) != 1:
             for fd in fds:
                 os.close(fd)
-            raise protocol.ProtocolError("the daemon sent no descriptor with the map", errno.EIO)
-        return chan, protocol.FileMapReply.from_fields(reply), fds[0]
+            raise ProtocolError("the daemon sent no descriptor with the map", errno.EIO)
+        return chan, reply, fds[0]
     except BaseException:
         chan.close()
         raise
@@ -226,7 +228,7 @@ class FileMemory:
     """One famfs file's memory, mapped for kernel copies (creat -r, verify, chkread), and
     flushed from or invalidated in this CPU's caches as the mount says."""
 
-    def __init__(self, grant: protocol.FileMapReply, fd: int, *, writable: bool) -> None:
+    def __init__(self, grant: FileMapReply, fd: int, *, writable: bool) -> None:
         self.path = grant.path
         self.size = grant.size
         self.coherency = cache.policy_of_grant(grant.flush, fd)

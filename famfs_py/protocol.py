@@ -1,5 +1,5 @@
 """The control protocol between famfs-py commands and a mount's daemon: every op, its typed
-request and reply, and the fmap encoding.
+request and the type of its reply (famfs_py.replies), and how both are framed.
 
 A request is one JSON object `{"op": NAME, ...fields}` in one SOCK_SEQPACKET message; the
 reply is `{"ok": true, ...fields}` or `{"ok": false, "errno": N, "error": MESSAGE}`, and may
@@ -12,13 +12,24 @@ from __future__ import annotations
 
 import errno
 import json
-from dataclasses import asdict, dataclass, field, fields
-from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
+from dataclasses import dataclass, fields
+from typing import Any, ClassVar, Generic, TypeVar, cast
 
+from famfs_py import omf
 from famfs_py.errors import FamfsError, ProtocolError
+from famfs_py.replies import (
+    DeviceReply,
+    EmptyReply,
+    FileMapReply,
+    FlushReply,
+    FsckReply,
+    LogplayReply,
+    MkdirReply,
+    Reply,
+    StatusReply,
+)
 
-if TYPE_CHECKING:  # imported where used: a command that sends a request needs none of it
-    from famfs_py import omf
+R = TypeVar("R", bound=Reply)
 
 MAX_REQUEST = 64 << 10  # bytes the daemon reads of one request (requests are small)
 MAX_MESSAGE = 1 << 20  # bytes a command reads of one reply
@@ -57,52 +68,24 @@ def _flag(value: object, name: str) -> bool:
     return value
 
 
-# -- fmaps ----------------------------------------------------------------------------------
-def encode_fmap(fmap: omf.Fmap) -> dict[str, Any]:
-    from famfs_py import omf
-
-    if isinstance(fmap, omf.InterleavedFmap):
-        return {
-            "kind": "interleaved",
-            "nstrips": fmap.nstrips,
-            "chunk_size": fmap.chunk_size,
-            "strips": [{"offset": e.offset, "length": e.length} for e in fmap.strips],
-        }
-    return {
-        "kind": "simple",
-        "extents": [{"offset": e.offset, "length": e.length} for e in omf.fmap_extents(fmap)],
-    }
-
-
-def decode_fmap(data: dict[str, Any]) -> omf.Fmap:
-    from famfs_py import omf
-
-    try:
-        if data["kind"] == "interleaved":
-            strips = tuple(omf.Extent(int(s["offset"]), int(s["length"])) for s in data["strips"])
-            return omf.InterleavedFmap(int(data["nstrips"]), int(data["chunk_size"]), strips)
-        extents = tuple(omf.Extent(int(e["offset"]), int(e["length"])) for e in data["extents"])
-        return omf.SimpleFmap(extents)
-    except (KeyError, TypeError, ValueError) as exc:
-        raise ProtocolError(f"malformed file map: {exc}") from None
-
-
 # -- requests -------------------------------------------------------------------------------
-REQUESTS: dict[str, type[Request]] = {}
+REQUESTS: dict[str, type[Request[Any]]] = {}
 
 
 @dataclass(frozen=True)
-class Request:
-    """A request; subclasses name their op in OP and check their fields in `validate`."""
+class Request(Generic[R]):
+    """A request; subclasses name their op in OP, its reply's type in REPLY (also their
+    generic parameter, which `Channel.call` returns) and check their fields in `validate`."""
 
     OP: ClassVar[str] = ""
+    REPLY: ClassVar[type[Reply]] = Reply
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if cls.OP:
             REQUESTS[cls.OP] = cls
 
-    def validate(self) -> Request:
+    def validate(self) -> Request[R]:
         return self
 
     def encode(self) -> bytes:
@@ -110,19 +93,25 @@ class Request:
         body = {"op": self.OP, **{k: v for k, v in vars(self).items() if v is not None}}
         return json.dumps(body).encode()
 
+    def decode_reply(self, data: dict[str, Any]) -> R:
+        """This request's reply from the fields of a successful answer."""
+        return cast(R, self.REPLY.from_fields(data))
+
 
 @dataclass(frozen=True)
-class Status(Request):
+class Status(Request[StatusReply]):
     """The mount's role, device, log, capacity, cache and health."""
 
     OP: ClassVar[str] = "status"
+    REPLY: ClassVar[type[Reply]] = StatusReply
 
 
 @dataclass(frozen=True)
-class Mkdir(Request):
+class Mkdir(Request[MkdirReply]):
     """Create a directory (with `parents`: and its missing parents; an existing one is fine)."""
 
     OP: ClassVar[str] = "mkdir"
+    REPLY: ClassVar[type[Reply]] = MkdirReply
     path: str = ""
     mode: int = 0o755
     uid: int | None = None
@@ -140,11 +129,12 @@ class Mkdir(Request):
 
 
 @dataclass(frozen=True)
-class Creat(Request):
+class Creat(Request[FileMapReply]):
     """Allocate and log a file (an existing file of that size is returned as it is).
     Interleaving: nstrips and nbuckets both set (chunk_size defaults to 2 MiB)."""
 
     OP: ClassVar[str] = "creat"
+    REPLY: ClassVar[type[Reply]] = FileMapReply
     path: str = ""
     size: int = 0
     mode: int = 0o644
@@ -172,10 +162,11 @@ class Creat(Request):
 
 
 @dataclass(frozen=True)
-class Clone(Request):
+class Clone(Request[FileMapReply]):
     """Log a second file over `source`'s extents (a deliberate cross-link, to test fsck)."""
 
     OP: ClassVar[str] = "clone"
+    REPLY: ClassVar[type[Reply]] = FileMapReply
     source: str = ""
     path: str = ""
 
@@ -184,26 +175,26 @@ class Clone(Request):
 
 
 @dataclass(frozen=True)
-class Fsck(Request):
+class Fsck(Request[FsckReply]):
     """fsck of the mounted filesystem from the daemon's mapping."""
 
     OP: ClassVar[str] = "fsck"
+    REPLY: ClassVar[type[Reply]] = FsckReply
     verbose: bool = False
     nbuckets: int = 0
 
     def validate(self) -> Fsck:
-        from famfs_py.omf import MAX_NBUCKETS
-
         return Fsck(
-            _flag(self.verbose, "verbose"), bounded(self.nbuckets, "nbuckets", MAX_NBUCKETS)
+            _flag(self.verbose, "verbose"), bounded(self.nbuckets, "nbuckets", omf.MAX_NBUCKETS)
         )
 
 
 @dataclass(frozen=True)
-class Getmap(Request):
+class Getmap(Request[FileMapReply]):
     """A file's size and map (the .meta files too)."""
 
     OP: ClassVar[str] = "getmap"
+    REPLY: ClassVar[type[Reply]] = FileMapReply
     path: str = ""
 
     def validate(self) -> Getmap:
@@ -211,11 +202,12 @@ class Getmap(Request):
 
 
 @dataclass(frozen=True)
-class Map(Request):
+class Map(Request[FileMapReply]):
     """A file's map and a descriptor for mapping its memory (read-only unless `write`);
     `watch`: keep the connection to hear that the mapping is withdrawn."""
 
     OP: ClassVar[str] = "map"
+    REPLY: ClassVar[type[Reply]] = FileMapReply
     path: str = ""
     write: bool = False
     watch: bool = False
@@ -225,17 +217,19 @@ class Map(Request):
 
 
 @dataclass(frozen=True)
-class Device(Request):
+class Device(Request[DeviceReply]):
     """A descriptor of the whole device, for batched copies (cp)."""
 
     OP: ClassVar[str] = "device"
+    REPLY: ClassVar[type[Reply]] = DeviceReply
 
 
 @dataclass(frozen=True)
-class Invalidate(Request):
+class Invalidate(Request[EmptyReply]):
     """Drop this host's cached pages of a file written behind the kernel's back."""
 
     OP: ClassVar[str] = "invalidate"
+    REPLY: ClassVar[type[Reply]] = EmptyReply
     path: str = ""
 
     def validate(self) -> Invalidate:
@@ -243,12 +237,13 @@ class Invalidate(Request):
 
 
 @dataclass(frozen=True)
-class Flush(Request):
+class Flush(Request[FlushReply]):
     """Write back and evict this host's CPU cache lines of a file's memory (bytes [offset,
     offset+length), the rest of the file if length is None): `famfs-py flush`, and reads
     through the mount by a caller without the device that must see other hosts' stores."""
 
     OP: ClassVar[str] = "flush"
+    REPLY: ClassVar[type[Reply]] = FlushReply
     path: str = ""
     offset: int = 0
     length: int | None = None
@@ -262,17 +257,18 @@ class Flush(Request):
 
 
 @dataclass(frozen=True)
-class Logplay(Request):
+class Logplay(Request[LogplayReply]):
     """Apply new log entries now (`dry_run`: only count them)."""
 
     OP: ClassVar[str] = "logplay"
+    REPLY: ClassVar[type[Reply]] = LogplayReply
     dry_run: bool = False
 
     def validate(self) -> Logplay:
         return Logplay(_flag(self.dry_run, "dry_run"))
 
 
-def decode_request(data: bytes) -> Request:
+def decode_request(data: bytes) -> Request[Any]:
     """The request in one message, checked; ProtocolError says what is wrong."""
     try:
         body = json.loads(data)
@@ -292,16 +288,17 @@ def decode_request(data: bytes) -> Request:
 
 
 # -- replies --------------------------------------------------------------------------------
-def encode_reply(fields_: dict[str, Any]) -> bytes:
-    return json.dumps({"ok": True, **fields_}).encode()
+def encode_reply(reply: Reply) -> bytes:
+    return json.dumps({"ok": True, **reply.to_fields()}).encode()
 
 
 def encode_error(code: int, message: str) -> bytes:
     return json.dumps({"ok": False, "errno": code, "error": message}).encode()
 
 
-def decode_reply(data: bytes) -> dict[str, Any]:
-    """The fields of a reply; an error reply raises FamfsError with its errno and message."""
+def decode_answer(data: bytes) -> dict[str, Any]:
+    """The fields of a successful answer (for its request's `decode_reply`); an error
+    answer raises FamfsError with its errno and message."""
     try:
         reply = json.loads(data)
         if not isinstance(reply, dict):
@@ -311,120 +308,6 @@ def decode_reply(data: bytes) -> dict[str, Any]:
     if not reply.pop("ok", False):
         raise FamfsError(str(reply.get("error")), int(reply.get("errno") or errno.EIO))
     return reply
-
-
-_F = TypeVar("_F", bound="FileMapReply")
-
-
-@dataclass(frozen=True)
-class FileMapReply:
-    """A file's place in device memory (getmap, creat, clone and map replies)."""
-
-    path: str
-    size: int
-    fmap: omf.Fmap
-    ino: int = 0
-    created: bool = False  # creat: made now (not found)
-    align: int = 0  # map: the device's alignment, for mapping the descriptor
-    device_size: int = 0  # map
-    available: bool = True  # getmap: its memory can be used (no poison, device present)
-    flush: bool | None = None  # map: whether the mount flushes CPU caches (dax.cache)
-
-    def to_fields(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"path": self.path, "size": self.size, "ino": self.ino}
-        out.update(encode_fmap(self.fmap))
-        out["created"] = self.created
-        out["available"] = self.available
-        if self.align:
-            out["align"] = self.align
-            out["device_size"] = self.device_size
-        if self.flush is not None:
-            out["flush"] = self.flush
-        return out
-
-    @classmethod
-    def from_fields(cls: type[_F], data: dict[str, Any]) -> _F:
-        try:
-            return cls(
-                str(data["path"]),
-                int(data["size"]),
-                decode_fmap(data),
-                int(data.get("ino", 0)),
-                bool(data.get("created", False)),
-                int(data.get("align", 0)),
-                int(data.get("device_size", 0)),
-                bool(data.get("available", True)),
-                _flush_field(data),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ProtocolError(f"malformed map reply: {exc}", errno.EIO) from None
-
-
-@dataclass(frozen=True)
-class DeviceReply:
-    """The whole-device descriptor's facts (device replies)."""
-
-    device_size: int
-    writable: bool
-    align: int
-    flush: bool | None = None  # whether the mount flushes CPU caches (dax.cache)
-
-    def to_fields(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_fields(cls, data: dict[str, Any]) -> DeviceReply:
-        return cls(
-            int(data["device_size"]),
-            bool(data["writable"]),
-            int(data["align"]),
-            _flush_field(data),
-        )
-
-
-def _flush_field(data: dict[str, Any]) -> bool | None:
-    """A reply's "flush": True/False, or None from a daemon that does not say."""
-    value = data.get("flush")
-    return None if value is None else bool(value)
-
-
-@dataclass(frozen=True)
-class FlushReply:
-    """What a flush did: `lines` written back and evicted (0 where flushing is off), and the
-    mount's flushing policy (`enabled`, and why: the mount option or the device's say)."""
-
-    lines: int
-    enabled: bool
-    reason: str
-
-    def to_fields(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_fields(cls, data: dict[str, Any]) -> FlushReply:
-        try:
-            return cls(int(data["lines"]), bool(data["enabled"]), str(data["reason"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ProtocolError(f"malformed flush reply: {exc}", errno.EIO) from None
-
-
-@dataclass(frozen=True)
-class LogplayReply:
-    entries: int
-    new_files: int
-    new_dirs: int
-    files: int
-    dirs: int
-    bad: list[str] = field(default_factory=list)
-    pending: int = 0
-
-    def to_fields(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_fields(cls, data: dict[str, Any]) -> LogplayReply:
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
 
 
 # -- events: what the daemon sends, unasked, on a `map` connection with watch=true ------------

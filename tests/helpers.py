@@ -273,3 +273,39 @@ def as_user(uid: int, action, groups: tuple[int, ...] = ()) -> str:
         text = f.read()
     os.waitpid(pid, 0)
     return text
+
+
+# -- where a process's data lives (the data-stack tests) ----------------------------------
+def resident(path: Path) -> int:
+    """Bytes of `path` in this machine's page cache (util-linux fincore)."""
+    out = subprocess.run(
+        ["fincore", "--bytes", "--noheadings", "--output", "RES", str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return int(out.stdout.split()[0])
+
+
+def device_ranges(memory: Path) -> list[tuple[int, int]]:
+    """This process's mappings of the (emulated) device's memory file."""
+    inode = os.stat(memory).st_ino
+    found = []
+    with open("/proc/self/maps") as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) >= 6 and int(fields[4]) == inode:
+                lo, hi = (int(x, 16) for x in fields[0].split("-"))
+                found.append((lo, hi))
+    return found
+
+
+def readme_block(marker: str) -> str:
+    """The README's python code block that contains `marker`, as written there."""
+    import re
+
+    readme = (REPO / "README.md").read_text()
+    for block in re.findall(r"```python\n(.*?)```", readme, re.S):
+        if marker in block:
+            return block
+    raise AssertionError(f"no python block with {marker!r} in README.md")

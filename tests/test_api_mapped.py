@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import errno
 import os
-import re
 import subprocess
 import sys
 import textwrap
@@ -12,7 +11,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from helpers import MiB, as_user, manifest, wait_until
+from helpers import MiB, as_user, manifest, readme_block, wait_until
 
 import famfs_py
 from famfs_py import omf
@@ -189,20 +188,11 @@ def test_pre_remove_revokes_live_mappings(fs):
     assert host.cli("status", mp).returncode == 3  # removed, the daemon still answers
 
 
-def _readme_block(marker: str) -> str:
-    """The README's python code block that contains `marker`, as written there."""
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    for block in re.findall(r"```python\n(.*?)```", readme, re.S):
-        if marker in block:
-            return block
-    raise AssertionError(f"no python block with {marker!r} in README.md")
-
-
 def test_the_readmes_numpy_example_runs_as_written(fs):
     host, mp = fs
     host.ok("mkdir", mp / "data")
     host.ok("creat", "-s", "64m", mp / "data" / "buf")
-    code = _readme_block("numpy.frombuffer").replace("/mnt/famfs", str(mp))
+    code = readme_block("numpy.frombuffer").replace("/mnt/famfs", str(mp))
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     run = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env
@@ -234,3 +224,22 @@ def _maps_of(memory: str) -> list[str]:
     inode = os.stat(memory).st_ino
     with open("/proc/self/maps") as f:
         return [line for line in f if len(line.split()) >= 6 and int(line.split()[4]) == inode]
+
+
+def test_closing_ends_the_removal_watch(fs):
+    """Each mapping's watch thread and channel end with it (before, a thread waiting for an
+    event outlived close() by the channel's 60 s timeout, holding a closed descriptor)."""
+    import threading
+
+    host, mp = fs
+    host.ok("creat", "-s", "4k", mp / "f")
+
+    def watching() -> list[threading.Thread]:
+        return [t for t in threading.enumerate() if t.name == f"famfs-map {mp / 'f'}"]
+
+    m = famfs_py.open_mapped(mp / "f")
+    (watcher,) = watching()
+    wchan = Path(f"/proc/self/task/{watcher.native_id}/wchan")
+    wait_until(lambda: "poll" in wchan.read_text(), what="the watch thread waiting")
+    m.close()
+    wait_until(lambda: not watching(), what="the watch thread ending")

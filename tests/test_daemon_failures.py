@@ -14,6 +14,7 @@ import time
 import pytest
 from helpers import MiB, is_mounted, wait_until
 
+from famfs_py import omf
 from famfs_py.dax import holder
 from famfs_py.dax.device import device_in_root
 
@@ -34,7 +35,7 @@ def _extent(host, path) -> int:
 
     where = locate(str(path))
     with Channel(where.mountpoint) as chan:
-        return chan.call(protocol.Getmap(where.relpath))["extents"][0]["offset"]
+        return omf.fmap_extents(chan.call(protocol.Getmap(where.relpath)).fmap)[0].offset
 
 
 def _fill(path, size: int) -> bytes:

@@ -197,7 +197,7 @@ def test_unprivileged_users_cannot_create_in_roots_directories(fresh, mounts):
 
     def status():
         with Channel(str(mp)) as chan:
-            return chan.call(protocol.Status())["role"]
+            return chan.call(protocol.Status()).role
 
     assert "permission denied (no write permission on /)" in as_user(65534, mkdir)
     assert "permission denied (no write permission on /)" in as_user(65534, creat)

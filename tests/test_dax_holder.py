@@ -13,7 +13,7 @@ import threading
 import pytest
 from helpers import GiB
 
-from famfs_py.dax import emulated, holder
+from famfs_py.dax import emulated, failure_delivery, holder
 from famfs_py.dax.device import device_in_root
 
 
@@ -127,7 +127,7 @@ def test_claim_is_exclusive_across_processes_and_released_when_the_holder_is_kil
         assert _claim_errno(device) == errno.EBUSY
         assert holder.holder_info(device)["pid"] == proc.pid
         # delivery reaches the other process and returns its callback's result
-        rc = holder.notify_failure(device, 4096, 4096, holder.MF_SW_SIMULATED)
+        rc = holder.notify_failure(device, 4096, 4096, failure_delivery.MF_SW_SIMULATED)
         assert rc == 0
         assert proc.stdout.readline().split() == ["failure", "4096", "4096", "32"]
     finally:
@@ -145,9 +145,9 @@ def test_notify_failure_return_codes(host, device):
     # holder's own answer comes back
     ops = RecordingOps(rc=errno.EAGAIN)
     with holder.claim(device, "ops", ops):
-        rc = holder.notify_failure(device, 8192, 4096, holder.MF_ACTION_REQUIRED)
+        rc = holder.notify_failure(device, 8192, 4096, failure_delivery.MF_ACTION_REQUIRED)
         assert rc == errno.EAGAIN
-        assert ops.calls == [(8192, 4096, holder.MF_ACTION_REQUIRED)]
+        assert ops.calls == [(8192, 4096, failure_delivery.MF_ACTION_REQUIRED)]
     # dead device: ENXIO
     emulated.reconfigure(device, "disabled")
     assert holder.notify_failure(device, 0, 4096, 0) == errno.ENXIO
@@ -156,11 +156,11 @@ def test_notify_failure_return_codes(host, device):
 
 
 def test_flag_values_are_the_kernels():
-    assert holder.MF_ACTION_REQUIRED == 2
-    assert holder.MF_MUST_KILL == 4
-    assert holder.MF_SW_SIMULATED == 32
-    assert holder.MF_MEM_PRE_REMOVE == 128
-    assert holder.WHOLE_DEVICE == 2**64 - 1
+    assert failure_delivery.MF_ACTION_REQUIRED == 2
+    assert failure_delivery.MF_MUST_KILL == 4
+    assert failure_delivery.MF_SW_SIMULATED == 32
+    assert failure_delivery.MF_MEM_PRE_REMOVE == 128
+    assert failure_delivery.WHOLE_DEVICE == 2**64 - 1
 
 
 def test_alive_guard_is_a_scoped_lock(device):
@@ -186,7 +186,7 @@ def test_pre_remove_reaches_the_holder_before_removal(device):
     ops = RecordingOps()
     held = holder.claim(device, "fs", ops)
     emulated.remove(device)
-    assert ops.calls == [(0, holder.WHOLE_DEVICE, holder.MF_MEM_PRE_REMOVE)]
+    assert ops.calls == [(0, failure_delivery.WHOLE_DEVICE, failure_delivery.MF_MEM_PRE_REMOVE)]
     held.release()
 
 

@@ -16,9 +16,9 @@ import pytest
 import trio
 from helpers import MASTER_UUID, GiB, MiB
 
-from famfs_py import protocol
+from famfs_py import protocol, replies
 from famfs_py.credentials import Credentials
-from famfs_py.daemon.control import ControlServer, Rule
+from famfs_py.daemon.control import ControlServer, DaemonFacts, Rule
 from famfs_py.daemon.operations import FamfsOperations
 from famfs_py.dax import cache, emulated
 from famfs_py.fs.filesystem import Famfs
@@ -37,7 +37,7 @@ FLUSHING_ON = "on (flush=auto: the emulated device dax0.0 is not known coherent)
 def fs(tmp_path):
     device = emulated.create("dax0.0", 4 * GiB, tmp_path)
     mkfs(device, system_uuid=uuid.UUID(MASTER_UUID))
-    famfs = Famfs(device, this_host=uuid.UUID(MASTER_UUID))
+    famfs = Famfs.open(device, this_host=uuid.UUID(MASTER_UUID))
     yield famfs
     famfs.close()
     emulated.remove(device)
@@ -109,7 +109,10 @@ def control(fs):
     async def invalidate(inos: list[int]) -> None:
         invalidated.append(inos)
 
-    server = ControlServer(fs, "/nowhere", lambda: {"daemon_pid": 1}, invalidate)
+    facts = DaemonFacts(
+        mountpoint="/nowhere", daemon_pid=1, cache="auto", open_files=0, kernel_lookups=0
+    )
+    server = ControlServer(fs, "/nowhere", lambda: facts, invalidate)
     server.invalidated = invalidated  # type: ignore[attr-defined]
     yield server
     server.close()
@@ -168,9 +171,9 @@ async def test_requests_change_the_model_and_answer_with_maps(fs, control):
     reply = await _ask(control, protocol.Mkdir("a/b", parents=True))
     assert reply == {"ok": True, "created": ["a", "a/b"]}
     reply = await _ask(control, protocol.Creat("a/b/f", 3 * MiB, 0o600))
-    grant = protocol.FileMapReply.from_fields(reply)
+    grant = replies.FileMapReply.from_fields(reply)
     assert grant.created and grant.size == 3 * MiB and grant.path == "a/b/f"
-    again = protocol.FileMapReply.from_fields(await _ask(control, protocol.Getmap("a/b/f")))
+    again = replies.FileMapReply.from_fields(await _ask(control, protocol.Getmap("a/b/f")))
     assert again.fmap == grant.fmap and not again.created
     payload, fds, watch = await control.answer(protocol.Map("a/b/f", watch=True).encode(), ROOT)
     try:

@@ -12,14 +12,16 @@ import pytest
 from helpers import MASTER_UUID, GiB, MiB
 
 from famfs_py import omf
-from famfs_py.dax import emulated, holder
+from famfs_py.dax import emulated, failure_delivery, holder
 from famfs_py.dax.memory import DeviceMemory
+from famfs_py.errors import FsError, NamespaceError
 from famfs_py.fs.alloc import Bitmap, Interleave, NoSpace
-from famfs_py.fs.filesystem import Famfs, FsError
+from famfs_py.fs.filesystem import Famfs
 from famfs_py.fs.health import Health, State
 from famfs_py.fs.log import Log, LogFull, read_log_header, read_superblock
 from famfs_py.fs.mkfs import mkfs
-from famfs_py.fs.namespace import FIRST_ENTRY_INO, NamespaceError
+from famfs_py.fs.namespace import FIRST_ENTRY_INO
+from famfs_py.fs.status import PoisonedRange
 
 pytestmark = pytest.mark.model
 
@@ -39,7 +41,7 @@ def device(tmp_path):
 
 @pytest.fixture
 def fs(device):
-    famfs = Famfs(device, this_host=MASTER)
+    famfs = Famfs.open(device, this_host=MASTER)
     yield famfs
     famfs.close()
 
@@ -183,7 +185,7 @@ def test_bytes_written_are_read_back_across_extents_and_strips(fs):
 
 
 def test_a_client_follows_the_masters_log_and_cannot_create(fs, client_device):
-    client = Famfs(client_device, this_host=CLIENT)
+    client = Famfs.open(client_device, this_host=CLIENT)
     try:
         assert client.role == "client" and not client.writable
         fs.create_file("late", AU, 0o644, 0, 0)
@@ -224,20 +226,20 @@ def test_poison_costs_the_files_it_hits_only(fs):
     bad, _ = fs.create_file("bad", AU, 0o644, 0, 0)
     good, _ = fs.create_file("good", AU, 0o644, 0, 0)
     page = bad.fmap.extents[0].offset + 4096
-    assert fs.notify_failure(page, 4096, holder.MF_ACTION_REQUIRED) == 0
+    assert fs.failures.notify_failure(page, 4096, failure_delivery.MF_ACTION_REQUIRED) == 0
     with pytest.raises(FsError) as info:
         fs.read(bad, 4000, 200)  # touches the bad page
     assert info.value.errno == errno.EIO
     assert bytes(fs.read(bad, 0, 4096)) == bytes(4096)  # the rest of the file is fine
     assert bytes(fs.read(good, 0, 10)) == bytes(10)
     assert fs.health.state is State.DEGRADED
-    assert fs.status()["poisoned"] == [
-        {"offset": bad.fmap.extents[0].offset + 4096, "length": 4096, "files": ["bad"]}
+    assert fs.status().poisoned == [
+        PoisonedRange(offset=bad.fmap.extents[0].offset + 4096, length=4096, files=["bad"])
     ]
 
 
 def test_poison_in_the_log_makes_the_filesystem_failsafe(fs):
-    fs.notify_failure(fs.sb.log_offset, 4096, 0)
+    fs.failures.notify_failure(fs.sb.log_offset, 4096, 0)
     assert fs.health.state is State.FAILSAFE
     with pytest.raises(FsError) as info:
         fs.create_file("f", AU, 0o644, 0, 0)
@@ -246,7 +248,7 @@ def test_poison_in_the_log_makes_the_filesystem_failsafe(fs):
 
 def test_pre_remove_stops_data_and_releases_the_claim(fs, device):
     inode, _ = fs.create_file("f", AU, 0o644, 0, 0)
-    fs.notify_failure(0, holder.WHOLE_DEVICE, holder.MF_MEM_PRE_REMOVE)
+    fs.failures.notify_failure(0, failure_delivery.WHOLE_DEVICE, failure_delivery.MF_MEM_PRE_REMOVE)
     assert fs.health.state is State.REMOVED
     with pytest.raises(FsError) as info:
         fs.read(inode, 0, 1)
@@ -256,19 +258,16 @@ def test_pre_remove_stops_data_and_releases_the_claim(fs, device):
 
 
 def test_a_failure_reported_while_opening_is_applied_once_open(device):
-    """notify_failure can come at once after the claim, before the superblock is read."""
-    bad_at = 64 * AU
-
-    class Early(Famfs):
-        def _open(self, writable_client: bool) -> None:
-            self.notify_failure(bad_at, 4096, 0)  # arrives mid-open
-            super()._open(writable_client)
-
-    with Famfs(device, this_host=MASTER) as first:
+    """notify_failure can come at once after the claim, before the superblock is read: it
+    is delivered for real (the holder's socket) right after the claim."""
+    with Famfs.open(device, this_host=MASTER) as first:
         inode, _ = first.create_file("f", AU, 0o644, 0, 0)
-    offset = inode.fmap.extents[0].offset
-    bad_at = offset
-    early = Early(device, this_host=MASTER)
+    bad_at = inode.fmap.extents[0].offset
+
+    def deliver() -> None:
+        assert holder.notify_failure(device, bad_at, 4096, 0) == 0  # arrives mid-open
+
+    early = Famfs.open(device, this_host=MASTER, on_claimed=deliver)
     try:
         assert early.health.state is State.DEGRADED
         with pytest.raises(FsError):

@@ -144,7 +144,7 @@ def _channel_worker(mmp: Path, load: Load, name: str, count: int) -> None:
                 size = rng.randint(1, 3 * MiB)
                 mode = rng.choice([0o600, 0o640, 0o644])
                 reply = chan.call(protocol.Creat(f"{name}/f{i}", size, mode, uid=1000 + i % 3))
-                assert reply["created"] and reply["size"] == size
+                assert reply.created and reply.size == size
                 load.ok(f"{name}/f{i}", size)
     except (FamfsError, AssertionError) as exc:
         load.errors.append(f"{name}: {exc}")
@@ -152,7 +152,7 @@ def _channel_worker(mmp: Path, load: Load, name: str, count: int) -> None:
 
 def _log_used(mp: Path) -> int:
     with Channel(str(mp)) as chan:
-        return int(chan.call(protocol.Status())["log"]["used"])
+        return chan.call(protocol.Status()).log.used
 
 
 def _client_reader(cmp: Path, load: Load, stop: threading.Event) -> None:
@@ -176,8 +176,8 @@ def _logplayer(cmp: Path, load: Load, stop: threading.Event) -> None:
         try:
             with Channel(str(cmp)) as chan:
                 reply = chan.call(protocol.Logplay())
-            if reply["bad"]:
-                load.errors.append(f"logplay found bad entries: {reply['bad']}")
+            if reply.bad:
+                load.errors.append(f"logplay found bad entries: {reply.bad}")
         except FamfsError as exc:
             load.errors.append(f"logplay: {exc}")
         time.sleep(0.05)

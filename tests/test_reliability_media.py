@@ -22,7 +22,8 @@ from helpers import MASTER_UUID, Host, assert_no_traceback, is_mounted
 from reliability import corrupt, figures, media
 
 from famfs_py.dax import emulated, holder
-from famfs_py.fs.filesystem import Famfs, FsError
+from famfs_py.errors import FsError
+from famfs_py.fs.filesystem import Famfs
 
 DEFAULT_ENTRIES = [1, 5, 6]  # a directory, an interleaved file, a two-extent file
 WALK_SECONDS = 30.0
@@ -166,7 +167,7 @@ def _expected_tree(bench: media.MediaBench, image: corrupt.Image) -> tuple[dict,
     """What the master's mount must show (the in-process replay of the same device), and
     the first bytes of the files whose data the image holds."""
     try:
-        fs = Famfs(bench.master, this_host=corrupt.MASTER)
+        fs = Famfs.open(bench.master, this_host=corrupt.MASTER)
     except FsError:
         return None
     pokes = dict(image.data)

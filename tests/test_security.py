@@ -39,7 +39,7 @@ def _ask(mp: Path, request: protocol.Request):
             reply, fds = chan.call_fds(request)
         for fd in fds:
             os.close(fd)
-        return sorted(reply)[:2]
+        return sorted(reply.to_fields())[:2]
 
     return action
 
@@ -270,7 +270,7 @@ def test_a_reused_pid_gives_a_strangers_connection_no_groups(shared):
             sock.send(protocol.Map("public").encode())
             data, fds, _, _ = socket.recv_fds(sock, protocol.MAX_MESSAGE, protocol.MAX_FDS)
             try:
-                reply = protocol.decode_reply(data)
+                reply = protocol.decode_answer(data)
                 text = f"mapped {sorted(reply)[:2]} fds={len(fds)}"
             except Exception as exc:
                 text = f"error {getattr(exc, 'errno', None)} {exc}"
@@ -307,3 +307,17 @@ def test_groups_are_those_the_peer_had_at_connect_time_even_hundreds():
 
     assert as_user(NOBODY, peer, groups=groups) == "ok True"
     assert as_user(NOBODY, peer, groups=()) == "ok False"
+
+
+def test_meta_hides_the_log_from_other_users(shared):
+    """Issue 28 item 6: .meta/.log lists the names, owners and extents of files in 0700
+    directories; .meta is 0700, as upstream's is."""
+    host, mp = shared
+    assert os.stat(mp / ".meta").st_mode & 0o777 == 0o700
+    assert b"inside" in (mp / ".meta" / ".log").read_bytes()  # root (the owner) reads it
+    for action in (
+        lambda: os.listdir(mp / ".meta"),
+        lambda: len(open(mp / ".meta" / ".log", "rb").read()),
+        _ask(mp, protocol.Getmap(".meta/.log")),
+    ):
+        assert as_user(NOBODY, action).startswith(f"error {errno.EACCES}")

@@ -14,7 +14,7 @@ import pytest
 from helpers import Host, MiB, assert_no_traceback
 
 import famfs_py
-from famfs_py import protocol
+from famfs_py import omf, protocol
 from famfs_py.channel import Channel, locate
 from famfs_py.fs.shadow_yaml import parse_shadow_yaml
 
@@ -43,7 +43,8 @@ def _allocated(host: Host, target: Path | str) -> int:
 def _extents(path: Path) -> list[dict]:
     where = locate(str(path))
     with Channel(where.mountpoint) as chan:
-        return chan.call(protocol.Getmap(where.relpath))["extents"]
+        fmap = chan.call(protocol.Getmap(where.relpath)).fmap
+    return [{"offset": e.offset, "length": e.length} for e in omf.fmap_extents(fmap)]
 
 
 def _round_up(n: int, unit: int) -> int:

@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
                 files += 1
                 rel = os.path.relpath(os.path.join(dirpath, name), mountpoint)
                 try:
-                    reply = protocol.FileMapReply.from_fields(chan.call(protocol.Getmap(rel)))
+                    reply = chan.call(protocol.Getmap(rel))
                     if not reply.available:
                         raise FamfsError("its memory cannot be used (a memory error)")
                 except FamfsError as exc:

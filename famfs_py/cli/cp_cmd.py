@@ -13,6 +13,7 @@ import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
+from famfs_py import channel, protocol
 from famfs_py.cli.common import (
     Parser,
     add_interleave_options,
@@ -23,6 +24,7 @@ from famfs_py.cli.common import (
 )
 from famfs_py.errors import FamfsError, UsageError
 from famfs_py.fs.fmap import FileMap
+from famfs_py.replies import FileMapReply
 
 EXIT_CODES = """
   0  everything was copied (with -c: compared equal)
@@ -108,7 +110,7 @@ class Progress:
 
 class Copier:
     def __init__(self, args: argparse.Namespace, mountpoint: str) -> None:
-        from famfs_py import channel, protocol
+        from famfs_py import channel
         from famfs_py.dax import cache
         from famfs_py.dax.memory import DeviceMemory
 
@@ -120,13 +122,12 @@ class Copier:
         self.mem: DeviceMemory | None = None  # None: copy through the mount
         self.coherency = cache.OFF  # through the mount, the daemon flushes what it writes
         try:
-            fields, fds = self.chan.call_fds(protocol.Device())
+            reply, fds = self.chan.call_fds(protocol.Device())
         except FamfsError as exc:
             if exc.errno != errno.EPERM:  # only the owner gets the device: others write files
                 raise
         else:
             try:
-                reply = protocol.DeviceReply.from_fields(fields)
                 writable = reply.writable and not args.compare
                 self.mem = DeviceMemory(
                     fds[0], reply.device_size, writable=writable, align=reply.align
@@ -161,10 +162,8 @@ class Copier:
         -c, their maps) are asked for together (Channel.call_many: one wait for the lot), then
         each file's bytes are moved. A destination that cannot be created stops the copy
         once the files asked for with it are done."""
-        from famfs_py import protocol
-
         opened: list[tuple[int, int, str, str, str]] = []
-        requests: list[protocol.Request] = []
+        requests: list[protocol.Request[FileMapReply]] = []
         for src, dest, rel, mode in files:
             try:
                 fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
@@ -197,7 +196,7 @@ class Copier:
             try:
                 if isinstance(reply, FamfsError):
                     raise Abort(f"{src} -> {dest}: {reply.message}")
-                grant = protocol.FileMapReply.from_fields(reply)
+                grant = reply
                 if self.args.compare and grant.size != size:
                     raise Abort(f"{dest} holds {grant.size} bytes, {src} {size}")
             except Abort as exc:
@@ -218,9 +217,8 @@ class Copier:
             self.pending.append(self.pool.submit(self._move, job))
 
     def _move(self, job: tuple) -> None:
-        from famfs_py import protocol
 
-        fd, src, dest, rel, filemap, created = job
+        fd, src, dest, rel, filemap, _created = job
         try:
             if self.args.compare:
                 where = self._compare(fd, filemap, dest)
@@ -228,8 +226,9 @@ class Copier:
                     raise Abort(f"{src} and {dest} differ at byte {where}")
             else:
                 self._copy(fd, filemap, dest)
-                if not created:
-                    self.chan_for_thread().call(protocol.Invalidate(rel))
+                # this host's page cache may hold the old bytes (a new file: a client may
+                # have read it before the copy landed); the daemon tells the other hosts
+                self.chan_for_thread().call(protocol.Invalidate(rel))
             if self.args.verbose:
                 verb = "compared" if self.args.compare else "copied"
                 print(f"famfs-py cp: {verb} {src} -> {dest}")
@@ -238,16 +237,14 @@ class Copier:
         finally:
             os.close(fd)
 
-    def chan_for_thread(self):  # -> Channel
-        from famfs_py import channel
-
+    def chan_for_thread(self) -> channel.Channel:
         if threading.current_thread() is threading.main_thread():
             return self.chan
         if not hasattr(self._local, "chan"):
             self._local.chan = channel.Channel(self.mountpoint)
         return self._local.chan
 
-    def _copy(self, fd: int, filemap, dest: str) -> None:
+    def _copy(self, fd: int, filemap: FileMap, dest: str) -> None:
         from famfs_py.mapping import device_segments, fill_from
 
         if self.mem is None:
@@ -272,7 +269,7 @@ class Copier:
         finally:
             os.close(out)
 
-    def _compare(self, fd: int, filemap, dest: str) -> int | None:
+    def _compare(self, fd: int, filemap: FileMap, dest: str) -> int | None:
         from functools import partial
 
         from famfs_py.mapping import MountedFile, device_segments, first_difference, read_segments
@@ -287,7 +284,6 @@ class Copier:
     def mkdir(self, dest: str, rel: str, mode: int) -> None:
         if self.args.compare:
             return
-        from famfs_py import protocol
 
         try:
             self.chan.call(protocol.Mkdir(rel, mode, self.args.uid, self.args.gid, parents=True))

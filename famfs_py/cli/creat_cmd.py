@@ -4,8 +4,11 @@ with the seeded pattern, several at once with -M."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import errno
 import sys
 
+from famfs_py import channel, protocol
 from famfs_py.cli.common import (
     Parser,
     add_interleave_options,
@@ -17,6 +20,7 @@ from famfs_py.cli.common import (
 )
 from famfs_py.cli.seeded import parse_seed
 from famfs_py.errors import FamfsError, UsageError
+from famfs_py.replies import FileMapReply
 
 EXIT_CODES = """
   0  the file exists with the size asked (created now, or already there)
@@ -102,12 +106,10 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"-t {args.threadct}: threads must be 0..256")
 
 
-def create(chan, path: str, size: int | None, args: argparse.Namespace) -> dict:
+def create(
+    chan: channel.Channel, path: str, size: int | None, args: argparse.Namespace
+) -> FileMapReply:
     """Create (or find) one file; no size (or 0) adopts an existing file's size."""
-    import errno
-
-    from famfs_py import channel, protocol
-
     where = channel.locate(path)
     if where.mountpoint != chan.mountpoint:
         raise FamfsError(f"{path} is not in the same famfs mount as the first file")
@@ -119,7 +121,7 @@ def create(chan, path: str, size: int | None, args: argparse.Namespace) -> dict:
                 raise
             why = "give its size with -s" if size is None else "a famfs file cannot be empty"
             raise FamfsError(f"{path} does not exist: {why}") from None
-        return {"created": False, **existing}
+        return dataclasses.replace(existing, created=False)
     return chan.call(
         protocol.Creat(
             where.relpath, size, args.mode, args.uid, args.gid, **interleave_fields(args)
@@ -128,7 +130,6 @@ def create(chan, path: str, size: int | None, args: argparse.Namespace) -> dict:
 
 
 def run(args: argparse.Namespace) -> int:
-    from famfs_py import channel
     from famfs_py.cli import seeded
 
     apply_config(args)
@@ -148,8 +149,8 @@ def run(args: argparse.Namespace) -> int:
                 failures += 1
                 continue
             if args.verbose:
-                state = "created" if reply["created"] else "exists"
-                print(f"famfs-py creat: {name}: {state}, {reply['size']} bytes")
+                state = "created" if reply.created else "exists"
+                print(f"famfs-py creat: {name}: {state}, {reply.size} bytes")
             if seed:
                 jobs.append(seeded.Job(name, seed))
     threads = seeded.default_threads() if args.threadct is None else args.threadct

@@ -8,6 +8,7 @@ import contextlib
 import errno
 import os
 import sys
+from pathlib import Path
 
 from famfs_py.cli.common import (
     Parser,
@@ -16,6 +17,7 @@ from famfs_py.cli.common import (
     print_json,
     resolve_device_or_fail,
 )
+from famfs_py.dax.device import DaxDevice
 from famfs_py.dax.sysfs import DaxMode
 from famfs_py.errors import FamfsError, UsageError
 
@@ -32,7 +34,7 @@ EXIT_CODES = """
 
 
 def _parse_flags(text: str) -> int:
-    from famfs_py.dax.holder import MF_FLAG_NAMES
+    from famfs_py.dax.failure_delivery import MF_FLAG_NAMES
 
     flags = 0
     for part in text.split(","):
@@ -147,13 +149,13 @@ def build_parser(prog: str) -> Parser:
     return parser
 
 
-def _root(args: argparse.Namespace):  # -> Path
+def _root(args: argparse.Namespace) -> Path:
     from famfs_py.dax.device import DEFAULT_EMULATION_ROOT, emulation_root
 
     return emulation_root(args.root) or DEFAULT_EMULATION_ROOT
 
 
-def _emulated(args: argparse.Namespace):  # -> DaxDevice
+def _emulated(args: argparse.Namespace) -> DaxDevice:
     from famfs_py.dax.device import device_in_root
 
     if "/" in args.name:

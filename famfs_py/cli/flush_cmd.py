@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
                 chan = channels.get(where.mountpoint)
                 if chan is None:
                     chan = channels[where.mountpoint] = channel.Channel(where.mountpoint)
-                done = protocol.FlushReply.from_fields(chan.call(protocol.Flush(where.relpath)))
+                done = chan.call(protocol.Flush(where.relpath))
             except FamfsError as exc:
                 print(f"famfs-py flush: {name}: {exc.message}", file=sys.stderr)
                 errors += 1

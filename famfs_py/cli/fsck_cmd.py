@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import errno
 import sys
+from typing import TYPE_CHECKING
 
 from famfs_py.cli.common import (
     Parser,
@@ -17,6 +18,9 @@ from famfs_py.cli.common import (
     this_host_uuid,
 )
 from famfs_py.errors import FamfsError, UsageError
+
+if TYPE_CHECKING:  # loaded when a check runs: commands start fast
+    from famfs_py.fs.fsck import FsckReport
 
 EXIT_CODES = """
   0    the filesystem is clean
@@ -72,7 +76,7 @@ def build_parser(prog: str) -> Parser:
     return parser
 
 
-def check_device(args: argparse.Namespace):  # -> FsckReport
+def check_device(args: argparse.Namespace) -> FsckReport:
     from famfs_py.dax import holder
     from famfs_py.dax.memory import DeviceMemory
     from famfs_py.fs.fsck import FsckReport, fsck_memory
@@ -104,22 +108,21 @@ def check_device(args: argparse.Namespace):  # -> FsckReport
             )
 
 
-def check_mounted(args: argparse.Namespace):  # -> FsckReport
+def check_mounted(args: argparse.Namespace) -> FsckReport:
     """fsck through a mount: the daemon checks from its own mapping."""
     from famfs_py import channel, protocol
-    from famfs_py.fs.fsck import FsckReport
 
     where = channel.locate(args.target)
     with channel.Channel(where.mountpoint, timeout=600) as chan:
         reply = chan.call(protocol.Fsck(verbose=args.verbose > 0, nbuckets=args.nbuckets))
-    return FsckReport.from_json(reply["report"])
+    return reply.report
 
 
 def _gib(n: float) -> str:
     return f"{n / (1 << 30):.2f}G"
 
 
-def print_report(report, verbose: int, human: bool = False) -> None:  # report: FsckReport
+def print_report(report: FsckReport, verbose: int, human: bool = False) -> None:
     """The report in upstream's layout and labels (scripts parse `log_len:`, `Device
     capacity` and `Free space`); famfs-py adds the problems it found, each on its line."""
     from famfs_py import omf

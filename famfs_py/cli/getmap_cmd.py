@@ -7,7 +7,9 @@ import errno
 import os
 import sys
 
+from famfs_py import omf
 from famfs_py.cli.common import Parser, print_json
+from famfs_py.replies import FileMapReply
 
 EXIT_CODES = """
   0  every file is a famfs file with a map
@@ -33,19 +35,21 @@ def build_parser(prog: str) -> Parser:
     return parser
 
 
-def _print_map(name: str, reply: dict) -> None:
-    out = [f"File:     {name}", f"\tsize:    {reply['size']}"]
-    if reply["kind"] == "interleaved":
-        out.append(f"\tInterleave_Param chunk_size: {reply['chunk_size']}")
-        out.append(f"\tInterleaved extent has {reply['nstrips']} strips:")
-        out += [f"\t\t{s['offset']:x}\t{s['length']}" for s in reply["strips"]]
+def _print_map(name: str, reply: FileMapReply) -> None:
+    out = [f"File:     {name}", f"\tsize:    {reply.size}"]
+    fmap = reply.fmap
+    if isinstance(fmap, omf.InterleavedFmap):
+        out.append(f"\tInterleave_Param chunk_size: {fmap.chunk_size}")
+        out.append(f"\tInterleaved extent has {fmap.nstrips} strips:")
+        out += [f"\t\t{s.offset:x}\t{s.length}" for s in fmap.strips]
     else:
-        out.append(f"\textents: {len(reply['extents'])}")
-        out += [f"\t\t{e['offset']:x}\t{e['length']}" for e in reply["extents"]]
+        extents = omf.fmap_extents(fmap)
+        out.append(f"\textents: {len(extents)}")
+        out += [f"\t\t{e.offset:x}\t{e.length}" for e in extents]
     print("\n".join(out))
 
 
-def getmap_one(name: str) -> tuple[int, dict | None, str]:
+def getmap_one(name: str) -> tuple[int, FileMapReply | None, str]:
     """(exit code, map, message) for one file."""
     from famfs_py import channel, protocol
     from famfs_py.errors import FamfsError
@@ -79,8 +83,7 @@ def run(args: argparse.Namespace) -> int:
                 break
             continue
         assert reply is not None
-        reply.pop("ok", None)
-        maps.append({"file": name, **reply})
+        maps.append({"file": name, **reply.to_fields()})
         if not args.json and not args.quiet:
             _print_map(name, reply)
         if not args.json:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import Any
 
 from famfs_py.cli.common import Parser, add_root_option, resolve_device_or_fail
 from famfs_py.errors import FamfsError, UsageError
@@ -23,7 +24,13 @@ EXIT_CODES = """
 class _OnlyOnce(argparse.Action):
     """--shadow DIR, given at most once (as upstream)."""
 
-    def __call__(self, parser, namespace, values, option_string=None):
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
         if getattr(namespace, self.dest) is not None:
             parser.error(f"{option_string} given twice: give one shadow path")
         setattr(namespace, self.dest, values)
@@ -184,11 +191,11 @@ def run(args: argparse.Namespace) -> int:
     with channel.Channel(located.mountpoint) as chan:
         reply = chan.call(protocol.Logplay(dry_run=args.dryrun))
     print(
-        f"famfs_logplay: {reply['entries']} log entries; {reply['new_files']} new files; "
-        f"{reply['new_dirs']} new directories"
+        f"famfs_logplay: {reply.entries} log entries; {reply.new_files} new files; "
+        f"{reply.new_dirs} new directories"
     )
     if args.verbose:
-        print(f"\tfiles {reply['files']}, directories {reply['dirs']} in the namespace")
-        for bad in reply["bad"]:
+        print(f"\tfiles {reply.files}, directories {reply.dirs} in the namespace")
+        for bad in reply.bad:
             print(f"\t{bad}", file=sys.stderr)
-    return min(len(reply["bad"]), 127)
+    return min(len(reply.bad), 127)

@@ -49,6 +49,6 @@ def run(args: argparse.Namespace) -> int:
             failures += 1
             continue
         if args.verbose:
-            for created in reply["created"]:
+            for created in reply.created:
                 print(f"famfs-py mkdir: created {os.path.join(located.mountpoint, created)}")
     return 1 if failures else 0

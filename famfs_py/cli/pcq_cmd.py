@@ -11,10 +11,15 @@ import argparse
 import sys
 import threading
 import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from famfs_py.cli.common import Parser, parse_size
 from famfs_py.cli.seeded import parse_seed
 from famfs_py.errors import FamfsError, UsageError
+
+if TYPE_CHECKING:  # the queue module loads with the command that uses it
+    from famfs_py.pcq import Stats, Stop
 
 EXIT_CODES = """
   0  success: every message sent and received intact (or the queue was created, drained,
@@ -145,7 +150,7 @@ def _write_status(args: argparse.Namespace, value: int) -> None:
             f.write(str(value))
 
 
-def _print_cache(*stats) -> None:
+def _print_cache(*stats: Stats) -> None:
     """One line beyond upstream's output: whether flushing was in force, and what it did."""
     from famfs_py.dax import cache
 
@@ -240,7 +245,7 @@ def _drain(args: argparse.Namespace, flush: bool) -> int:
 
 
 class _Role(threading.Thread):
-    def __init__(self, work, name: str) -> None:
+    def __init__(self, work: Callable[[], object], name: str) -> None:
         super().__init__(name=name, daemon=True)
         self.work = work
         self.failure: str | None = None
@@ -324,7 +329,7 @@ def _run_roles(args: argparse.Namespace, flush: bool) -> int:
 class _StatusPrinter:
     """Upstream's status thread: one line of both roles' counters every INTERVAL seconds."""
 
-    def __init__(self, args: argparse.Namespace, prod, cons, stop) -> None:
+    def __init__(self, args: argparse.Namespace, prod: Stats, cons: Stats, stop: Stop) -> None:
         self.args, self.prod, self.cons = args, prod, cons
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="status", daemon=True)

@@ -4,9 +4,15 @@ chunks, through their device memory, in threads."""
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
+from collections.abc import Callable
+from typing import TYPE_CHECKING, NamedTuple, TypeVar
 
 from famfs_py.errors import FamfsError, UsageError
+
+T = TypeVar("T")
+
+if TYPE_CHECKING:  # mapping loads the device layer: only when a file is filled or read
+    from famfs_py.mapping import FileMemory, MountedFile
 
 CHUNK = 16 << 20  # bytes generated or checked per step
 
@@ -38,7 +44,7 @@ class Job(NamedTuple):
     seed: int
 
 
-def _mapped(path: str, write: bool):  # -> FileMemory | MountedFile
+def _mapped(path: str, write: bool) -> FileMemory | MountedFile:
     from famfs_py.mapping import open_file_bytes
 
     return open_file_bytes(path, write=write)
@@ -87,11 +93,13 @@ def verify(path: str, seed: int) -> tuple[int, int | None]:
         return mapped.size, None
 
 
-def run_jobs(jobs: list[Job], threads: int, work):  # -> list[tuple[Job, object]]
+def run_jobs(
+    jobs: list[Job], threads: int, work: Callable[[Job], T]
+) -> list[tuple[Job, T | Exception]]:
     """Run `work(job)` for every job, in `threads` threads (0: inline); results or the
     exception each raised, in job order."""
 
-    def guarded(job: Job) -> object:
+    def guarded(job: Job) -> T | Exception:
         try:
             return work(job)
         except (FamfsError, OSError, ValueError) as exc:

@@ -78,7 +78,7 @@ def clean_if_stale(given: str, mountpoint: str) -> int:
         return 0
     try:
         with channel.Channel(mountpoint, timeout=10) as chan:
-            pid = chan.call(protocol.Status())["daemon_pid"]
+            pid = chan.call(protocol.Status()).daemon_pid
     except FamfsError as exc:
         if exc.errno != errno.ENOTCONN:  # someone listens but does not answer: not stale
             raise FamfsError(
@@ -110,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
         raise FamfsError(f"{args.mountpoint} is not a famfs-py mount")
     try:
         with channel.Channel(mountpoint, timeout=10) as chan:
-            pid = int(chan.call(protocol.Status())["daemon_pid"])
+            pid = chan.call(protocol.Status()).daemon_pid
     except FamfsError:
         pid = None
     if pid is None:

@@ -19,7 +19,7 @@ from typing import Any
 
 import trio
 
-from famfs_py import channel, omf, protocol, rundir
+from famfs_py import channel, omf, protocol, replies, rundir
 from famfs_py.credentials import Credentials, peer_credentials
 from famfs_py.daemon import access
 from famfs_py.daemon.access import Rule
@@ -36,12 +36,23 @@ MAX_CONNECTIONS_PER_USER = 64  # open connections one unprivileged user may hold
 IDLE_TIMEOUT = 60.0  # seconds a connection may stay silent between requests
 
 
+@dataclass(frozen=True, kw_only=True)
+class DaemonFacts:
+    """What the daemon adds to the filesystem's own status (famfs_py.replies.StatusReply)."""
+
+    mountpoint: str
+    daemon_pid: int
+    cache: str
+    open_files: int
+    kernel_lookups: int
+
+
 @dataclass(frozen=True)
 class Answer:
-    """What an op returns: the reply's fields, descriptors to pass, and whether the caller
-    is to hear about removal on this connection from now on."""
+    """What an op returns: its typed reply, descriptors to pass, and whether the caller is
+    to hear about removal on this connection from now on."""
 
-    fields: dict[str, Any]
+    reply: replies.Reply
     fds: tuple[int, ...] = ()
     watch: bool = False
 
@@ -51,14 +62,16 @@ class ControlServer:
         self,
         fs: Famfs,
         mountpoint: str,
-        status_extra: Callable[[], dict[str, Any]],
+        daemon_facts: Callable[[], DaemonFacts],
         invalidate: Callable[[list[int]], Awaitable[None]],
+        announce: Callable[[int, int, int], None] | None = None,
     ) -> None:
         self.fs = fs
         self.mountpoint = mountpoint
         self.watchers: set[trio.socket.SocketType] = set()  # holders of mapped files
-        self.status_extra = status_extra
+        self.daemon_facts = daemon_facts
         self.invalidate = invalidate
+        self.announce = announce or (lambda ino, offset, length: None)  # to the other hosts
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         self._inode: int | None = None
         self._connections: dict[int, int] = {}  # uid -> connections open now
@@ -185,7 +198,7 @@ class ControlServer:
             self._authorize(rule, request, caller)
             result = handler(request, caller)
             answer: Answer = await result if isinstance(result, Awaitable) else result
-            return protocol.encode_reply(answer.fields), answer.fds, answer.watch
+            return protocol.encode_reply(answer.reply), answer.fds, answer.watch
         except FamfsError as exc:
             return protocol.encode_error(exc.errno or errno.EIO, exc.message), (), False
         except (ValueError, TypeError, KeyError) as exc:
@@ -219,12 +232,15 @@ class ControlServer:
     def _owner(self, uid: int | None, gid: int | None, caller: Credentials) -> tuple[int, int]:
         return access.check_owner(uid, gid, caller)
 
-    def _map_reply(self, inode: Inode, **extra: Any) -> dict[str, Any]:
+    def _map_reply(self, inode: Inode, **extra: Any) -> replies.FileMapReply:
         assert inode.fmap is not None
-        reply = protocol.FileMapReply(
-            self.fs.namespace.path_of(inode.ino), inode.size, inode.fmap, inode.ino, **extra
+        return replies.FileMapReply(
+            path=self.fs.namespace.path_of(inode.ino),
+            size=inode.size,
+            fmap=inode.fmap,
+            ino=inode.ino,
+            **extra,
         )
-        return reply.to_fields()
 
     def _file(self, path: str, *, logged: bool = True) -> Inode:
         """The file a request names; `logged=False` also accepts the .meta files."""
@@ -236,12 +252,13 @@ class ControlServer:
         return inode
 
     def status(self, request: protocol.Status, caller: Credentials) -> Answer:
-        return Answer({**self.fs.status(), **self.status_extra()})
+        facts = self.daemon_facts()
+        return Answer(replies.StatusReply(**vars(self.fs.status()), **vars(facts)))
 
     def mkdir(self, request: protocol.Mkdir, caller: Credentials) -> Answer:
         uid, gid = self._owner(request.uid, request.gid, caller)
         created = self.fs.mkdir(request.path, request.mode, uid, gid, parents=request.parents)
-        return Answer({"created": created})
+        return Answer(replies.MkdirReply(created=created))
 
     def creat(self, request: protocol.Creat, caller: Credentials) -> Answer:
         uid, gid = self._owner(request.uid, request.gid, caller)
@@ -270,7 +287,7 @@ class ControlServer:
                 nbuckets=request.nbuckets,
             )
         )
-        return Answer({"report": report.as_json()})
+        return Answer(replies.FsckReply(report=report))
 
     def getmap(self, request: protocol.Getmap, caller: Credentials) -> Answer:
         inode = self._file(request.path, logged=False)
@@ -302,22 +319,29 @@ class ControlServer:
         if self.fs.health.removed:
             raise FsError("the device was removed", errno.EIO)
         fd = self.fs.mem.dup_fd(writable=self.fs.writable)
-        reply = protocol.DeviceReply(
-            self.fs.sb.dev_size, self.fs.writable, self.fs.mem.align, self.fs.coherency.enabled
+        reply = replies.DeviceReply(
+            device_size=self.fs.sb.dev_size,
+            writable=self.fs.writable,
+            align=self.fs.mem.align,
+            flush=self.fs.coherency.enabled,
         )
-        return Answer(reply.to_fields(), (fd,))
+        return Answer(reply, (fd,))
 
     async def invalidate_file(self, request: protocol.Invalidate, caller: Credentials) -> Answer:
-        """Drop this host's cached pages of a file written behind the kernel's back."""
+        """A file was written behind the kernel's back (`cp`, `creat -r`): drop this host's
+        cached pages of it, and tell the other hosts."""
         inode = self._file(request.path)
         await self.invalidate([inode.ino])
-        return Answer({})
+        self.announce(inode.ino, 0, inode.size)
+        return Answer(replies.EmptyReply())
 
     async def flush_file(self, request: protocol.Flush, caller: Credentials) -> Answer:
-        """Write back and evict this host's CPU cache lines of a file (`famfs-py flush`): the
-        instructions act on every cache of the host, whichever CPU runs them, so a caller
-        needs no device access for it. On a worker thread: a big file takes a while, and the
-        mount keeps serving meanwhile (the file's place in memory never changes)."""
+        """Make this host current for a file (`famfs-py flush`): write back and evict its CPU
+        cache lines, then its page cache (dirty pages of shared mappings are written back
+        first, as writes to this daemon). The instructions act on every cache of the host,
+        whichever CPU runs them, so a caller needs no device access for it. On a worker
+        thread: a big file takes a while, and the mount keeps serving meanwhile (the file's
+        place in memory never changes)."""
         inode = self._file(request.path, logged=False)
         self.fs.check_data_available(inode)
         if inode.filemap is None or request.offset > inode.size:
@@ -325,8 +349,13 @@ class ControlServer:
         length = inode.size if request.length is None else request.length
         ranges = list(inode.filemap.ranges(request.offset, length))  # clipped to the file
         lines = await trio.to_thread.run_sync(self._flush_ranges, inode.name, ranges)
+        # then this host's page cache: dirty pages of shared mappings are written back (as
+        # writes to this daemon), the rest dropped, so descriptors and mappings read memory
+        await self.invalidate([inode.ino])
+        if inode.meta is not None:  # a program's own stores: the other hosts hear of them
+            self.announce(inode.ino, request.offset, min(length, inode.size - request.offset))
         policy = self.fs.coherency
-        return Answer(protocol.FlushReply(lines, policy.enabled, policy.reason).to_fields())
+        return Answer(replies.FlushReply(lines=lines, enabled=policy.enabled, reason=policy.reason))
 
     def _flush_ranges(self, name: str, ranges: list[tuple[int, int]]) -> int:
         """The cache lines written back and evicted over these device ranges (0: flushing
@@ -347,7 +376,7 @@ class ControlServer:
             pending = max(0, self.fs.log.committed() - self.fs.log.next_index)
         else:
             self.fs.follow()
-        reply = protocol.LogplayReply(
+        reply = replies.LogplayReply(
             entries=self.fs.log.committed() if request.dry_run else self.fs.log.next_index,
             new_files=ns.files - before_files,
             new_dirs=ns.dirs - before_dirs,
@@ -356,4 +385,4 @@ class ControlServer:
             bad=[b.describe() for b in self.fs.log.bad.values()],
             pending=pending,
         )
-        return Answer(reply.to_fields())
+        return Answer(reply)

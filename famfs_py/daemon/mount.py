@@ -16,7 +16,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pyfuse3
 import trio
@@ -28,9 +28,10 @@ from famfs_py.fs.filesystem import Famfs
 from famfs_py.fs.identity import Role, system_uuid
 from famfs_py.fs.namespace import META_DIR, META_INO, Inode
 
-from .control import ControlServer
+from .control import ControlServer, DaemonFacts
 from .operations import FamfsOperations, ReplyFailureHook
-from .options import MountOptions
+from .options import CacheMode, MountOptions
+from .propagation import Propagation
 from .readiness import Readiness
 
 log = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def open_filesystem(opts: MountOptions, mountpoint: str) -> Famfs:
                 f"{path} is inside the mount point {mountpoint}: the daemon would "
                 "hide its own device; choose another mount point"
             )
-    return Famfs(
+    return Famfs.open(
         device,
         this_host=this_host,
         writable_client=opts.rw,
@@ -91,6 +92,7 @@ class Daemon:
         self.mountpoint = opts.mountpoint
         self.fs: Famfs | None = None
         self.ops: FamfsOperations | None = None
+        self.changes: Propagation | None = None
         self.control: ControlServer | None = None
         self.trio_token: trio.lowlevel.TrioToken | None = None
         self.nursery: trio.Nursery | None = None
@@ -114,14 +116,26 @@ class Daemon:
                 self.mountpoint = check_mountpoint(self.opts.mountpoint)
                 fs = self.fs = open_filesystem(self.opts, self.mountpoint)
                 teardown.callback(fs.close)
-                control = self.control = ControlServer(
-                    fs, self.mountpoint, self._status_extra, self._invalidate_async
-                )
-                teardown.callback(control.close)
-                control.bind()
                 ops = self.ops = FamfsOperations(
                     fs, cache=self.opts.cache, timeout=self.opts.timeout
                 )
+                changes = self.changes = Propagation(
+                    fs,
+                    known=ops.lookups.__contains__,
+                    kernel_inodes=lambda: list(ops.lookups),
+                    page_cache=self.opts.cache != CacheMode.NEVER,
+                    interval=self.opts.changes_interval,
+                )
+                ops.changes = changes
+                control = self.control = ControlServer(
+                    fs,
+                    self.mountpoint,
+                    self._daemon_facts,
+                    self._invalidate_async,
+                    changes.announce,
+                )
+                teardown.callback(control.close)
+                control.bind()
                 logging.getLogger("pyfuse3").addHandler(ReplyFailureHook(ops))
                 try:
                     pyfuse3.init(ops, self.mountpoint, self._fuse_options(fs))
@@ -129,7 +143,9 @@ class Daemon:
                     raise FamfsError(f"FUSE could not mount {self.mountpoint}: {exc}") from None
                 self._session_open = True
                 teardown.callback(self._close_session)
-                fs.failures = DaemonFailures(self)
+                changes.start()
+                teardown.callback(changes.stop)  # before the session closes
+                fs.failures.handler = DaemonFailures(self)
                 teardown.callback(self._stopping)
                 trio.run(self._serve)
         except FamfsError as exc:
@@ -236,14 +252,14 @@ class Daemon:
         while not fs.health.removed:
             await trio.sleep(self.opts.watch_interval)
             try:
-                gone = fs.vanished()
+                gone = fs.failures.vanished()
             except OSError as exc:
                 gone = f"it cannot be inspected ({exc.strerror})"
             if gone:
                 log.error("%s vanished without notice: %s", fs.device.path, gone)
-                fs.remove_device()
+                fs.failures.remove_device()
                 return
-            fs.check_badblocks()
+            fs.failures.check_badblocks()
 
     def summary(self) -> str:
         assert self.fs is not None
@@ -253,14 +269,14 @@ class Daemon:
             f"log {fs.log.next_index}/{fs.log.slots}, health {fs.health.summary()}"
         )
 
-    def _status_extra(self) -> dict[str, Any]:
-        return {
-            "mountpoint": self.mountpoint,
-            "daemon_pid": os.getpid(),
-            "cache": self.opts.cache,
-            "open_files": len(self.ops.handles) if self.ops else 0,
-            "kernel_lookups": sum(self.ops.lookups.values()) if self.ops else 0,
-        }
+    def _daemon_facts(self) -> DaemonFacts:
+        return DaemonFacts(
+            mountpoint=self.mountpoint,
+            daemon_pid=os.getpid(),
+            cache=self.opts.cache,
+            open_files=len(self.ops.handles) if self.ops else 0,
+            kernel_lookups=sum(self.ops.lookups.values()) if self.ops else 0,
+        )
 
     # -- cache invalidation --------------------------------------------------------------
     def invalidate(self, inos: list[int]) -> None:

@@ -13,8 +13,9 @@ import logging
 import os
 import stat
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import pyfuse3
 
@@ -26,6 +27,12 @@ from famfs_py.fs.identity import Role
 from famfs_py.fs.namespace import Inode
 
 log = logging.getLogger(__name__)
+
+
+class Changes(Protocol):
+    """Where writes are announced to the other hosts (famfs_py.daemon.propagation)."""
+
+    def changing(self, ino: int, offset: int, length: int) -> AbstractContextManager[None]: ...
 
 
 def guarded(handler: Callable[..., Any]) -> Callable[..., Any]:
@@ -93,6 +100,7 @@ class FamfsOperations(pyfuse3.Operations):
         self._next_fh = 1
         self._times = int(fs.mounted_at * 1e9)
         self._last_read: tuple[Inode, int, int] | None = None
+        self.changes: Changes | None = None  # announces writes to the other hosts
 
     # -- attributes ----------------------------------------------------------------------
     def _inode(self, ino: int) -> Inode:
@@ -253,7 +261,7 @@ class FamfsOperations(pyfuse3.Operations):
         if self._last_read is None:
             return
         inode, off, length = self._last_read
-        found = self.fs.probe(inode, off, length)
+        found = self.fs.failures.probe(inode, off, length)
         log.error(
             "the reply to a read of %s at %d+%d faulted; %d bad page(s) poisoned",
             self.fs.namespace.path_of(inode.ino),
@@ -267,7 +275,11 @@ class FamfsOperations(pyfuse3.Operations):
         handle = self.handles[fh]
         if not handle.writable:
             raise pyfuse3.FUSEError(errno.EBADF)
-        return self.fs.write(handle.inode, off, buf)
+        changes = self.changes
+        if changes is None:
+            return self.fs.write(handle.inode, off, buf)
+        with changes.changing(handle.inode.ino, off, len(buf)):  # other hosts hear of it
+            return self.fs.write(handle.inode, off, buf)
 
     @guarded
     async def fsync(self, fh: int, datasync: bool) -> None:

@@ -21,9 +21,9 @@ from famfs_py.dax.flush_mode import FLUSH_MODES, FlushMode
 class CacheMode(StrEnum):
     """What the kernel's page cache keeps of a file between opens (`-o cache=`)."""
 
-    AUTO = "auto"  # dropped at each open: other hosts' writes show
-    NEVER = "never"  # direct I/O
-    ALWAYS = "always"  # kept
+    AUTO = "auto"  # dropped at each open; other hosts' changes arrive (daemon/propagation)
+    NEVER = "never"  # direct I/O: reads and writes go to memory, no MAP_SHARED mapping
+    ALWAYS = "always"  # kept across opens; other hosts' changes arrive
 
 
 CACHE_MODES = tuple(CacheMode)
@@ -151,7 +151,11 @@ class MountOptions:
     # -- how to serve -------------------------------------------------------------------------
     cache: str = _option(
         "-c", "--cache", default=CacheMode.AUTO, choices=CACHE_MODES,
-        help="page cache policy (default auto: dropped at each open)",
+        help="page cache policy; other hosts' changes reach it within ~10-50 ms in auto and "
+        "always: auto (default) drops a file's pages at each open, always keeps them across "
+        "opens, never is direct I/O: every read and write goes to memory, no page-cache copy, "
+        "and no MAP_SHARED mapping through the mount (mmap fails with ENODEV; use "
+        "famfs_py.open_mapped)",
     )  # fmt: skip
     flush: str = _option(
         "--flush", default=FlushMode.AUTO, choices=FLUSH_MODES,
@@ -199,6 +203,11 @@ class MountOptions:
     follow_interval: float = _option(
         "--follow-interval", default=0.2, parse=_number(float, "a number of seconds"), o=(),
         hidden=True, help="seconds between looks at the log (clients)",
+    )  # fmt: skip
+    changes_interval: float = _option(
+        "--changes-interval", default=0.01, parse=_number(float, "a number of seconds"), o=(),
+        hidden=True, help="seconds between looks at the other hosts' change announcements "
+        "(0: do not look)",
     )  # fmt: skip
     watch_interval: float = _option(
         "--watch-interval", default=0.5, parse=_number(float, "a number of seconds"), o=(),

@@ -38,28 +38,55 @@ class Readiness(Protocol):
     def stopping(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class PipeWord:
+    """The one line a daemon writes on the readiness pipe: mounted (`summary`), or why not
+    (`message`, and the exit code the `famfs-py mount` parent exits with)."""
+
+    ok: bool
+    summary: str = ""
+    message: str = ""
+    exit_code: int = 1
+
+    def encode(self) -> bytes:
+        if self.ok:
+            body: dict[str, object] = {"ok": True, "summary": self.summary}
+        else:
+            body = {"ok": False, "message": self.message, "exit_code": self.exit_code}
+        return (json.dumps(body) + "\n").encode()
+
+    @classmethod
+    def decode(cls, line: bytes) -> PipeWord:
+        body = json.loads(line)
+        if body.get("ok"):
+            return cls(True, summary=str(body.get("summary")))
+        return cls(
+            False, message=str(body.get("message")), exit_code=int(body.get("exit_code") or 1)
+        )
+
+
 class PipeReadiness:
     """Tells the waiting `famfs-py mount` parent how the mount went, once."""
 
     def __init__(self, fd: int) -> None:
         self.fd: int | None = fd
 
-    def _send(self, message: dict[str, object]) -> None:
+    def _send(self, word: PipeWord) -> None:
         if self.fd is None:
             return
         try:
-            os.write(self.fd, (json.dumps(message) + "\n").encode())
+            os.write(self.fd, word.encode())
         except OSError:
             pass
         os.close(self.fd)
         self.fd = None
 
     def ready(self, summary: str) -> None:
-        self._send({"ok": True, "summary": summary})
+        self._send(PipeWord(True, summary=summary))
 
     def failed(self, message: str, exit_code: int) -> None:
         print(f"famfs-py mount: {message}", file=sys.stderr, flush=True)
-        self._send({"ok": False, "message": message, "exit_code": exit_code})
+        self._send(PipeWord(False, message=message, exit_code=exit_code))
 
     def stopping(self) -> None:
         pass
@@ -213,8 +240,8 @@ def wait_for_daemon(
             else f"the daemon exited (status {code}) before the mount was ready and logged "
             f"nothing ({daemon_log.path})"
         )
-    message = json.loads(buffer.splitlines()[0])
-    if not message.get("ok"):
+    word = PipeWord.decode(buffer.splitlines()[0])
+    if not word.ok:
         proc.wait(timeout=30)  # failures leave nothing behind: wait for the claim release
-        raise FamfsError.relayed(str(message.get("message")), int(message.get("exit_code") or 1))
-    return str(message.get("summary"))
+        raise FamfsError.relayed(word.message, word.exit_code)
+    return word.summary

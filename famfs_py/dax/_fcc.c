@@ -47,6 +47,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 #include <unistd.h>
 
 #if defined(__x86_64__)
@@ -416,6 +417,99 @@ static PyObject *fcc_address_range(PyObject *self, PyObject *args)
     return do_range(op, insn, (uintptr_t)address, (size_t)length, resident_only);
 }
 
+/* -- watching a range for a change ---------------------------------------------------------- */
+
+/* One look: invalidate the range (insn >= 0), then compare it with `snapshot`. 1 if it
+ * differs, 0 if not, -2 on a fault (fault_address and fault_signal say where and how). */
+static int guarded_look(int insn, const char *addr, size_t len, const char *snapshot)
+{
+    sigjmp_buf jump;
+    int differs;
+
+    if (sigsetjmp(jump, 0)) {
+        sigset_t set;
+
+        __atomic_signal_fence(__ATOMIC_SEQ_CST);
+        sigemptyset(&set);
+        sigaddset(&set, fault_signal);
+        pthread_sigmask(SIG_UNBLOCK, &set, NULL);
+        return -2;
+    }
+    guard = &jump;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    if (insn >= 0) {
+        run_lines(insn, OP_INVALIDATE, (const char *)((uintptr_t)addr & ~(uintptr_t)(line_size - 1)),
+                  addr + len);
+        fence(OP_INVALIDATE);
+    }
+    differs = memcmp(addr, snapshot, len) != 0;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    guard = NULL;
+    return differs;
+}
+
+/* watch(buffer, offset, length, snapshot, insn, interval_us, timeout_us) -> changed
+ * Look at the range every interval_us (invalidating it first with `insn`, or not if -1)
+ * until it differs from `snapshot` (True) or timeout_us passed (False), without the GIL and
+ * without waking Python in between. */
+static PyObject *fcc_watch(PyObject *self, PyObject *args)
+{
+    Py_ssize_t offset, length;
+    Py_buffer view, snap;
+    PyObject *obj, *snapobj;
+    int insn, found = 0;
+    long long interval_us, timeout_us, waited = 0;
+
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OnnOiLL", &obj, &offset, &length, &snapobj, &insn,
+                          &interval_us, &timeout_us))
+        return NULL;
+    if (insn >= N_INSNS || (insn >= 0 && !have_insn[insn])) {
+        PyErr_Format(PyExc_ValueError, "instruction %d is not available on this CPU", insn);
+        return NULL;
+    }
+    if (interval_us <= 0) {
+        PyErr_SetString(PyExc_ValueError, "the interval must be positive");
+        return NULL;
+    }
+    if (PyObject_GetBuffer(obj, &view, PyBUF_SIMPLE) != 0)
+        return NULL;
+    if (PyObject_GetBuffer(snapobj, &snap, PyBUF_SIMPLE) != 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    if (offset < 0 || length < 0 || offset > view.len || length > view.len - offset ||
+        snap.len != length) {
+        PyErr_SetString(PyExc_ValueError, "the range is outside the buffer, or the snapshot "
+                                          "is not as long as the range");
+        PyBuffer_Release(&snap);
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    pthread_once(&handlers_once, install_handlers);
+    if (!handlers_ok) {
+        PyBuffer_Release(&snap);
+        PyBuffer_Release(&view);
+        return PyErr_SetFromErrno(PyExc_OSError);
+    }
+    Py_BEGIN_ALLOW_THREADS
+    for (;;) {
+        found = guarded_look(insn, (const char *)view.buf + offset, (size_t)length,
+                             (const char *)snap.buf);
+        if (found != 0 || waited >= timeout_us)
+            break;
+        struct timespec ts = {interval_us / 1000000, (interval_us % 1000000) * 1000};
+        nanosleep(&ts, NULL);
+        waited += interval_us;
+    }
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&snap);
+    PyBuffer_Release(&view);
+    if (found == -2)
+        return raise_fault(OP_INVALIDATE);
+    return PyBool_FromLong(found);
+}
+
 /* features() -> tuple of the names of the instructions this CPU has (index = insn id) */
 static PyObject *fcc_features(PyObject *self, PyObject *noargs)
 {
@@ -473,6 +567,8 @@ static PyMethodDef fcc_methods[] = {
      "range(op, insn, buffer, offset, length, resident_only) -> cache lines touched"},
     {"address_range", fcc_address_range, METH_VARARGS,
      "address_range(op, insn, address, length, resident_only) -> cache lines touched"},
+    {"watch", fcc_watch, METH_VARARGS,
+     "watch(buffer, offset, length, snapshot, insn, interval_us, timeout_us) -> changed"},
     {"features", fcc_features, METH_NOARGS,
      "features() -> instruction names this CPU has (None where missing), by instruction id"},
     {"counters", fcc_counters, METH_NOARGS,

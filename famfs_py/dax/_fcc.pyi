@@ -17,3 +17,13 @@ def range(
 def address_range(op: int, insn: int, address: int, length: int, resident_only: bool, /) -> int: ...
 def features() -> tuple[str | None, ...]: ...
 def counters() -> list[tuple[int, int, int, int, int]]: ...
+def watch(
+    buffer: Any,
+    offset: int,
+    length: int,
+    snapshot: bytes,
+    insn: int,
+    interval_us: int,
+    timeout_us: int,
+    /,
+) -> bool: ...

@@ -242,6 +242,29 @@ class Policy:
             length = memoryview(target).nbytes - offset
         return _fcc.range(1, self._invalidate_insn, target, offset, length, self.resident_only)
 
+    def watch(
+        self,
+        target: Any,
+        offset: int,
+        length: int,
+        snapshot: bytes,
+        interval: float,
+        timeout: float,
+    ) -> bool:
+        """Look at bytes [offset, offset+length) of `target` every `interval` seconds
+        (invalidating them first if flushing is on) until they differ from `snapshot` (True)
+        or `timeout` seconds passed (False). The looks run in C without the GIL: an idle
+        watcher costs a timer wake-up per interval and nothing in Python."""
+        if _fcc is None:
+            raise CacheUnsupported(_unsupported_reason())
+        insn = self._invalidate_insn if self.enabled else -1
+        return bool(
+            _fcc.watch(
+                target, offset, length, snapshot, insn, max(1, int(interval * 1e6)),
+                int(timeout * 1e6),
+            )
+        )  # fmt: skip
+
     def describe(self) -> dict[str, Any]:
         """What `status` shows: on/off, why, the instructions and this process's counters."""
         info: dict[str, Any] = {"enabled": self.enabled, "reason": self.reason}

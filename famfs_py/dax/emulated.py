@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from famfs_py.dax import backing as memory_files
-from famfs_py.dax import holder
+from famfs_py.dax import failure_delivery, holder, trust
 from famfs_py.dax.device import NAME_RE, DaxDevice, device_in_root, resolve_device
 from famfs_py.dax.sysfs import (
     MODE_DRIVERS,
@@ -95,7 +95,9 @@ def create(
         raise ValueError(f"unknown mode {mode!r} (one of {', '.join(MODES)})")
     if backing and share:
         raise ValueError("a backing file and a shared device exclude each other")
+    trust.check_emulation_root(root)  # before making anything in it, and after
     _setup_root(root)
+    trust.check_emulation_root(root)
     device = device_in_root(name, root)
     if device.exists():
         if memory_missing(device):
@@ -118,12 +120,20 @@ def create(
             coherent = shared.coherent
     elif backing:
         source = Path(backing).absolute()
-        if not source.exists():
+        trust.check_directory(
+            source.parent, "a directory for the backing file", open_to_all_ok=True
+        )
+        if not os.path.lexists(source):
             if size is None:
                 raise ValueError(f"backing file {backing} does not exist and no size was given")
-            with open(source, "wb") as f:
-                f.truncate(size)
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(source, flags, 0o600)
+            try:
+                os.ftruncate(fd, size)
+            finally:
+                os.close(fd)
     if source is not None:
+        trust.check_memory_file(source)
         actual = source.stat().st_size
         if size is None:
             size = actual
@@ -140,8 +150,10 @@ def create(
         where = memory_files.memory_dir()
         if where.warning:
             warn(where.warning)
+        trust.check_directory(where.path, "a memory directory", open_to_all_ok=True)
         link = where.path / f"{memory_files.PREFIX}{secrets.token_hex(8)}"
-        fd = os.open(link, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        fd = os.open(link, flags, 0o600)
         try:  # private, as a devdax node is (crw------- root): give it to a group to share
             fcntl.flock(fd, fcntl.LOCK_EX)
             os.ftruncate(fd, size)
@@ -152,7 +164,7 @@ def create(
     else:
         link = _owned_link(source)
         os.link(source, link)
-        fd = os.open(link, os.O_RDONLY | os.O_CLOEXEC)
+        fd = os.open(link, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
         fcntl.flock(fd, fcntl.LOCK_EX)
 
     devdir = device.sysfs_dir
@@ -216,7 +228,7 @@ def _pre_remove(device: DaxDevice) -> int | None:
     if holder.holder_info(device) is None:
         return None
     rc = holder.notify_failure(
-        device, 0, holder.WHOLE_DEVICE, holder.MF_MEM_PRE_REMOVE, locked=True
+        device, 0, failure_delivery.WHOLE_DEVICE, failure_delivery.MF_MEM_PRE_REMOVE, locked=True
     )
     log.info("pre-remove of %s delivered to its holder: rc %d", device.path, rc)
     return rc
@@ -268,7 +280,7 @@ def inject_error(device: DaxDevice, offset: int, length: int, flags: int) -> int
     size = device.size
     if offset < 0 or length <= 0 or offset + length > size:
         raise ValueError(f"range {offset:#x}+{length:#x} is outside the device ({size:#x} bytes)")
-    flags |= holder.MF_SW_SIMULATED
+    flags |= failure_delivery.MF_SW_SIMULATED
     with holder.device_lock(device, exclusive=False):
         text = format_badblocks([(offset, length)])
         with open(device.sysfs_dir / "badblocks", "a") as f:

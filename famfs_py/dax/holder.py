@@ -1,9 +1,11 @@
-"""The holder layer: claim, release and memory-failure delivery, as the kernel's dax core does.
+"""The claim: one holder per device, as the kernel's dax core keeps it.
 
-`claim` is fs_dax_get(): alive -> driver -> exclusive holder -> ops, each failure undoing
-exactly what was done. `Claim.release` is fs_put_dax(). `notify_failure` is
-dax_holder_notify_failure(): it reaches the holder's callback in whatever process holds the
-claim. Exclusivity is an flock on an open file, so the OS releases it when the holder dies.
+`claim` is fs_dax_get(): alive -> mode -> exclusive holder -> ops, each failure undoing
+exactly what was done. `Claim.release` is fs_put_dax(). Exclusivity is an flock on an open
+file, so the OS releases it when the holder dies; the holder-info file beside it says who
+holds the device and where its failure socket is. `notify_failure` is
+dax_holder_notify_failure(): it finds the holder and delivers (famfs_py.dax.failure_delivery).
+Which modes a device may be claimed in is famfs_py.dax.mode_policy.
 """
 
 from __future__ import annotations
@@ -15,48 +17,28 @@ import json
 import logging
 import os
 import secrets
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Protocol
 
-from famfs_py import rundir
-from famfs_py.credentials import peer_credentials
-from famfs_py.dax.device import DaxDevice
-from famfs_py.dax.sysfs import DaxDriver, DaxMode
+from famfs_py.dax import trust
+from famfs_py.dax.device import REAL_HOLDER_STATE, DaxDevice
+from famfs_py.dax.failure_delivery import (
+    DELIVERY_TIMEOUT,
+    FailureListener,
+    HolderOps,
+    send_failure,
+)
+from famfs_py.dax.mode_policy import check_mode, dead_reason
 
 log = logging.getLogger(__name__)
 
-# memory-failure flags, kernel values (include/linux/mm.h)
-MF_ACTION_REQUIRED = 1 << 1
-MF_MUST_KILL = 1 << 2
-MF_SW_SIMULATED = 1 << 5
-MF_MEM_PRE_REMOVE = 1 << 7
-MF_FLAG_NAMES = {
-    "action-required": MF_ACTION_REQUIRED,
-    "must-kill": MF_MUST_KILL,
-    "sw-simulated": MF_SW_SIMULATED,
-    "pre-remove": MF_MEM_PRE_REMOVE,
-}
-WHOLE_DEVICE = (1 << 64) - 1  # the length a pre-remove notification carries
-
 HOLDER_LOCK = "holder.lock"
 HOLDER_INFO = "holder"
-DELIVERY_TIMEOUT = 10.0  # seconds a holder's callback may take before the reporter gives up
-
-
-class HolderOps(Protocol):
-    """What a holder registers (struct dax_holder_operations)."""
-
-    def notify_failure(self, offset: int, length: int, flags: int) -> int:
-        """Handle a memory failure; return 0 or a positive errno."""
-        ...
 
 
 def _lock_file(path: Path, create: bool) -> int | None:
-    flags = os.O_RDWR | os.O_CLOEXEC | (os.O_CREAT if create else 0)
+    flags = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW | (os.O_CREAT if create else 0)
     try:
         return os.open(path, flags, 0o644)
     except FileNotFoundError:
@@ -66,9 +48,12 @@ def _lock_file(path: Path, create: bool) -> int | None:
 @contextlib.contextmanager
 def device_lock(device: DaxDevice, exclusive: bool) -> Iterator[None]:
     """The device's read/write lock (dax_read_lock for the alive guard; reconfigure and
-    remove take it exclusively)."""
+    remove take it exclusively). Refuses a device whose state another user could change
+    (famfs_py.dax.trust)."""
+    check_trusted(device)
     device.state_lock_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(device.state_lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
+    fd = os.open(device.state_lock_path, flags, 0o644)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
         yield
@@ -76,77 +61,16 @@ def device_lock(device: DaxDevice, exclusive: bool) -> Iterator[None]:
         os.close(fd)
 
 
-def mode_hint(device: DaxDevice, mode: str) -> str:
-    """How to put `device` in `mode` (devdax for a real device, famfs for an emulated one)."""
-    if device.emulated:
-        return (
-            f"famfs-py dax reconfigure {device.name} --mode {mode} --root {device.emulation_root}"
-        )
-    return f"daxctl reconfigure-device --mode={mode} {device.name}"
-
-
-def dead_reason(device: DaxDevice) -> str | None:
-    """Why the device cannot be used by a filesystem at all (None: it is alive)."""
-    if not device.exists():
-        return f"{device.describe()} does not exist"
-    usable = DaxMode.FAMFS if device.emulated else DaxMode.DEVDAX
-    driver = device.driver
-    if driver is None:
-        enable = (
-            mode_hint(device, usable) if device.emulated else f"daxctl enable-device {device.name}"
-        )
-        return f"{device.describe()} is disabled (no driver bound); enable it: {enable}"
-    if driver == DaxDriver.KMEM:
-        return (
-            f"{device.describe()} is in system-ram mode (onlined as memory); give it back "
-            f"(offline its memory, then {mode_hint(device, usable)})"
-        )
-    if device.emulated and not os.path.exists(device.node):
-        if not device.node.is_symlink():
-            return f"{device.describe()} has no memory node {device.node}"
-        return (
-            f"the memory of {device.describe()}, {os.readlink(device.node)}, is gone (deleted, "
-            f"or cleared by a reboot): remove the device with 'famfs-py dax remove "
-            f"{device.path}' and create it again"
-        )
-    return None
-
-
-def check_mode(device: DaxDevice, *, allow_devdax: bool) -> None:
-    """OSError(EOPNOTSUPP) with the way out, unless famfs-py can map and hold the device in
-    the mode it is in: famfs for an emulated device; devdax (with `allow_devdax`) for a real
-    one, whose famfs mode (fsdev_dax) the kernel does not let userspace map."""
-    driver = device.driver
-    if device.emulated:
-        if driver == DaxDriver.FSDEV_DAX:
-            return
-        hint = mode_hint(device, DaxMode.FAMFS)
-        raise OSError(
-            errno.EOPNOTSUPP, f"{device.describe()} is in {device.mode} mode, not famfs ({hint})"
-        )
-    if driver == DaxDriver.DEVICE_DAX:
-        if allow_devdax:
-            return
-        raise OSError(
-            errno.EOPNOTSUPP,
-            f"{device.describe()} is in devdax mode: give --devdax to use it (the kernel does "
-            "not stop other processes from mapping a devdax device while famfs-py holds it)",
-        )
-    if driver == DaxDriver.FSDEV_DAX:
-        raise OSError(
-            errno.EOPNOTSUPP,
-            f"{device.describe()} is in famfs mode (fsdev_dax), whose memory the kernel does "
-            f"not let userspace map; switch it to devdax mode and give --devdax: as root, "
-            f"`echo {device.name} > /sys/bus/dax/drivers/fsdev_dax/unbind; "
-            f"echo {device.name} > /sys/bus/dax/drivers/device_dax/bind` (or "
-            f"`{mode_hint(device, DaxMode.DEVDAX)}` with a daxctl that knows famfs mode: "
-            f"Debian 12's daxctl 76 does not)",
-        )
-    raise OSError(
-        errno.EOPNOTSUPP,
-        f"{device.describe()} is bound to {driver} ({device.mode} mode), which famfs-py "
-        f"cannot use; switch it to devdax mode ({mode_hint(device, DaxMode.DEVDAX)})",
-    )
+def check_trusted(device: DaxDevice) -> None:
+    """OSError(EPERM) unless nobody but this user and root can change the device's state:
+    its emulation root and the directories in it, its memory file (famfs_py.dax.trust)."""
+    if device.emulation_root is None:
+        trust.check_directory(REAL_HOLDER_STATE, "a state directory")
+        return
+    trust.check_emulation_root(device.emulation_root)
+    trust.check_directory(device.sysfs_dir, "an emulation root")
+    if os.path.lexists(device.node):
+        trust.check_memory_file(device.node)
 
 
 @contextlib.contextmanager
@@ -168,7 +92,7 @@ class Claim:
         self.holder = holder
         self._lock_fd: int | None = lock_fd
         self._token = secrets.token_hex(8)
-        self._listener: _FailureListener | None = None
+        self._listener: FailureListener | None = None
 
     @property
     def held(self) -> bool:
@@ -184,8 +108,10 @@ class Claim:
             "since": time.time(),
         }
         path = self.device.holder_dir / HOLDER_INFO
-        tmp = path.with_name(f".{HOLDER_INFO}.{os.getpid()}")
-        tmp.write_text(json.dumps(info) + "\n")
+        tmp = path.with_name(f".{HOLDER_INFO}.{os.getpid()}.{secrets.token_hex(4)}")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+        with os.fdopen(os.open(tmp, flags, 0o644), "w") as f:
+            f.write(json.dumps(info) + "\n")
         tmp.replace(path)
 
     def release(self) -> None:
@@ -251,7 +177,7 @@ def claim(
         try:
             socket_name = None
             if ops is not None:
-                held._listener = _FailureListener(device, ops)
+                held._listener = FailureListener(device, ops)
                 socket_name = held._listener.name
             held._write_info(socket_name)
         except BaseException:
@@ -318,106 +244,4 @@ def notify_failure(
         info = holder_info(device)
         if info is None or not info.get("socket"):
             return errno.EOPNOTSUPP
-        return _send_failure(info, offset, length, flags, timeout)
-
-
-def _send_failure(
-    info: dict[str, object], offset: int, length: int, flags: int, timeout: float
-) -> int:
-    """Deliver to the holder `info` names, through its socket file, and only to it: the
-    file and its directories must be the holder's user's (rundir), and the process at the
-    other end the holder's own process."""
-    path = Path(str(info["socket"]))
-    try:
-        uid = int(info.get("uid", 0))  # type: ignore[call-overload]
-        rundir.check_trusted(path, uid)
-    except FileNotFoundError:
-        return errno.EOPNOTSUPP  # the holder is going away
-    except (OSError, ValueError, TypeError):
-        return errno.EPERM
-    request = json.dumps({"offset": offset, "length": length, "flags": flags}).encode()
-    with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC) as sock:
-        sock.settimeout(timeout)
-        try:
-            sock.connect(str(path))
-            if peer_credentials(sock).pid != info.get("pid"):
-                return errno.EPERM  # somebody else's socket: not the holder
-            sock.send(request)
-            reply = sock.recv(4096)
-        except (ConnectionRefusedError, FileNotFoundError):
-            return errno.EOPNOTSUPP  # the holder is going away
-        except TimeoutError:
-            return errno.ETIMEDOUT
-        except OSError as exc:
-            return exc.errno or errno.EIO
-    try:
-        return int(json.loads(reply)["rc"])
-    except (ValueError, KeyError, TypeError):
-        return errno.EIO
-
-
-class _FailureListener:
-    """Receives failure notifications for one claim and runs the holder's callback."""
-
-    def __init__(self, device: DaxDevice, ops: HolderOps) -> None:
-        self.device = device
-        self.ops = ops
-        key = f"{device.name}-{os.getpid()}-{secrets.token_hex(6)}"
-        self.path = rundir.socket_path("holders", key, os.geteuid())
-        self.name = str(self.path)
-        self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
-        try:
-            self._inode = rundir.bind_listener(self._sock, self.path)
-        except BaseException:
-            self._sock.close()
-            raise
-        self._sock.listen(16)
-        self._stopping = False
-        self._in_callback = False  # a callback may release the claim (pre-remove) itself
-        self._thread = threading.Thread(
-            target=self._serve, name=f"holder-{device.name}", daemon=True
-        )
-        self._thread.start()
-
-    def _allowed(self, conn: socket.socket) -> bool:
-        return peer_credentials(conn).uid in (0, os.geteuid())
-
-    def _serve(self) -> None:
-        while not self._stopping:
-            try:
-                conn, _ = self._sock.accept()
-            except OSError:
-                return
-            with conn:
-                self._handle(conn)
-
-    def _handle(self, conn: socket.socket) -> None:
-        try:
-            if not self._allowed(conn):
-                conn.send(json.dumps({"rc": errno.EPERM}).encode())
-                return
-            request = json.loads(conn.recv(4096))
-            offset, length, flags = (int(request[k]) for k in ("offset", "length", "flags"))
-        except (OSError, ValueError, KeyError, TypeError):
-            return
-        self._in_callback = True
-        try:
-            rc = int(self.ops.notify_failure(offset, length, flags) or 0)
-        except Exception:
-            log.exception("notify_failure callback failed for %s", self.device.path)
-            rc = errno.EIO
-        finally:
-            self._in_callback = False
-        with contextlib.suppress(OSError):
-            conn.send(json.dumps({"rc": rc}).encode())
-
-    def stop(self) -> None:
-        self._stopping = True
-        rundir.unlink_own(self.path, self._inode)
-        with contextlib.suppress(OSError):
-            self._sock.shutdown(socket.SHUT_RDWR)
-        self._sock.close()
-        # a callback that releases the claim (directly, or by another thread it waits for)
-        # must not wait for the thread that runs it: that thread ends once it returns
-        if threading.current_thread() is not self._thread and not self._in_callback:
-            self._thread.join(timeout=5)
+        return send_failure(info, offset, length, flags, timeout)

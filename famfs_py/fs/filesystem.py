@@ -1,10 +1,10 @@
 """Famfs: one mounted filesystem, the operations a mount serves, with no FUSE in sight.
 
-Opening claims the device, maps its memory, checks the superblock and log header and replays
-the log; then it answers namespace lookups, reads and writes file bytes by fmap, creates on
-the master (allocate, append, publish) and follows the log on clients. What failures do to
-it is recorded in its `Health` (famfs_py.fs.health); what they mean for the kernel's caches
-and for mapped files is the daemon's part, through `FailureHandler`.
+`Famfs.open` claims the device, maps its memory, checks the superblock and log header
+(famfs_py.fs.opening) and replays the log; then it answers namespace lookups, reads and
+writes file bytes by fmap, creates on the master (allocate, append, publish) and follows the
+log on clients. Memory failures are handled by its `Failures` (famfs_py.fs.failures) and
+recorded in its `Health` (famfs_py.fs.health).
 """
 
 from __future__ import annotations
@@ -16,42 +16,23 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
 
 from famfs_py import omf
 from famfs_py.dax import cache, holder
 from famfs_py.dax.device import DaxDevice
-from famfs_py.dax.memory import DeviceMemory, MemoryFault
+from famfs_py.dax.flush_mode import FlushMode
+from famfs_py.dax.memory import MemoryFault
 from famfs_py.errors import FsError, NamespaceError
 from famfs_py.fs.alloc import BadInterleave, Interleave, NoSpace
+from famfs_py.fs.failures import Failures, files_in_range
 from famfs_py.fs.health import Health
 from famfs_py.fs.identity import Role
-from famfs_py.fs.log import Log, LogFull, ReplayStats, read_log_header, read_superblock
+from famfs_py.fs.log import LogFull, ReplayStats
 from famfs_py.fs.namespace import Inode, Namespace
+from famfs_py.fs.opening import Opened, open_filesystem
+from famfs_py.fs.status import Capacity, Flushing, FsStatus, LogUse, PoisonedRange
 
 log = logging.getLogger(__name__)
-
-PAGE = 4096  # memory errors are found and recorded per page
-
-
-T = TypeVar("T")
-
-
-class FailureHandler(Protocol):
-    """What the daemon does about failures: where their handling runs, and what it means for
-    the kernel's page cache and for processes that map files."""
-
-    def run_in_loop(self, fn: Callable[[], T]) -> T:
-        """Run `fn` where nothing else changes the namespace (the daemon: its event loop)."""
-        ...
-
-    def files_poisoned(self, inodes: list[Inode]) -> None:
-        """Drop cached pages of these files (their memory went bad)."""
-        ...
-
-    def device_removing(self) -> None:
-        """Before the memory goes: tell processes that map files, drop every cached page."""
-        ...
 
 
 @dataclass(frozen=True)
@@ -79,82 +60,86 @@ class Famfs:
 
     def __init__(
         self,
+        *,
+        device: DaxDevice,
+        this_host: uuid.UUID,
+        claim: holder.Claim,
+        failures: Failures,
+        coherency: cache.Policy,
+        opened: Opened,
+    ) -> None:
+        """What `Famfs.open` made: use that (the claim, the checked superblock and log)."""
+        self.device = device
+        self.this_host = this_host
+        self.claim = claim
+        self.failures = failures
+        self.health = failures.health
+        self.coherency = coherency  # CPU cache flushing where data crosses hosts
+        self.sb = opened.sb
+        self.role = opened.role
+        self.writable = opened.writable
+        self.mem = opened.mem
+        self.log = opened.log
+        self._device_view = self.mem.view(0, self.mem.size)  # handed to the kernel only
+        self.mounted_at = time.time()
+
+    @classmethod
+    def open(
+        cls,
         device: DaxDevice,
         *,
         this_host: uuid.UUID,
         writable_client: bool = False,
         allow_devdax: bool = False,
         holder_name: str = "famfs-py",
-        flush: str = "auto",
-    ) -> None:
-        self.device = device
-        self.this_host = this_host
-        self.health = Health(device.path)  # before the claim: failures may come at once
-        self.failures: FailureHandler | None = None  # the daemon's, once it serves
-        self._opened = False
+        flush: str = FlushMode.AUTO,
+        on_claimed: Callable[[], object] | None = None,
+    ) -> Famfs:
+        """Claim the device (registering the failure handling), map it, check the
+        superblock and log header, replay the log. `on_claimed` runs once the device is
+        claimed, before anything is read (a failure may arrive right then)."""
+        failures = Failures(device, Health(device.path))  # before the claim: failures may come
         try:
-            self.claim = holder.claim(device, holder_name, self, allow_devdax=allow_devdax)
+            claim = holder.claim(device, holder_name, failures, allow_devdax=allow_devdax)
         except OSError as exc:
             raise FsError(exc.strerror or str(exc), exc.errno or errno.EIO) from None
-        try:  # CPU cache flushing where data crosses hosts (famfs_py.dax.cache)
-            self.coherency = cache.for_device(device, flush)
-            self._open(writable_client)
+        failures.claim = claim
+        try:
+            if on_claimed is not None:
+                on_claimed()
+            coherency = cache.for_device(device, flush)
+            opened = open_filesystem(device, this_host, coherency, writable_client=writable_client)
+            fs = cls(
+                device=device,
+                this_host=this_host,
+                claim=claim,
+                failures=failures,
+                coherency=coherency,
+                opened=opened,
+            )
+            fs._first_replay()
+            failures.opened(fs)
+            if fs.health.removed:
+                fs.mem.close()
+                raise FsError(f"{device.path} is being removed", errno.ENODEV)
         except BaseException as exc:
-            self.claim.release()
+            claim.release()
             if isinstance(exc, cache.CacheUnsupported):
                 raise FsError(str(exc), errno.EOPNOTSUPP) from None
             raise
+        log.info(
+            "%s: %s of famfs %s, %d files, %d directories, log %d/%d",
+            device.path,
+            fs.role,
+            fs.sb.fs_uuid,
+            fs.namespace.files,
+            fs.namespace.dirs,
+            fs.log.next_index,
+            fs.log.slots,
+        )
+        return fs
 
-    def _open(self, writable_client: bool) -> None:
-        size = self.device.size
-        if size < omf.SUPERBLOCK_STRUCT_SIZE:
-            raise FsError(
-                f"{self.device.path} holds {size} bytes: no famfs superblock fits", errno.EINVAL
-            )
-        probe = self._map(writable=False, length=omf.SUPERBLOCK_STRUCT_SIZE)
-        try:
-            self.coherency.invalidate(probe.view(0, omf.SUPERBLOCK_STRUCT_SIZE))
-            sb = read_superblock(probe)
-        except (MemoryFault, cache.CacheFault) as exc:
-            raise FsError(
-                f"{self.device.path}: the superblock cannot be read ({exc})", errno.EIO
-            ) from None
-        finally:
-            probe.close()
-        problems = sb.problems()
-        if problems:
-            raise FsError(
-                f"{self.device.path} holds no valid famfs superblock ({problems[0]}); "
-                "run mkfs.famfs-py to make one",
-                errno.EINVAL,
-            )
-        if sb.dev_size > size or sb.dev_size < sb.log_offset + sb.log_len:  # as fsck checks
-            raise FsError(
-                f"{self.device.path}: the superblock says the device holds {sb.dev_size} bytes "
-                f"but it holds {size}; run fsck",
-                errno.EINVAL,
-            )
-        self.sb = sb
-        self.role = Role.of(self.this_host, sb.system_uuid)
-        self.writable = self.role == Role.MASTER or writable_client
-        self.mem = self._map(writable=self.writable)
-        try:
-            self.coherency.invalidate(self.mem.view(sb.log_offset, omf.LOG_HEADER_SIZE))
-            header = read_log_header(self.mem, sb)
-        except (MemoryFault, cache.CacheFault) as exc:
-            self.mem.close()
-            raise FsError(
-                f"{self.device.path}: the log header cannot be read ({exc})", errno.EIO
-            ) from None
-        problems = header.problems(sb.log_len)
-        if problems:
-            self.mem.close()
-            raise FsError(
-                f"{self.device.path}: bad log header ({problems[0]}); run fsck", errno.EINVAL
-            )
-        self.log = Log(self.mem, sb, header, self.coherency)
-        self._device_view = self.mem.view(0, self.mem.size)  # handed to the kernel only
-        self.mounted_at = time.time()
+    def _first_replay(self) -> None:
         # A big log makes hundreds of thousands of long-lived objects; the cyclic GC would
         # walk them again and again while they are made, and at every full collection after.
         gc_was_enabled = gc.isenabled()
@@ -166,31 +151,6 @@ class Famfs:
                 gc.enable()
         gc.freeze()
         self._after_replay(stats)
-        self._opened = True
-        for offset, length in self.health.poisoned:  # reported while opening
-            self._apply_poison(offset, length, "notify_failure")
-        self.check_badblocks()  # poison persists across mounts
-        if self.health.removed:
-            self.mem.close()
-            raise FsError(f"{self.device.path} is being removed", errno.ENODEV)
-        log.info(
-            "%s: %s of famfs %s, %d files, %d directories, log %d/%d",
-            self.device.path,
-            self.role,
-            sb.fs_uuid,
-            self.log.namespace.files,
-            self.log.namespace.dirs,
-            self.log.next_index,
-            self.log.slots,
-        )
-
-    def _map(self, *, writable: bool, length: int | None = None) -> DeviceMemory:
-        try:
-            return DeviceMemory.of_device(self.device, writable=writable, length=length)
-        except OSError as exc:
-            raise FsError(
-                f"{self.device.path}: cannot map its memory: {exc.strerror}", exc.errno or errno.EIO
-            ) from None
 
     # -- log -----------------------------------------------------------------------------
     def _after_replay(self, stats: ReplayStats) -> None:
@@ -379,7 +339,7 @@ class Famfs:
                 pos += n
             return buf
         except MemoryFault as exc:
-            self._record_fault(exc, "read fault")
+            self.failures.record_fault(exc, "read fault")
             raise FsError(f"{inode.name}: memory error while reading", errno.EIO) from None
         except OSError as exc:  # revoked mapping
             raise FsError(str(exc), errno.EIO) from None
@@ -411,7 +371,7 @@ class Famfs:
                 self._flush(dev, n)  # other hosts read it from memory, not from our cache
                 pos += n
         except MemoryFault as exc:
-            self._record_fault(exc, "write fault")
+            self.failures.record_fault(exc, "write fault")
             raise FsError(f"{inode.name}: memory error while writing", errno.EIO) from None
         except OSError as exc:
             raise FsError(str(exc), errno.EIO) from None
@@ -425,113 +385,6 @@ class Famfs:
                 getattr(exc, "address", self.mem.base) - self.mem.base, length
             ) from exc
 
-    # -- memory failures ---------------------------------------------------------------
-    def _record_fault(self, exc: MemoryFault, source: str) -> None:
-        """A kernel copy faulted at exc.offset: poison that page."""
-        self.poison_range(exc.offset - exc.offset % PAGE, PAGE, source)
-
-    def probe(self, inode: Inode, offset: int, length: int) -> int:
-        """Find the bad pages in file bytes [offset, offset+length) by kernel copies, page
-        by page, and poison them (a FUSE reply that faulted says only that something in
-        its range did). Returns how many were found."""
-        assert inode.filemap is not None
-        found = 0
-        page = bytearray(PAGE)
-        for dev, n in inode.filemap.ranges(offset, length):
-            start = dev - dev % PAGE
-            for addr in range(start, dev + n, PAGE):
-                try:
-                    self.mem.readinto(addr, memoryview(page)[: min(PAGE, self.mem.size - addr)])
-                except MemoryFault as exc:
-                    self._record_fault(exc, "fault in a FUSE reply")
-                    found += 1
-                except OSError:
-                    return found  # the mapping is gone: removal handles the rest
-        return found
-
-    def vanished(self) -> str | None:
-        """Why the device is gone without notice (node, sysfs entry or memory), else None."""
-        if not self.device.exists():
-            return "its sysfs entry disappeared"
-        if self.device.driver is None:
-            return "its driver was unbound"
-        if not self.device.node.exists():
-            return f"its node {self.device.node} disappeared"
-        if self.device.emulated and self.device.node.stat().st_size == 0:
-            return "its memory was truncated away"
-        return None
-
-    def check_badblocks(self) -> None:
-        """Poison ranges that appeared in the device's badblocks since the last look."""
-        known = set(self.health.poisoned)
-        for offset, length in self.device.badblocks():
-            if (offset, length) not in known:
-                self.poison_range(offset, length, "badblocks")
-
-    def files_in_range(self, offset: int, length: int) -> list[Inode]:
-        end = offset + length
-        hit = []
-        for inode in self.namespace.logged_files():
-            assert inode.meta is not None
-            for ext in omf.fmap_extents(inode.meta.fmap):
-                if ext.offset < end and offset < ext.offset + ext.length:
-                    hit.append(inode)
-                    break
-        return hit
-
-    def poison_range(self, offset: int, length: int, source: str) -> list[Inode]:
-        """Record a bad device range (the files it hits fail with EIO from now on; metadata
-        damage makes the mount failsafe). Returns the files hit, if it was new."""
-        if not self.health.poison(offset, length) or not self._opened:
-            return []  # known already, or applied once opening has read the superblock
-        return self._apply_poison(offset, length, source)
-
-    def _apply_poison(self, offset: int, length: int, source: str) -> list[Inode]:
-        if offset < self.sb.log_offset + self.sb.log_len:
-            self.health.go_failsafe(f"memory error in the superblock or log at {offset:#x}")
-        hit = self.files_in_range(offset, length)
-        names = ", ".join(self.namespace.path_of(i.ino) for i in hit) or "no file"
-        log.error(
-            "%s: memory error at %#x+%#x (%s) hits %s",
-            self.device.path,
-            offset,
-            length,
-            source,
-            names,
-        )
-        if hit and self.failures is not None:
-            self.failures.files_poisoned(hit)
-        return hit
-
-    def notify_failure(self, offset: int, length: int, flags: int) -> int:
-        """The holder callback (holder_operations.notify_failure). It comes on the holder's
-        listener thread; the handling runs where the daemon says (its event loop)."""
-        failures = self.failures
-        if failures is None:
-            return self.handle_failure(offset, length, flags)
-        return failures.run_in_loop(lambda: self.handle_failure(offset, length, flags))
-
-    def handle_failure(self, offset: int, length: int, flags: int) -> int:
-        if flags & holder.MF_MEM_PRE_REMOVE:
-            self.remove_device()
-        else:
-            self.poison_range(offset, length, f"notify_failure flags {flags:#x}")
-        return 0
-
-    def remove_device(self) -> None:
-        """The device is going away: data access fails from now on, processes that map files
-        are told, the memory is unmapped and the claim released; the namespace stays until
-        unmounted."""
-        if not self.health.mark_removed():
-            return
-        log.error("%s: device is being removed; data access stops now", self.device.path)
-        if self._opened:
-            if self.failures is not None:
-                self.failures.device_removing()
-            self.mem.revoke()
-        self.claim.release()
-        log.error("%s: unmapped and released; the mount stays until unmounted", self.device.path)
-
     # -- reporting -----------------------------------------------------------------------
     def space(self) -> Space:
         bitmap = self.log.bitmap
@@ -544,34 +397,43 @@ class Famfs:
             self.log.next_index,
         )
 
-    def status(self) -> dict[str, object]:
+    def status(self) -> FsStatus:
         space = self.space()
         info = holder.holder_info(self.device) if not self.health.removed else None
-        poisoned = []
-        for offset, length in self.health.poisoned:
-            files = [self.namespace.path_of(i.ino) for i in self.files_in_range(offset, length)]
-            poisoned.append({"offset": offset, "length": length, "files": files})
-        return {
-            "role": self.role,
-            "device": self.device.path,
-            "device_mode": self.device.mode if self.device.exists() else "removed",
-            "device_align": self.mem.align,
-            "device_size": self.device.size if self.device.exists() else self.sb.dev_size,
-            "numa_node": self.device.as_daxctl().get("numa_node") if self.device.exists() else None,
-            "emulated": self.device.emulated,
-            "cache_flush": self.coherency.describe(),
-            "holder_pid": info.get("pid") if info else None,
-            "fs_uuid": str(self.sb.fs_uuid),
-            "master_system_uuid": str(self.sb.system_uuid),
-            "this_system_uuid": str(self.this_host),
-            "files": self.namespace.files,
-            "directories": self.namespace.dirs,
-            "log": {"used": space.log_used, "slots": space.log_slots},
-            "capacity": {"size": space.size, "allocated": space.allocated, "free": space.free},
-            "writable_data": self.writable,
-            **self.health.as_json(),
-            "poisoned": poisoned,
-        }
+        poisoned = [
+            PoisonedRange(
+                offset=offset,
+                length=length,
+                files=[self.namespace.path_of(i.ino) for i in files_in_range(self, offset, length)],
+            )
+            for offset, length in self.health.poisoned
+        ]
+        present = self.device.exists()
+        numa_node = self.device.as_daxctl().get("numa_node") if present else None
+        holder_pid = info.get("pid") if info else None
+        return FsStatus(
+            role=self.role,
+            device=self.device.path,
+            device_mode=self.device.mode if present else "removed",
+            device_align=self.mem.align,
+            device_size=self.device.size if present else self.sb.dev_size,
+            numa_node=numa_node if isinstance(numa_node, int) else None,
+            emulated=self.device.emulated,
+            cache_flush=Flushing.of(self.coherency.describe()),
+            holder_pid=holder_pid if isinstance(holder_pid, int) else None,
+            fs_uuid=str(self.sb.fs_uuid),
+            master_system_uuid=str(self.sb.system_uuid),
+            this_system_uuid=str(self.this_host),
+            files=self.namespace.files,
+            directories=self.namespace.dirs,
+            log=LogUse(used=space.log_used, slots=space.log_slots),
+            capacity=Capacity(size=space.size, allocated=space.allocated, free=space.free),
+            writable_data=self.writable,
+            health=self.health.state.value,
+            failsafe=self.health.failsafe,
+            removed=self.health.removed,
+            poisoned=poisoned,
+        )
 
     def close(self) -> None:
         self.claim.release()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import asdict, dataclass, field, fields
+from typing import Any
 
 from famfs_py import omf
 from famfs_py.dax.memory import DeviceMemory, MemoryFault
@@ -25,7 +26,7 @@ class FsckReport:
     device: str
     superblock_problems: list[str] = field(default_factory=list)
     log_problems: list[str] = field(default_factory=list)
-    bad_entries: list[dict[str, object]] = field(default_factory=list)
+    bad_entries: list[dict[str, Any]] = field(default_factory=list)  # index, reasons
     role: Role | None = None
     fs_uuid: str | None = None
     system_uuid: str | None = None
@@ -46,7 +47,7 @@ class FsckReport:
     free_bytes: int = 0
     sum_file_sizes: int = 0
     collisions: int = 0
-    files_detail: list[dict[str, object]] = field(default_factory=list)
+    files_detail: list[dict[str, Any]] = field(default_factory=list)  # path, size, extents
     buckets: list[dict[str, int]] = field(default_factory=list)
 
     @property

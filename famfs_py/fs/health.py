@@ -4,7 +4,7 @@ state they add up to (ok -> degraded -> failsafe -> removed).
 Every failure source feeds this one object: the holder's notify_failure, faults met by kernel
 copies, the device watcher (badblocks, a vanished device) and log replay. It can be fed from
 any thread (a lock guards each change, and readers see immutable snapshots); the daemon runs
-the handling of a failure on its event loop (famfs_py.fs.filesystem.FailureHandler), so the
+the handling of a failure on its event loop (famfs_py.fs.failures.FailureHandler), so the
 namespace is never walked while the log follower changes it.
 """
 
@@ -90,10 +90,3 @@ class Health:
         if state is State.DEGRADED:
             return f"degraded ({len(self.poisoned)} poisoned ranges)"
         return state.value
-
-    def as_json(self) -> dict[str, object]:
-        return {
-            "health": self.state.value,
-            "failsafe": self.failsafe,
-            "removed": self.removed,
-        }

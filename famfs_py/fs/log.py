@@ -197,7 +197,8 @@ class Log:
         why = omf.path_problem(payload.relpath)
         problems = [f"{why}: {payload.relpath!r}"] if why else []
         if isinstance(payload, omf.FileMeta):
-            problems += omf.fmap_problems(payload, self.sb.dev_size, self.sb.alloc_unit)
+            reserved = self.sb.log_offset + self.sb.log_len
+            problems += omf.fmap_problems(payload, self.sb.dev_size, self.sb.alloc_unit, reserved)
         if isinstance(payload, omf.FileMeta) and not isinstance(payload.fmap, omf.UnknownFmap):
             for ext in omf.fmap_extents(payload.fmap):
                 if ext.offset + ext.length <= self.sb.dev_size:

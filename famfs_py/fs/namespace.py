@@ -8,6 +8,7 @@ the raw superblock region and log.
 from __future__ import annotations
 
 import errno
+import os
 import stat
 from dataclasses import dataclass, field
 
@@ -64,7 +65,11 @@ class Namespace:
     def new(cls, sb: omf.Superblock) -> Namespace:
         ns = cls()
         ns.inodes[ROOT_INO] = Inode(ROOT_INO, "", ROOT_INO, True, 0o755, 0, 0, children={})
-        ns._attach(Inode(META_INO, META_DIR, ROOT_INO, True, 0o755, 0, 0, children={}))
+        # .meta is private (0700) as upstream's is: its log lists the names, owners and
+        # extents of files in directories others may not search; it belongs to whoever
+        # serves the mount (root for the service)
+        uid, gid = os.geteuid(), os.getegid()
+        ns._attach(Inode(META_INO, META_DIR, ROOT_INO, True, 0o700, uid, gid, children={}))
         region = omf.SimpleFmap((omf.Extent(0, omf.SUPERBLOCK_SIZE),))
         log = omf.SimpleFmap((omf.Extent(sb.log_offset, sb.log_len),))
         for ino, name, fmap, size in (
@@ -78,8 +83,8 @@ class Namespace:
                     META_INO,
                     False,
                     0o444,
-                    0,
-                    0,
+                    uid,
+                    gid,
                     size=size,
                     filemap=FileMap(fmap, size),
                     read_only=True,

@@ -183,7 +183,7 @@ def _state_at_word(seed32: int, word: int) -> int:
 _BYTE_BASE = np.arange(16, dtype=np.intp)[:, None] * 256  # each state byte's row in a table
 
 
-def _jump_lanes(k: int, s0: np.ndarray, s1: np.ndarray, out0: np.ndarray, out1: np.ndarray):
+def _jump_lanes(k: int, s0: np.ndarray, s1: np.ndarray, out0: np.ndarray, out1: np.ndarray) -> None:
     """out = T^(2^k) applied to each lane's state (s0, s1): XOR of 16 table lookups, one per
     state byte."""
     low, high = _jumps.tables(k)

@@ -7,6 +7,9 @@ FAMFS_PY_TEST_CRASH_AT=STEP[:N]
     memory as a power cut there would: before-entry, mid-entry (half the entry written),
     after-entry (entry written, not committed), mid-header (next_seqnum bumped, next_index
     not) or after-header (committed).
+FAMFS_PY_TEST_ANNOUNCE_CRASH=N
+    SIGKILL the daemon at its N-th announcement of a change to the other hosts, after the
+    record and the change itself are written and before the head says so (issue 23).
 FAMFS_PY_TEST_DIE_AT_START=MESSAGE
     the daemon prints MESSAGE as its last words and exits before it can tell anyone whether
     the mount is ready (what a crash in startup looks like to `famfs-py mount`).
@@ -35,6 +38,7 @@ from typing import Any
 CRASH_ENV = "FAMFS_PY_TEST_CRASH_AT"
 FAULT_ENV = "FAMFS_PY_TEST_FAULT"
 DIE_ENV = "FAMFS_PY_TEST_DIE_AT_START"
+ANNOUNCE_CRASH_ENV = "FAMFS_PY_TEST_ANNOUNCE_CRASH"
 READY_WAIT_ENV = "FAMFS_PY_TEST_READY_WAIT"
 CRASH_STEPS = ("before-entry", "mid-entry", "after-entry", "mid-header", "after-header")
 
@@ -144,6 +148,23 @@ def install_crash(step: str, nth: int) -> None:
     _when_imported("famfs_py.fs.log", patch)
 
 
+def install_announce_crash(nth: int) -> None:
+    def patch(module: Any) -> None:
+        original = module.Announcer.publish
+        published = [0]
+
+        def publish(self: Any) -> None:
+            published[0] += 1
+            if published[0] == nth:
+                print(f"{ANNOUNCE_CRASH_ENV}: killed before the head", file=sys.stderr, flush=True)
+                os.kill(os.getpid(), signal.SIGKILL)
+            original(self)
+
+        module.Announcer.publish = publish
+
+    _when_imported("famfs_py.fs.changes", patch)
+
+
 # -- faults in FUSE handlers ------------------------------------------------------------------
 def install_faults(faults: list[tuple[str, float | None]]) -> None:
     def patch(module: Any) -> None:
@@ -197,6 +218,9 @@ def install_from_environment() -> None:
         plan = parse_crash(crash)
         if plan is not None:
             install_crash(*plan)
+    announce_crash = os.environ.get(ANNOUNCE_CRASH_ENV, "")
+    if announce_crash.isdigit():
+        install_announce_crash(int(announce_crash))
     faults = os.environ.get(FAULT_ENV)
     if faults:
         install_faults(parse_faults(faults))

@@ -33,9 +33,9 @@ from famfs_py import omf
 from famfs_py.cli.fsck_cmd import check_device
 from famfs_py.dax import emulated
 from famfs_py.dax.memory import DeviceMemory
-from famfs_py.errors import FamfsError
+from famfs_py.errors import FamfsError, FsError
 from famfs_py.fs import log as fslog
-from famfs_py.fs.filesystem import Famfs, FsError
+from famfs_py.fs.filesystem import Famfs
 from famfs_py.fs.log import Log
 from famfs_py.fs.mkfs import mkfs
 from famfs_py.fs.namespace import FIRST_ENTRY_INO, META_DIR, ROOT_INO, Namespace
@@ -487,7 +487,7 @@ class MediaBench:
         views = {}
         for role, device, host in (("master", self.master, MASTER), ("client", self.client, OTHER)):
             try:
-                fs = Famfs(device, this_host=host)
+                fs = Famfs.open(device, this_host=host)
             except FsError as exc:
                 out.mount += f"{role} refused; "
                 if not (sb_why or hdr_why):
@@ -551,7 +551,7 @@ class MediaBench:
         try:
             original = os.pread(fd, 16, counters)
             os.pwrite(fd, omf.pack_counters(k, k), counters)
-            fs = Famfs(self.client, this_host=OTHER)
+            fs = Famfs.open(self.client, this_host=OTHER)
             os.pwrite(fd, original, counters)
         finally:
             os.close(fd)
@@ -565,7 +565,7 @@ class MediaBench:
 
     def _append(self, image: Image, out: Outcome) -> None:
         before = self._fsck(self.master.sysfs.root.parent, str(MASTER))
-        fs = Famfs(self.master, this_host=MASTER)
+        fs = Famfs.open(self.master, this_host=MASTER)
         try:
             try:
                 inode, _ = fs.create_file("reliability-new", 3 << 20, 0o644, 0, 0)
@@ -601,7 +601,7 @@ def pristine_views(bench: MediaBench, name: str, image: Image) -> dict[str, dict
     fsck_log = bench._replay_fsck_mode()
     views = {"fsck": snapshot(fsck_log.namespace)}
     fsck_log.mem.close()
-    fs = Famfs(bench.master, this_host=MASTER)
+    fs = Famfs.open(bench.master, this_host=MASTER)
     try:
         views["mount"] = snapshot(fs.namespace)
     finally:

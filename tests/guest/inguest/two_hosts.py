@@ -1,14 +1,19 @@
 """Two hosts, one memory: guest A (the master) and guest B (a --rw client) boot at once on the
-same backing file, each with its own system UUID, and meet in /xfer (one directory both
-share) only to say when the other may go on; the data goes through the device.
+same backing file, each with its own system UUID, and meet in /xfer (one directory both share)
+only to say when the other may go on; the data goes through the device.
 
-The client sees files the master creates while it is mounted, without any command (it
-follows the log), reads them byte-exact, writes into one that the master reads back, and
-the two exchange counters through open_mapped views with no system call in the loop, and
-`famfs-py pcq` moves 100,000 messages from the master's producer to the client's consumer
-(upstream's queue; none lost, duplicated or corrupt, the cache instructions in use). At
-the end the master leaves a manifest (every file's sha256) for the host, which opens the
-memory as an emulated device and checks the same tree and bytes.
+The client sees files the master creates while it is mounted, without any command (it follows
+the log), reads them byte-exact, writes into one that the master reads back, and the two
+exchange counters through open_mapped views with no system call in the loop, and `famfs-py pcq`
+moves 100,000 messages from the master's producer to the client's consumer (upstream's queue;
+none lost, duplicated or corrupt, the cache instructions in use). Files shared through the mount
+(issue 23): the client holds a file open and mapped MAP_SHARED through its mount; the master's
+write() and its msync'd MAP_SHARED store reach the client's descriptor, mapping and fresh opens
+with no command, a 2 MiB-aligned 2 MiB msync'd range too, and a MAP_PRIVATE store never does.
+The master writes an Arrow table (famfs_py.arrow.write_table) that the client reads zero-copy,
+its buffers in the client's mapping of /dev/dax0.0 (issue 26). At the end the master leaves a
+manifest (every file's sha256) for the host, which opens the memory as an emulated device and
+checks the same tree and bytes.
 """
 
 from __future__ import annotations
@@ -43,6 +48,10 @@ AFTER = {"late/seeded": ("3m", 31), "late/deeper/other": ("2m", 32)}
 TREE = {"late/tree/a": 5000, "late/tree/b/c": MiB + 7}
 PCQ_MESSAGES = 100_000
 PCQ_SEED = 42
+SHARED_WRITE = b"written!"
+SHARED_PAGE = pattern(51, 4096)
+SHARED_RANGE = pattern(52, 2 * MiB)
+TABLE_ROWS = 1 << 20  # 16 MiB of columns
 
 
 def tell(name: str, data: object = None) -> None:
@@ -122,6 +131,7 @@ def master_create_before(state: State) -> None:
     cli("mkdir", "-p", state.mountpoint / "early")
     files = [f"{state.mountpoint / n},{size},{seed}" for n, (size, seed) in BEFORE.items()]
     files += [f"{state.mountpoint / 'from_client'},4m", f"{state.mountpoint / 'mailbox'},4k"]
+    files += [f"{state.mountpoint / 'shared'},8m"]
     cli("creat", *(arg for f in files for arg in ("-M", f)))  # one process: imports cost
     tell("A.ready", {name: sha256(state.mountpoint / name) for name in BEFORE})
 
@@ -187,6 +197,47 @@ def master_pcq_producer(state: State) -> str:
         f"{PCQ_MESSAGES} messages (1 KiB buckets) to guest B in {seconds:.1f} s "
         f"({PCQ_MESSAGES / seconds:,.0f}/s under TCG), B: {received}; here {cache}"
     )
+
+
+@MASTER.check("shared_through_the_mount", needs="create_before")
+def master_shared(state: State) -> str:
+    """Changes through the master's mount; the client judges what its mount shows."""
+    import mmap
+
+    hear("B.shared_mapped", "B")
+    path = state.mountpoint / "shared"
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.pwrite(fd, SHARED_WRITE, 0)  # write()
+        with mmap.mmap(fd, 0, mmap.MAP_SHARED) as m:  # msync'd MAP_SHARED stores
+            m[4096 : 4096 + len(SHARED_PAGE)] = SHARED_PAGE
+            m[2 * MiB : 4 * MiB] = SHARED_RANGE
+            m.flush()
+        with mmap.mmap(fd, 0, mmap.MAP_PRIVATE) as m:  # never leaves this host
+            m[6 * MiB : 6 * MiB + 4096] = b"p" * 4096
+            m.flush()
+    finally:
+        os.close(fd)
+    tell("A.shared_written")
+    said = hear("B.shared_seen", "B")
+    assert isinstance(said, dict) and not said.get("error"), said
+    return f"the client saw them: {said}"
+
+
+@MASTER.check("table_exchange", needs="create_before")
+def master_table_exchange(state: State) -> str:
+    import numpy
+    import pyarrow
+
+    from famfs_py import arrow
+
+    ids = numpy.arange(TABLE_ROWS, dtype=numpy.int64)
+    table = pyarrow.table({"id": ids, "x": ids * 0.5})
+    arrow.write_table(table, state.mountpoint / "table.arrow")
+    tell("A.table", {"rows": TABLE_ROWS, "sum": int(ids.sum())})
+    theirs = hear("B.table", "B")
+    assert isinstance(theirs, dict) and not theirs.get("error"), theirs
+    return f"{TABLE_ROWS} rows written; the client read {theirs}"
 
 
 @MASTER.check("manifest", needs="create_before")
@@ -286,6 +337,72 @@ def client_pcq_consumer(state: State) -> str:
     assert consumer.returncode == 0, f"consumer exit {consumer.returncode}: {(out + err)[-600:]}"
     assert counts.get("nreceived") == PCQ_MESSAGES and counts.get("nerrors") == 0, out
     return f"{counts}; {pcq_flushes(out)}"
+
+
+@CLIENT.check("shared_through_the_mount", needs="mount_rw")
+def client_shared(state: State) -> str:
+    """An open descriptor and a MAP_SHARED mapping through this mount, read once, then the
+    master's changes arrive with no command (the daemons announce and follow them)."""
+    import mmap
+
+    path = state.mountpoint / "shared"
+    wait_until(path.exists, 60, "the shared file")
+    fd = os.open(path, os.O_RDONLY)
+    view = mmap.mmap(fd, 0, mmap.MAP_SHARED, mmap.PROT_READ)
+    try:
+        assert view[0:8] == bytes(8) and os.pread(fd, 8, 0) == bytes(8)
+        tell("B.shared_mapped")
+        hear("A.shared_written", "A")
+        started = time.monotonic()
+        checks = {
+            "write: descriptor": lambda: os.pread(fd, 8, 0) == SHARED_WRITE,
+            "write: mapping": lambda: view[0:8] == SHARED_WRITE,
+            "msync'd page: mapping": lambda: view[4096 : 4096 + 8] == SHARED_PAGE[:8],
+            "msync'd 2 MiB: mapping": lambda: view[2 * MiB : 4 * MiB] == SHARED_RANGE,
+            "msync'd 2 MiB: descriptor": lambda: os.pread(fd, 2 * MiB, 2 * MiB) == SHARED_RANGE,
+        }
+        for what, check in checks.items():
+            wait_until(check, 60, f"the client's {what}")
+        seconds = time.monotonic() - started
+        with open(path, "rb") as fresh:
+            assert os.pread(fresh.fileno(), 8, 0) == SHARED_WRITE, "a fresh open"
+        assert view[6 * MiB : 6 * MiB + 4096] == bytes(4096), "a MAP_PRIVATE store arrived"
+        assert os.pread(fd, 4096, 6 * MiB) == bytes(4096), "a MAP_PRIVATE store reached memory"
+    except BaseException as exc:
+        tell("B.shared_seen", {"error": str(exc)})
+        raise
+    finally:
+        view.close()
+        os.close(fd)
+    tell("B.shared_seen", {"seconds": round(seconds, 2)})
+    return f"write and msync'd stores seen {seconds:.2f} s after the master said so"
+
+
+@CLIENT.check("table_exchange", needs="mount_rw")
+def client_table_exchange(state: State) -> str:
+    told = hear("A.table", "A")
+    path = state.mountpoint / "table.arrow"
+    try:
+        import pyarrow.compute
+
+        from famfs_py import arrow
+
+        wait_until(path.exists, 60, "the master's table")
+        table = arrow.read_table(path)
+        got = {"rows": table.num_rows, "sum": pyarrow.compute.sum(table["id"]).as_py()}
+        address = table["id"].chunk(0).buffers()[1].address
+        with open("/proc/self/maps") as f:
+            spans = [ln.split()[0] for ln in f if ln.rstrip().endswith(str(DEVICE))]
+        in_device = any(
+            int(lo, 16) <= address < int(hi, 16) for lo, hi in (s.split("-") for s in spans)
+        )
+    except Exception as exc:
+        tell("B.table", {"error": str(exc)})
+        raise
+    tell("B.table", {**got, "in_device": in_device})
+    assert got == told, f"read {got}, the master wrote {told}"
+    assert in_device, f"the table's buffers are not in a mapping of {DEVICE}: {spans}"
+    return f"{got}, its buffers in this guest's mapping of {DEVICE}"
 
 
 @CLIENT.check("umount", needs="mount_rw")
