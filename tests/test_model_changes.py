@@ -28,8 +28,8 @@ def hosts(tmp_path):
     dev = emulated.create("dax0.0", 4 * GiB, tmp_path / "master")
     mkfs(dev, system_uuid=MASTER)
     other = emulated.create("dax0.0", None, tmp_path / "client", share=str(dev.node))
-    master = Famfs(dev, this_host=MASTER, flush="on")
-    client = Famfs(other, this_host=CLIENT, writable_client=True, flush="on")
+    master = Famfs.open(dev, this_host=MASTER, flush="on")
+    client = Famfs.open(other, this_host=CLIENT, writable_client=True, flush="on")
     yield master, client
     client.close()
     master.close()
