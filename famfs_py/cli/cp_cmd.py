@@ -140,6 +140,7 @@ class Copier:
         self.pending: list[Future[None]] = []
         self.progress = Progress(0)  # run() replaces it with one for the whole copy
         self._local = threading.local()  # one channel per copying thread
+        self._copied: list[str] = []  # copied without threads: invalidated per batch
 
     def fail(self, message: str) -> None:
         print(f"famfs-py cp: {message}", file=sys.stderr)
@@ -192,18 +193,26 @@ class Copier:
                 os.close(fd)
             raise
         stop: str | None = None
-        for (fd, size, src, dest, rel), reply in zip(opened, replies, strict=True):
-            try:
-                if isinstance(reply, FamfsError):
-                    raise Abort(f"{src} -> {dest}: {reply.message}")
-                grant = reply
-                if self.args.compare and grant.size != size:
-                    raise Abort(f"{dest} holds {grant.size} bytes, {src} {size}")
-            except Abort as exc:
-                os.close(fd)
-                stop = stop or str(exc)
-                continue
-            self._start(fd, src, dest, rel, FileMap(grant.fmap, size), grant.created)
+        self._copied = []
+        try:
+            for (fd, size, src, dest, rel), reply in zip(opened, replies, strict=True):
+                try:
+                    if isinstance(reply, FamfsError):
+                        raise Abort(f"{src} -> {dest}: {reply.message}")
+                    grant = reply
+                    if self.args.compare and grant.size != size:
+                        raise Abort(f"{dest} holds {grant.size} bytes, {src} {size}")
+                except Abort as exc:
+                    os.close(fd)
+                    stop = stop or str(exc)
+                    continue
+                self._start(fd, src, dest, rel, FileMap(grant.fmap, size), grant.created)
+        finally:  # what landed is invalidated, even if a copy failed on the way
+            copied, self._copied = self._copied, []
+            answers = self.chan.call_many([protocol.Invalidate(rel) for rel in copied])
+        failed = next((a for a in answers if isinstance(a, FamfsError)), None)
+        if failed is not None:
+            stop = stop or f"cannot invalidate what was copied: {failed.message}"
         if stop:
             raise Abort(stop)
 
@@ -212,11 +221,13 @@ class Copier:
     ) -> None:
         job = (fd, src, dest, rel, filemap, created)
         if self.pool is None:
-            self._move(job)
+            self._move(job, invalidate=False)
+            if not self.args.compare:
+                self._copied.append(rel)
         else:
             self.pending.append(self.pool.submit(self._move, job))
 
-    def _move(self, job: tuple) -> None:
+    def _move(self, job: tuple, invalidate: bool = True) -> None:
 
         fd, src, dest, rel, filemap, _created = job
         try:
@@ -227,8 +238,10 @@ class Copier:
             else:
                 self._copy(fd, filemap, dest)
                 # this host's page cache may hold the old bytes (a new file: a client may
-                # have read it before the copy landed); the daemon tells the other hosts
-                self.chan_for_thread().call(protocol.Invalidate(rel))
+                # have read it before the copy landed); the daemon tells the other hosts.
+                # Without threads, copy_files asks for a batch's invalidations together.
+                if invalidate:
+                    self.chan_for_thread().call(protocol.Invalidate(rel))
             if self.args.verbose:
                 verb = "compared" if self.args.compare else "copied"
                 print(f"famfs-py cp: {verb} {src} -> {dest}")
