@@ -83,7 +83,7 @@ def path_of(scope: str, shadow_path: str | None = None) -> str:
     if scope == SYSTEM:
         return os.environ.get(SYSTEM_ENV) or "/etc/famfs.conf"
     if scope == GLOBAL:
-        return os.environ.get(GLOBAL_ENV) or os.path.expanduser("~/.famfs/famfs.conf")
+        return os.environ.get(GLOBAL_ENV) or os.path.join(_home(), ".famfs", "famfs.conf")
     if scope == LOCAL:
         if not shadow_path:
             raise ConfigError("the local scope needs --shadow-path DIR")
@@ -91,12 +91,37 @@ def path_of(scope: str, shadow_path: str | None = None) -> str:
     raise ConfigError(f"unknown scope {scope!r}")
 
 
+def _home() -> str:
+    """This user's home: $HOME if it is theirs (a process that changed user keeps the old
+    $HOME), else the password database's."""
+    home = os.environ.get("HOME")
+    try:
+        if home and os.stat(home).st_uid == os.geteuid():
+            return home
+    except OSError:
+        pass
+    import pwd
+
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_dir
+    except KeyError:
+        return home or "/"
+
+
 def read_file(path: str) -> dict[str, str]:
-    """key -> value text of one file ({} if there is none), every key and value checked."""
+    """key -> value text of one file ({} if there is none), every key and value checked. A
+    file this user may not read is left out with a warning (as git does)."""
     try:
         with open(path, encoding="utf-8") as f:
             lines = f.read().splitlines()
     except FileNotFoundError:
+        return {}
+    except PermissionError as exc:
+        import sys
+
+        print(
+            f"famfs-py: warning: {path}: {exc.strerror}; its settings are not used", file=sys.stderr
+        )
         return {}
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: cannot be read ({exc})") from None
