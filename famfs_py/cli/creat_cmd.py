@@ -13,6 +13,7 @@ from famfs_py.cli import seeded
 from famfs_py.cli.common import (
     Parser,
     add_interleave_options,
+    apply_config,
     interleave_fields,
     parse_id,
     parse_mode,
@@ -75,7 +76,8 @@ def build_parser(prog: str) -> Parser:
         "--threadct",
         type=int,
         default=None,
-        help="threads that fill -M files (default: CPUs; 0: none)",
+        help="threads that fill -M files (default: core.threadct of famfs-py config, else "
+        "CPUs; 0: none)",
     )
     add_interleave_options(parser)
     parser.add_argument("-v", "--verbose", action="count", default=0)
@@ -127,6 +129,7 @@ def create(
 
 
 def run(args: argparse.Namespace) -> int:
+    apply_config(args)
     _check_args(args)
     entries = args.multi or [(args.file, args.size, args.seed if args.randomize else 0)]
     first = channel.locate(entries[0][0])

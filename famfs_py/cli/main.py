@@ -28,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "clone": ("clone_cmd", "cross-link a file (testing fsck)"),
     "chkread": ("chkread_cmd", "read files back and report errors"),
     "pcq": ("pcq_cmd", "producer/consumer queue over shared memory (upstream's pcq)"),
+    "config": ("config_cmd", "show or change the settings cp and creat take defaults from"),
     "dax": ("dax_cmd", "create, list, reconfigure and remove (emulated) dax devices"),
     "install-service": ("install_service_cmd", "install the systemd unit, udev rule, mount helper"),
 }

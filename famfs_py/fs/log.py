@@ -176,17 +176,19 @@ class Log:
         waited = False
         for index in range(start, end):
             chunk = self._slot(raw, start, index)
-            if chunk is not None and not omf.entry_crc_ok(chunk):
+            crc_ok = chunk is not None and omf.entry_crc_ok(chunk)
+            if chunk is not None and not crc_ok:
                 if not waited:  # once per pass: a scan of a ruined log must not crawl
                     time.sleep(RETRY_DELAY)
                     waited = True
                 chunk = self._entry_or_none(index)
+                crc_ok = chunk is not None and omf.entry_crc_ok(chunk)
             if chunk is None:
                 reasons: tuple[str, ...] = ("cannot be read (memory error)",)
             else:
                 entry = omf.LogEntry.unpack(chunk)
                 reasons = ()
-                if entry.crc != entry.body_crc() or entry.seqnum != index:
+                if not crc_ok or entry.seqnum != index:  # the CRC is computed once per entry
                     reasons = tuple(omf.entry_problems(entry, index, 0, 1))
             if reasons:
                 bad = BadEntry(index, reasons, True)
@@ -216,9 +218,12 @@ class Log:
             reason = f"unknown entry type {entry.entry_type}"
             self._record_bad(BadEntry(index, (reason,), False), stats)
             return
-        problems = omf.entry_problems(
-            entry, index, self.sb.dev_size, self.sb.alloc_unit, self.sb.log_offset + self.sb.log_len
-        )
+        # the CRC and seqnum were checked by replay: the path and the fmap are what is left
+        why = omf.path_problem(payload.relpath)
+        problems = [f"{why}: {payload.relpath!r}"] if why else []
+        if isinstance(payload, omf.FileMeta):
+            reserved = self.sb.log_offset + self.sb.log_len
+            problems += omf.fmap_problems(payload, self.sb.dev_size, self.sb.alloc_unit, reserved)
         if isinstance(payload, omf.FileMeta) and not isinstance(payload.fmap, omf.UnknownFmap):
             for ext in omf.fmap_extents(payload.fmap):
                 if ext.offset + ext.length <= self.sb.dev_size:
