@@ -15,6 +15,7 @@ apt_packages=(
   zstd                             # the reference images are zstd-compressed
   systemd                          # systemd-analyze and systemd-escape check the unit
   ca-certificates                  # pip fetches from the package index over https
+  rsync sqlite3 git tar            # the tools tests/test_daemon_tools.py runs through a mount
 )
 ./scripts/apt-missing.sh setup "${apt_packages[@]}"
 ./scripts/setup-guest.sh  # the guest test tier (tests/guest): QEMU, busybox, ndctl, udev

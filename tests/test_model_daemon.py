@@ -8,6 +8,7 @@ import errno
 import json
 import os
 import socket
+import stat
 import tracemalloc
 import types
 import uuid
@@ -70,7 +71,8 @@ async def test_lookup_getattr_open_read_write_release(fs, ops):
 
 async def test_what_the_log_cannot_record_is_refused(fs, ops):
     inode, _ = fs.create_file("f", MiB, 0o644, 0, 0)
-    assert await _fuse_errno(ops.create(ROOT_INO, b"new", 0o644, os.O_RDWR, CTX)) == errno.EPERM
+    mode = stat.S_IFIFO | 0o644
+    assert await _fuse_errno(ops.mknod(ROOT_INO, b"fifo", mode, 0, CTX)) == errno.EPERM
     assert await _fuse_errno(ops.unlink(ROOT_INO, b"f", CTX)) == errno.EPERM
     assert await _fuse_errno(ops.open(inode.ino, os.O_RDWR | os.O_TRUNC, CTX)) == errno.EPERM
     # pyfuse3's SetattrFields cannot be filled from Python: what the kernel would send

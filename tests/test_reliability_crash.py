@@ -206,20 +206,21 @@ def test_a_master_killed_at_any_step_of_other_creates_loses_nothing_that_was_com
 
 def test_the_crash_switch_ignores_what_it_does_not_understand():
     env = plugin_env({CRASH_ENV: "sometimes"})
-    code = "from famfs_py.fs import log; print(log.Log.append.__qualname__)"
+    code = "from famfs_py.fs import log; print(log.Log.writes_class.__name__)"
     out = subprocess.run(
         [str(BIN / "python"), "-c", code], env=env, capture_output=True, text=True, check=True
     )
-    assert out.stdout.strip() == "Log.append" and "ignored" in out.stderr  # not patched
+    assert out.stdout.strip() == "LogWrites" and "ignored" in out.stderr  # not patched
 
 
 def test_the_crash_switch_patches_the_library_from_outside():
+    """Through the seam the log offers (Log.writes_class), not a private attribute."""
     env = plugin_env({CRASH_ENV: "mid-entry:2"})
-    code = "from famfs_py.fs import log; print(log.Log.append.__qualname__)"
+    code = "from famfs_py.fs import log; print(log.Log.writes_class.__qualname__)"
     out = subprocess.run(
         [str(BIN / "python"), "-c", code], env=env, capture_output=True, text=True, check=True
     )
-    assert out.stdout.strip() == "install_crash.<locals>.patch.<locals>.append", out.stderr
+    assert out.stdout.strip() == "install_crash.<locals>.patch.<locals>.CrashingWrites", out.stderr
 
 
 # -- kills at random moments under load ------------------------------------------------------
@@ -287,3 +288,76 @@ def test_a_master_killed_at_random_moments_under_load_loses_no_acknowledged_crea
     rng = random.Random(rounds)
     total = sum(_kill_under_load(fresh, mounts, rng, r) for r in range(rounds))
     assert total > 0
+
+
+# -- files created through the mount (issue 24) ------------------------------------------------
+# kill -9 of the master's daemon while an ordinary program creates a file: while it allocates
+# (the first bytes), while it writes, once it closed the file (the commit waiting its delay),
+# and at each step of the commit's log append (fsync; the crash switch)
+MOUNT_STEPS = ("allocated", "writing", "closed", *CRASH_STEPS)
+DATA_START = omf.LOG_OFFSET + omf.DEFAULT_LOG_LEN  # first fit on a fresh device
+
+
+def _write_and_die(mp: Path, step: str, data: bytes, pid: int) -> None:
+    """Create `kept.bin` (committed by fsync), then `new.bin`, killed at `step`."""
+    with open(mp / "kept.bin", "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    fd = os.open(mp / "new.bin", os.O_CREAT | os.O_WRONLY, 0o640)
+    try:
+        if step == "allocated":
+            os.write(fd, b"x")
+            os.kill(pid, signal.SIGKILL)
+        elif step == "writing":
+            os.write(fd, data[: 3 * MiB])
+            os.kill(pid, signal.SIGKILL)
+        elif step == "closed":
+            os.write(fd, data)
+            os.close(fd)
+            fd = -1
+            os.kill(pid, signal.SIGKILL)  # the commit waits 60 s (--commit-delay)
+        else:
+            os.write(fd, data)
+            with pytest.raises(OSError):  # the daemon dies in the commit's append
+                os.fsync(fd)
+    finally:
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass  # the daemon is gone
+
+
+@pytest.mark.parametrize("step", MOUNT_STEPS)
+def test_a_master_killed_while_a_program_creates_a_file_leaves_it_whole_or_gone(
+    fresh, mounts, monkeypatch, step
+):
+    host = fresh
+    data = os.urandom(5 * MiB + 99)
+    if step in CRASH_STEPS:
+        monkeypatch.setenv(CRASH_ENV, f"{step}:2")  # the append after kept.bin's
+    mp = mounts.mount(host, None, "--commit-delay", "60")
+    monkeypatch.delenv(CRASH_ENV, raising=False)
+    pid = _daemon_pid(host, mp)
+    _write_and_die(mp, step, data, pid)
+    wait_gone(pid)
+    committed = COMMITTED_BY.get(step, False)
+    _clean_stale_mount(host, mp)
+    _fsck_clean(host, 1 + committed)
+    mounts.mount(host, mp)
+    assert (mp / "kept.bin").read_bytes() == data  # committed before: intact
+    if committed:
+        assert (mp / "new.bin").read_bytes() == data
+        assert os.stat(mp / "new.bin").st_mode & 0o777 == 0o640
+    else:
+        assert not (mp / "new.bin").exists(), f"{step}: the uncommitted file is half-present"
+        # its space is free again: the next file lands right after kept.bin
+        host.ok("creat", "-s", "1m", mp / "after")
+        kept_end = DATA_START + -(-len(data) // (2 * MiB)) * 2 * MiB
+        assert _getmap(host, mp / "after")[0]["offset"] == kept_end
+    result = host.cli("fsck", "--json", mp)
+    report = json.loads(result.stdout)
+    assert result.returncode == 0 and report["collisions"] == 0, result.out
+    host.ok("umount", mp)
+    figures.add("kills survived, while a program created a file through the mount")

@@ -252,8 +252,12 @@ class ControlServer:
         inode = self.fs.lookup_path(path)
         if inode.is_dir:
             raise FsError(f"{inode.name} is a directory", errno.EISDIR)
-        if inode.meta is None and logged:
-            raise FsError(f"{inode.name} is not a logged file", errno.EINVAL)
+        if inode.meta is None and (logged or not inode.read_only):  # not .meta: pending
+            raise FsError(
+                f"{inode.name} is not a logged file (a file written through the mount is "
+                "logged once complete)",
+                errno.EINVAL,
+            )
         return inode
 
     def status(self, request: protocol.Status, caller: Credentials) -> Answer:

@@ -25,11 +25,11 @@ from famfs_py import channel
 from famfs_py.dax.device import resolve_device
 from famfs_py.errors import FamfsError
 from famfs_py.fs.filesystem import Famfs
-from famfs_py.fs.identity import system_uuid
+from famfs_py.fs.identity import Role, system_uuid
 from famfs_py.fs.namespace import META_DIR, META_INO, Inode
 
 from .control import ControlServer, DaemonFacts
-from .operations import FamfsOperations, ReplyFailureHook
+from .operations import PYFUSE3_LOGGER, FamfsOperations, ReplyFailureHook
 from .options import CacheMode, MountOptions
 from .propagation import Propagation
 from .readiness import Readiness
@@ -117,7 +117,10 @@ class Daemon:
                 fs = self.fs = open_filesystem(self.opts, self.mountpoint)
                 teardown.callback(fs.close)
                 ops = self.ops = FamfsOperations(
-                    fs, cache=self.opts.cache, timeout=self.opts.timeout
+                    fs,
+                    cache=self.opts.cache,
+                    timeout=self.opts.timeout,
+                    commit_delay=self.opts.commit_delay,
                 )
                 changes = self.changes = Propagation(
                     fs,
@@ -136,7 +139,7 @@ class Daemon:
                 )
                 teardown.callback(control.close)
                 control.bind()
-                logging.getLogger("pyfuse3").addHandler(ReplyFailureHook(ops))
+                logging.getLogger(PYFUSE3_LOGGER).addHandler(ReplyFailureHook(ops))
                 try:
                     pyfuse3.init(ops, self.mountpoint, self._fuse_options(fs))
                 except RuntimeError as exc:
@@ -191,6 +194,10 @@ class Daemon:
             if supervise is not None:
                 nursery.start_soon(supervise, self.summary)
             nursery.start_soon(self._follow_log)  # the master: only watching for others
+            if self.fs.role == Role.MASTER and self.ops is not None:
+                nursery.start_soon(self.ops.commit_loop)
+        if self.ops is not None:  # unmounted: files closed and waiting are complete
+            self.ops.commit_due(everything=True)
 
     async def _fuse_loop(self, scope: trio.CancelScope) -> None:
         try:

@@ -167,6 +167,12 @@ class MountOptions:
         "-t", "--timeout", default=30.0, parse=_number(float, "a number of seconds"),
         help="attribute and entry cache timeout in seconds (default 30)",
     )  # fmt: skip
+    commit_delay: float = _option(
+        "--commit-delay", default=1.0, parse=_number(float, "a number of seconds"),
+        help="master: seconds after a file created through the mount is last closed (a "
+        "directory: last changed, nothing beneath it open) before it is logged and other "
+        "hosts see it; fsync logs at once (default 1)",
+    )  # fmt: skip
     readahead: int = _option(
         "--readahead", default=4096, parse=_number(int, "a number of KiB"), metavar="KB",
         help="kernel readahead for the mount in KiB (default 4096; 0 keeps the kernel's)",

@@ -83,6 +83,7 @@ class Famfs:
         self.log.on_foreign = self._foreign  # another writer (every host looks: follow)
         self._device_view = self.mem.view(0, self.mem.size)  # handed to the kernel only
         self.mounted_at = time.time()
+        self.log_parents: Callable[[str], None] | None = None  # fs.pending's, on the master
 
     @classmethod
     def open(
@@ -187,7 +188,7 @@ class Famfs:
             raise FsError(f"{relpath}: no such file or directory", errno.ENOENT)
         return inode
 
-    def _check_can_create(self) -> None:
+    def check_can_create(self) -> None:
         if self.role != Role.MASTER:
             raise FsError(
                 "the filesystem is read-only here because this host is a client "
@@ -202,6 +203,12 @@ class Famfs:
             )
 
     def _append(self, payload: omf.FileMeta | omf.MkdirMeta) -> Inode:
+        return self.namespace.add(self.log_entry(payload), payload)
+
+    def log_entry(self, payload: omf.FileMeta | omf.MkdirMeta) -> int:
+        """Append one entry to the log (master), its unlogged parents first; its index."""
+        if self.log_parents is not None:  # directories made through the mount (fs.pending)
+            self.log_parents(payload.relpath)
         try:
             index = self.log.append(payload)
         except LogFull as exc:
@@ -210,7 +217,7 @@ class Famfs:
             self.health.go_failsafe(f"the log cannot be written ({exc})")
             raise FsError(f"the log cannot be written: {exc}", errno.EIO) from None
         self.log.next_index = index + 1
-        return self.namespace.add(index, payload)
+        return index
 
     def mkdir(
         self, relpath: str, mode: int, uid: int, gid: int, *, parents: bool = False
@@ -229,7 +236,7 @@ class Famfs:
                 if not existing.is_dir:
                     raise FsError(f"{target} exists and is not a directory", errno.ENOTDIR)
                 continue
-            self._check_can_create()
+            self.check_can_create()
             try:
                 self.namespace.check_new(target)
             except NamespaceError as exc:
@@ -258,7 +265,7 @@ class Famfs:
                     f"{relpath} exists with size {existing.size}, not {size}", errno.EEXIST
                 )
             return existing, False
-        self._check_can_create()
+        self.check_can_create()
         if size <= 0:
             raise FsError(f"{relpath}: a famfs file cannot be empty", errno.EINVAL)
         try:
@@ -286,7 +293,7 @@ class Famfs:
     def clone(self, source: Inode, relpath: str) -> Inode:
         """Log a second file over the same extents (a deliberate cross-link, for testing
         fsck's collision detection)."""
-        self._check_can_create()
+        self.check_can_create()
         assert source.meta is not None
         try:
             self.namespace.check_new(relpath)
@@ -375,7 +382,7 @@ class Famfs:
         try:
             for dev, n in filemap.ranges(offset, length):
                 self.mem.write(dev, source[pos : pos + n])
-                self._flush(dev, n)  # other hosts read it from memory, not from our cache
+                self.flush_data(dev, n)  # other hosts read it from memory, not from our cache
                 pos += n
         except MemoryFault as exc:
             self.failures.record_fault(exc, "write fault")
@@ -384,7 +391,7 @@ class Famfs:
             raise FsError(str(exc), errno.EIO) from None
         return length
 
-    def _flush(self, dev: int, length: int) -> None:
+    def flush_data(self, dev: int, length: int) -> None:
         try:
             self.coherency.flush(self._device_view, dev, length)
         except cache.CacheFault as exc:

@@ -192,5 +192,34 @@ class Namespace:
         self._attach(inode)
         return inode
 
+    # -- files created through the mount, logged once complete (famfs_py.fs.pending) --------
+    def attach_unlogged(self, inode: Inode) -> None:
+        """Show a file that is not in the log yet under its parent (this host only)."""
+        self._attach(inode)
+
+    def detach(self, inode: Inode) -> None:
+        parent = self.inodes[inode.parent]
+        assert parent.children is not None
+        if parent.children.get(inode.name) == inode.ino:
+            del parent.children[inode.name]
+        self.inodes.pop(inode.ino, None)
+
+    def move(self, inode: Inode, parent: Inode, name: str) -> None:
+        self.detach(inode)
+        inode.parent, inode.name = parent.ino, name
+        self._attach(inode)
+
+    def now_logged(self, inode: Inode, index: int, payload: omf.FileMeta | omf.MkdirMeta) -> None:
+        """An unlogged file or directory got its log entry: it keeps its inode number on
+        this mount."""
+        inode.entry_index = index
+        if isinstance(payload, omf.MkdirMeta):
+            self.dirs += 1
+            return
+        inode.meta = payload
+        inode.size = payload.size
+        inode.filemap = FileMap(payload.fmap, payload.size)
+        self.files += 1
+
     def logged_files(self) -> list[Inode]:
         return [i for i in self.inodes.values() if i.meta is not None]

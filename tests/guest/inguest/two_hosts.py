@@ -46,6 +46,9 @@ PEER_WAIT = 600  # the peer boots, imports and mounts under TCG on a shared mach
 BEFORE = {"early/seeded": ("5m", 21), "early/small": ("4k", 22)}
 AFTER = {"late/seeded": ("3m", 31), "late/deeper/other": ("2m", 32)}
 TREE = {"late/tree/a": 5000, "late/tree/b/c": MiB + 7}
+# extracted by tar -x through the master's mount (issue 24): path -> (size, mode)
+UNTAR = {"late/untar/x.txt": (5000, 0o640), "late/untar/sub/y.bin": (3 * MiB + 3, 0o600)}
+UNTAR_DIR_MODE = 0o750  # late/untar/sub: set by tar after filling it
 PCQ_MESSAGES = 100_000
 PCQ_SEED = 42
 SHARED_WRITE = b"written!"
@@ -150,7 +153,31 @@ def master_create_after(state: State) -> str:
     cli("cp", "-r", source, state.mountpoint / "late/tree")
     names = [*AFTER, *TREE]
     tell("A.after", {name: sha256(state.mountpoint / name) for name in names})
-    return f"{len(names)} files created"
+    untarred = untar(state)
+    tell("A.untar", untarred)
+    return f"{len(names)} files created, {len(untarred)} by tar -x through the mount"
+
+
+def untar(state: State) -> dict[str, list]:
+    """tar -x of a small tree straight through the master's mount (no famfs-py command)."""
+    source = Path("/root/untar")
+    for seed, (name, (size, mode)) in enumerate(UNTAR.items(), start=60):
+        file = source / Path(name).relative_to("late/untar")
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_bytes(pattern(seed, size))
+        file.chmod(mode)
+    (source / "sub").chmod(UNTAR_DIR_MODE)
+    archive = Path("/root/untar.tar")
+    subprocess.run(["tar", "-C", source, "-cf", archive, "."], check=True)
+    target = state.mountpoint / "late/untar"
+    target.mkdir()  # an ordinary mkdir through the mount
+    done = subprocess.run(["tar", "-C", target, "-xf", archive], capture_output=True, text=True)
+    assert done.returncode == 0, f"tar -x through the mount: {done.stderr}"
+    out: dict[str, list] = {
+        name: [sha256(state.mountpoint / name), mode] for name, (_, mode) in UNTAR.items()
+    }
+    out["late/untar/sub"] = ["", UNTAR_DIR_MODE]
+    return out
 
 
 @MASTER.check("reads_client_write", needs="create_while_client_mounted")
@@ -282,6 +309,20 @@ def client_follows_log(state: State) -> str:
     bad = [n for n, d in after.items() if sha256(state.mountpoint / n) != d]
     assert not bad, f"differ: {bad}"
     return f"{len(after)} new files visible {seen:.1f} s after the master said so, byte-exact"
+
+
+@CLIENT.check("sees_tar_x", needs="mount_rw")
+def client_sees_tar_x(state: State) -> str:
+    """What tar -x made through the master's mount appears here whole, with its modes."""
+    untarred = hear("A.untar", "A")
+    assert isinstance(untarred, dict)
+    root = state.mountpoint
+    wait_until(lambda: all((root / n).exists() for n in untarred), 60, "the master's tar -x tree")
+    for name, (digest, mode) in untarred.items():
+        assert (root / name).stat().st_mode & 0o7777 == mode, f"{name}: mode"
+        if digest:
+            assert sha256(root / name) == digest, f"{name}: bytes differ"
+    return f"{len(untarred)} entries from tar -x, byte-exact, modes kept"
 
 
 @CLIENT.check("writes_for_master", needs="mount_rw")
