@@ -205,7 +205,7 @@ class Coherence:
         from famfs_py.fs.filesystem import Famfs
 
         device = resolve_device("dax7.0", str(self.env.host.root))
-        with Famfs(device, this_host=uuid.UUID(self.env.host.system_uuid), flush="on") as fs:
+        with Famfs.open(device, this_host=uuid.UUID(self.env.host.system_uuid), flush="on") as fs:
             area = changes.Area(fs.mem, fs.coherency, fs.sb.fs_uuid)
             announcer = changes.Announcer(area, changes.MASTER_SLOT)
             n = 20000

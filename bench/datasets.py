@@ -19,9 +19,13 @@ import json
 import os
 import subprocess
 import sys
+from typing import TYPE_CHECKING
 
 from . import model as m
 from .env import REPO, BenchError, GiB, Host, MiB
+
+if TYPE_CHECKING:  # rounds imports this module
+    from .rounds import Bench
 
 CLIENT_UUID = "0c1d2e3f-4a5b-4c6d-8e7f-901122334455"
 DEVICE = "dax8.0"
@@ -49,7 +53,7 @@ def page_cache_bytes(fd: int) -> int:
 
 
 class DatasetsGroup:
-    def __init__(self, bench) -> None:  # bench: rounds.Bench
+    def __init__(self, bench: Bench) -> None:
         self.bench = bench
         self.env = bench.env
         self.prepared = False

@@ -72,7 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         ours = table.column(0)
         copy = pyarrow.chunked_array([pyarrow.array(numpy.array(ours.to_numpy(), copy=True))])
         _sum_rate(copy)  # fault the copy in
-        famfs, memory = [], []
+        famfs: list[float] = []
+        memory: list[float] = []
         for i in range(args.sums):
             for which in ("famfs", "memory") if i % 2 == 0 else ("memory", "famfs"):
                 rate = _sum_rate(ours if which == "famfs" else copy)

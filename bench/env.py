@@ -33,7 +33,13 @@ class BenchError(RuntimeError):
     """A step of the benchmark failed (the message says which and why)."""
 
 
-def run(cmd: list[str], *, env: dict[str, str] | None = None, check: bool = True, timeout=120):
+def run(
+    cmd: list[str],
+    *,
+    env: dict[str, str] | None = None,
+    check: bool = True,
+    timeout: float = 120,
+) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
         cmd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout
     )
@@ -70,7 +76,9 @@ class Host:
             "FAMFS_PY_LOG_DIR": str(self.log_dir),
         }
 
-    def cli(self, *args: str, check: bool = True, timeout: float = 120):
+    def cli(
+        self, *args: str, check: bool = True, timeout: float = 120
+    ) -> subprocess.CompletedProcess[str]:
         return run([str(BIN / "famfs-py"), *args], env=self.env, check=check, timeout=timeout)
 
 

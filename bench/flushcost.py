@@ -25,9 +25,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import model as m
 from .env import REPO, BenchError, GiB, Host
+
+if TYPE_CHECKING:  # rounds imports this module
+    from .rounds import Bench
 
 CLIENT_UUID = "0c1d2e3f-4a5b-4c6d-8e7f-901122334455"
 BUCKET_SIZES = m.PCQ_BUCKET_SIZES
@@ -45,7 +49,7 @@ class Pair:
 
 
 class FlushGroup:
-    def __init__(self, bench) -> None:  # bench: rounds.Bench
+    def __init__(self, bench: Bench) -> None:
         self.bench = bench
         self.env = bench.env
         self.prepared = False
@@ -177,7 +181,9 @@ def _wait_exists(path: Path, timeout: float = 10.0, poll: float = 0.005) -> None
         time.sleep(poll)
 
 
-def _role(host: Host, role: str, queue: Path, count: int, paced: bool, dontflush: bool):
+def _role(
+    host: Host, role: str, queue: Path, count: int, paced: bool, dontflush: bool
+) -> subprocess.Popen[str]:
     argv = [sys.executable, "-m", "bench.pcqrole", role, str(queue), str(count)]
     if paced:
         argv.append("--paced")

@@ -116,7 +116,9 @@ class MinimalOperations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EISDIR)
         return pyfuse3.FileInfo(fh=inode, direct_io=self.direct_io, keep_cache=False)
 
-    async def read(self, fh: int, off: int, size: int) -> memoryview | bytes:
+    async def read(  # type: ignore[override]  # pyfuse3 replies from any buffer
+        self, fh: int, off: int, size: int
+    ) -> memoryview | bytes:
         served = self.files.get(fh)
         if served is None or off >= served.size:
             return b""

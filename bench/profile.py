@@ -175,7 +175,13 @@ class Profiler:
             count += 1
         return count
 
-    def daemon(self, name: str, cache: str, work: Callable[[Path], object], prep=None) -> None:
+    def daemon(
+        self,
+        name: str,
+        cache: str,
+        work: Callable[[Path], object],
+        prep: Callable[[Path], object] | None = None,
+    ) -> None:
         """Sample the daemon while `work(mountpoint)` repeats for the set time."""
         self.prepare()
         with self.env.famfs_mount("dax0.0", "mnt-profile", cache) as mount:

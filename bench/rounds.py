@@ -12,6 +12,7 @@ both side by side with tmpfs, and copies in-process out of and into both.
 from __future__ import annotations
 
 import ctypes
+import mmap
 import os
 import re
 import sys
@@ -30,6 +31,7 @@ from .datasets import DatasetsGroup
 from .env import BenchError, Environment, GiB, KiB, MiB, drop_caches, run
 from .flushcost import FlushGroup
 from .model import Results
+from .smallfiles import SmallFiles, scale_run
 
 SMALL = 4 * KiB  # the size of every small file
 SEED = "0x5eed1234"
@@ -45,13 +47,16 @@ class Config:
     cp_files: int
     creat_runs: int
     log256_entries: int
+    scale_files: int  # the scale run's filesystem (full runs only; 0: none)
 
     @classmethod
     def make(cls, quick: bool, rounds: int | None = None) -> Config:
         slots256 = omf.log_slots(256 * MiB)
         if quick:
-            return cls(True, rounds or 3, 128 * MiB, 2_000, 3_000, 100, 3, slots256 // 20)
-        return cls(False, rounds or 5, 1 * GiB, 10_000, 20_000, 500, 5, slots256 * 9 // 10)
+            return cls(True, rounds or 3, 128 * MiB, 2_000, 3_000, 1_000, 3, slots256 // 20, 0)
+        return cls(
+            False, rounds or 5, 1 * GiB, 10_000, 20_000, 10_000, 5, slots256 * 9 // 10, 200_000
+        )
 
     def sizes(self) -> dict[str, tuple[int, int]]:
         """The run's sizes a target may depend on: field -> (this run's, the full run's)."""
@@ -59,7 +64,15 @@ class Config:
         return {n: (getattr(self, n), getattr(full, n)) for n in SIZE_FIELDS}
 
 
-SIZE_FIELDS = ("file_size", "stat_files", "rand_ops", "cp_files", "creat_runs", "log256_entries")
+SIZE_FIELDS = (
+    "file_size",
+    "stat_files",
+    "rand_ops",
+    "cp_files",
+    "creat_runs",
+    "log256_entries",
+    "scale_files",
+)
 
 
 @dataclass(frozen=True)
@@ -162,7 +175,7 @@ class Bench:
             logfill.DirSpec("stat"),
         ]
         items += [logfill.FileSpec(f"stat/{n}", SMALL) for n in self.stat_names]
-        later = cfg.rounds * (2 * cfg.cp_files + cfg.creat_runs + 8)
+        later = cfg.rounds * 8  # creat -r files (small files go to bench/smallfiles.py)
         main_size = _roundup(
             16 * MiB + (2 + cfg.rounds) * size + (cfg.stat_files + later) * omf.ALLOC_UNIT, GiB
         )
@@ -213,6 +226,8 @@ class Bench:
             f"mount devices: {b8.entries}/{b8.slots} and {b256.entries}/{b256.slots} entries "
             f"({time.perf_counter() - started:.1f} s)"
         )
+        self.log_entries = {"mount_8m_full": b8.entries, "mount_256m": b256.entries}
+        self.small = SmallFiles(self)  # small files on 4 KiB allocation units
         self.results.note(
             "mount_256m",
             m.FAMFS_AUTO,
@@ -280,6 +295,10 @@ class Bench:
                 group(r)
                 seconds = time.perf_counter() - started
                 self.log(f"round {r + 1}/{self.cfg.rounds}: {name} ({seconds:.1f} s)")
+        if self.cfg.scale_files and not only:
+            started = time.perf_counter()
+            scale_run(self, self.cfg.scale_files)
+            self.log(f"scale run: {time.perf_counter() - started:.1f} s")
 
     # -- shared measurements -------------------------------------------------------------
     def _seq(self, system: str, read: Path, write: Path, punch: Callable[[], None] | None) -> None:
@@ -355,7 +374,13 @@ class Bench:
         for mapping in (self.warm_w, self.warm_4k_w):
             io.copy_in(mapping, size, self.chunk)
 
-        def fresh(region: io.MappedRegion, case: str, system: str, dest=None, src=None) -> float:
+        def fresh(
+            region: io.MappedRegion,
+            case: str,
+            system: str,
+            dest: bytearray | None = None,
+            src: bytes | bytearray | mmap.mmap | None = None,
+        ) -> float:
             """Copy through a mapping made just now (its page faults are part of it)."""
             mapping = region.map(writable=src is not None)
             try:
@@ -521,9 +546,16 @@ class Bench:
             with self.env.famfs_mount(device, f"mnt-{device}") as mount:
                 self.rec(case, m.FAMFS_AUTO, mount.seconds)
         # the replay alone (the 256 MiB log's takes as long as its mount: measured once)
-        self.rec("mount_8m_full", m.FAMFS_REPLAY, self._replay_seconds("dax1.0"))
+        seconds = self._replay_seconds("dax1.0")
+        self.rec("mount_8m_full", m.FAMFS_REPLAY, seconds)
+        per = 1e6 / self.log_entries["mount_8m_full"]
+        self.rec("replay_entry", m.FAMFS_REPLAY_8M, seconds * per)
         if r == 0:
-            self.rec("mount_256m", m.FAMFS_REPLAY, self._replay_seconds("dax2.0"))
+            seconds = self._replay_seconds("dax2.0")
+            self.rec("mount_256m", m.FAMFS_REPLAY, seconds)
+            self.rec(
+                "replay_entry", m.FAMFS_REPLAY_256M, seconds * 1e6 / self.log_entries["mount_256m"]
+            )
 
     def _replay_seconds(self, device_name: str) -> float:
         """The log replay alone, in this process: what mount does besides starting up."""
@@ -545,23 +577,11 @@ class Bench:
     def _creation(self, r: int, mp: Path) -> None:
         cfg, host = self.cfg, self.env.host
         self._warm_python()
-        for k in range(cfg.creat_runs):
-            cmd = [str(host_bin("famfs-py")), "creat", "-s", "4k", str(mp / f"creat-r{r}-{k}")]
-            self.rec("creat_single", m.FAMFS_CREAT, self._timed(cmd, host.env) * 1e3)
-        cmd = [str(host_bin("famfs-py")), "cp", "-r", str(self.cp_src), str(mp / f"cp-r{r}")]
-        self.rec("create_batch", m.FAMFS_CP, self._timed(cmd, host.env) * 1e3 / cfg.cp_files)
-        if self.features.creat_multi:
-            host.cli("mkdir", str(mp / f"multi-r{r}"))
-            cmd = [str(host_bin("famfs-py")), "creat"]
-            for i in range(cfg.cp_files):
-                cmd += ["-M", f"{mp}/multi-r{r}/m{i:05d},{SMALL}"]
-            try:
-                self.rec(
-                    "create_batch", m.FAMFS_MULTI, self._timed(cmd, host.env) * 1e3 / cfg.cp_files
-                )
-            except BenchError as exc:
-                self.results.skip("create_batch", m.FAMFS_MULTI, f"creat -M failed: {exc}")
-        else:
+        try:
+            self.small.run(r, self._timed, [str(host_bin("famfs-py"))])
+        except BenchError as exc:
+            self.results.skip("create_batch", m.FAMFS_MULTI, f"failed: {exc}")
+        if not self.features.creat_multi:
             self.results.skip("create_batch", m.FAMFS_MULTI, "famfs-py creat has no -M/--multi yet")
         if self.features.randomize:
             target = mp / f"rand-r{r}"

@@ -7,7 +7,9 @@ Both are imported on first use so that the command line starts fast.
 
 from __future__ import annotations
 
-from typing import Any
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (commands start fast)
+if TYPE_CHECKING:
+    from typing import Any
 
 __version__ = "0.1.0"
 __all__ = ["MappedFile", "__version__", "flush", "open_mapped"]

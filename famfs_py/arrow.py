@@ -11,7 +11,9 @@
   `pyarrow.dataset.dataset(dir, filesystem=FamfsFileSystem(), format="ipc")` scans a
   directory of tables zero-copy and `pyarrow.parquet.read_table(path, filesystem=...)` reads
   a Parquet file's bytes from device memory (decoding them makes the table, as always), with
-  nothing in the page cache. Listing and stat go through the mount.
+  nothing in the page cache. Listing and stat go through the mount; files it writes are
+  created through the master's mount (so `pyarrow.parquet.write_table(table, path,
+  filesystem=...)` works where the mount creates files).
 
 A caller who may read a file but not map the device (famfs_py.lease) gets the same results
 read through the mount, a copy, with one CopyWarning. A file that is not Arrow IPC raises
@@ -212,10 +214,19 @@ class FamfsHandler(pyarrow.fs.FileSystemHandler):
         return pyarrow.BufferReader(buffer)
 
     def open_output_stream(self, path: str, metadata: dict[str, str] | None) -> pyarrow.NativeFile:
-        raise OSError(
-            errno.EPERM,
-            f"{path}: FamfsFileSystem does not write files; famfs_py.arrow.write_table does",
-        )
+        """A new file written through the master's mount, logged once closed complete
+        (where the mount creates files, issue 24); an existing file is refused."""
+        name = _strip_scheme(path)
+        try:
+            return pyarrow.PythonFile(open(name, "xb"), mode="w")
+        except PermissionError as exc:
+            if exc.errno != errno.EPERM:
+                raise
+            raise OSError(
+                errno.EPERM,
+                f"{name}: this mount does not create files through it; "
+                "famfs_py.arrow.write_table writes a table there",
+            ) from None
 
     def open_append_stream(self, path: str, metadata: dict[str, str] | None) -> pyarrow.NativeFile:
         raise OSError(errno.EPERM, f"{path}: famfs files never grow")

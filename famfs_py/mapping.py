@@ -31,7 +31,7 @@ from famfs_py.dax.memory import (
     unmap,
 )
 from famfs_py.errors import ProtocolError
-from famfs_py.fs.fmap import FileMap
+from famfs_py.fs.fmap import FileMap, Piece
 from famfs_py.replies import FileMapReply
 
 COMPARE_CHUNK = 4 << 20
@@ -59,9 +59,11 @@ class Layout:
 def layout_file(fd: int, filemap: FileMap, *, writable: bool, align: int) -> Layout:
     """Map every piece of `filemap` from device descriptor `fd` so that file byte i sits at
     `address + i`. Each piece's mapping is widened to whole multiples of `align`, as device
-    dax requires (within the file's own allocation wherever the alignment is at most the
-    2 MiB allocation unit). CannotLayOut: a larger alignment puts pieces at clashing
-    places."""
+    dax requires: on a filesystem of 4 KiB allocation units (mkfs --4k) that range holds
+    neighbouring files too (whoever may map the device may map them anyway); the Region
+    built on the layout exposes the file's bytes only. CannotLayOut: pieces that do not
+    line up alike within `align` (chunks smaller than the alignment) cannot sit side by
+    side."""
     pieces = filemap.pieces
     if not pieces:
         raise OSError(errno.EINVAL, "the file has no memory to map")
@@ -74,9 +76,11 @@ def layout_file(fd: int, filemap: FileMap, *, writable: bool, align: int) -> Lay
         if start % align or (spans and start < spans[-1][0] + spans[-1][2]):
             raise CannotLayOut(
                 errno.EINVAL,
-                f"the device's alignment ({align >> 20} MiB) keeps the file's pieces from "
-                f"sitting side by side (file offset {piece.file_offset:#x} is at device offset "
-                f"{piece.dev_offset:#x}); use a device aligned to 2 MiB",
+                f"the device maps memory in {_size_text(align)} units, and the file's pieces "
+                f"do not line up alike within them (file offset {piece.file_offset:#x} is at "
+                f"device offset {piece.dev_offset:#x}), so the file cannot be one run of "
+                f"memory: use a device aligned to {_size_text(_fitting_align(pieces))}"
+                f", or read the file through the mount",
             )
         spans.append((start, dev_start, dev_end - dev_start))
     total = spans[-1][0] + spans[-1][2]
@@ -88,6 +92,16 @@ def layout_file(fd: int, filemap: FileMap, *, writable: bool, align: int) -> Lay
         unmap(base, total)
         raise
     return Layout(base, total, lead, filemap.size)
+
+
+def _fitting_align(pieces: Sequence[Piece]) -> int:
+    """The largest alignment under which every piece lines up as the first does."""
+    deltas = [p.dev_offset - p.file_offset - pieces[0].dev_offset for p in pieces]
+    return min((d & -d for d in deltas if d), default=1 << 30)
+
+
+def _size_text(n: int) -> str:
+    return f"{n >> 20} MiB" if n >= 1 << 20 else f"{n >> 10} KiB"
 
 
 @dataclass(frozen=True)

@@ -40,7 +40,10 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the API is loaded when a queue is opened
+    from famfs_py.api import MappedFile
 
 PCQ_MAGIC = 0xBEEBEE3
 PCQ_CONSUMER_MAGIC = 0xBEEBEE4
@@ -158,7 +161,7 @@ def _get(mapped: Any, offset: int) -> int:
     return _U64.unpack_from(mapped, offset)[0]
 
 
-def _map(path: str, write: bool) -> Any:  # -> famfs_py.api.MappedFile
+def _map(path: str, write: bool) -> MappedFile:
     from famfs_py import api
     from famfs_py.errors import FamfsError
 

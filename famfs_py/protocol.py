@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import errno
 import json
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
 from famfs_py import omf
@@ -89,7 +89,8 @@ class Request(Generic[R]):
         return self
 
     def encode(self) -> bytes:
-        body = {"op": self.OP, **{k: v for k, v in asdict(self).items() if v is not None}}
+        # the fields are plain values: vars() is asdict() without its deep copy
+        body = {"op": self.OP, **{k: v for k, v in vars(self).items() if v is not None}}
         return json.dumps(body).encode()
 
     def decode_reply(self, data: dict[str, Any]) -> R:

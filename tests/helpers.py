@@ -88,6 +88,10 @@ class Host:
         return Path(os.path.realpath(self.node(name)))
 
 
+NO_SETTINGS = {  # a test that wants settings files names its own
+    "FAMFS_PY_CONFIG_SYSTEM": "/nonexistent/famfs-py-test/system.conf",
+    "FAMFS_PY_CONFIG_GLOBAL": "/nonexistent/famfs-py-test/global.conf",
+}
 PLUGINS = Path(__file__).resolve().parent / "plugins"  # test-only switches (famfs_switches)
 T = TypeVar("T")
 
@@ -125,8 +129,9 @@ def wait_gone(pid: int, timeout: float = 10.0) -> None:
 
 def plugin_env(env: dict[str, str] | None = None) -> dict[str, str]:
     """The environment for a famfs-py process a test starts: the test-only switches'
-    directory on PYTHONPATH (they do nothing unless their variables are set)."""
-    full = {**os.environ, **(env or {})}
+    directory on PYTHONPATH (they do nothing unless their variables are set), and settings
+    files of its own (never this machine's /etc/famfs.conf or ~/.famfs: famfs_py.config)."""
+    full = {**os.environ, **NO_SETTINGS, **(env or {})}
     paths = [str(PLUGINS), *filter(None, full.get("PYTHONPATH", "").split(os.pathsep))]
     full["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
     return full
@@ -218,10 +223,10 @@ PAGE = 4096
 ZERO_PAGE = bytes(PAGE)
 
 
-def fingerprint(path: Path) -> str:
+def fingerprint(path: Path, skip: range = range(0)) -> str:
     """A hash of a (sparse) file's content: equal iff no byte changed. Reads only the data
     segments, page by page, and skips zero pages (pages a read allocated do not count), so
-    a mostly empty 4 GiB device is quick."""
+    a mostly empty 4 GiB device is quick. Pages in `skip` (page-aligned) are left out."""
     digest = hashlib.blake2b()
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -235,6 +240,8 @@ def fingerprint(path: Path) -> str:
                 break
             end = os.lseek(fd, start, os.SEEK_HOLE)
             for pos in range(start - start % PAGE, end, PAGE):
+                if pos in skip:
+                    continue
                 chunk = os.pread(fd, PAGE, pos)
                 if chunk != ZERO_PAGE:
                     digest.update(f"@{pos}".encode())

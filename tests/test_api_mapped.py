@@ -240,6 +240,6 @@ def test_closing_ends_the_removal_watch(fs):
     m = famfs_py.open_mapped(mp / "f")
     (watcher,) = watching()
     wchan = Path(f"/proc/self/task/{watcher.native_id}/wchan")
-    wait_until(lambda: "poll" in wchan.read_text(), what="the watch thread waiting")
+    wait_until(lambda: "poll" in wchan.read_text(), timeout=30, what="the watch thread waiting")
     m.close()
-    wait_until(lambda: not watching(), what="the watch thread ending")
+    wait_until(lambda: not watching(), timeout=30, what="the watch thread ending")

@@ -61,7 +61,7 @@ def all_in_device(table, memory: Path) -> bool:
 
 
 def wait_seen(path: Path) -> None:
-    wait_until(path.exists, timeout=10, what=f"{path} appearing")
+    wait_until(path.exists, timeout=30, what=f"{path} appearing")
 
 
 def test_master_writes_a_table_the_client_reads_it_zero_copy(hosts):
@@ -186,6 +186,11 @@ def test_wrong_formats_are_named(fresh, mounts, tmp_path):
         famfs_arrow.read_table(mp / "zeros")
     with pytest.raises(OSError, match="not in a famfs-py mount"):
         famfs_arrow.read_table(local)
+    fresh.ok("creat", "-s", "4k", mp / "cut.arrow")
+    with open(mp / "cut.arrow", "r+b") as f:  # an Arrow file's magic, then nothing
+        f.write(b"ARROW1\0\0")
+    with pytest.raises(WrongFormat, match=r"cut\.arrow is not a complete Arrow IPC file"):
+        famfs_arrow.read_table(mp / "cut.arrow")
 
 
 def test_write_table_refuses_an_existing_file_and_loses_nothing(fresh, mounts):
@@ -247,7 +252,7 @@ def test_a_table_in_use_when_the_device_is_removed_faults_as_the_mapped_api_says
 
         assert maps_device()
         fresh.ok("dax", "remove", "dax0.0")
-        wait_until(lambda: not maps_device(), what="the holder's mapping withdrawn")
+        wait_until(lambda: not maps_device(), timeout=30, what="the holder's mapping withdrawn")
         holder.stdin.write("go\n")
         holder.stdin.flush()
         assert holder.wait(timeout=30) == -signal.SIGSEGV  # touching it faults
@@ -293,3 +298,18 @@ def test_a_write_that_fails_publishes_nothing(hosts):
         assert not (cmp_ / "t.arrow").exists()
         return
     pytest.xfail("this mount refuses creation through it: the creat op logged the file first")
+
+
+def test_parquet_written_through_the_filesystem_is_created_through_the_mount(hosts):
+    master, client, mmp, cmp_ = hosts
+    fs = famfs_arrow.FamfsFileSystem()
+    table = small_table(1000)
+    try:
+        pq.write_table(table, str(mmp / "w.parquet"), filesystem=fs)
+    except OSError as exc:
+        assert "write_table writes a table there" in str(exc), exc
+        pytest.xfail("this mount refuses creation through it (issue 24)")
+    wait_seen(cmp_ / "w.parquet")
+    assert pq.read_table(str(cmp_ / "w.parquet"), filesystem=fs).equals(table)
+    with pytest.raises(FileExistsError):
+        fs.open_output_stream(str(mmp / "w.parquet"))

@@ -58,7 +58,7 @@ def test_fsspec_open_and_pandas_read_parquet_read_device_memory(hosts, tmp_path)
     frame = trades(5000, 1)
     frame.to_parquet(tmp_path / "t.parquet")
     master.ok("cp", tmp_path / "t.parquet", mmp / "t.parquet")
-    wait_until((cmp_ / "t.parquet").exists, timeout=10, what="the client seeing t.parquet")
+    wait_until((cmp_ / "t.parquet").exists, timeout=30, what="the client seeing t.parquet")
     url = f"famfs://{cmp_ / 't.parquet'}"
     local = (tmp_path / "t.parquet").read_bytes()
     with fsspec.open(url) as f:
@@ -110,7 +110,7 @@ def test_the_readmes_table_example_runs_as_written_on_two_hosts(hosts):
     write = readme_block("arrow.write_table").replace("/mnt/famfs", str(mmp))
     run = run_python(write)
     assert run.returncode == 0, run.stderr
-    wait_until((cmp_ / "prices.arrow").exists, timeout=10, what="the client seeing the table")
+    wait_until((cmp_ / "prices.arrow").exists, timeout=30, what="the client seeing the table")
     read = readme_block("arrow.read_table").replace("/mnt/famfs", str(cmp_))
     run = run_python(read)
     assert run.returncode == 0, run.stderr
@@ -128,7 +128,7 @@ def test_the_readmes_dask_example_runs_as_written(hosts, tmp_path):
         pq.write_table(pa.Table.from_pandas(part), local / f"part.{i}.parquet")
     master.ok("cp", "-r", local, mmp / "trades")
     wait_until(
-        (cmp_ / "trades" / "part.2.parquet").exists, timeout=10, what="the client seeing them"
+        (cmp_ / "trades" / "part.2.parquet").exists, timeout=30, what="the client seeing them"
     )
     code = readme_block("dask.dataframe").replace("/mnt/famfs", str(cmp_))
     run = run_python(code)
@@ -137,3 +137,19 @@ def test_the_readmes_dask_example_runs_as_written(hosts, tmp_path):
     assert run.stdout.strip() == str(expected)
     for i in range(3):
         assert resident(cmp_ / "trades" / f"part.{i}.parquet") == 0
+
+
+def test_dask_reads_through_the_pyarrow_filesystem_too(fresh, mounts, tmp_path):
+    dd = pytest.importorskip("dask.dataframe")
+    from famfs_py.arrow import FamfsFileSystem
+
+    mp = mounts.mount(fresh, tmp_path / "m", "-c", "always")
+    local = tmp_path / "ds"
+    local.mkdir()
+    for i in range(3):
+        part = pa.table({"a": list(range(i * 100, i * 100 + 100))})
+        pq.write_table(part, local / f"p{i}.parquet")
+    fresh.ok("cp", "-r", local, mp / "ds")
+    frame = dd.read_parquet(str(mp / "ds"), filesystem=FamfsFileSystem())
+    assert frame.a.sum().compute() == sum(range(300))
+    assert [resident(mp / "ds" / f"p{i}.parquet") for i in range(3)] == [0, 0, 0]

@@ -34,7 +34,7 @@ def test_the_client_loads_the_masters_array_as_device_memory(hosts):
     master, client, mmp, cmp_ = hosts
     array = numpy.arange(8 * MiB, dtype=numpy.float64).reshape(1024, -1)  # 64 MiB
     famfs_numpy.save(mmp / "a.npy", array)
-    wait_until((cmp_ / "a.npy").exists, timeout=10, what="the client seeing a.npy")
+    wait_until((cmp_ / "a.npy").exists, timeout=30, what="the client seeing a.npy")
     loaded = famfs_numpy.load(cmp_ / "a.npy")
     assert loaded.shape == array.shape and loaded.dtype == array.dtype
     assert numpy.array_equal(loaded, array)
@@ -47,7 +47,7 @@ def test_the_client_loads_the_masters_array_as_device_memory(hosts):
 def test_a_flushed_store_on_the_master_shows_in_the_clients_loaded_array(hosts):
     master, client, mmp, cmp_ = hosts
     famfs_numpy.save(mmp / "a.npy", numpy.zeros(1 << 16, dtype=numpy.int32))
-    wait_until((cmp_ / "a.npy").exists, timeout=10, what="the client seeing a.npy")
+    wait_until((cmp_ / "a.npy").exists, timeout=30, what="the client seeing a.npy")
     theirs = famfs_numpy.load(cmp_ / "a.npy")  # loaded before the store
     ours = famfs_numpy.load(mmp / "a.npy", "r+")
     ours[12345] = 77
@@ -84,7 +84,7 @@ def test_a_client_without_rw_cannot_load_for_writing(pair, mounts, tmp_path):
     mmp = mounts.mount(master, tmp_path / "m1")
     cmp_ = mounts.mount(client, tmp_path / "m2")
     famfs_numpy.save(mmp / "a.npy", numpy.ones(4))
-    wait_until((cmp_ / "a.npy").exists, timeout=10, what="the client seeing a.npy")
+    wait_until((cmp_ / "a.npy").exists, timeout=30, what="the client seeing a.npy")
     with pytest.raises(OSError) as info:
         famfs_numpy.load(cmp_ / "a.npy", "r+")
     assert info.value.errno == errno.EROFS

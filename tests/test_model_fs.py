@@ -15,6 +15,7 @@ from famfs_py import omf
 from famfs_py.dax import emulated, failure_delivery, holder
 from famfs_py.dax.memory import DeviceMemory
 from famfs_py.errors import FsError, NamespaceError
+from famfs_py.fs import log as log_module
 from famfs_py.fs.alloc import Bitmap, Interleave, NoSpace
 from famfs_py.fs.filesystem import Famfs
 from famfs_py.fs.health import Health, State
@@ -274,3 +275,38 @@ def test_a_failure_reported_while_opening_is_applied_once_open(device):
             early.read(early.namespace.resolve("f"), 0, 1)
     finally:
         early.close()
+
+
+def test_an_append_is_an_entry_write_then_a_commit_through_the_log_writes(device, monkeypatch):
+    """The contract the crash campaign's switch (tests/plugins/famfs_switches.py) relies on:
+    every append writes its entry, then the header's counters, through `Log.writes_class`
+    and nothing else. A refactor of the append that writes otherwise fails here, instead of
+    silently changing what the crash tests interrupt."""
+    calls: list[tuple[str, int, int]] = []
+
+    class Recording(log_module.LogWrites):
+        def entry(self, offset: int, raw: bytes) -> None:
+            calls.append(("entry", offset, len(raw)))
+            super().entry(offset, raw)
+
+        def commit(self, offset: int, counters: bytes) -> None:
+            calls.append(("commit", offset, len(counters)))
+            super().commit(offset, counters)
+
+    monkeypatch.setattr(log_module.Log, "writes_class", Recording)
+    with Famfs.open(device, this_host=MASTER) as fs:
+        before = bytes(fs.mem.read(0, fs.sb.log_offset + fs.sb.log_len))
+        fs.mkdir("d", 0o755, 0, 0)
+        fs.create_file("d/f", AU, 0o644, 0, 0)
+        after = bytes(fs.mem.read(0, fs.sb.log_offset + fs.sb.log_len))
+        log_at, counters_at = fs.sb.log_offset, fs.sb.log_offset + omf.COUNTERS_OFFSET
+    assert calls == [
+        ("entry", log_at + omf.entry_offset(0), omf.LOG_ENTRY_SIZE),
+        ("commit", counters_at, 16),
+        ("entry", log_at + omf.entry_offset(1), omf.LOG_ENTRY_SIZE),
+        ("commit", counters_at, 16),
+    ]
+    pages = [p for p in range(0, len(before), 4096) if before[p : p + 4096] != after[p : p + 4096]]
+    changed = [i for p in pages for i in range(p, p + 4096) if before[i] != after[i]]
+    written = [(o, o + n) for _, o, n in calls]
+    assert all(any(lo <= i < hi for lo, hi in written) for i in changed)  # nothing else

@@ -17,6 +17,8 @@ from helpers import MASTER_UUID, REPO
 
 import famfs_py
 
+SERVICE_FILES = ("famfs-py@.service", "90-famfs-py-dax.rules", "example.conf")
+
 # what a build needs from a checkout (a copy of it is built, so the checkout stays clean)
 SKIP = shutil.ignore_patterns(
     ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", ".pytest_cache",
@@ -57,6 +59,17 @@ def venv(built) -> Path:
     return env_dir / "bin"
 
 
+def test_systemd_is_the_one_source_of_the_service_files():
+    """The unit, the udev rule and the example configuration are written once, in systemd/;
+    the package's copies are relative symlinks to them (no second copy to drift)."""
+    for data in SERVICE_FILES:
+        packaged = REPO / "famfs_py" / "service" / data
+        assert packaged.is_symlink(), f"{packaged} is not a link to systemd/{data}"
+        assert os.readlink(packaged) == f"../../systemd/{data}"
+        assert packaged.resolve() == (REPO / "systemd" / data).resolve()
+        assert (REPO / "systemd" / data).is_file() and not (REPO / "systemd" / data).is_symlink()
+
+
 def test_the_wheel_and_sdist_hold_the_package_its_data_and_one_version(built):
     version = famfs_py.__version__
     assert built["wheel"].name.startswith(f"famfs_py-{version}-")
@@ -64,8 +77,9 @@ def test_the_wheel_and_sdist_hold_the_package_its_data_and_one_version(built):
     tops = {n.split("/")[0] for n in names}
     assert tops == {"famfs_py", f"famfs_py-{version}.dist-info"}  # nothing else at the top
     assert any(n.startswith("famfs_py/dax/_region.") and n.endswith(".so") for n in names)
-    for data in ("famfs-py@.service", "90-famfs-py-dax.rules", "example.conf"):
-        assert f"famfs_py/service/{data}" in names
+    for data in SERVICE_FILES:  # the files themselves, as systemd/ holds them
+        wheel_copy = zipfile.ZipFile(built["wheel"]).read(f"famfs_py/service/{data}")
+        assert wheel_copy == (REPO / "systemd" / data).read_bytes(), data
     entry_points = zipfile.ZipFile(built["wheel"]).read(
         f"famfs_py-{version}.dist-info/entry_points.txt"
     )
@@ -73,7 +87,9 @@ def test_the_wheel_and_sdist_hold_the_package_its_data_and_one_version(built):
         assert script in entry_points
     with tarfile.open(built["sdist"]) as sdist:
         members = sdist.getnames()
-    assert f"famfs_py-{version}/famfs_py/service/famfs-py@.service" in members
+        for data in SERVICE_FILES:
+            member = sdist.getmember(f"famfs_py-{version}/famfs_py/service/{data}")
+            assert member.isfile(), f"{data} is not carried as a file in the sdist"
     for name in ("pyproject.toml", "setup.py", "famfs_py/dax/_region.c"):
         assert f"famfs_py-{version}/{name}" in members
 

@@ -206,20 +206,21 @@ def test_a_master_killed_at_any_step_of_other_creates_loses_nothing_that_was_com
 
 def test_the_crash_switch_ignores_what_it_does_not_understand():
     env = plugin_env({CRASH_ENV: "sometimes"})
-    code = "from famfs_py.fs import log; print(log.Log.append.__qualname__)"
+    code = "from famfs_py.fs import log; print(log.Log.writes_class.__name__)"
     out = subprocess.run(
         [str(BIN / "python"), "-c", code], env=env, capture_output=True, text=True, check=True
     )
-    assert out.stdout.strip() == "Log.append" and "ignored" in out.stderr  # not patched
+    assert out.stdout.strip() == "LogWrites" and "ignored" in out.stderr  # not patched
 
 
 def test_the_crash_switch_patches_the_library_from_outside():
+    """Through the seam the log offers (Log.writes_class), not a private attribute."""
     env = plugin_env({CRASH_ENV: "mid-entry:2"})
-    code = "from famfs_py.fs import log; print(log.Log.append.__qualname__)"
+    code = "from famfs_py.fs import log; print(log.Log.writes_class.__qualname__)"
     out = subprocess.run(
         [str(BIN / "python"), "-c", code], env=env, capture_output=True, text=True, check=True
     )
-    assert out.stdout.strip() == "install_crash.<locals>.patch.<locals>.append", out.stderr
+    assert out.stdout.strip() == "install_crash.<locals>.patch.<locals>.CrashingWrites", out.stderr
 
 
 # -- kills at random moments under load ------------------------------------------------------

@@ -191,3 +191,45 @@ def test_help_forms_upstream_scripts_use():
     assert run_cli("-h", "mount").returncode == 0
     assert run_cli("--").returncode != 0
     assert run_cli("badarg").returncode == 2
+
+
+def test_pyfuse3_still_says_a_read_reply_failed_the_way_the_daemon_listens_for():
+    """Poison detection on FUSE read replies hears of a failed copy only through a line
+    pyfuse3 logs: the installed pyfuse3 must still log it, on the logger the daemon hooks,
+    in the words the hook matches (a new pyfuse3 that words it otherwise fails here)."""
+    import logging
+    import re
+    from pathlib import Path
+
+    import pyfuse3
+
+    from famfs_py.daemon.operations import (
+        PYFUSE3_LOGGER,
+        READ_REPLY_FAILED,
+        ReplyFailureHook,
+    )
+
+    source_dir = Path(pyfuse3.__file__).parent
+    handlers = source_dir / "handlers.pxi"
+    assert handlers.exists(), f"pyfuse3 {pyfuse3.__version__} ships no {handlers.name}: recheck"
+    text = handlers.read_text()
+    start = text.index("cdef void fuse_read (")
+    body = text[start : text.index("\ncdef ", start + 1)]
+    said = re.findall(r"log\.error\('([^']*)'", body)
+    assert any(message.startswith(READ_REPLY_FAILED) for message in said), said
+    logger_line = f'log = logging.getLogger("{PYFUSE3_LOGGER}")'
+    assert logger_line in (source_dir / "__init__.pyx").read_text()
+
+    class Told:
+        count = 0
+
+        def read_reply_failed(self) -> None:
+            self.count += 1
+
+    told = Told()
+    hook = ReplyFailureHook(told)  # type: ignore[arg-type]
+    for message in said:
+        hook.emit(
+            logging.LogRecord(PYFUSE3_LOGGER, logging.ERROR, str(handlers), 0, message, (), None)
+        )
+    assert told.count == 1  # the read reply's failure, and no other

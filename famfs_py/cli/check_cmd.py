@@ -6,7 +6,9 @@ import argparse
 import os
 import sys
 
+from famfs_py import channel, protocol
 from famfs_py.cli.common import Parser
+from famfs_py.errors import FamfsError
 
 EXIT_CODES = """
   0  every file is mapped and readable
@@ -27,9 +29,6 @@ def build_parser(prog: str) -> Parser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from famfs_py import channel, protocol
-    from famfs_py.errors import FamfsError
-
     mountpoint = os.path.realpath(args.mountpoint)
     if not channel.is_mountpoint(mountpoint):
         raise FamfsError(f"{args.mountpoint} is not a famfs-py mount point")

@@ -6,7 +6,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from famfs_py import omf
 from famfs_py.cli.common import Parser
+from famfs_py.errors import FamfsError
+from famfs_py.mapping import first_difference, open_file_memory
 
 EXIT_CODES = """
   0  read(2) and the memory match for every file
@@ -35,8 +38,6 @@ def build_parser(prog: str) -> Parser:
 
 def describe(name: str, superblock: bool) -> list[str]:
     """The superblock's fields or the log header, as read(2) returns them."""
-    from famfs_py import omf
-
     with open(name, "rb") as f:
         raw = f.read(max(omf.SUPERBLOCK_STRUCT_SIZE, omf.LOG_HEADER_SIZE))
     try:
@@ -62,9 +63,6 @@ def describe(name: str, superblock: bool) -> list[str]:
 
 def chkread(name: str) -> str | None:
     """None if read(2) matches memory, else what is wrong."""
-    from famfs_py.errors import FamfsError
-    from famfs_py.mapping import first_difference, open_file_memory
-
     try:
         with open_file_memory(name, write=False) as mapped, open(name, "rb", buffering=0) as f:
             mapped.invalidate()  # read memory, not what this CPU may have cached of it

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 
+from famfs_py import channel, protocol
 from famfs_py.cli.common import Parser
+from famfs_py.errors import FamfsError
 
 EXIT_CODES = """
   0  DEST now shares SRC's memory (fsck will report the collision)
@@ -28,9 +30,6 @@ def build_parser(prog: str) -> Parser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from famfs_py import channel, protocol
-    from famfs_py.errors import FamfsError
-
     src = channel.locate(args.source)
     dest = channel.locate(args.dest)
     if src.mountpoint != dest.mountpoint:

@@ -145,6 +145,33 @@ def add_interleave_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-C", "--chunksize", type=parse_size, help="interleave: chunk size (default 2m)"
     )
+    parser.add_argument(
+        "--shadow-path",
+        metavar="DIR",
+        help="also read DIR/config for defaults (see famfs-py config)",
+    )
+
+
+def apply_config(args: argparse.Namespace) -> None:
+    """Defaults from the settings files (famfs_py.config) where the command line gave none:
+    -N/-B/-C (only when both strips and buckets are known), -v, -t."""
+    from famfs_py import config
+
+    settings = config.load(args.shadow_path)
+    if settings.values:
+        given = (args.nstrips, args.nbuckets, args.chunksize) != (None, None, None)
+        nstrips = args.nstrips if args.nstrips is not None else settings.get("interleave.nstrips")
+        nbuckets = (
+            args.nbuckets if args.nbuckets is not None else settings.get("interleave.nbuckets")
+        )
+        if given or (nstrips and nbuckets):  # the settings alone interleave only when whole
+            args.nstrips, args.nbuckets = nstrips, nbuckets
+            if args.chunksize is None:
+                args.chunksize = settings.get("interleave.chunk_size")
+        if not args.verbose:
+            args.verbose = settings.get("core.verbose") or 0
+    if args.threadct is None:
+        args.threadct = settings.get("core.threadct")
 
 
 def interleave_fields(args: argparse.Namespace) -> dict[str, int]:

@@ -12,26 +12,40 @@ import sys
 import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
+from functools import partial
 
 from famfs_py import channel, protocol
 from famfs_py.cli.common import (
     Parser,
     add_interleave_options,
+    apply_config,
     interleave_fields,
     parse_id,
     parse_mode,
 )
+from famfs_py.dax import cache
+from famfs_py.dax.memory import DeviceMemory
 from famfs_py.errors import FamfsError, UsageError
 from famfs_py.fs.fmap import FileMap
+from famfs_py.mapping import (
+    MountedFile,
+    device_segments,
+    fill_from,
+    first_difference,
+    read_segments,
+)
+from famfs_py.replies import FileMapReply
 
 EXIT_CODES = """
   0  everything was copied (with -c: compared equal)
   1  something failed; each failure is reported. Empty sources and directories without -r
      are skipped and the rest is copied; a destination that cannot be created (wrong size,
-     no space, log full, missing parent) or a miscompare stops the copy there
+     no space, log full, missing parent) or a miscompare stops the copy there (files of the
+     same directory asked for with it, up to 128, are still copied)
   2  usage error
 """
 PROGRESS_MIN = 64 << 20  # show a progress bar on a terminal for copies at least this big
+FILES_PER_BATCH = 128  # files of one directory created together (each holds a descriptor)
 
 
 class Abort(Exception):
@@ -59,8 +73,9 @@ def build_parser(prog: str) -> Parser:
         "-t",
         "--threadct",
         type=int,
-        default=0,
-        help="threads that copy data (default 0: in this thread)",
+        default=None,
+        help="threads that copy data (default: core.threadct of famfs-py config, else 0: "
+        "in this thread)",
     )
     parser.add_argument(
         "-m", "--mode", type=parse_mode, help="mode of new files (default: each source's)"
@@ -105,10 +120,6 @@ class Progress:
 
 class Copier:
     def __init__(self, args: argparse.Namespace, mountpoint: str) -> None:
-        from famfs_py import channel
-        from famfs_py.dax import cache
-        from famfs_py.dax.memory import DeviceMemory
-
         self.args = args
         self.failures = 0
         self.chan = channel.Channel(mountpoint)
@@ -135,56 +146,92 @@ class Copier:
         self.pending: list[Future[None]] = []
         self.progress = Progress(0)  # run() replaces it with one for the whole copy
         self._local = threading.local()  # one channel per copying thread
+        self._copied: list[str] = []  # copied without threads: invalidated per batch
 
     def fail(self, message: str) -> None:
         print(f"famfs-py cp: {message}", file=sys.stderr)
         self.failures += 1
 
     def relpath(self, dest: str) -> str:
-        from famfs_py import channel
-
         where = channel.locate(dest)
         if where.mountpoint != self.mountpoint:
             raise Abort(f"{dest} is not in the famfs mount {self.mountpoint}")
         return where.relpath
 
-    # -- one file ------------------------------------------------------------------------
+    # -- files -----------------------------------------------------------------------------
     def copy_file(self, src: str, dest: str, mode: int | None) -> None:
+        self.copy_files([(src, dest, self.relpath(dest), mode)])
 
-        try:
-            fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+    def copy_files(self, files: list[tuple[str, str, str, int | None]]) -> None:
+        """Copy (src, dest, dest's path in the mount, mode) files: their creations (or, with
+        -c, their maps) are asked for together (Channel.call_many: one wait for the lot), then
+        each file's bytes are moved. A destination that cannot be created stops the copy
+        once the files asked for with it are done."""
+        opened: list[tuple[int, int, str, str, str]] = []
+        requests: list[protocol.Request[FileMapReply]] = []
+        for src, dest, rel, mode in files:
+            try:
+                fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
+            except OSError as exc:
+                self.fail(f"{src}: {exc.strerror}")
+                continue
             size = os.fstat(fd).st_size
-        except OSError as exc:
-            self.fail(f"{src}: {exc.strerror}")
-            return
-        if size == 0:
-            os.close(fd)
-            self.fail(f"{src}: empty file skipped (famfs files cannot be empty)")
-            return
-        rel = self.relpath(dest)
-        try:
+            if size == 0:
+                os.close(fd)
+                self.fail(f"{src}: empty file skipped (famfs files cannot be empty)")
+                continue
+            opened.append((fd, size, src, dest, rel))
             if self.args.compare:
-                reply = self.chan.call(protocol.Getmap(rel))
-                if reply.size != size:
-                    raise Abort(f"{dest} holds {reply.size} bytes, {src} {size}")
+                requests.append(protocol.Getmap(rel))
             else:
                 chosen: int = self.args.mode if self.args.mode is not None else mode or 0o644
-                request = protocol.Creat(
-                    rel, size, chosen, self.args.uid, self.args.gid, **self.interleave
+                requests.append(
+                    protocol.Creat(
+                        rel, size, chosen, self.args.uid, self.args.gid, **self.interleave
+                    )
                 )
-                reply = self.chan.call(request)
-        except FamfsError as exc:
-            os.close(fd)
-            raise Abort(f"{src} -> {dest}: {exc.message}") from None
-        from famfs_py.fs.fmap import FileMap
+        try:
+            replies = self.chan.call_many(requests) if requests else []
+        except BaseException:
+            for fd, *_ in opened:
+                os.close(fd)
+            raise
+        stop: str | None = None
+        self._copied = []
+        try:
+            for (fd, size, src, dest, rel), reply in zip(opened, replies, strict=True):
+                try:
+                    if isinstance(reply, FamfsError):
+                        raise Abort(f"{src} -> {dest}: {reply.message}")
+                    grant = reply
+                    if self.args.compare and grant.size != size:
+                        raise Abort(f"{dest} holds {grant.size} bytes, {src} {size}")
+                except Abort as exc:
+                    os.close(fd)
+                    stop = stop or str(exc)
+                    continue
+                self._start(fd, src, dest, rel, FileMap(grant.fmap, size), grant.created)
+        finally:  # what landed is invalidated, even if a copy failed on the way
+            copied, self._copied = self._copied, []
+            answers = self.chan.call_many([protocol.Invalidate(rel) for rel in copied])
+        failed = next((a for a in answers if isinstance(a, FamfsError)), None)
+        if failed is not None:
+            stop = stop or f"cannot invalidate what was copied: {failed.message}"
+        if stop:
+            raise Abort(stop)
 
-        job = (fd, src, dest, rel, FileMap(reply.fmap, size), reply.created)
+    def _start(
+        self, fd: int, src: str, dest: str, rel: str, filemap: FileMap, created: bool
+    ) -> None:
+        job = (fd, src, dest, rel, filemap, created)
         if self.pool is None:
-            self._move(job)
+            self._move(job, invalidate=False)
+            if not self.args.compare:
+                self._copied.append(rel)
         else:
             self.pending.append(self.pool.submit(self._move, job))
 
-    def _move(self, job: tuple) -> None:
+    def _move(self, job: tuple, invalidate: bool = True) -> None:
 
         fd, src, dest, rel, filemap, _created = job
         try:
@@ -195,8 +242,10 @@ class Copier:
             else:
                 self._copy(fd, filemap, dest)
                 # this host's page cache may hold the old bytes (a new file: a client may
-                # have read it before the copy landed); the daemon tells the other hosts
-                self.chan_for_thread().call(protocol.Invalidate(rel))
+                # have read it before the copy landed); the daemon tells the other hosts.
+                # Without threads, copy_files asks for a batch's invalidations together.
+                if invalidate:
+                    self.chan_for_thread().call(protocol.Invalidate(rel))
             if self.args.verbose:
                 verb = "compared" if self.args.compare else "copied"
                 print(f"famfs-py cp: {verb} {src} -> {dest}")
@@ -213,8 +262,6 @@ class Copier:
         return self._local.chan
 
     def _copy(self, fd: int, filemap: FileMap, dest: str) -> None:
-        from famfs_py.mapping import device_segments, fill_from
-
         if self.mem is None:
             self._copy_through_mount(fd, filemap.size, dest)
             return
@@ -238,9 +285,6 @@ class Copier:
             os.close(out)
 
     def _compare(self, fd: int, filemap: FileMap, dest: str) -> int | None:
-        from functools import partial
-
-        from famfs_py.mapping import MountedFile, device_segments, first_difference, read_segments
 
         if self.mem is None:
             with MountedFile(dest, writable=False) as theirs:
@@ -249,8 +293,7 @@ class Copier:
         return first_difference(read_into, filemap.size, fd, self.progress.add)
 
     # -- trees ---------------------------------------------------------------------------
-    def mkdir(self, dest: str, mode: int) -> None:
-        rel = self.relpath(dest)
+    def mkdir(self, dest: str, rel: str, mode: int) -> None:
         if self.args.compare:
             return
 
@@ -259,17 +302,26 @@ class Copier:
         except FamfsError as exc:
             raise Abort(f"{dest}: {exc.message}") from None
 
-    def copy_tree(self, src: str, dest: str) -> None:
-        """Copy the contents of directory `src` into `dest` (created if missing)."""
-        self.mkdir(dest, stat.S_IMODE(os.stat(src).st_mode))
+    def copy_tree(self, src: str, dest: str, rel: str | None = None) -> None:
+        """Copy the contents of directory `src` into `dest` (created if missing); `rel` is
+        dest's path in the mount, once known (the tree below it is not looked up again)."""
+        rel = self.relpath(dest) if rel is None else rel
+        self.mkdir(dest, rel, stat.S_IMODE(os.stat(src).st_mode))
+        files: list[tuple[str, str, str, int | None]] = []
+        subdirs: list[tuple[str, str, str]] = []
         for entry in sorted(os.scandir(src), key=lambda e: e.name):
             target = os.path.join(dest, entry.name)
+            target_rel = f"{rel}/{entry.name}" if rel else entry.name
             if entry.is_dir(follow_symlinks=False):
-                self.copy_tree(entry.path, target)
+                subdirs.append((entry.path, target, target_rel))
             elif entry.is_file():
-                self.copy_file(entry.path, target, stat.S_IMODE(entry.stat().st_mode))
+                files.append((entry.path, target, target_rel, stat.S_IMODE(entry.stat().st_mode)))
             else:
                 self.fail(f"{entry.path}: not a regular file or directory; skipped")
+        for start in range(0, len(files), FILES_PER_BATCH):
+            self.copy_files(files[start : start + FILES_PER_BATCH])
+        for sub_src, sub_dest, sub_rel in subdirs:
+            self.copy_tree(sub_src, sub_dest, sub_rel)
 
     def wait(self) -> None:
         for future in self.pending:
@@ -297,8 +349,9 @@ def _total_bytes(sources: list[str], recursive: bool) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from famfs_py import channel
-
+    apply_config(args)
+    if args.threadct is None:
+        args.threadct = 0
     if args.threadct < 0 or args.threadct > 256:
         raise UsageError(f"-t {args.threadct}: threads must be 0..256")
     dest = args.dest

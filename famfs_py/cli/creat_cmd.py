@@ -9,15 +9,17 @@ import errno
 import sys
 
 from famfs_py import channel, protocol
+from famfs_py.cli import seeded
 from famfs_py.cli.common import (
     Parser,
     add_interleave_options,
+    apply_config,
     interleave_fields,
     parse_id,
     parse_mode,
     parse_size,
 )
-from famfs_py.cli.seeded import parse_seed
+from famfs_py.cli.seeded import check_seed, parse_seed
 from famfs_py.errors import FamfsError, UsageError
 from famfs_py.replies import FileMapReply
 
@@ -74,7 +76,8 @@ def build_parser(prog: str) -> Parser:
         "--threadct",
         type=int,
         default=None,
-        help="threads that fill -M files (default: CPUs; 0: none)",
+        help="threads that fill -M files (default: core.threadct of famfs-py config, else "
+        "CPUs; 0: none)",
     )
     add_interleave_options(parser)
     parser.add_argument("-v", "--verbose", action="count", default=0)
@@ -84,8 +87,6 @@ def build_parser(prog: str) -> Parser:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    from famfs_py.cli.seeded import check_seed
-
     if args.seed and not args.randomize:
         raise UsageError("-S SEED needs -r (randomize)")
     if args.randomize and args.seed:
@@ -128,8 +129,7 @@ def create(
 
 
 def run(args: argparse.Namespace) -> int:
-    from famfs_py.cli import seeded
-
+    apply_config(args)
     _check_args(args)
     entries = args.multi or [(args.file, args.size, args.seed if args.randomize else 0)]
     first = channel.locate(entries[0][0])

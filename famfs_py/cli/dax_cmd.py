@@ -17,7 +17,15 @@ from famfs_py.cli.common import (
     print_json,
     resolve_device_or_fail,
 )
-from famfs_py.dax.device import DaxDevice
+from famfs_py.dax import backing, emulated
+from famfs_py.dax.device import (
+    DEFAULT_EMULATION_ROOT,
+    DaxDevice,
+    device_in_root,
+    emulation_root,
+    list_devices,
+)
+from famfs_py.dax.failure_delivery import MF_FLAG_NAMES
 from famfs_py.dax.sysfs import DaxMode
 from famfs_py.errors import FamfsError, UsageError
 
@@ -34,8 +42,6 @@ EXIT_CODES = """
 
 
 def _parse_flags(text: str) -> int:
-    from famfs_py.dax.failure_delivery import MF_FLAG_NAMES
-
     flags = 0
     for part in text.split(","):
         part = part.strip()
@@ -150,14 +156,10 @@ def build_parser(prog: str) -> Parser:
 
 
 def _root(args: argparse.Namespace) -> Path:
-    from famfs_py.dax.device import DEFAULT_EMULATION_ROOT, emulation_root
-
     return emulation_root(args.root) or DEFAULT_EMULATION_ROOT
 
 
 def _emulated(args: argparse.Namespace) -> DaxDevice:
-    from famfs_py.dax.device import device_in_root
-
     if "/" in args.name:
         device = resolve_device_or_fail(args.name, args.root)
     else:
@@ -174,9 +176,6 @@ def _emulated(args: argparse.Namespace) -> DaxDevice:
 
 
 def _list(args: argparse.Namespace) -> None:
-    from famfs_py.dax import backing, emulated
-    from famfs_py.dax.device import list_devices
-
     root = args.root or os.environ.get("FAMFS_PY_DAX_ROOT")
     orphans = backing.orphans()
     if args.orphans:
@@ -216,9 +215,6 @@ def _list(args: argparse.Namespace) -> None:
 
 
 def _reclaim(args: argparse.Namespace) -> None:
-    from pathlib import Path
-
-    from famfs_py.dax import backing
 
     if args.orphans:
         reclaimed, refused, total = 0, 0, 0
@@ -279,8 +275,6 @@ def _check_create_flags(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from famfs_py.dax import emulated
-
     if args.action == "remove" and not (args.name or args.orphans or args.memory):
         raise UsageError("remove: give a device NAME, --orphans or --memory FILE")
     try:

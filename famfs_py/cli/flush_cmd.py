@@ -16,7 +16,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from famfs_py import channel, protocol
 from famfs_py.cli.common import Parser
+from famfs_py.errors import FamfsError
 
 EXIT_CODES = """
   0  every file was flushed
@@ -38,9 +40,6 @@ def build_parser(prog: str) -> Parser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from famfs_py import channel, protocol
-    from famfs_py.errors import FamfsError
-
     errors = 0
     channels: dict[str, channel.Channel] = {}  # one per mount the files are in
     try:

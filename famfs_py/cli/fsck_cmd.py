@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import argparse
 import errno
+import os
 import sys
-from typing import TYPE_CHECKING
 
+from famfs_py import channel, omf, protocol
 from famfs_py.cli.common import (
     Parser,
     add_mode_selectors,
@@ -17,10 +18,10 @@ from famfs_py.cli.common import (
     resolve_device_or_fail,
     this_host_uuid,
 )
+from famfs_py.dax import holder
+from famfs_py.dax.memory import DeviceMemory
 from famfs_py.errors import FamfsError, UsageError
-
-if TYPE_CHECKING:  # loaded when a check runs: commands start fast
-    from famfs_py.fs.fsck import FsckReport
+from famfs_py.fs.fsck import FsckReport, fsck_memory
 
 EXIT_CODES = """
   0    the filesystem is clean
@@ -77,10 +78,6 @@ def build_parser(prog: str) -> Parser:
 
 
 def check_device(args: argparse.Namespace) -> FsckReport:
-    from famfs_py.dax import holder
-    from famfs_py.dax.memory import DeviceMemory
-    from famfs_py.fs.fsck import FsckReport, fsck_memory
-
     device = resolve_device_or_fail(args.target, args.root, CannotCheck)
     try:
         claim = holder.claim(device, "famfs-py fsck", allow_devdax=args.devdax)
@@ -110,8 +107,6 @@ def check_device(args: argparse.Namespace) -> FsckReport:
 
 def check_mounted(args: argparse.Namespace) -> FsckReport:
     """fsck through a mount: the daemon checks from its own mapping."""
-    from famfs_py import channel, protocol
-
     where = channel.locate(args.target)
     with channel.Channel(where.mountpoint, timeout=600) as chan:
         reply = chan.call(protocol.Fsck(verbose=args.verbose > 0, nbuckets=args.nbuckets))
@@ -125,8 +120,6 @@ def _gib(n: float) -> str:
 def print_report(report: FsckReport, verbose: int, human: bool = False) -> None:
     """The report in upstream's layout and labels (scripts parse `log_len:`, `Device
     capacity` and `Free space`); famfs-py adds the problems it found, each on its line."""
-    from famfs_py import omf
-
     out = sys.stdout
     out.write(f"famfs fsck of {report.device}\n")
     for problem in report.superblock_problems:
@@ -206,12 +199,9 @@ def print_report(report: FsckReport, verbose: int, human: bool = False) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import os
-
     check_mode_selectors(args)
     if args.nbuckets < 0 or args.nbuckets > 64:
         raise UsageError("-B takes 1..64 buckets")
-    from famfs_py import channel
 
     in_mount = False
     if os.path.exists(args.target):

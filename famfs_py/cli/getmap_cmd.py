@@ -7,8 +7,9 @@ import errno
 import os
 import sys
 
-from famfs_py import omf
+from famfs_py import channel, omf, protocol
 from famfs_py.cli.common import Parser, print_json
+from famfs_py.errors import FamfsError
 from famfs_py.replies import FileMapReply
 
 EXIT_CODES = """
@@ -51,9 +52,6 @@ def _print_map(name: str, reply: FileMapReply) -> None:
 
 def getmap_one(name: str) -> tuple[int, FileMapReply | None, str]:
     """(exit code, map, message) for one file."""
-    from famfs_py import channel, protocol
-    from famfs_py.errors import FamfsError
-
     if not os.path.lexists(name):
         return 1, None, f"file not found ({name})"
     try:

@@ -4,6 +4,7 @@ and the mount(8) helper link in place (or take them away again with --uninstall)
 from __future__ import annotations
 
 import argparse
+import grp
 import os
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ import sys
 import sysconfig
 from pathlib import Path
 
+from famfs_py import service
 from famfs_py.cli.common import Parser
 from famfs_py.errors import FamfsError
 
@@ -79,8 +81,6 @@ def _bin_dir(chosen: Path | None) -> Path:
 
 
 def _ensure_group(name: str) -> None:
-    import grp
-
     try:
         grp.getgrnam(name)
     except KeyError:
@@ -111,8 +111,6 @@ def _write(path: Path, text: str) -> None:
 
 
 def _install(args: argparse.Namespace) -> None:
-    from famfs_py import service
-
     bin_dir = _bin_dir(args.bin_dir)
     unit = args.unit_dir / service.UNIT_TEMPLATE
     template = service.path(service.UNIT_TEMPLATE).read_text()
@@ -136,8 +134,6 @@ def _install(args: argparse.Namespace) -> None:
 
 
 def _uninstall(args: argparse.Namespace) -> None:
-    from famfs_py import service
-
     (args.unit_dir / service.UNIT_TEMPLATE).unlink(missing_ok=True)
     (args.udev_dir / service.UDEV_RULE).unlink(missing_ok=True)
     helper = args.sbin_dir / HELPER
@@ -156,8 +152,6 @@ def _uninstall(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from famfs_py import service
-
     if args.files:
         for name in (service.UNIT_TEMPLATE, service.UDEV_RULE, service.EXAMPLE_CONF):
             print(service.path(name))

@@ -4,12 +4,18 @@ logplay) write the log as upstream's shadow tree of YAML files."""
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 from typing import Any
 
+from famfs_py import channel, omf, protocol
 from famfs_py.cli.common import Parser, add_root_option, resolve_device_or_fail
+from famfs_py.dax import holder
+from famfs_py.dax.memory import DeviceMemory, MemoryFault
 from famfs_py.errors import FamfsError, UsageError
+from famfs_py.fs import shadow as shadow_tree
+from famfs_py.fs.log import read_superblock
 
 EXIT_CODES = """
   0  replayed with no error
@@ -108,8 +114,6 @@ def _targets(args: argparse.Namespace) -> tuple[str | None, str | None]:
 
 
 def _log_from_mount(path: str) -> bytes:
-    from famfs_py import channel
-
     where = channel.locate(path)
     log_file = os.path.join(where.mountpoint, ".meta", ".log")
     try:
@@ -120,12 +124,6 @@ def _log_from_mount(path: str) -> bytes:
 
 
 def _log_from_device(spec: str, root: str | None) -> bytes:
-    import errno
-
-    from famfs_py import omf
-    from famfs_py.dax import holder
-    from famfs_py.dax.memory import DeviceMemory, MemoryFault
-    from famfs_py.fs.log import read_superblock
 
     device = resolve_device_or_fail(spec, root)
     try:
@@ -156,8 +154,6 @@ def _log_from_device(spec: str, root: str | None) -> bytes:
 
 
 def run_shadow(args: argparse.Namespace, shadow: str, mountpoint: str | None) -> int:
-    from famfs_py.fs import shadow as shadow_tree
-
     try:
         shadow_tree.shadow_root(shadow)  # refuse a bad shadow path before touching the device
     except shadow_tree.ShadowError as exc:
@@ -181,8 +177,6 @@ def run_shadow(args: argparse.Namespace, shadow: str, mountpoint: str | None) ->
 
 
 def run(args: argparse.Namespace) -> int:
-    from famfs_py import channel, protocol
-
     shadow, mountpoint = _targets(args)
     if shadow is not None:
         return run_shadow(args, shadow, mountpoint)

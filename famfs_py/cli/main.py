@@ -5,14 +5,10 @@ Every user error is one line on stderr and a documented exit code; never a trace
 
 from __future__ import annotations
 
-import importlib
-import os
 import sys
 from collections.abc import Sequence
 
-from famfs_py.errors import FamfsError
-
-PROG = "famfs-py"
+from famfs_py.cli.run import PROG, run_command
 
 # command -> (module under famfs_py.cli, one-line summary)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -32,6 +28,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "clone": ("clone_cmd", "cross-link a file (testing fsck)"),
     "chkread": ("chkread_cmd", "read files back and report errors"),
     "pcq": ("pcq_cmd", "producer/consumer queue over shared memory (upstream's pcq)"),
+    "config": ("config_cmd", "show or change the settings cp and creat take defaults from"),
     "dax": ("dax_cmd", "create, list, reconfigure and remove (emulated) dax devices"),
     "install-service": ("install_service_cmd", "install the systemd unit, udev rule, mount helper"),
 }
@@ -49,42 +46,6 @@ def _usage() -> str:
     return "\n".join(lines) + "\n"
 
 
-def configure_logging(debug: bool = False) -> None:
-    """One-line log messages on stderr. Imports logging only when asked to debug: commands
-    must start fast (without configuration, warnings still reach stderr)."""
-    if not (debug or os.environ.get("FAMFS_PY_DEBUG")):
-        return
-    import logging
-
-    logging.basicConfig(level=logging.DEBUG, format=f"{PROG}: %(levelname)s: %(message)s")
-
-
-def run_command(prog: str, module_name: str, argv: Sequence[str]) -> int:
-    module = importlib.import_module(f"famfs_py.cli.{module_name}")
-    parser = module.build_parser(prog)
-    args = parser.parse_args(list(argv))
-    configure_logging(getattr(args, "debug", False))
-    try:
-        return int(module.run(args) or 0)
-    except FamfsError as exc:
-        print(f"{prog}: {exc.message}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"{prog}: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
-        return 1
-    except Exception as exc:  # a bug, not a user error: still one line unless debugging
-        if getattr(args, "debug", False) or os.environ.get("FAMFS_PY_DEBUG"):
-            raise
-        print(
-            f"{prog}: internal error: {type(exc).__name__}: {exc} "
-            "(rerun with FAMFS_PY_DEBUG=1 for details, and please report it)",
-            file=sys.stderr,
-        )
-        return 70
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "-?"):
@@ -98,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     name = argv[0]
     entry = COMMANDS.get(name)
     if entry is None:
-        from famfs_py.cli import mount_helper
+        from famfs_py.cli import mount_helper  # only for mount(8)'s call: commands start fast
 
         if mount_helper.called_by_mount_fuse(argv):  # mount(8) -> mount.fuse3 -> famfs-py
             return mount_helper.main(argv, prog=PROG)

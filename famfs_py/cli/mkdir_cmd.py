@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import os
 
+from famfs_py import channel, protocol
 from famfs_py.cli.common import Parser, parse_id, parse_mode
+from famfs_py.errors import FamfsError
 
 EXIT_CODES = """
   0  created (with -p: or already there)
@@ -31,9 +33,6 @@ def build_parser(prog: str) -> Parser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from famfs_py import channel, protocol
-    from famfs_py.errors import FamfsError
-
     failures = 0
     for directory in args.dirs:
         try:

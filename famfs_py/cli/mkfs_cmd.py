@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from famfs_py import omf
 from famfs_py.cli.common import (
     Parser,
     add_mode_selectors,
@@ -15,6 +16,7 @@ from famfs_py.cli.common import (
     this_host_uuid,
 )
 from famfs_py.errors import FamfsError
+from famfs_py.fs.mkfs import mkfs
 
 EXIT_CODES = """
   0  the filesystem was made (or, with -k, killed)
@@ -50,6 +52,12 @@ def build_parser(prog: str) -> Parser:
         help="log length: a power of two >= 8m (default 8m)",
     )
     parser.add_argument(
+        "--4k",
+        dest="small_units",
+        action="store_true",
+        help="allocate in 4 KiB units instead of 2 MiB (small files cost 4 KiB, not 2 MiB)",
+    )
+    parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="also print the new log's layout"
     )
     add_mode_selectors(parser)
@@ -82,9 +90,6 @@ def _remedy(needs: str | None, args: argparse.Namespace) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from famfs_py import omf
-    from famfs_py.fs.mkfs import mkfs
-
     check_mode_selectors(args)
     device = resolve_device_or_fail(args.device, args.root, MkfsFailed)
     try:
@@ -94,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
             force=args.force,
             kill=args.kill,
             log_len=omf.DEFAULT_LOG_LEN if args.loglen is None else args.loglen,
+            alloc_unit=omf.SMALL_ALLOC_UNIT if args.small_units else omf.ALLOC_UNIT,
             allow_small=args.allow_small,
             allow_devdax=args.devdax,
         )
@@ -109,10 +115,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"famfs filesystem created on {result.device}")
     print(f"  device size:  {result.dev_size} bytes ({result.dev_size / (1 << 30):.2f} GiB)")
     print(f"  log:          {result.log_len} bytes, {result.log_slots} entries")
+    print(f"  alloc unit:   {result.superblock.alloc_unit:#x}")
     print(f"  free space:   {result.free_bytes} bytes")
     print(f"  fs uuid:      {result.superblock.fs_uuid}")
     print(f"  system uuid:  {result.superblock.system_uuid} (this host is the master)")
     if args.verbose:
         print(f"  log offset:   {result.superblock.log_offset}")
-        print(f"  alloc unit:   {omf.ALLOC_UNIT}")
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
-from famfs_py.cli.main import run_command
+from famfs_py.cli.run import run_command
 
 
 def main(argv: Sequence[str] | None = None) -> int:

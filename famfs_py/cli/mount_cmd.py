@@ -17,6 +17,7 @@ from pathlib import Path
 from famfs_py.cli.common import Parser
 from famfs_py.daemon import options
 from famfs_py.daemon.options import MountOptions
+from famfs_py.daemon.readiness import DaemonLog, wait_for_daemon
 from famfs_py.errors import FamfsError, UsageError
 
 EXIT_CODES = """
@@ -108,8 +109,6 @@ def run_foreground(opts: MountOptions) -> int:
 
 
 def run_background(opts: MountOptions) -> int:
-    from famfs_py.daemon.readiness import DaemonLog, wait_for_daemon
-
     log_file = Path(opts.log_file) if opts.log_file else default_log_file(opts.mountpoint)
     try:
         log_file.parent.mkdir(parents=True, exist_ok=True)

@@ -11,14 +11,19 @@ mount(8) resolves symlinks in SOURCE, so an emulated device node arrives as its 
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from famfs_py.cli import mount_cmd
 from famfs_py.cli.common import Parser
+from famfs_py.cli.run import run_command
+from famfs_py.daemon import options as mount_options
+from famfs_py.dax import backing
 from famfs_py.dax.device import DEFAULT_EMULATION_ROOT, NAME_RE, ROOT_ENV
-from famfs_py.errors import EXIT_USAGE
+from famfs_py.errors import UsageError
 
 PROG = "mount.fuse.famfs-py"
 FSTYPE = "fuse.famfs-py"
@@ -47,6 +52,7 @@ def build_parser(prog: str) -> Parser:
     parser.add_argument("-t", dest="type", help=f"accepted if {FSTYPE}")
     parser.add_argument("source", metavar="SOURCE")
     parser.add_argument("mountpoint", metavar="MOUNTPOINT")
+    parser.set_defaults(prog=prog)  # what this helper is called in its messages
     return parser
 
 
@@ -64,8 +70,6 @@ def emulated_node_for(source: str, root_option: str | None) -> str | None:
     names, else the one found in the emulation root of -o root=, else $FAMFS_PY_DAX_ROOT,
     else the default root (each node links to a memory-file name of its own, so at most one
     node matches)."""
-    from famfs_py.dax import backing
-
     if NAME_RE.match(os.path.basename(source)) or not os.path.isfile(source):
         return None
     if backing.in_use(Path(source)):
@@ -82,17 +86,15 @@ def emulated_node_for(source: str, root_option: str | None) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None, prog: str = PROG) -> int:
-    from famfs_py.cli import mount_cmd
-    from famfs_py.cli.main import run_command
-    from famfs_py.daemon import options as mount_options
+    return run_command(prog, "mount_helper", list(sys.argv[1:] if argv is None else argv))
 
-    args = build_parser(prog).parse_args(list(sys.argv[1:] if argv is None else argv))
+
+def run(args: argparse.Namespace) -> int:
+    prog: str = args.prog
     if args.namespace:
-        print(f"{prog}: -N (another mount namespace) is not supported", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError("-N (another mount namespace) is not supported")
     if args.type and args.type not in (FSTYPE, "famfs-py"):
-        print(f"{prog}: -t {args.type}: this helper mounts {FSTYPE} only", file=sys.stderr)
-        return EXIT_USAGE
+        raise UsageError(f"-t {args.type}: this helper mounts {FSTYPE} only")
     options = []
     for group in args.options:
         for item in filter(None, (i.strip() for i in group.split(","))):

@@ -8,18 +8,18 @@ that shared memory, and its cache flushing, really work between them.
 from __future__ import annotations
 
 import argparse
+import grp
+import pwd
 import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
+from famfs_py import pcq
 from famfs_py.cli.common import Parser, parse_size
-from famfs_py.cli.seeded import parse_seed
+from famfs_py.cli.seeded import check_seed, parse_seed
+from famfs_py.dax import cache
 from famfs_py.errors import FamfsError, UsageError
-
-if TYPE_CHECKING:  # the queue module loads with the command that uses it
-    from famfs_py.pcq import Stats, Stop
 
 EXIT_CODES = """
   0  success: every message sent and received intact (or the queue was created, drained,
@@ -103,8 +103,6 @@ def _usage(message: str) -> FamfsError:
 
 
 def _check(args: argparse.Namespace) -> None:
-    from famfs_py.cli.seeded import check_seed
-
     if args.info and (args.create or args.producer or args.consumer or args.drain):
         raise _usage("--info cannot be combined with --create, --producer, --consumer, --drain")
     if args.create and (not args.bsize or not args.nbuckets):
@@ -135,8 +133,6 @@ def _user(text: str | None, kind: str) -> int | None:
         return None
     if text.isdigit():
         return int(text)
-    import grp
-    import pwd
 
     try:
         return pwd.getpwnam(text).pw_uid if kind == "user" else grp.getgrnam(text).gr_gid
@@ -150,10 +146,8 @@ def _write_status(args: argparse.Namespace, value: int) -> None:
             f.write(str(value))
 
 
-def _print_cache(*stats: Stats) -> None:
+def _print_cache(*stats: pcq.Stats) -> None:
     """One line beyond upstream's output: whether flushing was in force, and what it did."""
-    from famfs_py.dax import cache
-
     policy = next((s.cache for s in stats if s.cache), "")
     if not policy:
         return
@@ -170,8 +164,6 @@ def _pcq_error(exc: Exception) -> FamfsError:
 
 
 def run(args: argparse.Namespace) -> int:
-    from famfs_py import pcq
-
     _check(args)
     flush = not args.dontflush
     queue = args.queue
@@ -213,8 +205,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _drain(args: argparse.Namespace, flush: bool) -> int:
-    from famfs_py import pcq
-
     stats, errors = pcq.Stats(), list[str]()
     print(f"pcq:    {args.queue}")
     pcq.run_consumer(
@@ -251,8 +241,6 @@ class _Role(threading.Thread):
         self.failure: str | None = None
 
     def run(self) -> None:
-        from famfs_py import pcq
-
         try:
             self.work()
         except pcq.PcqError as exc:
@@ -262,8 +250,6 @@ class _Role(threading.Thread):
 
 
 def _run_roles(args: argparse.Namespace, flush: bool) -> int:
-    from famfs_py import pcq
-
     stop = pcq.Stop()
     prod, cons = pcq.Stats(), pcq.Stats()
     errors: list[str] = []
@@ -329,7 +315,9 @@ def _run_roles(args: argparse.Namespace, flush: bool) -> int:
 class _StatusPrinter:
     """Upstream's status thread: one line of both roles' counters every INTERVAL seconds."""
 
-    def __init__(self, args: argparse.Namespace, prod: Stats, cons: Stats, stop: Stop) -> None:
+    def __init__(
+        self, args: argparse.Namespace, prod: pcq.Stats, cons: pcq.Stats, stop: pcq.Stop
+    ) -> None:
         self.args, self.prod, self.cons = args, prod, cons
         self._done = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="status", daemon=True)

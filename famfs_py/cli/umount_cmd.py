@@ -7,9 +7,11 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import select
 import shutil
 import subprocess
 
+from famfs_py import channel, protocol
 from famfs_py.cli.common import Parser
 from famfs_py.errors import FamfsError, UsageError
 
@@ -53,8 +55,6 @@ def _unmount(mountpoint: str, lazy: bool) -> None:
 def wait_for_exit(pid: int, timeout: float) -> bool:
     """Whether process `pid` ended within `timeout` (a zombie has ended: it holds no files
     and no claim any more, whoever reaps it)."""
-    import select
-
     try:
         pidfd = os.pidfd_open(pid)
     except ProcessLookupError:
@@ -67,8 +67,6 @@ def wait_for_exit(pid: int, timeout: float) -> bool:
 
 def clean_if_stale(given: str, mountpoint: str) -> int:
     """Unmount `mountpoint` only if it holds a famfs-py mount whose daemon is gone."""
-    from famfs_py import channel, protocol
-
     if not channel.is_mountpoint(mountpoint):
         if os.path.ismount(mountpoint):
             raise FamfsError(
@@ -96,8 +94,6 @@ def clean_if_stale(given: str, mountpoint: str) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    from famfs_py import channel, protocol
-
     if not args.mountpoint:
         raise UsageError(
             "no mount point given (under systemd: set FAMFS_PY_MOUNTPOINT in "

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from famfs_py.cli import seeded
 from famfs_py.cli.common import Parser
 from famfs_py.cli.seeded import parse_seed
 from famfs_py.errors import UsageError
@@ -53,8 +54,6 @@ def build_parser(prog: str) -> Parser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from famfs_py.cli import seeded
-
     if args.multi and (args.filename or args.seed is not None):
         raise UsageError("-m cannot be combined with -f or -S")
     if args.multi:

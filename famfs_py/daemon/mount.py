@@ -29,7 +29,7 @@ from famfs_py.fs.identity import Role, system_uuid
 from famfs_py.fs.namespace import META_DIR, META_INO, Inode
 
 from .control import ControlServer, DaemonFacts
-from .operations import FamfsOperations, ReplyFailureHook
+from .operations import PYFUSE3_LOGGER, FamfsOperations, ReplyFailureHook
 from .options import CacheMode, MountOptions
 from .propagation import Propagation
 from .readiness import Readiness
@@ -139,7 +139,7 @@ class Daemon:
                 )
                 teardown.callback(control.close)
                 control.bind()
-                logging.getLogger("pyfuse3").addHandler(ReplyFailureHook(ops))
+                logging.getLogger(PYFUSE3_LOGGER).addHandler(ReplyFailureHook(ops))
                 try:
                     pyfuse3.init(ops, self.mountpoint, self._fuse_options(fs))
                 except RuntimeError as exc:

@@ -88,6 +88,13 @@ def refuse(name: str, code: int = errno.EPERM) -> Callable[..., Any]:
     return handler
 
 
+# pyfuse3's only word that the kernel could not copy a read reply: its fuse_read handler logs
+# "fuse_read(): fuse_reply_* failed with %s" (handlers.pxi) on its logger; pinned by
+# tests/test_upstream_compat.py against the installed pyfuse3.
+PYFUSE3_LOGGER = "pyfuse3"
+READ_REPLY_FAILED = "fuse_read(): fuse_reply_"
+
+
 class ReplyFailureHook(logging.Handler):
     """pyfuse3 logs (and otherwise ignores) a read reply the kernel could not copy: that is a
     memory fault in the view `read` returned. Probe that range so the bad page is poisoned."""
@@ -97,7 +104,7 @@ class ReplyFailureHook(logging.Handler):
         self.ops = ops
 
     def emit(self, record: logging.LogRecord) -> None:
-        if str(record.msg).startswith("fuse_read(): fuse_reply_"):
+        if str(record.msg).startswith(READ_REPLY_FAILED):
             self.ops.read_reply_failed()
 
 

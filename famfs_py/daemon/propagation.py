@@ -90,7 +90,12 @@ class Propagation:
         self._fuse_fd: int | None = None
         self._session_open = False
         self._lock = threading.Lock()  # the announcer: trio thread and the listener thread
-        self._setup()
+        self.listener: changes.Listener | None = None
+        try:
+            self._setup()
+        except OSError as exc:  # a bad page in the area: the mount serves, unannounced
+            self.announcer = None
+            log.error("change announcements are off: the area cannot be used (%s)", exc)
 
     def _setup(self) -> None:
         fs = self.fs
@@ -102,8 +107,8 @@ class Propagation:
         elif fs.writable:
             self._find_slot()
         own = self.announcer.slot if self.announcer else None
-        self.listener = changes.Listener(self.area, own)
         self._last_request = 0.0
+        self.listener = changes.Listener(self.area, own)
 
     def _take_slot(self, slot: int) -> None:
         with self._lock:
@@ -116,12 +121,8 @@ class Propagation:
                 self.announcer.announce(changes.EVERYTHING)
             self.pending.clear()
         log.info("change announcements: this host writes slot %d", slot)
-        if self.listener_ready:
+        if self.listener is not None:
             self.listener.own_slot = slot
-
-    @property
-    def listener_ready(self) -> bool:
-        return hasattr(self, "listener")
 
     def _find_slot(self) -> bool:
         if not self.area.valid():
@@ -174,7 +175,7 @@ class Propagation:
     def start(self) -> None:
         self._session_open = True
         self._fuse_fd = fuse_device_fd()
-        if self.interval <= 0:
+        if self.interval <= 0 or self.listener is None:
             return
         self._thread = threading.Thread(target=self._run, name="famfs-changes", daemon=True)
         self._thread.start()
@@ -188,6 +189,8 @@ class Propagation:
     def _run(self) -> None:
         import time
 
+        listener = self.listener
+        assert listener is not None  # start() runs this thread only with one
         busy = True
         while not self._stop.is_set():
             if self.fs.health.removed:
@@ -195,9 +198,7 @@ class Propagation:
             try:
                 # every `interval` while changes come, IDLE_SLOWER times slower once a whole
                 # WAKE_EVERY passed without one: an idle mount wakes a quarter as often
-                active = self.listener.wait(
-                    self.interval * (1 if busy else IDLE_SLOWER), WAKE_EVERY
-                )
+                active = listener.wait(self.interval * (1 if busy else IDLE_SLOWER), WAKE_EVERY)
                 busy = active
                 if self.fs.role == Role.MASTER:
                     given = self.area.serve_request()
@@ -209,7 +210,7 @@ class Propagation:
                         if self.area.valid():
                             self.area.request(self.host)
                         self._last_request = now
-                for change in self.listener.poll():
+                for change in listener.poll():
                     self.apply(change)
             except OSError as exc:  # the area went bad (poison) or away (removal)
                 if not self.fs.health.removed:

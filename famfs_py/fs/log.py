@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from famfs_py import omf
@@ -63,8 +64,31 @@ def read_log_header(mem: DeviceMemory, sb: omf.Superblock) -> omf.LogHeader:
     return omf.LogHeader.unpack(mem.read(sb.log_offset, omf.LOG_HEADER_SIZE))
 
 
+class LogWrites:
+    """The two writes of an append, in this order: the entry, then the header's counters
+    that commit it, each flushed before the next (a crash between them leaves a valid log
+    without the entry). `Log.writes_class` names the class a log writes through: the seam
+    the crash tests use to interrupt one of these writes by name."""
+
+    def __init__(self, mem: DeviceMemory, flush: Callable[[int, int], None]) -> None:
+        self.mem = mem
+        self.flush = flush
+
+    def entry(self, offset: int, raw: bytes) -> None:
+        """Write a log entry (not yet part of the log: the counters say how many are)."""
+        self.mem.write(offset, raw)
+        self.flush(offset, len(raw))  # the entry reaches memory before the count does
+
+    def commit(self, offset: int, counters: bytes) -> None:
+        """Write the header's counters (next_seqnum, next_index): the entry is in the log."""
+        self.mem.write(offset, counters)
+        self.flush(offset, len(counters))
+
+
 class Log:
     """The log of one mounted (or checked) filesystem and what replaying it built."""
+
+    writes_class: type[LogWrites] = LogWrites
 
     def __init__(
         self,
@@ -83,6 +107,7 @@ class Log:
         self.stopped_at: int | None = None
         self.bad: dict[int, BadEntry] = {}
         self._marked_beyond = 0  # entries past a stop whose extents are already marked
+        self.writes = self.writes_class(mem, self._flush)
 
     # -- reading -------------------------------------------------------------------------
     def committed(self) -> int:
@@ -151,17 +176,19 @@ class Log:
         waited = False
         for index in range(start, end):
             chunk = self._slot(raw, start, index)
-            if chunk is not None and not omf.entry_crc_ok(chunk):
+            crc_ok = chunk is not None and omf.entry_crc_ok(chunk)
+            if chunk is not None and not crc_ok:
                 if not waited:  # once per pass: a scan of a ruined log must not crawl
                     time.sleep(RETRY_DELAY)
                     waited = True
                 chunk = self._entry_or_none(index)
+                crc_ok = chunk is not None and omf.entry_crc_ok(chunk)
             if chunk is None:
                 reasons: tuple[str, ...] = ("cannot be read (memory error)",)
             else:
                 entry = omf.LogEntry.unpack(chunk)
                 reasons = ()
-                if entry.crc != entry.body_crc() or entry.seqnum != index:
+                if not crc_ok or entry.seqnum != index:  # the CRC is computed once per entry
                     reasons = tuple(omf.entry_problems(entry, index, 0, 1))
             if reasons:
                 bad = BadEntry(index, reasons, True)
@@ -191,9 +218,12 @@ class Log:
             reason = f"unknown entry type {entry.entry_type}"
             self._record_bad(BadEntry(index, (reason,), False), stats)
             return
-        problems = omf.entry_problems(
-            entry, index, self.sb.dev_size, self.sb.alloc_unit, self.sb.log_offset + self.sb.log_len
-        )
+        # the CRC and seqnum were checked by replay: the path and the fmap are what is left
+        why = omf.path_problem(payload.relpath)
+        problems = [f"{why}: {payload.relpath!r}"] if why else []
+        if isinstance(payload, omf.FileMeta):
+            reserved = self.sb.log_offset + self.sb.log_len
+            problems += omf.fmap_problems(payload, self.sb.dev_size, self.sb.alloc_unit, reserved)
         if isinstance(payload, omf.FileMeta) and not isinstance(payload.fmap, omf.UnknownFmap):
             for ext in omf.fmap_extents(payload.fmap):
                 if ext.offset + ext.length <= self.sb.dev_size:
@@ -239,10 +269,8 @@ class Log:
         where = self.sb.log_offset + omf.entry_offset(index)
         counters = omf.pack_counters(index + 1, index + 1)
         counters_at = self.sb.log_offset + omf.COUNTERS_OFFSET
-        self.mem.write(where, raw)
-        self._flush(where, len(raw))  # the entry reaches memory before the count does
-        self.mem.write(counters_at, counters)
-        self._flush(counters_at, len(counters))
+        self.writes.entry(where, raw)
+        self.writes.commit(counters_at, counters)
         return index
 
     @property

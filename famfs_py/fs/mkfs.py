@@ -54,12 +54,16 @@ def mkfs(
     force: bool = False,
     kill: bool = False,
     log_len: int = omf.DEFAULT_LOG_LEN,
+    alloc_unit: int = omf.ALLOC_UNIT,
     allow_small: bool = False,
     allow_devdax: bool = False,
     fs_uuid: uuid.UUID | None = None,
     dev_uuid: uuid.UUID | None = None,
 ) -> MkfsResult:
-    """Make (or with `kill`, unmake) a famfs on `device`. Raises FamfsError on refusal."""
+    """Make (or with `kill`, unmake) a famfs on `device`, with 2 MiB allocation units or
+    (`alloc_unit=omf.SMALL_ALLOC_UNIT`, mkfs --4k) 4 KiB ones. Raises FamfsError on refusal."""
+    if alloc_unit not in omf.ALLOC_UNITS:
+        raise _fail(f"allocation unit {alloc_unit:#x}: famfs knows 2 MiB and 4 KiB", errno.EINVAL)
     try:
         claim = holder.claim(device, "mkfs.famfs-py", allow_devdax=allow_devdax)
     except OSError as exc:
@@ -116,6 +120,7 @@ def mkfs(
                     dev_name=f"/dev/{device.name}",  # what the host calls it (emulated too)
                     system_uuid=system_uuid,
                     log_len=log_len,
+                    alloc_unit=alloc_unit,
                     fs_uuid=fs_uuid,
                     dev_uuid=dev_uuid,
                 )
@@ -133,7 +138,7 @@ def mkfs(
         dev_size,
         log_len,
         header.slots,
-        (dev_size // omf.ALLOC_UNIT) * omf.ALLOC_UNIT - reserved,
+        (dev_size // alloc_unit) * alloc_unit - reserved,
         False,
         sb,
     )

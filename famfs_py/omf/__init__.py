@@ -33,6 +33,7 @@ from famfs_py.omf.fmap import (
 )
 from famfs_py.omf.layout import (
     ALLOC_UNIT,
+    ALLOC_UNITS,
     CURRENT_VERSION,
     DEFAULT_LOG_LEN,
     DEVNAME_LEN,
@@ -78,6 +79,7 @@ from famfs_py.omf.superblock import (
 
 __all__ = [
     "ALLOC_UNIT",
+    "ALLOC_UNITS",
     "COUNTERS_OFFSET",
     "CURRENT_VERSION",
     "DEFAULT_LOG_LEN",

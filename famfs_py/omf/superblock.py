@@ -12,6 +12,7 @@ from famfs_py.omf.layout import (
     _SB,
     _SB_CRC_END,
     ALLOC_UNIT,
+    ALLOC_UNITS,
     CURRENT_VERSION,
     DEFAULT_LOG_LEN,
     DEVNAME_LEN,
@@ -20,7 +21,6 @@ from famfs_py.omf.layout import (
     LOG_OFFSET,
     OMF_VER_MAJOR,
     OMF_VER_MINOR,
-    SMALL_ALLOC_UNIT,
     SUPER_MAGIC,
     SUPERBLOCK_STRUCT_SIZE,
     OmfError,
@@ -58,16 +58,19 @@ class Superblock:
         dev_name: str,
         system_uuid: uuid.UUID,
         log_len: int = DEFAULT_LOG_LEN,
+        alloc_unit: int = ALLOC_UNIT,
         fs_uuid: uuid.UUID | None = None,
         dev_uuid: uuid.UUID | None = None,
     ) -> Superblock:
         """A fresh superblock as mkfs writes it, with its CRC computed."""
+        if alloc_unit not in ALLOC_UNITS:
+            raise OmfError(f"allocation unit {alloc_unit:#x} is neither 2 MiB nor 4 KiB")
         sb = cls(
             magic=SUPER_MAGIC,
             version=CURRENT_VERSION,
             log_offset=LOG_OFFSET,
             log_len=log_len,
-            alloc_unit=ALLOC_UNIT,
+            alloc_unit=alloc_unit,
             omf_major=OMF_VER_MAJOR,
             omf_minor=OMF_VER_MINOR,
             fs_uuid=fs_uuid or uuid.uuid4(),
@@ -135,7 +138,7 @@ class Superblock:
         out = []
         if self.crc != self.computed_crc():
             out.append(f"superblock crc {self.crc:#x} != computed {self.computed_crc():#x}")
-        if self.alloc_unit not in (ALLOC_UNIT, SMALL_ALLOC_UNIT):
+        if self.alloc_unit not in ALLOC_UNITS:
             out.append(f"bad allocation unit {self.alloc_unit:#x}")
         if self.version != CURRENT_VERSION:
             out.append(f"superblock version {self.version} (this famfs reads {CURRENT_VERSION})")

@@ -1,6 +1,8 @@
 """The files famfs-py installs for systemd, udev and mount(8), shipped inside the package:
 the unit template `famfs-py@.service`, the udev rule `90-famfs-py-dax.rules` and
-`example.conf`. `famfs-py install-service` puts them in place (famfs_py.cli.install_service_cmd).
+`example.conf`. Their one source is the checkout's `systemd/`: here they are relative symlinks
+to it, which a build turns into copies. `famfs-py install-service` puts them in place
+(famfs_py.cli.install_service_cmd).
 """
 
 from __future__ import annotations

@@ -48,7 +48,7 @@ class Plan:
 # machine check on Debian 12's, the fsdev_dax (famfs mode) refusals on 7.x
 SINGLE = {
     "stable": Plan("stable", ("one_host", "mce")),
-    "sid": Plan("sid", ("one_host", "fsdev")),
+    "sid": Plan("sid", ("one_host", "fsdev", "small_units")),
 }
 
 

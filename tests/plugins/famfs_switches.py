@@ -100,50 +100,43 @@ def _when_imported(name: str, patch: Callable[[Any], None]) -> None:
 
 
 # -- crash points -----------------------------------------------------------------------------
-class _CrashingMemory:
-    """Stands in for the log's device memory during the planned append: the entry is the
-    first write, the header's counters the second; dies at the planned step."""
-
-    def __init__(self, mem: Any, step: str) -> None:
-        self._mem, self._step, self._writes = mem, step, 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._mem, name)
-
-    def _die(self) -> None:
-        print(f"{CRASH_ENV}: killed at {self._step}", file=sys.stderr, flush=True)
-        os.kill(os.getpid(), signal.SIGKILL)
-
-    def write(self, offset: int, data: bytes) -> None:
-        self._writes += 1
-        first = self._writes == 1
-        step = self._step
-        if first and step == "before-entry":
-            self._die()
-        if (first and step == "mid-entry") or (not first and step == "mid-header"):
-            self._mem.write(offset, data[: 8 if not first else len(data) // 2])
-            self._die()
-        self._mem.write(offset, data)
-        if (first and step == "after-entry") or (not first and step == "after-header"):
-            self._die()
+def _die(step: str) -> None:
+    print(f"{CRASH_ENV}: killed at {step}", file=sys.stderr, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 def install_crash(step: str, nth: int) -> None:
+    """The log writes through `Log.writes_class` (famfs_py.fs.log.LogWrites): its `entry`
+    and `commit` are the two writes of an append; the N-th entry write, or the commit that
+    follows it, is where the process dies as a power cut there would leave memory."""
+
     def patch(module: Any) -> None:
-        original = module.Log.append
         appends = [0]
 
-        def append(self: Any, payload: Any) -> int:
-            appends[0] += 1
-            if appends[0] != nth:
-                return original(self, payload)
-            real, self.mem = self.mem, _CrashingMemory(self.mem, step)
-            try:
-                return original(self, payload)
-            finally:
-                self.mem = real
+        class CrashingWrites(module.LogWrites):  # type: ignore[misc,name-defined]
+            planned = False
 
-        module.Log.append = append
+            def entry(self, offset: int, raw: bytes) -> None:
+                appends[0] += 1
+                self.planned = appends[0] == nth
+                if self.planned and step == "before-entry":
+                    _die(step)
+                if self.planned and step == "mid-entry":
+                    self.mem.write(offset, raw[: len(raw) // 2])
+                    _die(step)
+                super().entry(offset, raw)
+                if self.planned and step == "after-entry":
+                    _die(step)
+
+            def commit(self, offset: int, counters: bytes) -> None:
+                if self.planned and step == "mid-header":
+                    self.mem.write(offset, counters[:8])  # next_seqnum bumped, next_index not
+                    _die(step)
+                super().commit(offset, counters)
+                if self.planned and step == "after-header":
+                    _die(step)
+
+        module.Log.writes_class = CrashingWrites
 
     _when_imported("famfs_py.fs.log", patch)
 
