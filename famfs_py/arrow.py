@@ -13,7 +13,7 @@
   a Parquet file's bytes from device memory (decoding them makes the table, as always), with
   nothing in the page cache. Listing and stat go through the mount; files it writes are
   created through the master's mount (so `pyarrow.parquet.write_table(table, path,
-  filesystem=...)` works where the mount creates files).
+  filesystem=...)` works there).
 
 A caller who may read a file but not map the device (famfs_py.lease) gets the same results
 read through the mount, a copy, with one CopyWarning. A file that is not Arrow IPC raises
@@ -214,19 +214,9 @@ class FamfsHandler(pyarrow.fs.FileSystemHandler):
         return pyarrow.BufferReader(buffer)
 
     def open_output_stream(self, path: str, metadata: dict[str, str] | None) -> pyarrow.NativeFile:
-        """A new file written through the master's mount, logged once closed complete
-        (where the mount creates files, issue 24); an existing file is refused."""
-        name = _strip_scheme(path)
-        try:
-            return pyarrow.PythonFile(open(name, "xb"), mode="w")
-        except PermissionError as exc:
-            if exc.errno != errno.EPERM:
-                raise
-            raise OSError(
-                errno.EPERM,
-                f"{name}: this mount does not create files through it; "
-                "famfs_py.arrow.write_table writes a table there",
-            ) from None
+        """A new file written through the master's mount, logged once closed complete;
+        an existing file is refused."""
+        return pyarrow.PythonFile(open(_strip_scheme(path), "xb"), mode="w")
 
     def open_append_stream(self, path: str, metadata: dict[str, str] | None) -> pyarrow.NativeFile:
         raise OSError(errno.EPERM, f"{path}: famfs files never grow")

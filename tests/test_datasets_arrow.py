@@ -275,10 +275,7 @@ def test_publication_waits_for_the_whole_table(hosts):
             client.ok("logplay", cmp_)  # the client replays everything logged so far
             seen_during_write.append((cmp_ / "t.arrow").exists())
 
-    how = publish.write_new(mmp / "t.arrow", famfs_arrow.ipc_size(table), fill)
-    if how == "creat-op":
-        assert seen_during_write == [True]  # what the commit prevents
-        pytest.xfail("this mount refuses creation through it: publication is not atomic")
+    publish.write_new(mmp / "t.arrow", famfs_arrow.ipc_size(table), fill)
     assert seen_during_write == [False]
     wait_seen(cmp_ / "t.arrow")
     assert famfs_arrow.read_table(cmp_ / "t.arrow").equals(table)
@@ -293,22 +290,16 @@ def test_a_write_that_fails_publishes_nothing(hosts):
 
     with pytest.raises(RuntimeError, match="half way"):
         publish.write_new(mmp / "t.arrow", 4096, fill)
-    if not (mmp / "t.arrow").exists():  # created through the mount, dropped before its commit
-        client.ok("logplay", cmp_)
-        assert not (cmp_ / "t.arrow").exists()
-        return
-    pytest.xfail("this mount refuses creation through it: the creat op logged the file first")
+    assert not (mmp / "t.arrow").exists()  # created through the mount, dropped before its commit
+    client.ok("logplay", cmp_)
+    assert not (cmp_ / "t.arrow").exists()
 
 
 def test_parquet_written_through_the_filesystem_is_created_through_the_mount(hosts):
     master, client, mmp, cmp_ = hosts
     fs = famfs_arrow.FamfsFileSystem()
     table = small_table(1000)
-    try:
-        pq.write_table(table, str(mmp / "w.parquet"), filesystem=fs)
-    except OSError as exc:
-        assert "write_table writes a table there" in str(exc), exc
-        pytest.xfail("this mount refuses creation through it (issue 24)")
+    pq.write_table(table, str(mmp / "w.parquet"), filesystem=fs)
     wait_seen(cmp_ / "w.parquet")
     assert pq.read_table(str(cmp_ / "w.parquet"), filesystem=fs).equals(table)
     with pytest.raises(FileExistsError):
