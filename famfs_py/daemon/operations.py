@@ -257,7 +257,7 @@ class FamfsOperations(pyfuse3.Operations):
         data.f_bfree = space.free_units
         data.f_bavail = space.free_units if master else 0
         data.f_files = space.log_slots
-        data.f_ffree = max(0, space.log_slots - space.log_used)
+        data.f_ffree = max(0, self.pending.log_slots_free())  # slots held for pending files
         data.f_favail = data.f_ffree if master else 0
         data.f_namemax = omf.MAX_PATHLEN - 1
         return data
