@@ -13,7 +13,7 @@ import os
 import socket
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple, NoReturn, TypeVar
 
 from famfs_py import protocol, rundir
 from famfs_py.credentials import peer_credentials
@@ -184,7 +184,10 @@ class Channel:
         for start in range(0, len(requests), PIPELINE_DEPTH):
             window = requests[start : start + PIPELINE_DEPTH]
             for request in window:
-                self.sock.send(request.encode())
+                try:
+                    self.sock.send(request.encode())
+                except OSError:
+                    self._said_before_closing()
             for request in window:
                 data, fds = self._receive()
                 for fd in fds:
@@ -199,7 +202,10 @@ class Channel:
         """Send one request; returns its typed reply (decoded here, once) and any
         descriptors it carried. An error reply raises FamfsError with the daemon's errno and
         message; a malformed one ProtocolError (EIO)."""
-        self.sock.send(request.encode())
+        try:
+            self.sock.send(request.encode())
+        except OSError:  # it closed: an answer it sent first says why (a connection cap)
+            self._said_before_closing()
         data, fds = self._receive()
         try:
             return request.decode_reply(protocol.decode_answer(data)), fds
@@ -209,16 +215,47 @@ class Channel:
             raise
 
     def _receive(self) -> tuple[bytes, list[int]]:
-        """One answer and its descriptors (FamfsError if the daemon is gone)."""
+        """One answer (joined from its parts if it came in parts) and its descriptors
+        (FamfsError if the daemon is gone)."""
         try:
             data, fds, _flags, _addr = socket.recv_fds(
                 self.sock, protocol.MAX_MESSAGE, protocol.MAX_FDS
             )
         except TimeoutError:
             raise FamfsError(f"the daemon of {self.mountpoint} did not answer") from None
+        except OSError:
+            self._said_before_closing()
         if not data:
             raise FamfsError(f"the daemon of {self.mountpoint} closed the connection")
-        return data, list(fds)
+        try:
+            return self._rest_of_answer(data), list(fds)
+        except BaseException:
+            for fd in fds:
+                os.close(fd)
+            raise
+
+    def _said_before_closing(self) -> NoReturn:
+        """The daemon closed the connection: raise what it said first, if it said anything."""
+        try:
+            data = self.sock.recv(protocol.MAX_MESSAGE, socket.MSG_DONTWAIT)
+        except OSError:
+            data = b""
+        if data:
+            protocol.decode_answer(data)  # an error answer raises what it says
+        raise FamfsError(f"the daemon of {self.mountpoint} closed the connection")
+
+    def _rest_of_answer(self, first: bytes) -> bytes:
+        """The whole answer: `first`, or the parts it announces (a long answer)."""
+        count = protocol.parts_announced(first)
+        if not count:
+            return first
+        parts = []
+        for _ in range(count):
+            part = self.sock.recv(protocol.REPLY_PART)
+            if not part:
+                raise FamfsError(f"the daemon of {self.mountpoint} closed the connection")
+            parts.append(part)
+        return b"".join(parts)
 
     def close(self) -> None:
         self.sock.close()

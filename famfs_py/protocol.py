@@ -290,6 +290,8 @@ def decode_request(data: bytes) -> Request[Any]:
         body = json.loads(data)
     except (ValueError, UnicodeDecodeError):
         raise ProtocolError("malformed request: not JSON") from None
+    except RecursionError:  # 60,000 '[': refused here, not a traceback in the daemon's log
+        raise ProtocolError("malformed request: nested too deeply") from None
     if not isinstance(body, dict):
         raise ProtocolError("malformed request: not an object")
     op = body.pop("op", None)
@@ -310,6 +312,32 @@ def encode_reply(reply: Reply) -> bytes:
 
 def encode_error(code: int, message: str) -> bytes:
     return json.dumps({"ok": False, "errno": code, "error": message}).encode()
+
+
+REPLY_PART = 32 << 10  # bytes of one message of a long answer (a socket buffer holds several)
+MAX_PARTS = 4096  # parts a command accepts in one answer (128 MiB)
+
+
+def answer_messages(payload: bytes) -> list[bytes]:
+    """The messages that carry one answer: itself, or, when it is longer than REPLY_PART (it
+    would outgrow the socket's buffer), a header saying how many parts follow, then them."""
+    if len(payload) <= REPLY_PART:
+        return [payload]
+    parts = [payload[i : i + REPLY_PART] for i in range(0, len(payload), REPLY_PART)]
+    return [json.dumps({"parts": len(parts)}).encode(), *parts]
+
+
+def parts_announced(first: bytes) -> int:
+    """How many parts follow this first message of an answer (0: it is the whole answer)."""
+    if len(first) > 32 or not first.startswith(b'{"parts": '):
+        return 0
+    try:
+        count = json.loads(first)["parts"]
+    except (ValueError, KeyError, TypeError):
+        return 0
+    if not isinstance(count, int) or not 0 < count <= MAX_PARTS:
+        raise ProtocolError(f"malformed reply from the daemon: {count!r} parts", errno.EIO)
+    return count
 
 
 def decode_answer(data: bytes) -> dict[str, Any]:

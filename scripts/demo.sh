@@ -47,6 +47,17 @@ step cmp "$MASTER_MNT/data/buffer" "$CLIENT_MNT/data/buffer"
 step master "$BIN/famfs-py" creat -s 1m "$MASTER_MNT/data/logs/new-on-master"
 sleep 0.5
 step ls -l "$CLIENT_MNT/data/logs"
+
+echo
+echo "== ordinary tools on the master's mount: each new file is logged once complete"
+echo "   (at fsync, or 1 s after its last close), and only then do other hosts see it"
+step cp -r docs "$MASTER_MNT/data/docs"
+for _ in $(seq 100); do  # the commit delay, then the client's next look at the log
+  [ -f "$CLIENT_MNT/data/docs/architecture.md" ] && break
+  sleep 0.1
+done
+step cmp docs/architecture.md "$CLIENT_MNT/data/docs/architecture.md"
+step ls -l "$CLIENT_MNT/data/docs"
 step client "$BIN/famfs-py" status "$CLIENT_MNT"
 step master "$BIN/famfs-py" status "$MASTER_MNT"
 

@@ -251,3 +251,28 @@ def test_real_devices_read_bad_blocks_from_their_nd_region(tmp_path):
     devices.mkdir(parents=True)
     (devices / "dax0.0").symlink_to(dev)
     assert DaxSysfs(tmp_path / "sys").read_badblocks("dax0.0") == [(8192, 4096)]
+
+
+def test_failure_sockets_of_dead_holders_are_swept_at_the_next_claim(device):
+    """Issue 28 item 10: holder sockets of SIGKILLed daemons piled up (102 seen)."""
+    import socket
+
+    from famfs_py import rundir
+
+    holders = rundir.ensure_private_dir(rundir.socket_path("holders", "x", os.geteuid()).parent)
+    child = os.fork()
+    if child == 0:
+        os._exit(0)
+    os.waitpid(child, 0)  # a pid nobody has now
+    dead = holders / f"dax9.9-{child}-0123456789ab.sock"
+    alive = holders / f"dax9.9-{os.getpid()}-0123456789ab.sock"
+    for path in (dead, alive):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
+            sock.bind(str(path))  # the file stays, as a killed holder's does
+    try:
+        with holder.claim(device, "test", RecordingOps()):
+            assert not dead.exists()
+            assert alive.exists()  # its process lives
+    finally:
+        dead.unlink(missing_ok=True)
+        alive.unlink(missing_ok=True)

@@ -42,6 +42,8 @@ def test_the_demo_runs_and_recovers_from_what_an_earlier_run_left(tmp_path):
         assert (demo_dir / "mnt-client" / "data" / "README.md").read_bytes() == (
             REPO / "README.md"
         ).read_bytes()
+        copied = demo_dir / "mnt-client" / "data" / "docs" / "architecture.md"  # by plain cp -r
+        assert copied.read_bytes() == (REPO / "docs" / "architecture.md").read_bytes()
     finally:
         for mp in reversed(mounts):
             if _is_mounted(mp):

@@ -297,7 +297,9 @@ def test_a_client_invalidates_the_log_it_follows_and_flushes_what_it_writes(pair
         f.write(b"c" * 4096)
     flushed = _status(client, cmp_)["counters"]["flush"]["lines"] - start["flush"]["lines"]
     # the client appends nothing to the log: the data, and (once the master gave it a slot)
-    # its change announcement, a record and a head of one line each
-    assert flushed in (4096 // LINE, 4096 // LINE + 2)
+    # its change announcement, a record and a head of one line each; its request for a slot
+    # (one line) may fall inside this window too, depending on when its propagation thread
+    # wakes (every client now also looks at the superblock each tick: issue 28)
+    assert flushed - 4096 // LINE in (0, 1, 2, 3), flushed
     master.ok("flush", mmp / "new")  # the master's view after its own invalidate
     assert (mmp / "new").read_bytes() == b"c" * 4096

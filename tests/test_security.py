@@ -8,6 +8,7 @@ import contextlib
 import errno
 import importlib
 import io
+import json
 import os
 import socket
 import tempfile
@@ -321,3 +322,50 @@ def test_meta_hides_the_log_from_other_users(shared):
         _ask(mp, protocol.Getmap(".meta/.log")),
     ):
         assert as_user(NOBODY, action).startswith(f"error {errno.EACCES}")
+
+
+def test_deeply_nested_requests_cost_one_answer_and_no_log(shared, mounts):
+    """Issue 28 item 5: a request of 60,000 '[' logged a whole traceback as 'internal
+    error' (20,000 of them: 20 MB of log in 4 s). It is answered as malformed; the
+    daemon's log does not grow."""
+    host, mp = shared
+    (daemon_log,) = mounts.log_dir.glob("*.log")
+    before = daemon_log.stat().st_size
+    path = str(channel.control_socket(str(mp), 0))
+    for _ in range(200):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET) as sock:
+            sock.settimeout(10)
+            sock.connect(path)
+            sock.send(b"[" * 60000)
+            reply = json.loads(sock.recv(protocol.MAX_MESSAGE))
+        assert reply["ok"] is False and reply["errno"] == errno.EINVAL, reply
+        assert "nested too deeply" in reply["error"], reply
+    grown = daemon_log.stat().st_size - before
+    print(f"daemon log growth over 200 nested requests: {grown} bytes")
+    assert grown == 0
+
+
+def test_a_user_over_the_connection_cap_hears_the_daemons_reason(shared):
+    """Issue 28 item 10: the 65th connection heard 'internal error: ConnectionResetError'
+    (the daemon's refusal was never read)."""
+    host, mp = shared
+
+    def over_the_cap():
+        held = [Channel(str(mp)) for _ in range(64)]
+        try:
+            with Channel(str(mp)) as chan:
+                chan.call(protocol.Status())
+        finally:
+            for chan in held:
+                chan.close()
+        return "served"
+
+    text = as_user(NOBODY, over_the_cap)
+    assert text.startswith(f"error {errno.EAGAIN}") and "connections open" in text, text
+
+
+def test_chkread_without_permission_says_so_not_miscompare(shared):
+    host, mp = shared
+    text = as_user(NOBODY, _cli("chkread", str(mp / "secret")))
+    assert text.startswith("ok 1") and "cannot compare" in text, text
+    assert "miscompare" not in text

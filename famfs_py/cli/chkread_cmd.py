@@ -62,15 +62,11 @@ def describe(name: str, superblock: bool) -> list[str]:
 
 
 def chkread(name: str) -> str | None:
-    """None if read(2) matches memory, else what is wrong."""
-    try:
-        with open_file_memory(name, write=False) as mapped, open(name, "rb", buffering=0) as f:
-            mapped.invalidate()  # read memory, not what this CPU may have cached of it
-            where_differs = first_difference(mapped.readinto, mapped.size, f.fileno())
-    except FamfsError as exc:
-        return exc.message
-    except OSError as exc:
-        return str(exc)
+    """None if read(2) matches memory, else where they differ. FamfsError or OSError when
+    the file cannot be compared at all (no permission, not in a mount...)."""
+    with open_file_memory(name, write=False) as mapped, open(name, "rb", buffering=0) as f:
+        mapped.invalidate()  # read memory, not what this CPU may have cached of it
+        where_differs = first_difference(mapped.readinto, mapped.size, f.fileno())
     if where_differs is not None:
         return f"read and memory differ at byte {where_differs}"
     return None
@@ -79,7 +75,12 @@ def chkread(name: str) -> str | None:
 def run(args: argparse.Namespace) -> int:
     failures = 0
     for name in args.files:
-        problem = chkread(name)
+        try:
+            problem = chkread(name)
+        except (FamfsError, OSError) as exc:  # not a miscompare: it could not be compared
+            print(f"famfs-py chkread: {name}: cannot compare: {exc}", file=sys.stderr)
+            failures += 1
+            continue
         if problem:
             print(f"famfs-py chkread: {name}: Read and mmap miscompare: {problem}", file=sys.stderr)
             failures += 1

@@ -83,7 +83,9 @@ def _setup_daemon_logging(opts: MountOptions) -> bool:
         handler.setFormatter(JournalFormatter())
         journal = True
     else:
-        handler = logging.StreamHandler(sys.stderr)
+        from famfs_py.daemon.logfile import BoundedStderrLog
+
+        handler = BoundedStderrLog()  # a background daemon's log file: bounded
         handler.setFormatter(plain)
     level = logging.DEBUG if opts.debug else logging.INFO
     logging.basicConfig(level=level, handlers=[handler], force=True)

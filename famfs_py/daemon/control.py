@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 MAX_CONNECTIONS_PER_USER = 64  # open connections one unprivileged user may hold
 IDLE_TIMEOUT = 60.0  # seconds a connection may stay silent between requests
+FLUSH_THREADS_PER_USER = 1  # worker threads one unprivileged user's flushes use at a time
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -77,6 +78,7 @@ class ControlServer:
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         self._inode: int | None = None
         self._connections: dict[int, int] = {}  # uid -> connections open now
+        self._flush_limits: dict[int, trio.CapacityLimiter] = {}  # uid -> its flush threads
         # the authorization table: op -> (who may use it, handler); see famfs_py.daemon.access
         self.ops: dict[type[protocol.Request], tuple[Rule, Callable[..., Any]]] = {
             protocol.Status: (Rule.ANYONE, self.status),
@@ -181,12 +183,15 @@ class ControlServer:
                 payload, fds, watch = await self.answer(data, caller)
                 if watch:
                     self.watchers.add(conn)
+                first, *rest = protocol.answer_messages(payload)  # any size
                 try:
                     if fds:
                         rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
-                        await conn.sendmsg([payload], rights)
+                        await conn.sendmsg([first], rights)
                     else:
-                        await conn.send(payload)
+                        await conn.send(first)
+                    for part in rest:
+                        await conn.send(part)
                 except OSError:
                     return
                 finally:
@@ -382,7 +387,10 @@ class ControlServer:
             raise FsError(f"{inode.name}: offset {request.offset} is past its end", errno.EINVAL)
         length = inode.size if request.length is None else request.length
         ranges = list(inode.filemap.ranges(request.offset, length))  # clipped to the file
-        lines = await trio.to_thread.run_sync(self._flush_ranges, inode.name, ranges)
+        limiter = None if access.is_privileged(caller) else self.flush_limit(caller.uid)
+        lines = await trio.to_thread.run_sync(
+            self._flush_ranges, inode.name, ranges, limiter=limiter
+        )
         # then this host's page cache: dirty pages of shared mappings are written back (as
         # writes to this daemon), the rest dropped, so descriptors and mappings read memory
         await self.invalidate([inode.ino])
@@ -390,6 +398,13 @@ class ControlServer:
             self.announce(inode.ino, request.offset, min(length, inode.size - request.offset))
         policy = self.fs.coherency
         return Answer(replies.FlushReply(lines=lines, enabled=policy.enabled, reason=policy.reason))
+
+    def flush_limit(self, uid: int) -> trio.CapacityLimiter:
+        """The worker threads an unprivileged user's flushes share: one user's 60 flushing
+        connections queue behind each other instead of taking the host's CPUs."""
+        if uid not in self._flush_limits:
+            self._flush_limits[uid] = trio.CapacityLimiter(FLUSH_THREADS_PER_USER)
+        return self._flush_limits[uid]
 
     def _flush_ranges(self, name: str, ranges: list[tuple[int, int]]) -> int:
         """The cache lines written back and evicted over these device ranges (0: flushing

@@ -194,9 +194,8 @@ class Daemon:
             supervise = getattr(self.readiness, "supervise", None)
             if supervise is not None:
                 nursery.start_soon(supervise, self.summary)
-            if self.fs.role != Role.MASTER:
-                nursery.start_soon(self._follow_log)
-            elif self.ops is not None:
+            nursery.start_soon(self._follow_log)  # the master: only watching for others
+            if self.fs.role == Role.MASTER and self.ops is not None:
                 nursery.start_soon(self.ops.commit_loop)
         if self.ops is not None:  # unmounted: files closed and waiting are complete
             self.ops.commit_due(everything=True)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import itertools
 import logging
 import os
 import stat
@@ -142,7 +143,10 @@ class FamfsOperations(pyfuse3.Operations):
         self.timeout = timeout
         self.lookups: dict[int, int] = {}
         self.handles: dict[int, OpenFile] = {}
-        self.dir_handles: dict[int, list[tuple[bytes, int]]] = {}
+        # an open directory is (its listing, the entries it had when opened): children are
+        # only ever added, so one listing per directory, extended, serves every handle
+        self.dir_handles: dict[int, tuple[list[tuple[bytes, int]], int]] = {}
+        self._listings: dict[int, list[tuple[bytes, int]]] = {}
         self._next_fh = 1
         self._times = int(fs.mounted_at * 1e9)
         self._last_read: tuple[Inode, int, int] | None = None
@@ -269,15 +273,19 @@ class FamfsOperations(pyfuse3.Operations):
         if not node.is_dir:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         assert node.children is not None
+        listing = self._listings.setdefault(inode, [])
+        if len(listing) < len(node.children):
+            new = itertools.islice(node.children.items(), len(listing), None)
+            listing.extend((os.fsencode(name), ino) for name, ino in new)
         fh = self._new_fh()
-        self.dir_handles[fh] = [(os.fsencode(n), i) for n, i in node.children.items()]
+        self.dir_handles[fh] = (listing, len(listing))  # constant memory per handle
         return fh
 
     @guarded
     async def readdir(self, fh: int, start_id: int, token: pyfuse3.ReaddirToken) -> None:
-        entries = self.dir_handles[fh]
+        entries, end = self.dir_handles[fh]
         inodes = self.fs.namespace.inodes
-        for index in range(start_id, len(entries)):
+        for index in range(start_id, end):
             name, ino = entries[index]
             if not pyfuse3.readdir_reply(token, name, self.attributes(inodes[ino]), index + 1):
                 return

@@ -208,7 +208,7 @@ class MountOptions:
     debug: bool = _option("-d", "--debug", default=False, help="debug logging")
     follow_interval: float = _option(
         "--follow-interval", default=0.2, parse=_number(float, "a number of seconds"), o=(),
-        hidden=True, help="seconds between looks at the log (clients)",
+        hidden=True, help="seconds between looks at the log (every host: for other writers)",
     )  # fmt: skip
     changes_interval: float = _option(
         "--changes-interval", default=0.01, parse=_number(float, "a number of seconds"), o=(),

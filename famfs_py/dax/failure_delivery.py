@@ -16,6 +16,7 @@ import logging
 import os
 import secrets
 import socket
+import stat
 import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -118,6 +119,22 @@ def send_failure(
         return errno.EIO
 
 
+def sweep_dead_holders(directory: Path) -> int:
+    """Remove this user's failure sockets whose process is gone (SIGKILLed holders leave
+    theirs: `<device>-<pid>-<hex>.sock`). Returns how many."""
+    removed = 0
+    for entry in os.scandir(directory):
+        parts = entry.name.removesuffix(".sock").split("-")
+        if len(parts) != 3 or not parts[1].isdigit() or os.path.exists(f"/proc/{parts[1]}"):
+            continue
+        with contextlib.suppress(OSError):
+            st = entry.stat(follow_symlinks=False)
+            if stat.S_ISSOCK(st.st_mode) and st.st_uid == os.geteuid():
+                os.unlink(entry.path)
+                removed += 1
+    return removed
+
+
 class FailureListener:
     """Receives failure notifications for one claim and runs the holder's callback."""
 
@@ -130,6 +147,7 @@ class FailureListener:
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         try:
             self._inode = rundir.bind_listener(self._sock, self.path)
+            sweep_dead_holders(self.path.parent)
         except BaseException:
             self._sock.close()
             raise

@@ -80,6 +80,7 @@ class Famfs:
         self.writable = opened.writable
         self.mem = opened.mem
         self.log = opened.log
+        self.log.on_foreign = self._foreign  # another writer (every host looks: follow)
         self._device_view = self.mem.view(0, self.mem.size)  # handed to the kernel only
         self.mounted_at = time.time()
         self.log_parents: Callable[[str], None] | None = None  # fs.pending's, on the master
@@ -161,14 +162,20 @@ class Famfs:
             )
 
     def follow(self) -> ReplayStats:
-        """Apply entries the master appended since the last look (clients)."""
+        """Notice another writer (every host), then apply the master's new entries (clients)."""
         try:
-            stats = self.log.replay()
+            stats = self.log.follow(master=self.role == Role.MASTER)
         except MemoryFault as exc:
             self.health.go_failsafe(f"the log cannot be read ({exc})")
             return ReplayStats()
         self._after_replay(stats)
         return stats
+
+    def _foreign(self, reason: str, remade: bool) -> None:
+        """Another writer changed the filesystem under this host (Log.foreign_change)."""
+        handler = self.failures.handler
+        if self.health.foreign(reason, remade=remade) and handler is not None:
+            handler.device_removing()  # mapped files let go, cached pages dropped
 
     # -- namespace -----------------------------------------------------------------------
     @property
@@ -308,8 +315,8 @@ class Famfs:
 
     # -- data ----------------------------------------------------------------------------
     def _check_data(self, inode: Inode, offset: int, length: int) -> None:
-        if self.health.removed:
-            raise FsError("the device was removed", errno.EIO)
+        if self.health.removed or self.health.superseded:
+            raise FsError(self.health.superseded or "the device was removed", errno.EIO)
         if inode.filemap is not None and self.health.hits(inode.filemap.ranges(offset, length)):
             raise FsError(f"{inode.name}: memory error in its data", errno.EIO)
 
@@ -328,7 +335,7 @@ class Famfs:
         if offset + length > size:
             length = size - offset
         health = self.health
-        if health.poisoned or health.removed:
+        if health.poisoned or health.removed or health.superseded:
             self._check_data(inode, offset, length)
         start = filemap.contiguous_start
         if start is not None:  # the hot path: one slice of the device view, nothing else
@@ -413,7 +420,7 @@ class Famfs:
                 length=length,
                 files=[self.namespace.path_of(i.ino) for i in files_in_range(self, offset, length)],
             )
-            for offset, length in self.health.poisoned
+            for offset, length in self.health.merged()
         ]
         present = self.device.exists()
         numa_node = self.device.as_daxctl().get("numa_node") if present else None
@@ -439,6 +446,7 @@ class Famfs:
             health=self.health.state.value,
             failsafe=self.health.failsafe,
             removed=self.health.removed,
+            superseded=self.health.superseded,
             poisoned=poisoned,
         )
 

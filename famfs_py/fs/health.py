@@ -35,6 +35,7 @@ class Health:
         self.device = device
         self.poisoned: tuple[Range, ...] = ()  # replaced whole, never changed in place
         self.failsafe: str | None = None  # why metadata is frozen
+        self.superseded: str | None = None  # another host remade the filesystem: no data
         self.removed = False
         self._lock = threading.Lock()
 
@@ -54,6 +55,21 @@ class Health:
                 return False
             self.failsafe = reason
         log.error("%s: failsafe: %s; metadata is frozen", self.device, reason)
+        return True
+
+    def foreign(self, reason: str, *, remade: bool) -> bool:
+        """Another writer changed the filesystem: metadata is frozen, and if it `remade` it,
+        nothing of this one may be served any more (reads fail with EIO). True if this
+        made the mount superseded just now."""
+        if not remade:
+            self.go_failsafe(reason)
+            return False
+        with self._lock:
+            if self.superseded:
+                return False
+            self.superseded = reason
+            self.failsafe = reason  # the reason that matters most
+        log.error("%s: failsafe: %s", self.device, reason)
         return True
 
     def mark_removed(self) -> bool:
@@ -84,9 +100,21 @@ class Health:
                     return True
         return False
 
+    def merged(self) -> list[Range]:
+        """The poisoned ranges, those that touch or overlap joined, in device order: bad
+        pages are recorded one by one (a truncated memory file: thousands), told in ranges."""
+        out: list[Range] = []
+        for offset, length in sorted(self.poisoned):
+            if out and offset <= out[-1][0] + out[-1][1]:
+                start, n = out[-1]
+                out[-1] = (start, max(n, offset + length - start))
+            else:
+                out.append((offset, length))
+        return out
+
     def summary(self) -> str:
         """One phrase for status lines: `ok`, `degraded (N poisoned ranges)`, ..."""
         state = self.state
         if state is State.DEGRADED:
-            return f"degraded ({len(self.poisoned)} poisoned ranges)"
+            return f"degraded ({len(self.merged())} poisoned ranges)"
         return state.value

@@ -15,6 +15,7 @@ counters that commit it, in that order, so that no host sees the count before th
 
 from __future__ import annotations
 
+import errno
 import logging
 import time
 from collections.abc import Callable
@@ -22,8 +23,8 @@ from dataclasses import dataclass, field
 
 from famfs_py import omf
 from famfs_py.dax import cache
-from famfs_py.dax.memory import DeviceMemory, MemoryFault
-from famfs_py.errors import NamespaceError
+from famfs_py.dax.memory import DeviceMemory, MemoryFault, MemoryRevoked
+from famfs_py.errors import FsError, NamespaceError
 from famfs_py.fs.alloc import Bitmap
 from famfs_py.fs.namespace import Inode, Namespace
 
@@ -34,6 +35,16 @@ RETRY_DELAY = 0.005  # seconds before re-reading an entry that failed its CRC
 
 class LogFull(Exception):
     """Every log slot is used."""
+
+
+@dataclass(frozen=True)
+class ForeignChange:
+    """Another writer changed what only this filesystem's master may write: the superblock
+    (the filesystem was remade: `remade`, nothing of it may be served any more) or the log's
+    counters (a foreign append, forged counters: metadata is frozen)."""
+
+    reason: str
+    remade: bool
 
 
 @dataclass(frozen=True)
@@ -108,6 +119,67 @@ class Log:
         self.bad: dict[int, BadEntry] = {}
         self._marked_beyond = 0  # entries past a stop whose extents are already marked
         self.writes = self.writes_class(mem, self._flush)
+        self.foreign: ForeignChange | None = None  # what another writer did, once seen
+        # told (reason, remade) once, when another writer's change is first seen
+        self.on_foreign: Callable[[str, bool], None] = lambda reason, remade: None
+
+    # -- another writer ----------------------------------------------------------------
+    def foreign_change(self, *, master: bool) -> ForeignChange | None:
+        """What another writer did, if anything: remade the filesystem (the superblock
+        changed: its fs UUID, its CRC), or changed the log's counters (on the master: any
+        count but the one it wrote; on a client: a count that went back). The first change
+        seen is kept, and told to `on_foreign`."""
+        if self.foreign is None:
+            self.foreign = self._look_for_foreign(master)
+            if self.foreign is not None:
+                self.on_foreign(self.foreign.reason, self.foreign.remade)
+        return self.foreign
+
+    def _look_for_foreign(self, master: bool) -> ForeignChange | None:
+        self._invalidate(0, omf.SUPERBLOCK_STRUCT_SIZE)
+        raw = self.mem.read(0, omf.SUPERBLOCK_STRUCT_SIZE)
+        try:
+            now = omf.Superblock.unpack(raw)
+            problems = now.problems()
+        except omf.OmfError as exc:
+            problems = [str(exc)]
+        if problems:
+            return ForeignChange(
+                f"the superblock was overwritten ({problems[0]}): the filesystem "
+                f"{self.sb.fs_uuid} is gone from the device",
+                remade=True,
+            )
+        if now != self.sb:
+            if now.fs_uuid != self.sb.fs_uuid:
+                what = f"remade by host {now.system_uuid} (fs UUID {now.fs_uuid})"
+            else:
+                what = f"given a new superblock by another writer (CRC {now.crc:#x})"
+            return ForeignChange(
+                f"the filesystem {self.sb.fs_uuid} was {what}; this mount serves none of "
+                "it any more: unmount it and mount again",
+                remade=True,
+            )
+        count = self.committed()
+        if count < self.next_index or (master and count != self.next_index):
+            change = "appended to" if count > self.next_index else "rewound"
+            return ForeignChange(
+                f"another writer {change} the log: it counts {count} entries, this "
+                f"{'master wrote' if master else 'host replayed'} {self.next_index}; "
+                "metadata is frozen: run fsck",
+                remade=False,
+            )
+        return None
+
+    def follow(self, *, master: bool) -> ReplayStats:
+        """Look for another writer (see foreign_change), then (clients) apply the entries
+        committed since the last look. Nothing more once another writer was seen or the
+        device's memory was withdrawn (removal)."""
+        try:
+            if self.foreign_change(master=master) is not None or master:
+                return ReplayStats()
+            return self.replay()
+        except MemoryRevoked:
+            return ReplayStats()
 
     # -- reading -------------------------------------------------------------------------
     def committed(self) -> int:
@@ -260,9 +332,10 @@ class Log:
     def append(self, payload: omf.FileMeta | omf.MkdirMeta) -> int:
         """Write one entry at the next slot, then commit it by bumping the header counters
         (a crash in between leaves a valid log without the entry). Returns its index."""
-        index = self.committed()
-        if index != self.next_index:
-            raise RuntimeError(f"log has {index} entries but {self.next_index} were replayed")
+        change = self.foreign_change(master=True)
+        if change is not None:
+            raise FsError(change.reason, errno.EROFS)
+        index = self.next_index
         if index >= self.header.slots:
             raise LogFull(f"the log is full ({self.header.slots} entries)")
         raw = omf.LogEntry.new(index, payload).pack()

@@ -74,4 +74,5 @@ class FsStatus:
     health: str  # a famfs_py.fs.health.State value
     failsafe: str | None
     removed: bool
+    superseded: str | None = None  # another host remade the filesystem (then also failsafe)
     poisoned: list[PoisonedRange] = field(default_factory=list)
