@@ -9,8 +9,6 @@ stranger's connection must not gain the groups of whoever takes its pid next).
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import errno
 import os
 import socket
@@ -68,7 +66,10 @@ def peer_groups(sock: _Socket) -> frozenset[int]:
 
 def _peer_groups_large(fd: int) -> bytes:
     """SO_PEERGROUPS with a buffer as long as the kernel asks for (libc's getsockopt:
-    Python's is capped at 1024 bytes)."""
+    Python's is capped at 1024 bytes). ctypes is imported here: commands start faster."""
+    import ctypes
+    import ctypes.util
+
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     size = ctypes.c_uint32(_NGROUPS_MAX * _GID.size)
     buffer = ctypes.create_string_buffer(size.value)

@@ -237,6 +237,22 @@ class Invalidate(Request[EmptyReply]):
 
 
 @dataclass(frozen=True)
+class InvalidateFiles(Request[EmptyReply]):
+    """Invalidate for many files at once (what `cp` copied): every file that can be is
+    invalidated and announced, then the first that could not be is the error."""
+
+    OP: ClassVar[str] = "invalidate_files"
+    REPLY: ClassVar[type[Reply]] = EmptyReply
+    MAX_FILES: ClassVar[int] = 4096
+    paths: tuple[str, ...] = ()  # a list in JSON
+
+    def validate(self) -> InvalidateFiles:
+        if not isinstance(self.paths, list | tuple) or len(self.paths) > self.MAX_FILES:
+            raise ProtocolError(f"paths must be a list of at most {self.MAX_FILES} paths")
+        return InvalidateFiles(tuple(clean_path(p) for p in self.paths))
+
+
+@dataclass(frozen=True)
 class Flush(Request[FlushReply]):
     """Write back and evict this host's CPU cache lines of a file's memory (bytes [offset,
     offset+length), the rest of the file if length is None): `famfs-py flush`, and reads

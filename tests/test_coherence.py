@@ -276,3 +276,28 @@ def test_a_host_that_fell_behind_the_ring_drops_its_cached_pages(pair, mounts, t
         _shows(reader, 0, NEW * 300, "300 changes, fallen behind", cmp_ / "f")
     finally:
         reader.close()
+
+
+def test_files_cp_rewrites_reach_the_other_hosts_cached_pages(pair, mounts, tmp_path):
+    """cp asks for its copied files' invalidations together (one InvalidateFiles, one
+    announcement batch); each file's new bytes still reach the client's cached pages."""
+    master, client = pair
+    mmp = mounts.mount(master, tmp_path / "mnt-master")
+    cmp_ = mounts.mount(client, tmp_path / "mnt-client", "-c", "always")
+    src = tmp_path / "src"
+    src.mkdir()
+    names = [f"f{i}" for i in range(5)]
+    for name in names:
+        (src / name).write_bytes(OLD * 512)
+    master.ok("cp", "-r", src, mmp / "d")
+    wait_until(lambda: all((cmp_ / "d" / n).exists() for n in names), 10, "the client's files")
+    readers = [Reader(cmp_ / "d" / name) for name in names]
+    try:
+        for name in names:  # same sizes: cp rewrites the files in place
+            (src / name).write_bytes(NEW * 512)
+        master.ok("cp", "-r", src, mmp / "d")
+        for name, reader in zip(names, readers, strict=True):
+            _shows(reader, 4088, NEW, f"cp -r rewrote {name}", cmp_ / "d" / name)
+    finally:
+        for reader in readers:
+            reader.close()

@@ -115,3 +115,31 @@ def test_what_another_filesystem_left_in_the_region_is_not_taken_for_ours(hosts,
     stranger = changes.Area(master.mem, master.coherency, uuid.uuid4())
     assert not stranger.valid() and stranger.table() == {}
     assert stranger.head(0) is None and stranger.record(0, 0) is None
+
+
+def test_a_batch_is_published_by_one_head_and_followed_whole(hosts):
+    master, client = hosts
+    area = _area(master)
+    area.format(MASTER)
+    listener = changes.Listener(_area(client))
+    writer = changes.Announcer(area, 0)
+    batch = [Change(100 + i, 0, 4096) for i in range(changes.BATCH + 3)]  # two heads
+    writer.announce_many(batch)
+    assert writer.seq == len(batch)
+    assert listener.poll() == batch
+
+
+def test_a_batch_recorded_but_not_published_is_published_whole_at_the_next_start(hosts):
+    master, client = hosts
+    area = _area(master)
+    area.format(MASTER)
+    listener = changes.Listener(_area(client))
+    writer = changes.Announcer(area, 0)
+    writer.announce(Change(15, 0, 1))
+    assert listener.poll() == [Change(15, 0, 1)]
+    batch = [Change(16 + i, 0, 8) for i in range(5)]
+    for ahead, change in enumerate(batch):  # announce_many's records, then the daemon dies
+        writer.prepare(change, ahead)
+    assert listener.poll() == []
+    again = changes.Announcer(area, 0)
+    assert again.recovered and again.seq == 6 and listener.poll() == batch

@@ -170,6 +170,24 @@ async def test_flush_writes_back_and_evicts_a_files_range_and_says_the_policy(fs
         assert reply["ok"] is False and reply["errno"] == code, (request, reply)
 
 
+async def test_invalidate_files_does_what_it_may_and_names_the_first_refusal(fs, control):
+    """cp's batched invalidation: one trip for every file, each path authorized as its own
+    Invalidate; what the caller may not read (or what is not there) is refused by name,
+    after the rest are done."""
+    public, _ = fs.create_file("public", 4096, 0o644, 0, 0)
+    also, _ = fs.create_file("also", 4096, 0o644, 0, 0)
+    fs.create_file("private", 4096, 0o600, 0, 0)
+    reply = await _ask(control, protocol.InvalidateFiles(("public", "also")), NOBODY)
+    assert reply == {"ok": True} and control.invalidated == [[public.ino, also.ino]]
+    control.invalidated.clear()
+    paths = ("public", "private", "missing", "also")
+    reply = await _ask(control, protocol.InvalidateFiles(paths), NOBODY)
+    assert reply["ok"] is False and reply["errno"] == errno.EACCES and "private" in reply["error"]
+    assert control.invalidated == [[public.ino, also.ino]]
+    reply = await _ask(control, protocol.InvalidateFiles(("missing",)))
+    assert reply["errno"] == errno.ENOENT and "missing" in reply["error"]
+
+
 async def test_requests_change_the_model_and_answer_with_maps(fs, control):
     reply = await _ask(control, protocol.Mkdir("a/b", parents=True))
     assert reply == {"ok": True, "created": ["a", "a/b"]}

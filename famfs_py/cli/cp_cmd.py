@@ -45,7 +45,25 @@ EXIT_CODES = """
   2  usage error
 """
 PROGRESS_MIN = 64 << 20  # show a progress bar on a terminal for copies at least this big
+INVALIDATE_BYTES = 32 << 10  # paths per InvalidateFiles: well within protocol.MAX_REQUEST
 FILES_PER_BATCH = 128  # files of one directory created together (each holds a descriptor)
+
+
+def invalidations(paths: list[str]) -> list[protocol.InvalidateFiles]:
+    """The requests that invalidate (and announce) these copied files: a few, not one per
+    file (each fits in a request)."""
+    requests: list[protocol.InvalidateFiles] = []
+    batch: list[str] = []
+    size = 0
+    for path in paths:
+        if batch and size + len(path.encode()) + 4 > INVALIDATE_BYTES:
+            requests.append(protocol.InvalidateFiles(tuple(batch)))
+            batch, size = [], 0
+        batch.append(path)
+        size += len(path.encode()) + 4
+    if batch:
+        requests.append(protocol.InvalidateFiles(tuple(batch)))
+    return requests
 
 
 class Abort(Exception):
@@ -213,7 +231,7 @@ class Copier:
                 self._start(fd, src, dest, rel, FileMap(grant.fmap, size), grant.created)
         finally:  # what landed is invalidated, even if a copy failed on the way
             copied, self._copied = self._copied, []
-            answers = self.chan.call_many([protocol.Invalidate(rel) for rel in copied])
+            answers = self.chan.call_many(invalidations(copied)) if copied else []
         failed = next((a for a in answers if isinstance(a, FamfsError)), None)
         if failed is not None:
             stop = stop or f"cannot invalidate what was copied: {failed.message}"

@@ -66,6 +66,7 @@ class ControlServer:
         daemon_facts: Callable[[], DaemonFacts],
         invalidate: Callable[[list[int]], Awaitable[None]],
         announce: Callable[[int, int, int], None] | None = None,
+        announce_many: Callable[[list[tuple[int, int, int]]], None] | None = None,
     ) -> None:
         self.fs = fs
         self.mountpoint = mountpoint
@@ -73,6 +74,7 @@ class ControlServer:
         self.daemon_facts = daemon_facts
         self.invalidate = invalidate
         self.announce = announce or (lambda ino, offset, length: None)  # to the other hosts
+        self.announce_many = announce_many or self._announce_each
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         self._inode: int | None = None
         self._connections: dict[int, int] = {}  # uid -> connections open now
@@ -83,6 +85,8 @@ class ControlServer:
             protocol.Getmap: (Rule.READER, self.getmap),
             protocol.Map: (Rule.READER, self.map),  # and device access: check_device
             protocol.Invalidate: (Rule.READER, self.invalidate_file),
+            # each path is authorized as an Invalidate of it, by the handler
+            protocol.InvalidateFiles: (Rule.ANYONE, self.invalidate_files),
             protocol.Flush: (Rule.READER, self.flush_file),  # upstream: who may mmap it to read
             protocol.Mkdir: (Rule.CREATOR, self.mkdir),
             protocol.Creat: (Rule.CREATOR, self.creat),  # an existing file: READER
@@ -342,6 +346,32 @@ class ControlServer:
         inode = self._file(request.path)
         await self.invalidate([inode.ino])
         self.announce(inode.ino, 0, inode.size)
+        return Answer(replies.EmptyReply())
+
+    def _announce_each(self, changed: list[tuple[int, int, int]]) -> None:
+        for ino, offset, length in changed:
+            self.announce(ino, offset, length)
+
+    async def invalidate_files(
+        self, request: protocol.InvalidateFiles, caller: Credentials
+    ) -> Answer:
+        """Invalidate for each path (`cp`'s batch): one trip to the invalidating thread and
+        one announcement for all of them. The files that can be are done; then the first
+        that could not be (not there, not a logged file, not the caller's to read) is the
+        error, as its own Invalidate would have said."""
+        inodes: list[Inode] = []
+        failure: FamfsError | None = None
+        for path in request.paths:
+            try:
+                self._authorize(Rule.READER, protocol.Invalidate(path), caller)
+                inodes.append(self._file(path))
+            except FamfsError as exc:
+                failure = failure or exc
+        if inodes:
+            await self.invalidate([inode.ino for inode in inodes])
+            self.announce_many([(inode.ino, 0, inode.size) for inode in inodes])
+        if failure is not None:
+            raise failure
         return Answer(replies.EmptyReply())
 
     async def flush_file(self, request: protocol.Flush, caller: Credentials) -> Answer:

@@ -136,6 +136,7 @@ class Daemon:
                     self._daemon_facts,
                     self._invalidate_async,
                     changes.announce,
+                    changes.announce_many,
                 )
                 teardown.callback(control.close)
                 control.bind()

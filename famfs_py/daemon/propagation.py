@@ -158,6 +158,16 @@ class Propagation:
         with self._lock:
             self._guard(announcer.announce, Change(ino, offset, length))
 
+    def announce_many(self, changed: list[tuple[int, int, int]]) -> None:
+        """Changes already made, (ino, offset, length) each, announced together."""
+        announcer = self.announcer
+        if announcer is None or self.fs.health.removed:
+            for ino, _offset, _length in changed:
+                self._remember(ino)
+            return
+        with self._lock:
+            self._guard(announcer.announce_many, [changes.Change(*c) for c in changed])
+
     def _guard(self, step: Callable[[Any], None], arg: Any) -> bool:
         """A step of announcing; a memory error in the area is logged, never the writer's."""
         try:

@@ -23,8 +23,10 @@ for good (the same UUID finds the same slot at every mount).
 
 Announcing (`Announcer`): the record goes to the ring at the next sequence number and is
 flushed *before* the data is written; the data is written and flushed; then the head is
-advanced and flushed. A host that dies after the record but before the head finds that
-record at its next mount and publishes it then. Readers never wait for anyone.
+advanced and flushed. Changes already made (files `cp` wrote) are announced in batches:
+their records at consecutive sequence numbers, then one head. A host that dies after the
+records but before the head finds them at its next mount and publishes them then. Readers
+never wait for anyone.
 
 Listening (`Listener.wait`, then `poll`): invalidate the request line and the heads (one
 cache line per slot, contiguous) and compare them with the last look, in C without the GIL
@@ -46,6 +48,7 @@ AREA_SIZE = 1 << 20
 LINE = 64
 SLOTS = 32
 RING = 256
+BATCH = RING // 4  # records one head publishes at most (Announcer.announce_many)
 HEADS = AREA + 4096
 RINGS = AREA + 8192
 TABLE = AREA + 128
@@ -199,24 +202,36 @@ class Announcer:
         self.slot = slot
         self.seq = area.head(slot) or 0
         self.recovered = False
-        if area.record(slot, self.seq) is not None:  # died between the record and the head
+        # died between the records (one, or a batch's) and the head: publish them now
+        while area.record(slot, self.seq) is not None:
             self.publish()
             self.recovered = True
 
-    def prepare(self, change: Change) -> None:
-        """Write (and flush) the record of a change about to be made."""
-        body = struct.pack("<QQQQ", self.seq, change.ino, change.offset, change.length)
-        self.area.store(record_offset(self.slot, self.seq), body + struct.pack(
+    def prepare(self, change: Change, ahead: int = 0) -> None:
+        """Write (and flush) the record of a change about to be made (`ahead`: the record
+        that many after the next, for a batch published at once)."""
+        seq = self.seq + ahead
+        body = struct.pack("<QQQQ", seq, change.ino, change.offset, change.length)
+        self.area.store(record_offset(self.slot, seq), body + struct.pack(
             "<I", self.area.crc(body)))  # fmt: skip
 
-    def publish(self) -> None:
-        """The prepared change is made: advance (and flush) the head."""
-        self.seq += 1
+    def publish(self, count: int = 1) -> None:
+        """The prepared change (or `count` of them) is made: advance (and flush) the head."""
+        self.seq += count
         self.area.store(head_offset(self.slot), self.area._head(self.seq))
 
     def announce(self, change: Change) -> None:
         self.prepare(change)
         self.publish()
+
+    def announce_many(self, changes: list[Change]) -> None:
+        """Changes already made, announced together: their records, then one head (at
+        most BATCH at a time, so that a reader less than a ring behind keeps up)."""
+        for start in range(0, len(changes), BATCH):
+            batch = changes[start : start + BATCH]
+            for ahead, change in enumerate(batch):
+                self.prepare(change, ahead)
+            self.publish(len(batch))
 
 
 class Listener:

@@ -68,6 +68,13 @@ class FileMap:
             self.size = min(size, _interleaved_capacity(fmap))  # bytes backed by the fmap
             one_run = fmap.nstrips == 1 or self.size <= fmap.chunk_size
             self.contiguous_start = fmap.strips[0].offset if one_run and self.size else None
+        elif isinstance(fmap, SimpleFmap) and len(fmap.extents) == 1 and size > 0:
+            # one extent (most files; replay makes one per file): what _flatten would make
+            ext = fmap.extents[0]
+            self.size = min(ext.length, size)
+            self._pieces = (Piece(0, ext.offset, self.size),)
+            self._starts = [0]
+            self.contiguous_start = ext.offset
         else:
             pieces = self._flatten(size)
             self.size = pieces[-1].file_offset + pieces[-1].length if pieces else 0

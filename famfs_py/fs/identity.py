@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import os
-import uuid
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # uuid (with platform) is loaded where a UUID is made: commands start fast
+    import uuid
 
 SYSTEM_UUID_FILE = Path("/opt/famfs/system_uuid")  # shared with upstream famfs
 SYSTEM_UUID_ENV = "FAMFS_PY_SYSTEM_UUID"
@@ -34,6 +37,8 @@ class Role(StrEnum):
 
 
 def parse_uuid(text: str, what: str = "system UUID") -> uuid.UUID:
+    import uuid
+
     try:
         return uuid.UUID(text.strip())
     except ValueError:
@@ -51,6 +56,8 @@ def system_uuid(override: str | None = None, *, create: bool = True) -> uuid.UUI
     except FileNotFoundError:
         if not create:
             raise
+    import uuid
+
     new = uuid.uuid4()
     SYSTEM_UUID_FILE.parent.mkdir(parents=True, exist_ok=True)
     tmp = SYSTEM_UUID_FILE.with_name(f".system_uuid.{os.getpid()}")

@@ -4,33 +4,13 @@ Pure bytes <-> dataclasses with the exact CRCs of upstream famfs; no I/O happens
 Offsets and sizes are those of the compiled C structs (tests/data/famfs-ref/layout.json).
 The parts: `layout` (sizes, magics, struct layouts), `superblock` (superblock, log header),
 `fmap` (extents and strips), `entries` (log entries and their checks); everything public is
-named here, so callers say `omf.Superblock`, `omf.LogEntry`.
+named here, so callers say `omf.Superblock`, `omf.LogEntry`. The layout is loaded at once;
+the dataclass modules (`entries`, `fmap`, `superblock`) when one of their names is first
+used, so that a command which never touches them starts fast.
 """
 
 from __future__ import annotations
 
-from famfs_py.omf.entries import (
-    AddDaxdevMeta,
-    FileMeta,
-    LogEntry,
-    MkdirMeta,
-    Payload,
-    RawPayload,
-    entry_crc_ok,
-    entry_problems,
-    fmap_problems,
-    path_problem,
-)
-from famfs_py.omf.fmap import (
-    Extent,
-    Fmap,
-    InterleavedFmap,
-    SimpleFmap,
-    UnknownFmap,
-    fmap_extents,
-    pack_fmap,
-    unpack_fmap,
-)
 from famfs_py.omf.layout import (
     ALLOC_UNIT,
     ALLOC_UNITS,
@@ -69,13 +49,79 @@ from famfs_py.omf.layout import (
     entry_offset,
     log_slots,
 )
-from famfs_py.omf.superblock import (
-    COUNTERS_OFFSET,
-    LogHeader,
-    Superblock,
-    pack_counters,
-    valid_log_len,
-)
+
+TYPE_CHECKING = False  # typing.TYPE_CHECKING without importing typing (commands start fast)
+if TYPE_CHECKING:
+    from typing import Any
+
+    from famfs_py.omf.entries import (
+        AddDaxdevMeta,
+        FileMeta,
+        LogEntry,
+        MkdirMeta,
+        Payload,
+        RawPayload,
+        entry_crc_ok,
+        entry_problems,
+        fmap_problems,
+        path_problem,
+    )
+    from famfs_py.omf.fmap import (
+        Extent,
+        Fmap,
+        InterleavedFmap,
+        SimpleFmap,
+        UnknownFmap,
+        fmap_extents,
+        pack_fmap,
+        unpack_fmap,
+    )
+    from famfs_py.omf.superblock import (
+        COUNTERS_OFFSET,
+        LogHeader,
+        Superblock,
+        pack_counters,
+        valid_log_len,
+    )
+
+# name -> the submodule defining it, imported on first use
+_LAZY: dict[str, str] = {
+    "AddDaxdevMeta": "entries",
+    "FileMeta": "entries",
+    "LogEntry": "entries",
+    "MkdirMeta": "entries",
+    "Payload": "entries",
+    "RawPayload": "entries",
+    "entry_crc_ok": "entries",
+    "entry_problems": "entries",
+    "fmap_problems": "entries",
+    "path_problem": "entries",
+    "Extent": "fmap",
+    "Fmap": "fmap",
+    "InterleavedFmap": "fmap",
+    "SimpleFmap": "fmap",
+    "UnknownFmap": "fmap",
+    "fmap_extents": "fmap",
+    "pack_fmap": "fmap",
+    "unpack_fmap": "fmap",
+    "COUNTERS_OFFSET": "superblock",
+    "LogHeader": "superblock",
+    "Superblock": "superblock",
+    "pack_counters": "superblock",
+    "valid_log_len": "superblock",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'famfs_py.omf' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(f"famfs_py.omf.{module}"), name)
+    globals()[name] = value  # once: later uses are plain attribute look-ups
+    return value
+
 
 __all__ = [
     "ALLOC_UNIT",

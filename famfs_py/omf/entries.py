@@ -183,9 +183,23 @@ def entry_crc_ok(buf: bytes | memoryview) -> bool:
     return crc == _crc(buf[:_ENTRY_CRC_OFFSET])
 
 
+_SLASH = ord("/")
+_SLASH_OR_DOT = (ord("/"), ord("."))
+
+
 def path_problem(relpath: str) -> str | None:
     """Why a logged path cannot be used (None if it can)."""
     raw = _encode_path(relpath)
+    if (  # the common case at once (replay checks every entry): no '.' starts a component
+        raw
+        and len(raw) < MAX_PATHLEN
+        and raw[0] not in _SLASH_OR_DOT
+        and raw[-1] != _SLASH
+        and b"/." not in raw
+        and b"//" not in raw
+        and b"\0" not in raw
+    ):
+        return None
     if not raw:
         return "empty path"
     if len(raw) >= MAX_PATHLEN:
