@@ -439,20 +439,26 @@ class FamfsOperations(pyfuse3.Operations):
 
     @guarded
     async def rmdir(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
+        self.pending.rmdir(self._pending_to_remove("rmdir", parent_inode, name))
+
+    def _pending_to_remove(self, verb: str, parent_inode: int, name: bytes) -> Pending:
+        """The not yet logged file (unlink) or directory (rmdir) `name`: only those can go,
+        the log cannot record removing anything."""
         parent = self._inode(parent_inode)
         inode = self.fs.namespace.lookup(parent.ino, os.fsdecode(name))
         if inode is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
-        if not inode.is_dir:
+        if verb == "rmdir" and not inode.is_dir:
             raise pyfuse3.FUSEError(errno.ENOTDIR)
         pending = self.pending.get(inode.ino)
         if pending is None:
+            what = "a directory" if inode.is_dir else "a file"
             raise refused(
-                f"rmdir {self._relpath(parent, name)}: the famfs log cannot record removing "
-                "a directory",
+                f"{verb} {self._relpath(parent, name)}: the famfs log cannot record removing "
+                f"{what}",
                 errno.EPERM,
             )
-        self.pending.rmdir(pending)
+        return pending
 
     def _create(self, parent_inode: int, name: bytes, mode: int, ctx: Any) -> Pending:
         parent = self._inode(parent_inode)
@@ -483,18 +489,7 @@ class FamfsOperations(pyfuse3.Operations):
 
     @guarded
     async def unlink(self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext) -> None:
-        parent = self._inode(parent_inode)
-        inode = self.fs.namespace.lookup(parent.ino, os.fsdecode(name))
-        if inode is None:
-            raise pyfuse3.FUSEError(errno.ENOENT)
-        pending = self.pending.get(inode.ino)
-        if pending is None:
-            raise refused(
-                f"unlink {self._relpath(parent, name)}: the famfs log cannot record removing "
-                "a file",
-                errno.EPERM,
-            )
-        self.pending.unlink(pending)
+        self.pending.unlink(self._pending_to_remove("unlink", parent_inode, name))
 
     @guarded
     async def rename(
