@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 
 import pytest
-from helpers import as_user, wait_until
+from helpers import as_user, resident, wait_until
 
 import famfs_py
 
@@ -93,6 +93,26 @@ def test_flush_writes_a_shared_mappings_dirty_pages_back_first(shared_file):
             assert os.pread(f.fileno(), 8, PAGE) == NEW  # it reached memory
     finally:
         program.close()
+
+
+def test_a_change_to_a_file_not_open_here_puts_nothing_in_this_hosts_page_cache(shared_file):
+    """Only a file open on this host (a descriptor or a mapping) gets a change stored into
+    its pages: a file the host merely looked up (stat, ls) stays out of its DRAM. (-c always:
+    with auto, the open that fincore makes to count the pages would drop them.)"""
+    master, client, mf, cf = shared_file("-c", "always")
+    master.ok("creat", "-s", "4m", mf.parent / "g")
+    wait_until((cf.parent / "g").exists, 10, "the client seeing g")
+    os.stat(cf)  # the client's kernel knows f; nothing of it is read
+    assert resident(cf) == 0
+    reader = Reader(cf.parent / "g")
+    try:
+        _pwrite(mf, 0, NEW * (PAGE // len(NEW)))  # a whole page, announced first ...
+        _pwrite(mf.parent / "g", 0, NEW)  # ... so once g shows it, f's change was applied
+        wait_until(lambda: reader.mapped(0, 8) == NEW, 10, "the client applying the changes")
+        assert resident(cf) == 0
+        assert cf.read_bytes()[:8] == NEW
+    finally:
+        reader.close()
 
 
 def test_a_user_without_the_device_flushes_what_it_may_read_on_a_client(pair, mounts, public_dir):

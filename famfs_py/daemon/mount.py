@@ -125,6 +125,7 @@ class Daemon:
                 changes = self.changes = Propagation(
                     fs,
                     known=ops.lookups.__contains__,
+                    is_open=ops.is_open,
                     kernel_inodes=lambda: list(ops.lookups),
                     page_cache=self.opts.cache != CacheMode.NEVER,
                     interval=self.opts.changes_interval,

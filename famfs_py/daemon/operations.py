@@ -143,6 +143,7 @@ class FamfsOperations(pyfuse3.Operations):
         self.timeout = timeout
         self.lookups: dict[int, int] = {}
         self.handles: dict[int, OpenFile] = {}
+        self.open_files: dict[int, int] = {}  # inode -> its open handles (a mapping holds one)
         # an open directory is (its listing, the entries it had when opened): children are
         # only ever added, so one listing per directory, extended, serves every handle
         self.dir_handles: dict[int, tuple[list[tuple[bytes, int]], int]] = {}
@@ -321,15 +322,24 @@ class FamfsOperations(pyfuse3.Operations):
                 errno.EPERM,
             )
         fh = self._new_fh()
-        self.handles[fh] = OpenFile(node, writable)
+        self._add_handle(fh, OpenFile(node, writable))
         return self._file_info(fh, node)
 
     def _open_pending(self, pending: Pending, writable: bool) -> pyfuse3.FileInfo:
         pending.handles += 1
         pending.due = None  # reopened: committed after its next last close
         fh = self._new_fh()
-        self.handles[fh] = OpenFile(pending.inode, writable, pending)
+        self._add_handle(fh, OpenFile(pending.inode, writable, pending))
         return self._file_info(fh, pending.inode)
+
+    def _add_handle(self, fh: int, handle: OpenFile) -> None:
+        self.handles[fh] = handle
+        ino = handle.inode.ino
+        self.open_files[ino] = self.open_files.get(ino, 0) + 1
+
+    def is_open(self, ino: int) -> bool:
+        """Whether a descriptor or a mapping on this host holds the file open."""
+        return self.open_files.get(ino, 0) > 0
 
     def _file_info(self, fh: int, node: Inode) -> pyfuse3.FileInfo:
         info = pyfuse3.FileInfo(fh=fh)
@@ -392,6 +402,11 @@ class FamfsOperations(pyfuse3.Operations):
     @guarded
     async def release(self, fh: int) -> None:
         handle = self.handles.pop(fh, None)
+        if handle is not None:
+            ino = handle.inode.ino
+            left = self.open_files.pop(ino, 0) - 1
+            if left > 0:
+                self.open_files[ino] = left
         pending = handle.pending if handle is not None else None
         if pending is None or pending.committed:
             return

@@ -63,20 +63,23 @@ def fuse_device_fd() -> int | None:
 
 class Propagation:
     """Announces this host's changes and applies everyone else's. `fs` is the Famfs,
-    `known(ino)` whether the kernel holds the inode, `page_cache` whether the mount uses
-    the page cache (not -c never), `interval` seconds between looks (0: do not listen)."""
+    `known(ino)` whether the kernel holds the inode, `is_open(ino)` whether a descriptor or
+    mapping on this host holds the file open, `page_cache` whether the mount uses the page
+    cache (not -c never), `interval` seconds between looks (0: do not listen)."""
 
     def __init__(
         self,
         fs: Any,
         *,
         known: Callable[[int], bool],
+        is_open: Callable[[int], bool],
         kernel_inodes: Callable[[], list[int]],
         page_cache: bool,
         interval: float,
     ) -> None:
         self.fs = fs
         self.known = known
+        self.is_open = is_open
         self.kernel_inodes = kernel_inodes
         self.page_cache = page_cache
         self.interval = interval
@@ -256,7 +259,9 @@ class Propagation:
         if not self.page_cache or not self.known(ino) or not self._session_open:
             return
         try:
-            if length <= STORE_MAX:
+            # a small change to a file open here is stored (mappings show it, no read round
+            # trip); anything else is dropped: pages of a file nobody here holds are never made
+            if length <= STORE_MAX and self.is_open(ino):
                 data = b"".join(self.fs.mem.read(dev, n) for dev, n in ranges)
                 pyfuse3.notify_store(ino, offset, data)
             else:
