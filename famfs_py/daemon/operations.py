@@ -457,8 +457,7 @@ class FamfsOperations(pyfuse3.Operations):
         self.pending.rmdir(self._pending_to_remove("rmdir", parent_inode, name))
 
     def _pending_to_remove(self, verb: str, parent_inode: int, name: bytes) -> Pending:
-        """The not yet logged file (unlink) or directory (rmdir) `name`: only those can go,
-        the log cannot record removing anything."""
+        """The pending file (unlink) or directory (rmdir) `name`: the log removes nothing."""
         parent = self._inode(parent_inode)
         inode = self.fs.namespace.lookup(parent.ino, os.fsdecode(name))
         if inode is None:
