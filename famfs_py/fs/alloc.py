@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass
 
 from famfs_py import omf
-from famfs_py.omf import Extent
+from famfs_py.omf import Extent, _replay
 
 GiB = 1 << 30
 
@@ -85,6 +85,13 @@ class Bitmap:
         already = (last - first) - self._bits.count(FREE, first, last)
         self._bits[first:last] = b"\1" * (last - first)
         self.used += (last - first) - already
+        self.collisions += already
+        return already
+
+    def mark_all(self, extents: tuple[int, ...]) -> int:
+        """`mark` for extents given as (offset, length, offset, length, ...), in one call."""
+        fresh, already = _replay.mark(self._bits, self.alloc_unit, extents)
+        self.used += fresh
         self.collisions += already
         return already
 

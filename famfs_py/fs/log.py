@@ -105,7 +105,7 @@ class Log:
     writes_class: type[LogWrites] = LogWrites
     # decodes a run of raw entries for replay: the C decoder, or (tests) the reference
     # omf.scan_entries it must agree with
-    scan: Callable[[bytes, int, int, int, int], list[omf.CleanEntry | None]] = staticmethod(
+    scan: Callable[[bytearray, int, int, int, int], list[omf.CleanEntry | None]] = staticmethod(
         _replay.scan
     )
 
@@ -198,11 +198,13 @@ class Log:
         next_index = int.from_bytes(raw[8:16], "little")
         return min(next_index, self.header.slots)
 
-    def _read_entries(self, start: int, stop: int) -> bytes:
+    def _read_entries(self, start: int, stop: int) -> bytearray:
         offset = self.sb.log_offset + omf.entry_offset(start)
         length = (stop - start) * omf.LOG_ENTRY_SIZE
         self._invalidate(offset, length)
-        return self.mem.read(offset, length)
+        buf = bytearray(length)  # not copied again into bytes: a full log is 256 MiB
+        self.mem.readinto(offset, buf)
+        return buf
 
     def _invalidate(self, offset: int, length: int) -> None:
         if self.coherency.enabled:
@@ -219,7 +221,7 @@ class Log:
                 raise MemoryFault(offset, length, exc) from exc
 
     def _read_entry(self, index: int) -> bytes:
-        return self._read_entries(index, index + 1)
+        return bytes(self._read_entries(index, index + 1))
 
     def _entry_or_none(self, index: int) -> bytes | None:
         """Entry `index`, or None if its memory cannot be read."""
@@ -228,12 +230,12 @@ class Log:
         except MemoryFault:
             return None
 
-    def _slot(self, raw: bytes | None, start: int, index: int) -> bytes | None:
+    def _slot(self, raw: bytearray | None, start: int, index: int) -> bytes | None:
         """Entry `index` from a bulk read starting at `start` (None: read it alone)."""
         if raw is None:
             return self._entry_or_none(index)
         size = omf.LOG_ENTRY_SIZE
-        return raw[(index - start) * size : (index - start + 1) * size]
+        return bytes(raw[(index - start) * size : (index - start + 1) * size])
 
     # -- replay --------------------------------------------------------------------------
     def replay(self, *, stop_at_corrupt: bool = True, upto: int | None = None) -> ReplayStats:
@@ -250,7 +252,7 @@ class Log:
         if start >= end:
             return stats
         try:
-            raw: bytes | None = self._read_entries(start, end)
+            raw: bytearray | None = self._read_entries(start, end)
         except MemoryFault:
             raw = None  # some entry's memory is bad: read them one by one
         gc_was_enabled = gc.isenabled()
@@ -264,7 +266,19 @@ class Log:
         return stats
 
     def _replay_range(
-        self, raw: bytes | None, start: int, end: int, stop_at_corrupt: bool, stats: ReplayStats
+        self, raw: bytearray | None, start: int, end: int, stop_at_corrupt: bool, stats: ReplayStats
+    ) -> None:
+        ns = self.namespace
+        files, dirs = ns.files, ns.dirs
+        try:
+            self._replay_entries(raw, start, end, stop_at_corrupt, stats)
+        finally:  # what the namespace gained is what this pass applied
+            stats.files += ns.files - files
+            stats.dirs += ns.dirs - dirs
+            stats.sum_file_sizes += sum(i.size for i in stats.new_inodes if not i.is_dir)
+
+    def _replay_entries(
+        self, raw: bytearray | None, start: int, end: int, stop_at_corrupt: bool, stats: ReplayStats
     ) -> None:
         # the common case decoded and checked in C (famfs_py.omf._replay): a clean entry is a
         # tuple; any other (None) is decoded here by famfs_py.omf, the reference
@@ -272,59 +286,64 @@ class Log:
         reserved = sb.log_offset + sb.log_len
         clean = self.scan(raw, start, sb.dev_size, sb.alloc_unit, reserved) if raw else None
         add = self.namespace.add_checked
-        mark = self.bitmap.mark_range
-        dev_size = sb.dev_size
+        mark_all = self.bitmap.mark_all
         parents: dict[str, Inode] = {}
-        new_inodes = stats.new_inodes
-        waited = False
-        for index in range(start, end):
-            item = clean[index - start] if clean is not None else None
-            if item is not None:
-                head, name, mode, uid, gid, size, payload, extents = item
-                if extents is not None:
-                    for k in range(0, len(extents), 2):
-                        if extents[k] + extents[k + 1] <= dev_size:
-                            mark(extents[k], extents[k + 1])
-                try:
-                    inode = add(index, head, name, mode, uid, gid, size, payload, parents)
-                except NamespaceError as exc:
-                    self._record_bad(BadEntry(index, (str(exc),), False), stats)
-                else:
-                    new_inodes.append(inode)
-                    if payload is None:
-                        stats.dirs += 1
-                    else:
-                        stats.files += 1
-                        stats.sum_file_sizes += size
-                self.next_index = index + 1
-                continue
-            chunk = self._slot(raw, start, index)
+        new_inode = stats.new_inodes.append
+        self._waited = False
+        index = start
+        try:
+            for index in range(start, end):
+                item = clean[index - start] if clean is not None else None
+                if item is not None:
+                    head, name, mode, uid, gid, size, payload, extents = item
+                    if extents is not None:  # all inside the device: marked as _apply does
+                        mark_all(extents)
+                    try:
+                        new_inode(add(index, head, name, mode, uid, gid, size, payload, parents))
+                    except NamespaceError as exc:
+                        self._record_bad(BadEntry(index, (str(exc),), False), stats)
+                elif not self._replay_one(raw, start, index, end, stop_at_corrupt, stats):
+                    return  # stopped at `index`
+            index = end
+        finally:
+            self.next_index = index  # every entry before it is applied
+
+    def _replay_one(
+        self,
+        raw: bytearray | None,
+        start: int,
+        index: int,
+        end: int,
+        stop_at_corrupt: bool,
+        stats: ReplayStats,
+    ) -> bool:
+        """Entry `index` decoded alone (famfs_py.omf, the reference): applied, or recorded
+        as bad. False: replay stops at it (corrupt)."""
+        chunk = self._slot(raw, start, index)
+        crc_ok = chunk is not None and omf.entry_crc_ok(chunk)
+        if chunk is not None and not crc_ok:
+            if not self._waited:  # once per pass: a scan of a ruined log must not crawl
+                time.sleep(RETRY_DELAY)
+                self._waited = True
+            chunk = self._entry_or_none(index)
             crc_ok = chunk is not None and omf.entry_crc_ok(chunk)
-            if chunk is not None and not crc_ok:
-                if not waited:  # once per pass: a scan of a ruined log must not crawl
-                    time.sleep(RETRY_DELAY)
-                    waited = True
-                chunk = self._entry_or_none(index)
-                crc_ok = chunk is not None and omf.entry_crc_ok(chunk)
-            if chunk is None:
-                reasons: tuple[str, ...] = ("cannot be read (memory error)",)
-            else:
-                entry = omf.LogEntry.unpack(chunk)
-                reasons = ()
-                if not crc_ok or entry.seqnum != index:  # the CRC is computed once per entry
-                    reasons = tuple(omf.entry_problems(entry, index, 0, 1))
-            if reasons:
-                bad = BadEntry(index, reasons, True)
-                self._record_bad(bad, stats)
-                if stop_at_corrupt:
-                    self.stopped_at = index
-                    stats.stopped_at = index
-                    self._mark_beyond(raw, start, index + 1, end)
-                    return
-                self.next_index = index + 1
-                continue
-            self._apply(index, entry, stats)
-            self.next_index = index + 1
+        if chunk is None:
+            reasons: tuple[str, ...] = ("cannot be read (memory error)",)
+        else:
+            entry = omf.LogEntry.unpack(chunk)
+            reasons = ()
+            if not crc_ok or entry.seqnum != index:  # the CRC is computed once per entry
+                reasons = tuple(omf.entry_problems(entry, index, 0, 1))
+        if reasons:
+            self._record_bad(BadEntry(index, reasons, True), stats)
+            if stop_at_corrupt:
+                self.stopped_at = index
+                stats.stopped_at = index
+                self._mark_beyond(raw, start, index + 1, end)
+                return False
+            return True
+        self._apply(index, entry, stats)
+        return True
 
     def _record_bad(self, bad: BadEntry, stats: ReplayStats) -> None:
         if bad.index not in self.bad:
@@ -357,15 +376,10 @@ class Log:
                 problems = [str(exc)]
             else:
                 stats.new_inodes.append(inode)
-                if inode.is_dir:
-                    stats.dirs += 1
-                else:
-                    stats.files += 1
-                    stats.sum_file_sizes += inode.size
                 return
         self._record_bad(BadEntry(index, tuple(problems), False), stats)
 
-    def _mark_beyond(self, raw: bytes | None, start: int, first: int, end: int) -> None:
+    def _mark_beyond(self, raw: bytearray | None, start: int, first: int, end: int) -> None:
         """Mark the extents of CRC-valid entries after a stop, so they are never reused."""
         for index in range(max(first, self._marked_beyond), end):
             chunk = self._slot(raw, start, index)

@@ -15,10 +15,13 @@
  *   None                                              not clean: use the reference
  *   (head, name, mode, uid, gid, 0, None, None)       a clean directory (mkdir)
  *   (head, name, mode, uid, gid, size, payload, ext)  a clean file: payload is the entry's
- *       520 payload bytes (decoded later, on first use), ext its extents flattened as
- *       (offset, length, offset, length, ...)
+ *       payload bytes up to its fmap's last extent (decoded later, on first use: what
+ *       follows is never read), ext its extents flattened as (offset, length, ...)
  * head is the path before its last '/' ("" at the top), name what follows; both decoded as
  * famfs_py.omf decodes paths (UTF-8, surrogateescape). mode, uid, gid as logged.
+ *
+ * mark(bits, alloc_unit, extents) sets a clean file's units in the allocation bitmap
+ * (famfs_py.fs.alloc.Bitmap.mark_all), so that replay makes one call per file for it.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -173,7 +176,10 @@ static PyObject *one_entry(const unsigned char *e, uint64_t index, uint64_t dev_
                 return NULL;
             Py_RETURN_NONE;
         }
-        payload = PyBytes_FromStringAndSize((const char *)pl, PAYLOAD_SIZE);
+        /* the payload up to its last extent: the rest of the fmap is unused (zeros) */
+        Py_ssize_t used = FMAP_OFFSET + (u32(pl + FMAP_OFFSET) == EXT_SIMPLE ? 16 : 32) +
+                          24 * (PyTuple_GET_SIZE(extents) / 2);
+        payload = PyBytes_FromStringAndSize((const char *)pl, used);
         if (payload == NULL) {
             Py_DECREF(extents);
             return NULL;
@@ -232,8 +238,48 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     return out;
 }
 
+/* mark(bits, alloc_unit, extents) -> (newly used, already used): set the allocation units
+ * of each (offset, length) pair of `extents` in the bytearray `bits` (one byte per unit;
+ * the part inside it), as famfs_py.fs.alloc.Bitmap.mark does one extent. */
+static PyObject *mark(PyObject *self, PyObject *args) {
+    Py_buffer bits;
+    unsigned long long au;
+    PyObject *extents;
+    if (!PyArg_ParseTuple(args, "w*KO!:mark", &bits, &au, &PyTuple_Type, &extents))
+        return NULL;
+    Py_ssize_t n = PyTuple_GET_SIZE(extents);
+    if (au == 0 || n % 2) {
+        PyBuffer_Release(&bits);
+        PyErr_SetString(PyExc_ValueError, "mark needs (offset, length) pairs and a unit");
+        return NULL;
+    }
+    unsigned char *b = bits.buf;
+    uint64_t nbits = (uint64_t)bits.len, fresh = 0, already = 0;
+    for (Py_ssize_t i = 0; i < n; i += 2) {
+        uint64_t off = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(extents, i));
+        uint64_t len = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(extents, i + 1));
+        if (PyErr_Occurred()) {
+            PyBuffer_Release(&bits);
+            return NULL;
+        }
+        uint64_t first = off / au;
+        uint64_t units = len / au + (len % au != 0);
+        uint64_t last = first > nbits || units > nbits - first ? nbits : first + units;
+        for (uint64_t u = first; u < last; u++) {
+            if (b[u])
+                already++;
+            else
+                fresh++;
+            b[u] = 1;
+        }
+    }
+    PyBuffer_Release(&bits);
+    return Py_BuildValue("(KK)", (unsigned long long)fresh, (unsigned long long)already);
+}
+
 static PyMethodDef methods[] = {
     {"scan", scan, METH_VARARGS, "Decode a run of log entries; see the module's comment."},
+    {"mark", mark, METH_VARARGS, "Mark extents in an allocation bitmap (one byte per unit)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -20,7 +20,10 @@ from famfs_py.omf.layout import (
     _ENTRY_CRC_OFFSET,
     _ENTRY_HEAD,
     _FILE_META,
+    _FMAP_HEAD,
+    _INTERLEAVE_HEAD,
     _MKDIR,
+    EXTENT_SIZE,
     FMAP_SIZE,
     LOG_ADD_DAXDEV,
     LOG_ENTRY_SIZE,
@@ -281,16 +284,21 @@ CleanEntry = tuple[str, str, int, int, int, int, bytes | None, tuple[int, ...] |
 
 
 def scan_entries(
-    buf: bytes | memoryview, first_index: int, dev_size: int, alloc_unit: int, reserved: int
+    buf: bytes | bytearray | memoryview,
+    first_index: int,
+    dev_size: int,
+    alloc_unit: int,
+    reserved: int,
 ) -> list[CleanEntry | None]:
     """What `famfs_py.omf._replay.scan` returns, by the checks above: per entry, None unless
     it is a clean file or directory (its CRC and seqnum right, no `entry_problems`), and
-    for a clean one (head, name, mode, uid, gid, size, payload bytes or None for a
-    directory, extents flattened as offset, length, ... or None for a directory). The C
+    for a clean one (head, name, mode, uid, gid, size, payload bytes up to the fmap's last
+    extent, all that `FileMeta.unpack` reads, or None for a directory; extents flattened as
+    offset, length, ... or None for a directory). The C
     decoder must agree with it entry for entry (tests/test_model_replay.py)."""
     out: list[CleanEntry | None] = []
     for i in range(len(buf) // LOG_ENTRY_SIZE):
-        chunk = buf[i * LOG_ENTRY_SIZE : (i + 1) * LOG_ENTRY_SIZE]
+        chunk = bytes(buf[i * LOG_ENTRY_SIZE : (i + 1) * LOG_ENTRY_SIZE])
         index = first_index + i
         entry = LogEntry.unpack(chunk)
         payload = entry.payload
@@ -306,6 +314,8 @@ def scan_entries(
             out.append((head, name, payload.mode, payload.uid, payload.gid, 0, None, None))
             continue
         extents = tuple(n for e in fmap_extents(payload.fmap) for n in (e.offset, e.length))
+        head_size = _FMAP_HEAD.size + (_INTERLEAVE_HEAD.size if payload.fmap.ext_type else 0)
+        used = _FILE_META.size + head_size + EXTENT_SIZE * (len(extents) // 2)
         row = (head, name, payload.mode, payload.uid, payload.gid, payload.size)
-        out.append((*row, entry._raw_payload, extents))
+        out.append((*row, entry._raw_payload[:used], extents))
     return out
