@@ -45,7 +45,7 @@ EXIT_CODES = """
   2  usage error
 """
 PROGRESS_MIN = 64 << 20  # show a progress bar on a terminal for copies at least this big
-INVALIDATE_BYTES = 32 << 10  # paths per InvalidateFiles: well within protocol.MAX_REQUEST
+INVALIDATE_BYTES = 32 << 10  # paths per InvalidateFiles: well within wire.MAX_REQUEST
 FILES_PER_BATCH = 128  # files of one directory created together (each holds a descriptor)
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import trio
 
-from famfs_py import channel, omf, protocol, replies, rundir
+from famfs_py import channel, omf, protocol, replies, rundir, wire
 from famfs_py.credentials import Credentials, peer_credentials
 from famfs_py.daemon import access
 from famfs_py.daemon.access import Rule
@@ -139,7 +139,7 @@ class ControlServer:
             "daemon already; close some"
         )
         with conn, contextlib.suppress(OSError):
-            await conn.send(protocol.encode_error(errno.EAGAIN, message))  # a fresh buffer
+            await conn.send(wire.encode_error(errno.EAGAIN, message))  # a fresh buffer
 
     async def _connection(self, conn: trio.socket.SocketType, caller: Credentials) -> None:
         try:
@@ -152,7 +152,7 @@ class ControlServer:
         """Tell every process holding a mapped file that its mapping is withdrawn (the
         device is going away). Returns how many were told."""
         told = 0
-        event = protocol.encode_event(protocol.EVENT_REVOKE)
+        event = wire.encode_event(wire.EVENT_REVOKE)
         for conn in list(self.watchers):
             try:
                 await conn.send(event)
@@ -171,7 +171,7 @@ class ControlServer:
                 data = b""
                 with trio.move_on_after(IDLE_TIMEOUT) as idle:
                     try:
-                        data = await conn.recv(protocol.MAX_REQUEST)
+                        data = await conn.recv(wire.MAX_REQUEST)
                     except OSError:
                         return
                 if idle.cancelled_caught:
@@ -183,7 +183,7 @@ class ControlServer:
                 payload, fds, watch = await self.answer(data, caller)
                 if watch:
                     self.watchers.add(conn)
-                first, *rest = protocol.answer_messages(payload)  # any size
+                first, *rest = wire.answer_messages(payload)  # any size
                 try:
                     if fds:
                         rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
@@ -209,12 +209,12 @@ class ControlServer:
             answer: Answer = await result if isinstance(result, Awaitable) else result
             return protocol.encode_reply(answer.reply), answer.fds, answer.watch
         except FamfsError as exc:
-            return protocol.encode_error(exc.errno or errno.EIO, exc.message), (), False
+            return wire.encode_error(exc.errno or errno.EIO, exc.message), (), False
         except (ValueError, TypeError, KeyError) as exc:
-            return protocol.encode_error(errno.EINVAL, f"malformed request: {exc}"), (), False
+            return wire.encode_error(errno.EINVAL, f"malformed request: {exc}"), (), False
         except Exception as exc:
             log.exception("bug while answering a control request")
-            return protocol.encode_error(errno.EIO, f"internal error: {exc}"), (), False
+            return wire.encode_error(errno.EIO, f"internal error: {exc}"), (), False
 
     def _authorize(self, rule: Rule, request: protocol.Request, caller: Credentials) -> None:
         """Apply the op's rule (EPERM or EACCES saying why); the handler then does the rest."""
