@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Generic, TypeVar, cast
 from famfs_py import omf, wire
 from famfs_py.errors import ProtocolError
 from famfs_py.replies import (
+    CreatManyReply,
     DeviceReply,
     EmptyReply,
     FileMapReply,
@@ -154,6 +155,49 @@ class Creat(Request[FileMapReply]):
     @property
     def interleaved(self) -> bool:
         return bool(self.nstrips or self.nbuckets or self.chunk_size)
+
+
+@dataclass(frozen=True)
+class CreatMany(Request[CreatManyReply]):
+    """Creat of many files in one request (cp of a directory): each file is checked, created
+    and answered exactly as its own Creat would be (`singles`), the others whatever its fate.
+    `files` are (path, size, mode); owner and interleaving are the batch's."""
+
+    OP: ClassVar[str] = "creat_many"
+    REPLY: ClassVar[type[Reply]] = CreatManyReply
+    MAX_FILES: ClassVar[int] = 1024
+    files: tuple[tuple[str, int, int], ...] = ()  # lists in JSON
+    uid: int | None = None
+    gid: int | None = None
+    nstrips: int | None = None
+    nbuckets: int | None = None
+    chunk_size: int | None = None
+
+    def validate(self) -> CreatMany:
+        if not isinstance(self.files, list | tuple) or len(self.files) > self.MAX_FILES:
+            raise ProtocolError(f"files must be a list of at most {self.MAX_FILES} files")
+        for item in self.files:
+            if not isinstance(item, list | tuple) or len(item) != 3:
+                raise ProtocolError("each file must be [path, size, mode]")
+        batch = CreatMany(
+            tuple((p, s, m) for p, s, m in self.files),
+            self.uid,
+            self.gid,
+            self.nstrips,
+            self.nbuckets,
+            self.chunk_size,
+        )
+        batch.singles()  # each file's fields, checked as its Creat's
+        return batch
+
+    def singles(self) -> list[Creat]:
+        """The Creat of each file, checked."""
+        return [
+            Creat(
+                path, size, mode, self.uid, self.gid, self.nstrips, self.nbuckets, self.chunk_size
+            ).validate()
+            for path, size, mode in self.files
+        ]
 
 
 @dataclass(frozen=True)

@@ -90,6 +90,8 @@ class ControlServer:
             protocol.Flush: (Rule.READER, self.flush_file),  # upstream: who may mmap it to read
             protocol.Mkdir: (Rule.CREATOR, self.mkdir),
             protocol.Creat: (Rule.CREATOR, self.creat),  # an existing file: READER
+            # each file is authorized as a Creat of it, by the handler
+            protocol.CreatMany: (Rule.ANYONE, self.creat_many),
             protocol.Logplay: (Rule.OWNER, self.logplay),
             protocol.Fsck: (Rule.OWNER, self.fsck),
             protocol.Clone: (Rule.OWNER, self.clone),
@@ -274,6 +276,9 @@ class ControlServer:
         return Answer(replies.MkdirReply(created=created))
 
     def creat(self, request: protocol.Creat, caller: Credentials) -> Answer:
+        return Answer(self._create(request, caller))
+
+    def _create(self, request: protocol.Creat, caller: Credentials) -> replies.FileMapReply:
         uid, gid = self._owner(request.uid, request.gid, caller)
         interleave = None
         if request.interleaved:
@@ -283,7 +288,28 @@ class ControlServer:
         inode, created = self.fs.create_file(
             request.path, request.size, request.mode, uid, gid, interleave
         )
-        return Answer(self._map_reply(inode, created=created))
+        return self._map_reply(inode, created=created)
+
+    def creat_many(self, request: protocol.CreatMany, caller: Credentials) -> Answer:
+        """Each file exactly as its own Creat: the same rule, checks and answer. Those
+        created are logged with one commit (Famfs.one_log_commit): if it fails, none of them
+        is created, and each says why."""
+        answers: list[replies.FileMapReply | FamfsError] = []
+        try:
+            with self.fs.one_log_commit():
+                for single in request.singles():
+                    try:
+                        self._authorize(Rule.CREATOR, single, caller)
+                        answers.append(self._create(single, caller))
+                    except FamfsError as exc:
+                        answers.append(exc)
+        except FamfsError as exc:  # another writer seen first, or the commit failed
+            if not answers:
+                raise
+            answers = [
+                exc if isinstance(a, replies.FileMapReply) and a.created else a for a in answers
+            ]
+        return Answer(replies.CreatManyReply(files=answers))
 
     def clone(self, request: protocol.Clone, caller: Credentials) -> Answer:
         inode = self.fs.clone(self._file(request.source), request.path)
