@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import errno
 import functools
+import inspect
 import itertools
 import logging
 import os
@@ -44,7 +45,28 @@ class Changes(Protocol):
 
 
 def guarded(handler: Callable[..., Any]) -> Callable[..., Any]:
-    """FsError -> its errno; FUSEError passes; anything else is logged and becomes EIO."""
+    """FsError -> its errno; FUSEError passes; anything else is logged and becomes EIO.
+
+    A plain (not async) handler is called inside the one coroutine pyfuse3 awaits: the hot
+    handlers (lookup, getattr, open, release, read, write) await nothing, and a second
+    coroutine per request would be work done for nothing."""
+    name = handler.__name__
+    if not inspect.iscoroutinefunction(handler):
+
+        @functools.wraps(handler)
+        async def plain(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return handler(*args, **kwargs)
+            except pyfuse3.FUSEError:
+                raise
+            except FsError as exc:
+                log.debug("%s: %s", name, exc)
+                raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
+            except Exception:
+                log.exception("bug in the %s handler; answering EIO", name)
+                raise pyfuse3.FUSEError(errno.EIO) from None
+
+        return plain
 
     @functools.wraps(handler)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -53,10 +75,10 @@ def guarded(handler: Callable[..., Any]) -> Callable[..., Any]:
         except pyfuse3.FUSEError:
             raise
         except FsError as exc:
-            log.debug("%s: %s", handler.__name__, exc)
+            log.debug("%s: %s", name, exc)
             raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
         except Exception:
-            log.exception("bug in the %s handler; answering EIO", handler.__name__)
+            log.exception("bug in the %s handler; answering EIO", name)
             raise pyfuse3.FUSEError(errno.EIO) from None
 
     return wrapper
@@ -93,7 +115,7 @@ class ReplyFailureHook(logging.Handler):
             self.ops.read_reply_failed()
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class OpenFile:
     inode: Inode
     writable: bool
@@ -118,8 +140,12 @@ class FamfsOperations(pyfuse3.Operations):
             raise ValueError(f"cache mode {cache!r} is not one of {', '.join(CACHE_MODES)}")
         self.fs = fs
         self.cache = cache
+        self._direct_io = cache == CacheMode.NEVER
+        self._keep_cache = cache == CacheMode.ALWAYS
         self.timeout = timeout
+        self._inodes = fs.namespace.inodes  # one namespace for the mount's life
         self.lookups: dict[int, int] = {}
+        self._attrs: dict[int, pyfuse3.EntryAttributes] = {}  # logged files the kernel knows
         self.handles: dict[int, OpenFile] = {}
         self.open_files: dict[int, int] = {}  # inode -> its open handles (a mapping holds one)
         # an open directory is (its listing, the entries it had when opened): children are
@@ -135,12 +161,17 @@ class FamfsOperations(pyfuse3.Operations):
 
     # -- attributes ----------------------------------------------------------------------
     def _inode(self, ino: int) -> Inode:
-        inode = self.fs.namespace.inodes.get(ino)
+        inode = self._inodes.get(ino)
         if inode is None:
             raise pyfuse3.FUSEError(errno.ENOENT)
         return inode
 
     def attributes(self, inode: Inode) -> pyfuse3.EntryAttributes:
+        """A logged file's attributes never change: made once, kept while the kernel knows
+        the inode (dropped at its forget), answered as they are (pyfuse3 copies them)."""
+        attr = self._attrs.get(inode.ino)
+        if attr is not None:
+            return attr
         attr = pyfuse3.EntryAttributes()
         attr.st_ino = inode.ino
         attr.generation = 0
@@ -153,12 +184,13 @@ class FamfsOperations(pyfuse3.Operations):
         attr.st_rdev = 0
         attr.st_size = inode.size
         attr.st_blksize = omf.ALLOC_UNIT
-        if inode.meta is not None:
-            allocated = sum(e.length for e in omf.fmap_extents(inode.meta.fmap))
-            attr.st_blocks = allocated // 512
-        else:
-            attr.st_blocks = 0
         attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = self._times
+        if inode.meta is None:  # a directory, a .meta file, a pending file: may change
+            attr.st_blocks = 0
+            return attr
+        allocated = sum(e.length for e in omf.fmap_extents(inode.meta.fmap))
+        attr.st_blocks = allocated // 512
+        self._attrs[inode.ino] = attr
         return attr
 
     def _remember(self, inode: Inode) -> pyfuse3.EntryAttributes:
@@ -166,31 +198,32 @@ class FamfsOperations(pyfuse3.Operations):
         return self.attributes(inode)
 
     @guarded
-    async def lookup(
+    def lookup(
         self, parent_inode: int, name: bytes, ctx: pyfuse3.RequestContext
     ) -> pyfuse3.EntryAttributes:
         parent = self._inode(parent_inode)
-        text = os.fsdecode(name)
-        if text == ".":
+        children = parent.children
+        ino = children.get(os.fsdecode(name)) if children is not None else None
+        if ino is not None:
+            return self._remember(self._inodes[ino])
+        if name == b".":
             return self._remember(parent)
-        if text == "..":
+        if name == b"..":
             return self._remember(self._inode(parent.parent))
-        inode = self.fs.namespace.lookup(parent_inode, text)
-        if inode is None:
-            raise pyfuse3.FUSEError(errno.ENOENT)  # never cached: files may appear later
-        return self._remember(inode)
+        raise pyfuse3.FUSEError(errno.ENOENT)  # never cached: files may appear later
 
     @guarded
-    async def forget(self, inode_list: list[tuple[int, int]]) -> None:
+    def forget(self, inode_list: list[tuple[int, int]]) -> None:
         for ino, count in inode_list:
             left = self.lookups.get(ino, 0) - count
             if left > 0:
                 self.lookups[ino] = left
             else:
                 self.lookups.pop(ino, None)
+                self._attrs.pop(ino, None)
 
     @guarded
-    async def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
+    def getattr(self, inode: int, ctx: pyfuse3.RequestContext) -> pyfuse3.EntryAttributes:
         return self.attributes(self._inode(inode))
 
     @guarded
@@ -270,12 +303,12 @@ class FamfsOperations(pyfuse3.Operations):
         return fh
 
     @guarded
-    async def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
+    def open(self, inode: int, flags: int, ctx: pyfuse3.RequestContext) -> pyfuse3.FileInfo:
         node = self._inode(inode)
         if node.is_dir:
             raise pyfuse3.FUSEError(errno.EISDIR)
         writable = flags & os.O_ACCMODE != os.O_RDONLY
-        pending = self.pending.get(inode)
+        pending = self.pending.files.get(inode)
         if pending is not None:
             if flags & os.O_TRUNC:
                 self.pending.resize(pending, 0)
@@ -308,17 +341,13 @@ class FamfsOperations(pyfuse3.Operations):
         return self.open_files.get(ino, 0) > 0
 
     def _file_info(self, fh: int, node: Inode) -> pyfuse3.FileInfo:
-        info = pyfuse3.FileInfo(fh=fh)
-        if self.cache == CacheMode.NEVER or node.read_only:
-            info.direct_io = True  # .meta files always show the bytes in memory now
-        elif self.cache == CacheMode.ALWAYS:
-            info.keep_cache = True
-        else:
-            info.keep_cache = False  # auto: drop cached pages, see other hosts' writes
-        return info
+        if node.read_only:  # .meta files always show the bytes in memory now
+            return pyfuse3.FileInfo(fh=fh, direct_io=True)
+        # never: direct_io; always: keep_cache; auto: drop cached pages, see other hosts' writes
+        return pyfuse3.FileInfo(fh=fh, direct_io=self._direct_io, keep_cache=self._keep_cache)
 
     @guarded
-    async def read(self, fh: int, off: int, size: int) -> Any:
+    def read(self, fh: int, off: int, size: int) -> Any:
         inode = self.handles[fh].inode
         data = self.fs.read(inode, off, size)
         self._last_read = (inode, off, len(data))  # pyfuse3 replies before the next request
@@ -338,7 +367,7 @@ class FamfsOperations(pyfuse3.Operations):
         )
 
     @guarded
-    async def write(self, fh: int, off: int, buf: bytes) -> int:
+    def write(self, fh: int, off: int, buf: bytes) -> int:
         handle = self.handles[fh]
         if not handle.writable:
             raise pyfuse3.FUSEError(errno.EBADF)
@@ -359,14 +388,14 @@ class FamfsOperations(pyfuse3.Operations):
             return self.fs.write(inode, off, buf)
 
     @guarded
-    async def fsync(self, fh: int, datasync: bool) -> None:
+    def fsync(self, fh: int, datasync: bool) -> None:
         # stores reach device memory directly (and are flushed); a pending file is committed
         pending = self.handles[fh].pending
         if pending is not None:
             self.creating.synced(pending)
 
     @guarded
-    async def release(self, fh: int) -> None:
+    def release(self, fh: int) -> None:
         handle = self.handles.pop(fh, None)
         if handle is not None:
             ino = handle.inode.ino
