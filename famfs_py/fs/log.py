@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import gc
 import logging
 import time
 from collections.abc import Callable, Iterator
@@ -28,10 +29,12 @@ from famfs_py.dax.memory import DeviceMemory, MemoryFault, MemoryRevoked
 from famfs_py.errors import FsError, NamespaceError
 from famfs_py.fs.alloc import Bitmap
 from famfs_py.fs.namespace import Inode, Namespace
+from famfs_py.omf import _replay
 
 log = logging.getLogger(__name__)
 
 RETRY_DELAY = 0.005  # seconds before re-reading an entry that failed its CRC
+GC_PAUSE_ENTRIES = 1000  # a replay of more entries runs with the cyclic GC paused
 
 
 class LogFull(Exception):
@@ -101,6 +104,11 @@ class Log:
     """The log of one mounted (or checked) filesystem and what replaying it built."""
 
     writes_class: type[LogWrites] = LogWrites
+    # decodes a run of raw entries for replay: the C decoder, or (tests) the reference
+    # omf.scan_entries it must agree with
+    scan: Callable[[bytes, int, int, int, int], list[omf.CleanEntry | None]] = staticmethod(
+        _replay.scan
+    )
 
     def __init__(
         self,
@@ -247,8 +255,51 @@ class Log:
             raw: bytes | None = self._read_entries(start, end)
         except MemoryFault:
             raw = None  # some entry's memory is bad: read them one by one
+        gc_was_enabled = gc.isenabled()
+        if end - start > GC_PAUSE_ENTRIES:
+            gc.disable()  # many long-lived objects: the cyclic GC would walk them again and again
+        try:
+            self._replay_range(raw, start, end, stop_at_corrupt, stats)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+        return stats
+
+    def _replay_range(
+        self, raw: bytes | None, start: int, end: int, stop_at_corrupt: bool, stats: ReplayStats
+    ) -> None:
+        # the common case decoded and checked in C (famfs_py.omf._replay): a clean entry is a
+        # tuple; any other (None) is decoded here by famfs_py.omf, the reference
+        sb = self.sb
+        reserved = sb.log_offset + sb.log_len
+        clean = self.scan(raw, start, sb.dev_size, sb.alloc_unit, reserved) if raw else None
+        add = self.namespace.add_checked
+        mark = self.bitmap.mark_range
+        dev_size = sb.dev_size
+        parents: dict[str, Inode] = {}
+        new_inodes = stats.new_inodes
         waited = False
         for index in range(start, end):
+            item = clean[index - start] if clean is not None else None
+            if item is not None:
+                head, name, mode, uid, gid, size, payload, extents = item
+                if extents is not None:
+                    for k in range(0, len(extents), 2):
+                        if extents[k] + extents[k + 1] <= dev_size:
+                            mark(extents[k], extents[k + 1])
+                try:
+                    inode = add(index, head, name, mode, uid, gid, size, payload, parents)
+                except NamespaceError as exc:
+                    self._record_bad(BadEntry(index, (str(exc),), False), stats)
+                else:
+                    new_inodes.append(inode)
+                    if payload is None:
+                        stats.dirs += 1
+                    else:
+                        stats.files += 1
+                        stats.sum_file_sizes += size
+                self.next_index = index + 1
+                continue
             chunk = self._slot(raw, start, index)
             crc_ok = chunk is not None and omf.entry_crc_ok(chunk)
             if chunk is not None and not crc_ok:
@@ -271,12 +322,11 @@ class Log:
                     self.stopped_at = index
                     stats.stopped_at = index
                     self._mark_beyond(raw, start, index + 1, end)
-                    return stats
+                    return
                 self.next_index = index + 1
                 continue
             self._apply(index, entry, stats)
             self.next_index = index + 1
-        return stats
 
     def _record_bad(self, bad: BadEntry, stats: ReplayStats) -> None:
         if bad.index not in self.bad:
