@@ -28,7 +28,7 @@ import socket
 import threading
 from typing import overload
 
-from famfs_py import channel, protocol
+from famfs_py import channel, protocol, wire
 from famfs_py.dax import cache
 from famfs_py.dax.memory import MemoryFault, Region, copy_out
 from famfs_py.errors import FamfsError
@@ -115,7 +115,7 @@ class MappedFile(Region):
                 return
             if not data:
                 return
-            if protocol.decode_event(data) == protocol.EVENT_REVOKE:
+            if wire.decode_event(data) == wire.EVENT_REVOKE:
                 with self._lock:
                     self.revoke()
 

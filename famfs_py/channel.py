@@ -8,25 +8,33 @@ only through a socket file, and to a process, of the mount's owner (or root).
 
 from __future__ import annotations
 
+import _socket
 import errno
 import os
-import socket
-from collections.abc import Sequence
-from pathlib import Path
-from typing import NamedTuple, NoReturn, TypeVar
+import sys
 
-from famfs_py import protocol, rundir
+from famfs_py import rundir, wire
 from famfs_py.credentials import peer_credentials
 from famfs_py.errors import FamfsError
-from famfs_py.replies import Reply
 
-R = TypeVar("R", bound=Reply)
+# Every command imports this module: it imports neither typing, pathlib nor the socket
+# module (whose enums import `enum`), and the typed protocol only when a request is sent.
+TYPE_CHECKING = False  # not typing's (mypy reads this as true)
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+    from typing import NoReturn, TypeVar
+
+    from famfs_py import protocol
+    from famfs_py.replies import Reply
+
+    R = TypeVar("R", bound=Reply)
 
 FSTYPE = "fuse.famfs-py"
 PIPELINE_DEPTH = 64  # requests call_many sends before reading replies (small: they are ~200 B)
+_FD_SIZE = 4  # one descriptor in an SCM_RIGHTS message (a C int)
 
 
-def control_socket(mountpoint: str, owner: int) -> Path:
+def control_socket(mountpoint: str, owner: int) -> str:
     """The control socket of the daemon run by `owner` for `mountpoint`."""
     try:  # the builtin SHA-256: hashlib's import loads OpenSSL (milliseconds per command)
         from _sha256 import sha256  # type: ignore[import-not-found]
@@ -58,11 +66,16 @@ def _unescape(field: str) -> str:
     return "".join(out)
 
 
-class MountEntry(NamedTuple):
-    mountpoint: str
-    source: str
-    fstype: str
-    owner: int | None = None  # FUSE's user_id=: the user whose daemon serves the mount
+class MountEntry:
+    """One famfs-py mount in /proc/self/mountinfo."""
+
+    __slots__ = ("fstype", "mountpoint", "owner", "source")
+
+    def __init__(self, mountpoint: str, source: str, fstype: str, owner: int | None) -> None:
+        self.mountpoint = mountpoint
+        self.source = source
+        self.fstype = fstype
+        self.owner = owner  # FUSE's user_id=: the user whose daemon serves the mount
 
 
 def _owner(super_options: str) -> int | None:
@@ -98,9 +111,14 @@ def is_mountpoint(path: str) -> bool:
     return any(m.mountpoint == real for m in famfs_mounts())
 
 
-class Located(NamedTuple):
-    mountpoint: str
-    relpath: str  # "" for the mount's root
+class Located:
+    """A path's famfs-py mount and the path inside it."""
+
+    __slots__ = ("mountpoint", "relpath")
+
+    def __init__(self, mountpoint: str, relpath: str) -> None:
+        self.mountpoint = mountpoint
+        self.relpath = relpath  # "" for the mount's root
 
 
 def locate(path: str) -> Located:
@@ -137,10 +155,10 @@ class Channel:
             raise FamfsError(
                 f"refusing the control socket of {mountpoint}: {exc.strerror}", errno.EPERM
             ) from None
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        self.sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_SEQPACKET | _socket.SOCK_CLOEXEC)
         self.sock.settimeout(timeout)
         try:
-            self.sock.connect(str(path))
+            self.sock.connect(path)
         except OSError:
             self.sock.close()
             raise FamfsError(
@@ -193,7 +211,7 @@ class Channel:
                 for fd in fds:
                     os.close(fd)
                 try:
-                    out.append(request.decode_reply(protocol.decode_answer(data)))
+                    out.append(request.decode_reply(wire.decode_answer(data)))
                 except FamfsError as exc:  # this request's error answer
                     out.append(exc)
         return out
@@ -202,33 +220,42 @@ class Channel:
         """Send one request; returns its typed reply (decoded here, once) and any
         descriptors it carried. An error reply raises FamfsError with the daemon's errno and
         message; a malformed one ProtocolError (EIO)."""
+        data, fds = self.exchange(request.encode())
         try:
-            self.sock.send(request.encode())
-        except OSError:  # it closed: an answer it sent first says why (a connection cap)
-            self._said_before_closing()
-        data, fds = self._receive()
-        try:
-            return request.decode_reply(protocol.decode_answer(data)), fds
+            return request.decode_reply(wire.decode_answer(data)), fds
         except BaseException:
             for fd in fds:
                 os.close(fd)
             raise
 
+    def exchange(self, message: bytes) -> tuple[bytes, list[int]]:
+        """Send one encoded request and return its whole answer, undecoded, and the
+        descriptors it carried: `call_fds` without the typed reply, for a command that only
+        needs to know that the request succeeded (wire.decode_answer says)."""
+        try:
+            self.sock.send(message)
+        except OSError:  # it closed: an answer it sent first says why (a connection cap)
+            self._said_before_closing()
+        return self._receive()
+
     def _receive(self) -> tuple[bytes, list[int]]:
         """One answer (joined from its parts if it came in parts) and its descriptors
         (FamfsError if the daemon is gone)."""
         try:
-            data, fds, _flags, _addr = socket.recv_fds(
-                self.sock, protocol.MAX_MESSAGE, protocol.MAX_FDS
+            data, ancillary, _flags, _addr = self.sock.recvmsg(
+                wire.MAX_MESSAGE, _socket.CMSG_LEN(wire.MAX_FDS * _FD_SIZE)
             )
         except TimeoutError:
             raise FamfsError(f"the daemon of {self.mountpoint} did not answer") from None
         except OSError:
             self._said_before_closing()
+        fds = _descriptors(ancillary)
         if not data:
+            for fd in fds:
+                os.close(fd)
             raise FamfsError(f"the daemon of {self.mountpoint} closed the connection")
         try:
-            return self._rest_of_answer(data), list(fds)
+            return self._rest_of_answer(data), fds
         except BaseException:
             for fd in fds:
                 os.close(fd)
@@ -237,21 +264,21 @@ class Channel:
     def _said_before_closing(self) -> NoReturn:
         """The daemon closed the connection: raise what it said first, if it said anything."""
         try:
-            data = self.sock.recv(protocol.MAX_MESSAGE, socket.MSG_DONTWAIT)
+            data = self.sock.recv(wire.MAX_MESSAGE, _socket.MSG_DONTWAIT)
         except OSError:
             data = b""
         if data:
-            protocol.decode_answer(data)  # an error answer raises what it says
+            wire.decode_answer(data)  # an error answer raises what it says
         raise FamfsError(f"the daemon of {self.mountpoint} closed the connection")
 
     def _rest_of_answer(self, first: bytes) -> bytes:
         """The whole answer: `first`, or the parts it announces (a long answer)."""
-        count = protocol.parts_announced(first)
+        count = wire.parts_announced(first)
         if not count:
             return first
         parts = []
         for _ in range(count):
-            part = self.sock.recv(protocol.REPLY_PART)
+            part = self.sock.recv(wire.REPLY_PART)
             if not part:
                 raise FamfsError(f"the daemon of {self.mountpoint} closed the connection")
             parts.append(part)
@@ -265,3 +292,16 @@ class Channel:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _descriptors(ancillary: list[tuple[int, int, bytes]]) -> list[int]:
+    """The descriptors of SCM_RIGHTS messages (what socket.recv_fds returns)."""
+    fds: list[int] = []
+    for level, kind, payload in ancillary:
+        if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+            whole = len(payload) - len(payload) % _FD_SIZE
+            fds += [
+                int.from_bytes(payload[i : i + _FD_SIZE], sys.byteorder, signed=True)
+                for i in range(0, whole, _FD_SIZE)
+            ]
+    return fds

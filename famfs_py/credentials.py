@@ -11,27 +11,63 @@ from __future__ import annotations
 
 import errno
 import os
-import socket
 import struct
-from dataclasses import dataclass, field
-from typing import Protocol
+from _socket import SO_PEERCRED, SOL_SOCKET
+
+TYPE_CHECKING = False  # not typing's: every command imports this module (mypy reads it as true)
+if TYPE_CHECKING:
+    from typing import Protocol
+
+    class _Socket(Protocol):
+        def getsockopt(self, level: int, optname: int, buflen: int, /) -> bytes: ...
+
+        def fileno(self) -> int: ...
+
 
 _PEERCRED = struct.Struct("3i")  # struct ucred: pid, uid, gid
-SO_PEERGROUPS = getattr(socket, "SO_PEERGROUPS", 59)  # Linux >= 4.13; Python 3.11 lacks it
+SO_PEERGROUPS = 59  # Linux >= 4.13 (asm-generic/socket.h); Python 3.11's socket lacks it
 _GID = struct.Struct("I")  # gid_t
 _PYTHON_BUFLEN_MAX = 1024  # socket.getsockopt refuses a longer buffer: 256 groups
 _NGROUPS_MAX = 65536
 
 
-@dataclass(frozen=True)
 class Credentials:
     """A peer's identity when it connected. `pid` is only a fact to report (and to compare
-    with a pid a holder wrote down): never a key to look anything else up by."""
+    with a pid a holder wrote down): never a key to look anything else up by. Immutable.
+    (A plain class, not a dataclass: the dataclasses module's import costs every command
+    milliseconds.)"""
 
+    __slots__ = ("gid", "pid", "supplementary", "uid")
     pid: int
     uid: int
     gid: int
-    supplementary: frozenset[int] = field(default_factory=frozenset)
+    supplementary: frozenset[int]
+
+    def __init__(
+        self, pid: int, uid: int, gid: int, supplementary: frozenset[int] = frozenset()
+    ) -> None:
+        object.__setattr__(self, "pid", pid)
+        object.__setattr__(self, "uid", uid)
+        object.__setattr__(self, "gid", gid)
+        object.__setattr__(self, "supplementary", supplementary)
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Credentials are immutable: cannot set {name}")
+
+    def _key(self) -> tuple[int, int, int, frozenset[int]]:
+        return self.pid, self.uid, self.gid, self.supplementary
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Credentials) and self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def __repr__(self) -> str:
+        return (
+            f"Credentials(pid={self.pid}, uid={self.uid}, gid={self.gid}, "
+            f"supplementary={set(self.supplementary) or '{}'})"
+        )
 
     @property
     def groups(self) -> frozenset[int]:
@@ -39,16 +75,10 @@ class Credentials:
         return self.supplementary | {self.gid}
 
 
-class _Socket(Protocol):
-    def getsockopt(self, level: int, optname: int, buflen: int, /) -> bytes: ...
-
-    def fileno(self) -> int: ...
-
-
 def peer_credentials(sock: _Socket) -> Credentials:
     """The credentials of the process that connected `sock` (or that it connected to), with
     its supplementary groups, all as the kernel recorded them at connect time."""
-    raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEERCRED.size)
+    raw = sock.getsockopt(SOL_SOCKET, SO_PEERCRED, _PEERCRED.size)
     pid, uid, gid = _PEERCRED.unpack(raw)
     return Credentials(pid, uid, gid, peer_groups(sock))
 
@@ -56,7 +86,7 @@ def peer_credentials(sock: _Socket) -> Credentials:
 def peer_groups(sock: _Socket) -> frozenset[int]:
     """The peer's supplementary groups at connect time (SO_PEERGROUPS)."""
     try:
-        raw = sock.getsockopt(socket.SOL_SOCKET, SO_PEERGROUPS, _PYTHON_BUFLEN_MAX)
+        raw = sock.getsockopt(SOL_SOCKET, SO_PEERGROUPS, _PYTHON_BUFLEN_MAX)
     except OSError as exc:
         if exc.errno != errno.ERANGE:
             raise
@@ -73,7 +103,7 @@ def _peer_groups_large(fd: int) -> bytes:
     libc = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True)
     size = ctypes.c_uint32(_NGROUPS_MAX * _GID.size)
     buffer = ctypes.create_string_buffer(size.value)
-    if libc.getsockopt(fd, socket.SOL_SOCKET, SO_PEERGROUPS, buffer, ctypes.byref(size)) != 0:
+    if libc.getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, buffer, ctypes.byref(size)) != 0:
         code = ctypes.get_errno()
         raise OSError(code, os.strerror(code))
     return buffer.raw[: size.value]

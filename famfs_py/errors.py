@@ -10,7 +10,10 @@ process exit in one place (`famfs_py.cli.run.run_command`).
 from __future__ import annotations
 
 from errno import EINVAL, EIO
-from typing import ClassVar
+
+TYPE_CHECKING = False  # not typing's: every command imports this module (mypy reads it as true)
+if TYPE_CHECKING:
+    from typing import ClassVar
 
 EXIT_FAILURE = 1  # the operation failed
 EXIT_USAGE = 2  # the command line asks for something that cannot be done as asked

@@ -1,5 +1,5 @@
 """The control protocol between famfs-py commands and a mount's daemon: every op, its typed
-request and the type of its reply (famfs_py.replies), and how both are framed.
+request and the type of its reply (famfs_py.replies). How they travel is famfs_py.wire's.
 
 A request is one JSON object `{"op": NAME, ...fields}` in one SOCK_SEQPACKET message; the
 reply is `{"ok": true, ...fields}` or `{"ok": false, "errno": N, "error": MESSAGE}`, and may
@@ -10,14 +10,13 @@ op is the daemon's authorization table; this module only says what the messages 
 
 from __future__ import annotations
 
-import errno
-import json
 from dataclasses import dataclass, fields
 from typing import Any, ClassVar, Generic, TypeVar, cast
 
-from famfs_py import omf
-from famfs_py.errors import FamfsError, ProtocolError
+from famfs_py import omf, wire
+from famfs_py.errors import ProtocolError
 from famfs_py.replies import (
+    CreatManyReply,
     DeviceReply,
     EmptyReply,
     FileMapReply,
@@ -31,9 +30,6 @@ from famfs_py.replies import (
 
 R = TypeVar("R", bound=Reply)
 
-MAX_REQUEST = 64 << 10  # bytes the daemon reads of one request (requests are small)
-MAX_MESSAGE = 1 << 20  # bytes a command reads of one reply
-MAX_FDS = 4  # descriptors one reply may carry
 ID_MAX = (1 << 32) - 1
 
 
@@ -91,7 +87,7 @@ class Request(Generic[R]):
     def encode(self) -> bytes:
         # the fields are plain values: vars() is asdict() without its deep copy
         body = {"op": self.OP, **{k: v for k, v in vars(self).items() if v is not None}}
-        return json.dumps(body).encode()
+        return wire.dumps(body)
 
     def decode_reply(self, data: dict[str, Any]) -> R:
         """This request's reply from the fields of a successful answer."""
@@ -159,6 +155,49 @@ class Creat(Request[FileMapReply]):
     @property
     def interleaved(self) -> bool:
         return bool(self.nstrips or self.nbuckets or self.chunk_size)
+
+
+@dataclass(frozen=True)
+class CreatMany(Request[CreatManyReply]):
+    """Creat of many files in one request (cp of a directory): each file is checked, created
+    and answered exactly as its own Creat would be (`singles`), the others whatever its fate.
+    `files` are (path, size, mode); owner and interleaving are the batch's."""
+
+    OP: ClassVar[str] = "creat_many"
+    REPLY: ClassVar[type[Reply]] = CreatManyReply
+    MAX_FILES: ClassVar[int] = 1024
+    files: tuple[tuple[str, int, int], ...] = ()  # lists in JSON
+    uid: int | None = None
+    gid: int | None = None
+    nstrips: int | None = None
+    nbuckets: int | None = None
+    chunk_size: int | None = None
+
+    def validate(self) -> CreatMany:
+        if not isinstance(self.files, list | tuple) or len(self.files) > self.MAX_FILES:
+            raise ProtocolError(f"files must be a list of at most {self.MAX_FILES} files")
+        for item in self.files:
+            if not isinstance(item, list | tuple) or len(item) != 3:
+                raise ProtocolError("each file must be [path, size, mode]")
+        batch = CreatMany(
+            tuple((p, s, m) for p, s, m in self.files),
+            self.uid,
+            self.gid,
+            self.nstrips,
+            self.nbuckets,
+            self.chunk_size,
+        )
+        batch.singles()  # each file's fields, checked as its Creat's
+        return batch
+
+    def singles(self) -> list[Creat]:
+        """The Creat of each file, checked."""
+        return [
+            Creat(
+                path, size, mode, self.uid, self.gid, self.nstrips, self.nbuckets, self.chunk_size
+            ).validate()
+            for path, size, mode in self.files
+        ]
 
 
 @dataclass(frozen=True)
@@ -287,8 +326,8 @@ class Logplay(Request[LogplayReply]):
 def decode_request(data: bytes) -> Request[Any]:
     """The request in one message, checked; ProtocolError says what is wrong."""
     try:
-        body = json.loads(data)
-    except (ValueError, UnicodeDecodeError):
+        body = wire.loads(data)
+    except ValueError:
         raise ProtocolError("malformed request: not JSON") from None
     except RecursionError:  # 60,000 '[': refused here, not a traceback in the daemon's log
         raise ProtocolError("malformed request: nested too deeply") from None
@@ -307,64 +346,4 @@ def decode_request(data: bytes) -> Request[Any]:
 
 # -- replies --------------------------------------------------------------------------------
 def encode_reply(reply: Reply) -> bytes:
-    return json.dumps({"ok": True, **reply.to_fields()}).encode()
-
-
-def encode_error(code: int, message: str) -> bytes:
-    return json.dumps({"ok": False, "errno": code, "error": message}).encode()
-
-
-REPLY_PART = 32 << 10  # bytes of one message of a long answer (a socket buffer holds several)
-MAX_PARTS = 4096  # parts a command accepts in one answer (128 MiB)
-
-
-def answer_messages(payload: bytes) -> list[bytes]:
-    """The messages that carry one answer: itself, or, when it is longer than REPLY_PART (it
-    would outgrow the socket's buffer), a header saying how many parts follow, then them."""
-    if len(payload) <= REPLY_PART:
-        return [payload]
-    parts = [payload[i : i + REPLY_PART] for i in range(0, len(payload), REPLY_PART)]
-    return [json.dumps({"parts": len(parts)}).encode(), *parts]
-
-
-def parts_announced(first: bytes) -> int:
-    """How many parts follow this first message of an answer (0: it is the whole answer)."""
-    if len(first) > 32 or not first.startswith(b'{"parts": '):
-        return 0
-    try:
-        count = json.loads(first)["parts"]
-    except (ValueError, KeyError, TypeError):
-        return 0
-    if not isinstance(count, int) or not 0 < count <= MAX_PARTS:
-        raise ProtocolError(f"malformed reply from the daemon: {count!r} parts", errno.EIO)
-    return count
-
-
-def decode_answer(data: bytes) -> dict[str, Any]:
-    """The fields of a successful answer (for its request's `decode_reply`); an error
-    answer raises FamfsError with its errno and message."""
-    try:
-        reply = json.loads(data)
-        if not isinstance(reply, dict):
-            raise ValueError("not an object")
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ProtocolError(f"malformed reply from the daemon: {exc}", errno.EIO) from None
-    if not reply.pop("ok", False):
-        raise FamfsError(str(reply.get("error")), int(reply.get("errno") or errno.EIO))
-    return reply
-
-
-# -- events: what the daemon sends, unasked, on a `map` connection with watch=true ------------
-EVENT_REVOKE = "revoke"  # the device is going away: withdraw the mapping now
-
-
-def encode_event(name: str) -> bytes:
-    return json.dumps({"event": name}).encode()
-
-
-def decode_event(data: bytes) -> str | None:
-    try:
-        event = json.loads(data).get("event")
-    except (ValueError, AttributeError, UnicodeDecodeError):
-        return None
-    return event if isinstance(event, str) else None
+    return wire.encode_fields(reply.to_fields())

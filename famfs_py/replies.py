@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 from famfs_py import omf
-from famfs_py.errors import ProtocolError
+from famfs_py.errors import FamfsError, ProtocolError
 from famfs_py.fs.identity import Role
 from famfs_py.fs.status import FsStatus
 
@@ -211,6 +211,39 @@ class FileMapReply(Reply):
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise ProtocolError(f"malformed map reply: {exc}", errno.EIO) from None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CreatManyReply(Reply):
+    """Each file's answer to a batched creat, in request order: its map (as creat's reply)
+    or the error a creat of it alone would have answered."""
+
+    files: list[FileMapReply | FamfsError]
+
+    def to_fields(self) -> dict[str, Any]:
+        return {
+            "files": [
+                {"errno": r.errno or errno.EIO, "error": r.message}
+                if isinstance(r, FamfsError)
+                else r.to_fields()
+                for r in self.files
+            ]
+        }
+
+    @classmethod
+    def from_fields(cls, data: dict[str, Any]) -> CreatManyReply:
+        files = data.get("files")
+        if not isinstance(files, list):
+            raise ProtocolError("malformed batched creat reply: no files", errno.EIO)
+        out: list[FileMapReply | FamfsError] = []
+        for item in files:
+            if isinstance(item, dict) and "error" in item:
+                out.append(FamfsError(str(item["error"]), int(item.get("errno") or errno.EIO)))
+            elif isinstance(item, dict):
+                out.append(FileMapReply.from_fields(item))
+            else:
+                raise ProtocolError("malformed batched creat reply: not an object", errno.EIO)
+        return cls(files=out)
 
 
 def _flush_field(data: dict[str, Any]) -> bool | None:

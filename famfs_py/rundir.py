@@ -10,30 +10,33 @@ another user.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import os
-import socket
 import stat
-from pathlib import Path
 
-ROOT_RUNTIME = Path("/run/famfs-py")
+# Paths are strings here (os.path), not pathlib's: every command that talks to a daemon
+# imports this module, and pathlib's import costs a command milliseconds.
+ROOT_RUNTIME = "/run/famfs-py"
 USER_RUNTIME = "/run/user/{uid}"  # systemd-logind's XDG_RUNTIME_DIR of each user
 
+TYPE_CHECKING = False  # not typing's (mypy reads this as true)
+if TYPE_CHECKING:
+    import socket
 
-def runtime_dir(uid: int) -> Path:
+
+def runtime_dir(uid: int) -> str:
     """The runtime directory of famfs-py daemons run by `uid`."""
     if uid == 0:
         return ROOT_RUNTIME
-    return Path(USER_RUNTIME.format(uid=uid)) / "famfs-py"
+    return os.path.join(USER_RUNTIME.format(uid=uid), "famfs-py")
 
 
-def socket_path(kind: str, key: str, uid: int) -> Path:
+def socket_path(kind: str, key: str, uid: int) -> str:
     """The socket `key` of `kind` ("ctl", "holders") of daemons run by `uid`."""
-    return runtime_dir(uid) / kind / f"{key}.sock"
+    return os.path.join(runtime_dir(uid), kind, f"{key}.sock")
 
 
-def _check_component(path: Path, trusted: set[int]) -> None:
+def _check_component(path: str, trusted: set[int]) -> None:
     st = os.lstat(path)
     if st.st_uid not in trusted:
         raise OSError(
@@ -48,46 +51,48 @@ def _check_component(path: Path, trusted: set[int]) -> None:
         )
 
 
-def check_trusted(path: Path, owner: int) -> None:
+def check_trusted(path: str | os.PathLike[str], owner: int) -> None:
     """OSError(EPERM) unless `path` and every directory from the owner's runtime directory
     down to it belong to `owner` or root and cannot be written by anyone else."""
     trusted = {0, owner}
     base = runtime_dir(owner)
-    current = path
+    current = os.path.normpath(os.fspath(path))
     while True:
         _check_component(current, trusted)
-        if current == base or current == current.parent:
+        parent = os.path.dirname(current)
+        if current in (base, parent):
             return
-        current = current.parent
+        current = parent
 
 
-def ensure_private_dir(path: Path) -> Path:
+def ensure_private_dir(path: str) -> str:
     """Create `path` (and its parents up to the runtime directory) as this user's, mode 0755,
     and check that nobody else owns or can write any of them."""
     uid = os.geteuid()
     base = runtime_dir(uid)
-    if uid != 0 and not base.parent.is_dir():
+    above = os.path.dirname(base)
+    if uid != 0 and not os.path.isdir(above):
         raise OSError(
             errno.ENOENT,
-            f"{base.parent} does not exist: famfs-py run as uid {uid} keeps its sockets in the "
+            f"{above} does not exist: famfs-py run as uid {uid} keeps its sockets in the "
             "user's runtime directory (log in through systemd-logind, or run as root)",
         )
     old_umask = os.umask(0o022)
     try:
-        path.mkdir(mode=0o755, parents=True, exist_ok=True)
+        os.makedirs(path, mode=0o755, exist_ok=True)
     finally:
         os.umask(old_umask)
     check_trusted(path, uid)
     return path
 
 
-def bind_listener(sock: socket.socket, path: Path) -> int:
+def bind_listener(sock: socket.socket, path: str) -> int:
     """Bind `sock` at `path` (in a private directory); returns the socket file's inode. A
     socket file left by a dead daemon is replaced; one a live process listens on is
     EADDRINUSE, naming who."""
-    ensure_private_dir(path.parent)
+    ensure_private_dir(os.path.dirname(path))
     try:
-        sock.bind(str(path))
+        sock.bind(path)
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
             raise
@@ -96,20 +101,25 @@ def bind_listener(sock: socket.socket, path: Path) -> int:
             raise OSError(
                 errno.EADDRINUSE, f"{path} is in use by pid {holder[0]} (uid {holder[1]})"
             ) from None
-        path.unlink(missing_ok=True)  # stale: nobody listens
-        sock.bind(str(path))
+        try:
+            os.unlink(path)  # stale: nobody listens
+        except FileNotFoundError:
+            pass
+        sock.bind(path)
     os.chmod(path, 0o666)  # anyone may connect; each request is authorized on its own
     return os.lstat(path).st_ino
 
 
-def _listening_peer(path: Path) -> tuple[int, int] | None:
+def _listening_peer(path: str) -> tuple[int, int] | None:
     """(pid, uid) of the process listening at `path`, or None if nobody does."""
+    import socket
+
     from famfs_py.credentials import peer_credentials
 
     probe = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
     probe.settimeout(2)
     try:
-        probe.connect(str(path))
+        probe.connect(path)
         peer = peer_credentials(probe)
         return peer.pid, peer.uid
     except OSError:
@@ -118,8 +128,10 @@ def _listening_peer(path: Path) -> tuple[int, int] | None:
         probe.close()
 
 
-def unlink_own(path: Path, inode: int) -> None:
+def unlink_own(path: str, inode: int) -> None:
     """Remove the socket file this process bound (not one a later daemon put there)."""
-    with contextlib.suppress(OSError):
+    try:
         if os.lstat(path).st_ino == inode:
-            path.unlink()
+            os.unlink(path)
+    except OSError:
+        pass

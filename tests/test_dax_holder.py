@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+from pathlib import Path
 
 import pytest
 from helpers import GiB
@@ -259,7 +260,9 @@ def test_failure_sockets_of_dead_holders_are_swept_at_the_next_claim(device):
 
     from famfs_py import rundir
 
-    holders = rundir.ensure_private_dir(rundir.socket_path("holders", "x", os.geteuid()).parent)
+    holders = Path(
+        rundir.ensure_private_dir(os.path.dirname(rundir.socket_path("holders", "x", os.geteuid())))
+    )
     child = os.fork()
     if child == 0:
         os._exit(0)

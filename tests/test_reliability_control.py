@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from helpers import as_user, assert_no_traceback, is_mounted, wait_gone, wait_until
 
-from famfs_py import channel, protocol
+from famfs_py import channel, protocol, wire
 from famfs_py.channel import Channel
 from famfs_py.dax import holder
 from famfs_py.dax.device import device_in_root
@@ -36,7 +36,7 @@ def _raw_request(mountpoint: Path, payload: bytes, timeout: float = 10) -> dict:
         sock.settimeout(timeout)
         sock.connect(str(channel.control_socket(str(mountpoint), 0)))
         sock.send(payload)
-        data, fds, _flags, _addr = socket.recv_fds(sock, protocol.MAX_MESSAGE, 4)
+        data, fds, _flags, _addr = socket.recv_fds(sock, wire.MAX_MESSAGE, 4)
         for fd in fds:
             os.close(fd)
     return json.loads(data)
@@ -315,13 +315,14 @@ def _impostor(path: Path, ready_fd: int) -> None:
         while True:
             conn, _ = listener.accept()
             with conn:
-                while conn.recv(protocol.MAX_MESSAGE):
+                while conn.recv(wire.MAX_MESSAGE):
                     lie = {"ok": True, "role": "master", "daemon_pid": 1, "health": "ok"}
                     conn.send(json.dumps(lie).encode())
 
 
 @contextlib.contextmanager
-def _impostor_at(path: Path) -> Iterator[int]:
+def _impostor_at(where: str | Path) -> Iterator[int]:
+    path = Path(where)
     read_fd, write_fd = os.pipe()
     child = os.fork()
     if child == 0:
@@ -348,7 +349,7 @@ def _kill_daemon(host, mp: Path) -> None:
 
 def test_another_user_cannot_take_a_dead_daemons_socket(master):
     host, mp = master
-    path = channel.control_socket(str(mp), 0)
+    path = Path(channel.control_socket(str(mp), 0))
     _kill_daemon(host, mp)
     assert path.exists()  # the dead daemon's socket file, which nobody listens on
 
@@ -372,7 +373,7 @@ def test_another_user_cannot_take_a_dead_daemons_socket(master):
 
 def test_commands_refuse_a_socket_that_is_not_the_mount_owners(master):
     host, mp = master
-    path = channel.control_socket(str(mp), 0)
+    path = Path(channel.control_socket(str(mp), 0))
     _kill_daemon(host, mp)
     path.unlink()  # as if the dead daemon's file were gone and someone put theirs there
     with _impostor_at(path):
@@ -409,7 +410,7 @@ def test_descriptors_sent_to_the_daemon_cost_it_nothing(master):
             sock.connect(str(channel.control_socket(str(mp), 0)))
             for _ in range(200):
                 socket.send_fds(sock, [protocol.Status().encode()], spare)
-                assert json.loads(sock.recv(protocol.MAX_MESSAGE))["ok"]
+                assert json.loads(sock.recv(wire.MAX_MESSAGE))["ok"]
     finally:
         for fd in spare:
             os.close(fd)

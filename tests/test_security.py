@@ -18,7 +18,7 @@ import pytest
 from helpers import MiB, as_user
 
 import famfs_py
-from famfs_py import channel, credentials, protocol
+from famfs_py import channel, credentials, protocol, wire
 from famfs_py.channel import Channel
 
 NOBODY = 65534
@@ -263,15 +263,15 @@ def test_a_reused_pid_gives_a_strangers_connection_no_groups(shared):
             if connector == 0:  # connects, makes sure it was accepted, and exits
                 sock.connect(path)
                 sock.send(protocol.Status().encode())
-                sock.recv(protocol.MAX_MESSAGE)
+                sock.recv(wire.MAX_MESSAGE)
                 os._exit(0)
             os.waitpid(connector, 0)
             to_attacker.send(str(connector).encode())  # its pid is free now
             to_attacker.recv(16)  # ... and taken by a member's process
             sock.send(protocol.Map("public").encode())
-            data, fds, _, _ = socket.recv_fds(sock, protocol.MAX_MESSAGE, protocol.MAX_FDS)
+            data, fds, _, _ = socket.recv_fds(sock, wire.MAX_MESSAGE, wire.MAX_FDS)
             try:
-                reply = protocol.decode_answer(data)
+                reply = wire.decode_answer(data)
                 text = f"mapped {sorted(reply)[:2]} fds={len(fds)}"
             except Exception as exc:
                 text = f"error {getattr(exc, 'errno', None)} {exc}"
@@ -337,7 +337,7 @@ def test_deeply_nested_requests_cost_one_answer_and_no_log(shared, mounts):
             sock.settimeout(10)
             sock.connect(path)
             sock.send(b"[" * 60000)
-            reply = json.loads(sock.recv(protocol.MAX_MESSAGE))
+            reply = json.loads(sock.recv(wire.MAX_MESSAGE))
         assert reply["ok"] is False and reply["errno"] == errno.EINVAL, reply
         assert "nested too deeply" in reply["error"], reply
     grown = daemon_log.stat().st_size - before

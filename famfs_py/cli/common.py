@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from typing import Any
 
+from famfs_py.cli import values
 from famfs_py.errors import FamfsError, UsageError
 
 
@@ -30,43 +32,22 @@ class Parser(argparse.ArgumentParser):
         self.add_argument(*help_flags, action="help", help="show this help and exit")
 
 
-def parse_size(text: str) -> int:
-    """Sizes as upstream takes them: decimal or 0x..., with k/m/g (1024-based) suffixes."""
-    value = text.strip().lower()
-    multiplier = 1
-    suffixes = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-    if value and value[-1] in suffixes:  # never a hex digit, so 0x2m is 2 MiB
-        multiplier = suffixes[value[-1]]
-        value = value[:-1]
-    try:
-        number = int(value, 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not a size (e.g. 4096, 2m, 0x200000)"
-        ) from None
-    if number < 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: a size cannot be negative") from None
-    return number * multiplier
+def _argument_type(parse: Callable[[str], int]) -> Callable[[str], int]:
+    """`parse` (famfs_py.cli.values) as an argparse type: its message, as it says it."""
+
+    def typed(text: str) -> int:
+        try:
+            return parse(text)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    typed.__name__ = parse.__name__
+    return typed
 
 
-def parse_mode(text: str) -> int:
-    try:
-        mode = int(text, 8)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an octal mode (e.g. 0644)") from None
-    if not 0 <= mode <= 0o7777:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a file mode (0000..7777)") from None
-    return mode
-
-
-def parse_id(text: str) -> int:
-    try:
-        value = int(text, 10)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a numeric id") from None
-    if not 0 <= value < 1 << 32:
-        raise argparse.ArgumentTypeError(f"{text!r} is out of range for an id") from None
-    return value
+parse_size = _argument_type(values.size)
+parse_mode = _argument_type(values.mode)
+parse_id = _argument_type(values.numeric_id)
 
 
 def add_mode_selectors(parser: argparse.ArgumentParser, nofuse_short: bool = True) -> None:

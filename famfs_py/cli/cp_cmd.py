@@ -45,8 +45,9 @@ EXIT_CODES = """
   2  usage error
 """
 PROGRESS_MIN = 64 << 20  # show a progress bar on a terminal for copies at least this big
-INVALIDATE_BYTES = 32 << 10  # paths per InvalidateFiles: well within protocol.MAX_REQUEST
-FILES_PER_BATCH = 128  # files of one directory created together (each holds a descriptor)
+INVALIDATE_BYTES = 32 << 10  # paths per InvalidateFiles: well within wire.MAX_REQUEST
+FILES_PER_BATCH = 128  # files of one directory created together (each holds a descriptor;
+# well within protocol.CreatMany.MAX_FILES and, at 80-byte paths, wire.MAX_REQUEST)
 
 
 def invalidations(paths: list[str]) -> list[protocol.InvalidateFiles]:
@@ -186,7 +187,8 @@ class Copier:
         each file's bytes are moved. A destination that cannot be created stops the copy
         once the files asked for with it are done."""
         opened: list[tuple[int, int, str, str, str]] = []
-        requests: list[protocol.Request[FileMapReply]] = []
+        getmaps: list[protocol.Request[FileMapReply]] = []  # -c
+        creations: list[tuple[str, int, int]] = []
         for src, dest, rel, mode in files:
             try:
                 fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
@@ -200,16 +202,12 @@ class Copier:
                 continue
             opened.append((fd, size, src, dest, rel))
             if self.args.compare:
-                requests.append(protocol.Getmap(rel))
+                getmaps.append(protocol.Getmap(rel))
             else:
                 chosen: int = self.args.mode if self.args.mode is not None else mode or 0o644
-                requests.append(
-                    protocol.Creat(
-                        rel, size, chosen, self.args.uid, self.args.gid, **self.interleave
-                    )
-                )
+                creations.append((rel, size, chosen))
         try:
-            replies = self.chan.call_many(requests) if requests else []
+            replies = self._ask(getmaps, creations)
         except BaseException:
             for fd, *_ in opened:
                 os.close(fd)
@@ -237,6 +235,21 @@ class Copier:
             stop = stop or f"cannot invalidate what was copied: {failed.message}"
         if stop:
             raise Abort(stop)
+
+    def _ask(
+        self,
+        getmaps: list[protocol.Request[FileMapReply]],
+        creations: list[tuple[str, int, int]],
+    ) -> list[FileMapReply | FamfsError]:
+        """The maps of files to compare, or the creations of files to copy (one request)."""
+        if getmaps:
+            return self.chan.call_many(getmaps)
+        if not creations:
+            return []
+        request = protocol.CreatMany(
+            tuple(creations), self.args.uid, self.args.gid, **self.interleave
+        )
+        return self.chan.call(request).files
 
     def _start(
         self, fd: int, src: str, dest: str, rel: str, filemap: FileMap, created: bool

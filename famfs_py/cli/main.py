@@ -6,9 +6,12 @@ Every user error is one line on stderr and a documented exit code; never a trace
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 
-from famfs_py.cli.run import PROG, run_command
+from famfs_py.cli.run import PROG, run_command, run_plain
+
+TYPE_CHECKING = False  # not typing's: commands start fast (mypy reads this as true)
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 # command -> (module under famfs_py.cli, one-line summary)
 COMMANDS: dict[str, tuple[str, str]] = {
@@ -32,6 +35,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dax": ("dax_cmd", "create, list, reconfigure and remove (emulated) dax devices"),
     "install-service": ("install_service_cmd", "install the systemd unit, udev rule, mount helper"),
 }
+# command -> module of its plain form: the common command line, run without argparse
+# (anything else falls through to the command's module above)
+PLAIN_FORMS: dict[str, str] = {"creat": "creat_plain"}
 
 
 def _usage() -> str:
@@ -65,6 +71,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return mount_helper.main(argv, prog=PROG)
         sys.stderr.write(f"{PROG}: unknown command {name!r}\n\n{_usage()}")
         return 2
+    if name in PLAIN_FORMS:
+        code = run_plain(f"{PROG} {name}", PLAIN_FORMS[name], argv[1:])
+        if code is not None:
+            return code
     return run_command(f"{PROG} {name}", entry[0], argv[1:])
 
 

@@ -8,9 +8,12 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Sequence
 
 from famfs_py.errors import FamfsError
+
+TYPE_CHECKING = False  # not typing's: every command imports this module (mypy reads it as true)
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
 
 PROG = "famfs-py"
 EXIT_INTERRUPTED = 130
@@ -31,9 +34,27 @@ def run_command(prog: str, module_name: str, argv: Sequence[str]) -> int:
     module = importlib.import_module(f"famfs_py.cli.{module_name}")
     parser = module.build_parser(prog)
     args = parser.parse_args(list(argv))
-    configure_logging(getattr(args, "debug", False))
+    debug = bool(getattr(args, "debug", False))
+    configure_logging(debug)
+    return _guarded(prog, lambda: module.run(args), debug)
+
+
+def run_plain(prog: str, module_name: str, argv: Sequence[str]) -> int | None:
+    """Run a command's plain form (famfs_py.cli.creat_plain): its module's `parse(argv)`
+    returns what to run, or None when the command line is not the plain form, and then this
+    returns None (run_command runs the command in full)."""
+    module = importlib.import_module(f"famfs_py.cli.{module_name}")
+    plain = module.parse(argv)
+    if plain is None:
+        return None
+    configure_logging()
+    return _guarded(prog, lambda: module.run(plain), False)
+
+
+def _guarded(prog: str, run: Callable[[], int | None], debug: bool) -> int:
+    """Run a command and map what it raised to the process exit."""
     try:
-        return int(module.run(args) or 0)
+        return int(run() or 0)
     except FamfsError as exc:
         print(f"{prog}: {exc.message}", file=sys.stderr)
         return exc.exit_code
@@ -43,7 +64,7 @@ def run_command(prog: str, module_name: str, argv: Sequence[str]) -> int:
     except BrokenPipeError:
         return 1
     except Exception as exc:  # a bug, not a user error: still one line unless debugging
-        if getattr(args, "debug", False) or os.environ.get("FAMFS_PY_DEBUG"):
+        if debug or os.environ.get("FAMFS_PY_DEBUG"):
             raise
         print(
             f"{prog}: internal error: {type(exc).__name__}: {exc} "

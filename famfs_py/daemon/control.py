@@ -19,7 +19,7 @@ from typing import Any
 
 import trio
 
-from famfs_py import channel, omf, protocol, replies, rundir
+from famfs_py import channel, omf, protocol, replies, rundir, wire
 from famfs_py.credentials import Credentials, peer_credentials
 from famfs_py.daemon import access
 from famfs_py.daemon.access import Rule
@@ -90,6 +90,8 @@ class ControlServer:
             protocol.Flush: (Rule.READER, self.flush_file),  # upstream: who may mmap it to read
             protocol.Mkdir: (Rule.CREATOR, self.mkdir),
             protocol.Creat: (Rule.CREATOR, self.creat),  # an existing file: READER
+            # each file is authorized as a Creat of it, by the handler
+            protocol.CreatMany: (Rule.ANYONE, self.creat_many),
             protocol.Logplay: (Rule.OWNER, self.logplay),
             protocol.Fsck: (Rule.OWNER, self.fsck),
             protocol.Clone: (Rule.OWNER, self.clone),
@@ -139,7 +141,7 @@ class ControlServer:
             "daemon already; close some"
         )
         with conn, contextlib.suppress(OSError):
-            await conn.send(protocol.encode_error(errno.EAGAIN, message))  # a fresh buffer
+            await conn.send(wire.encode_error(errno.EAGAIN, message))  # a fresh buffer
 
     async def _connection(self, conn: trio.socket.SocketType, caller: Credentials) -> None:
         try:
@@ -152,7 +154,7 @@ class ControlServer:
         """Tell every process holding a mapped file that its mapping is withdrawn (the
         device is going away). Returns how many were told."""
         told = 0
-        event = protocol.encode_event(protocol.EVENT_REVOKE)
+        event = wire.encode_event(wire.EVENT_REVOKE)
         for conn in list(self.watchers):
             try:
                 await conn.send(event)
@@ -171,7 +173,7 @@ class ControlServer:
                 data = b""
                 with trio.move_on_after(IDLE_TIMEOUT) as idle:
                     try:
-                        data = await conn.recv(protocol.MAX_REQUEST)
+                        data = await conn.recv(wire.MAX_REQUEST)
                     except OSError:
                         return
                 if idle.cancelled_caught:
@@ -183,7 +185,7 @@ class ControlServer:
                 payload, fds, watch = await self.answer(data, caller)
                 if watch:
                     self.watchers.add(conn)
-                first, *rest = protocol.answer_messages(payload)  # any size
+                first, *rest = wire.answer_messages(payload)  # any size
                 try:
                     if fds:
                         rights = [(socket.SOL_SOCKET, socket.SCM_RIGHTS, array.array("i", fds))]
@@ -209,12 +211,12 @@ class ControlServer:
             answer: Answer = await result if isinstance(result, Awaitable) else result
             return protocol.encode_reply(answer.reply), answer.fds, answer.watch
         except FamfsError as exc:
-            return protocol.encode_error(exc.errno or errno.EIO, exc.message), (), False
+            return wire.encode_error(exc.errno or errno.EIO, exc.message), (), False
         except (ValueError, TypeError, KeyError) as exc:
-            return protocol.encode_error(errno.EINVAL, f"malformed request: {exc}"), (), False
+            return wire.encode_error(errno.EINVAL, f"malformed request: {exc}"), (), False
         except Exception as exc:
             log.exception("bug while answering a control request")
-            return protocol.encode_error(errno.EIO, f"internal error: {exc}"), (), False
+            return wire.encode_error(errno.EIO, f"internal error: {exc}"), (), False
 
     def _authorize(self, rule: Rule, request: protocol.Request, caller: Credentials) -> None:
         """Apply the op's rule (EPERM or EACCES saying why); the handler then does the rest."""
@@ -274,6 +276,9 @@ class ControlServer:
         return Answer(replies.MkdirReply(created=created))
 
     def creat(self, request: protocol.Creat, caller: Credentials) -> Answer:
+        return Answer(self._create(request, caller))
+
+    def _create(self, request: protocol.Creat, caller: Credentials) -> replies.FileMapReply:
         uid, gid = self._owner(request.uid, request.gid, caller)
         interleave = None
         if request.interleaved:
@@ -283,7 +288,28 @@ class ControlServer:
         inode, created = self.fs.create_file(
             request.path, request.size, request.mode, uid, gid, interleave
         )
-        return Answer(self._map_reply(inode, created=created))
+        return self._map_reply(inode, created=created)
+
+    def creat_many(self, request: protocol.CreatMany, caller: Credentials) -> Answer:
+        """Each file exactly as its own Creat: the same rule, checks and answer. Those
+        created are logged with one commit (Famfs.one_log_commit): if it fails, none of them
+        is created, and each says why."""
+        answers: list[replies.FileMapReply | FamfsError] = []
+        try:
+            with self.fs.one_log_commit():
+                for single in request.singles():
+                    try:
+                        self._authorize(Rule.CREATOR, single, caller)
+                        answers.append(self._create(single, caller))
+                    except FamfsError as exc:
+                        answers.append(exc)
+        except FamfsError as exc:  # another writer seen first, or the commit failed
+            if not answers:
+                raise
+            answers = [
+                exc if isinstance(a, replies.FileMapReply) and a.created else a for a in answers
+            ]
+        return Answer(replies.CreatManyReply(files=answers))
 
     def clone(self, request: protocol.Clone, caller: Credentials) -> Answer:
         inode = self.fs.clone(self._file(request.source), request.path)

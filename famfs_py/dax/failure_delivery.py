@@ -119,7 +119,7 @@ def send_failure(
         return errno.EIO
 
 
-def sweep_dead_holders(directory: Path) -> int:
+def sweep_dead_holders(directory: str | os.PathLike[str]) -> int:
     """Remove this user's failure sockets whose process is gone (SIGKILLed holders leave
     theirs: `<device>-<pid>-<hex>.sock`). Returns how many."""
     removed = 0
@@ -143,11 +143,11 @@ class FailureListener:
         self.ops = ops
         key = f"{device.name}-{os.getpid()}-{secrets.token_hex(6)}"
         self.path = rundir.socket_path("holders", key, os.geteuid())
-        self.name = str(self.path)
+        self.name = self.path
         self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
         try:
             self._inode = rundir.bind_listener(self._sock, self.path)
-            sweep_dead_holders(self.path.parent)
+            sweep_dead_holders(os.path.dirname(self.path))
         except BaseException:
             self._sock.close()
             raise

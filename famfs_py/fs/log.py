@@ -15,11 +15,12 @@ counters that commit it, in that order, so that no host sees the count before th
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gc
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from famfs_py import omf
@@ -126,6 +127,7 @@ class Log:
         self.stopped_at: int | None = None
         self.bad: dict[int, BadEntry] = {}
         self._marked_beyond = 0  # entries past a stop whose extents are already marked
+        self._uncommitted: int | None = None  # in one_commit: the count its commit writes
         self.writes = self.writes_class(mem, self._flush)
         self.foreign: ForeignChange | None = None  # what another writer did, once seen
         # told (reason, remade) once, when another writer's change is first seen
@@ -395,20 +397,46 @@ class Log:
     # -- appending (master) ----------------------------------------------------------------
     def append(self, payload: omf.FileMeta | omf.MkdirMeta) -> int:
         """Write one entry at the next slot, then commit it by bumping the header counters
-        (a crash in between leaves a valid log without the entry). Returns its index."""
-        change = self.foreign_change(master=True)
-        if change is not None:
-            raise FsError(change.reason, errno.EROFS)
+        (a crash in between leaves a valid log without the entry); inside `one_commit`, the
+        commit is the batch's. Returns its index."""
+        if self._uncommitted is None:
+            self._refuse_after_another_writer()
         index = self.next_index
         if index >= self.header.slots:
             raise LogFull(f"the log is full ({self.header.slots} entries)")
         raw = omf.LogEntry.new(index, payload).pack()
-        where = self.sb.log_offset + omf.entry_offset(index)
-        counters = omf.pack_counters(index + 1, index + 1)
-        counters_at = self.sb.log_offset + omf.COUNTERS_OFFSET
-        self.writes.entry(where, raw)
-        self.writes.commit(counters_at, counters)
+        self.writes.entry(self.sb.log_offset + omf.entry_offset(index), raw)
+        if self._uncommitted is None:
+            self._commit(index + 1)
+        else:
+            self._uncommitted = index + 1
         return index
+
+    @contextlib.contextmanager
+    def one_commit(self) -> Iterator[None]:
+        """Appends made inside share one look for another writer (before the first) and
+        one commit (after the last): a crash before that commit leaves none of them in the
+        log, and after it all of them. Its MemoryFault is raised as an append's would be."""
+        if self._uncommitted is not None:
+            raise RuntimeError("one_commit does not nest")
+        self._refuse_after_another_writer()
+        start = self._uncommitted = self.next_index
+        try:
+            yield
+        finally:
+            count, self._uncommitted = self._uncommitted, None
+            if count > start:
+                self._commit(count)
+
+    def _refuse_after_another_writer(self) -> None:
+        change = self.foreign_change(master=True)
+        if change is not None:
+            raise FsError(change.reason, errno.EROFS)
+
+    def _commit(self, count: int) -> None:
+        """The header's counters say `count` entries: those before it are in the log."""
+        counters = omf.pack_counters(count, count)
+        self.writes.commit(self.sb.log_offset + omf.COUNTERS_OFFSET, counters)
 
     @property
     def slots(self) -> int:
