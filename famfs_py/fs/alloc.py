@@ -88,9 +88,10 @@ class Bitmap:
         self.collisions += already
         return already
 
-    def mark_all(self, extents: tuple[int, ...]) -> int:
-        """`mark` for extents given as (offset, length, offset, length, ...), in one call."""
-        fresh, already = _replay.mark(self._bits, self.alloc_unit, extents)
+    def mark_clean(self, clean: list[omf.CleanEntry | None], count: int) -> int:
+        """`mark` every extent of the clean file entries among the first `count` of a run
+        decoded for replay (famfs_py.omf._replay.scan), in one call."""
+        fresh, already = _replay.mark(self._bits, self.alloc_unit, clean, count)
         self.used += fresh
         self.collisions += already
         return already

@@ -283,32 +283,40 @@ class Log:
         self, raw: bytearray | None, start: int, end: int, stop_at_corrupt: bool, stats: ReplayStats
     ) -> None:
         # the common case decoded and checked in C (famfs_py.omf._replay): a clean entry is a
-        # tuple; any other (None) is decoded here by famfs_py.omf, the reference
+        # tuple, applied in runs by the namespace; any other (None) is decoded here by
+        # famfs_py.omf, the reference
         sb = self.sb
         reserved = sb.log_offset + sb.log_len
+        count = end - start
         clean = self.scan(raw, start, sb.dev_size, sb.alloc_unit, reserved) if raw else None
-        add = self.namespace.add_checked
-        mark_all = self.bitmap.mark_all
+        if clean is None:
+            clean = [None] * count
         parents: dict[str, Inode] = {}
-        new_inode = stats.new_inodes.append
+        refused: list[tuple[int, str]] = []  # (index, why the namespace refused it)
+        ns_add_run = self.namespace.add_run
         self._waited = False
-        index = start
+        at = 0  # entries before start + at are applied
         try:
-            for index in range(start, end):
-                item = clean[index - start] if clean is not None else None
-                if item is not None:
-                    head, name, mode, uid, gid, size, payload, extents = item
-                    if extents is not None:  # all inside the device: marked as _apply does
-                        mark_all(extents)
-                    try:
-                        new_inode(add(index, head, name, mode, uid, gid, size, payload, parents))
-                    except NamespaceError as exc:
-                        self._record_bad(BadEntry(index, (str(exc),), False), stats)
-                elif not self._replay_one(raw, start, index, end, stop_at_corrupt, stats):
-                    return  # stopped at `index`
-            index = end
+            while at < count:
+                try:
+                    other = clean.index(None, at)
+                except ValueError:
+                    other = count
+                if other > at:
+                    ns_add_run(clean, at, other, start, parents, stats.new_inodes, refused)
+                    at = other
+                    for index, reason in refused:
+                        self._record_bad(BadEntry(index, (reason,), False), stats)
+                    refused.clear()
+                if at == count:
+                    break
+                if not self._replay_one(raw, start, start + at, end, stop_at_corrupt, stats):
+                    return  # stopped there
+                at += 1
         finally:
-            self.next_index = index  # every entry before it is applied
+            self.next_index = start + at
+            # a clean file's extents are all inside the device: marked as _apply marks them
+            self.bitmap.mark_clean(clean, at)
 
     def _replay_one(
         self,

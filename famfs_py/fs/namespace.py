@@ -265,54 +265,66 @@ class Namespace:
         self._attach(inode)
         return inode
 
-    def add_checked(
+    def add_run(
         self,
-        index: int,
-        head: str,
-        name: str,
-        mode: int,
-        uid: int,
-        gid: int,
-        size: int,
-        payload: bytes | None,
+        clean: list[omf.CleanEntry | None],
+        lo: int,
+        hi: int,
+        first_index: int,
         parents: dict[str, Inode],
-    ) -> Inode:
-        """Apply logged entry `index`, already decoded and checked (famfs_py.omf._replay):
-        a file (`payload`: its payload bytes, decoded on first use) or a directory (None) at
-        `head`/`name`. `parents` remembers directories by path for the caller's pass (one
-        replay: nothing is removed meanwhile). NamespaceError as `add` raises it."""
-        parent = parents.get(head)
-        if parent is None or name in parent.children or (not head and name == META_DIR):  # type: ignore[operator]
-            parent, name = self._parent_for(f"{head}/{name}" if head else name)
-            parents[head] = parent
-        ino = FIRST_ENTRY_INO + index
-        if payload is None:
-            inode = Inode(
-                ino, name, parent.ino, True, mode & 0o7777, uid, gid, 0, None, None, {}, index
-            )
-            self.dirs += 1
-        else:
-            inode = Inode(
-                ino,
-                name,
-                parent.ino,
-                False,
-                mode & 0o7777,
-                uid,
-                gid,
-                size,
-                None,
-                None,
-                None,
-                index,
-                False,
-                None,
-                payload,
-            )
-            self.files += 1
-        parent.children[name] = ino  # type: ignore[index]
-        self.inodes[ino] = inode
-        return inode
+        added: list[Inode],
+        refused: list[tuple[int, str]],
+    ) -> None:
+        """Apply the logged entries clean[lo:hi] (entry first_index + i is clean[i]), all
+        decoded and checked (famfs_py.omf._replay): a file (its payload bytes, decoded on
+        first use) or a directory (payload None) at head/name. New inodes go to `added`,
+        (index, reason) to `refused` for the entries `add` would refuse. `parents` remembers
+        directories by path for the caller's pass (one replay: nothing is removed meanwhile)."""
+        inodes = self.inodes
+        files = dirs = 0
+        index = first_index + lo
+        for item in clean[lo:hi]:
+            head, name, mode, uid, gid, size, payload, _ = item  # type: ignore[misc]
+            parent = parents.get(head)
+            if parent is None or name in parent.children or (not head and name == META_DIR):  # type: ignore[operator]
+                try:
+                    parent, name = self._parent_for(f"{head}/{name}" if head else name)
+                except NamespaceError as exc:
+                    refused.append((index, str(exc)))
+                    index += 1
+                    continue
+                parents[head] = parent
+            ino = FIRST_ENTRY_INO + index
+            if payload is None:
+                inode = Inode(
+                    ino, name, parent.ino, True, mode & 0o7777, uid, gid, 0, None, None, {}, index
+                )
+                dirs += 1
+            else:
+                inode = Inode(
+                    ino,
+                    name,
+                    parent.ino,
+                    False,
+                    mode & 0o7777,
+                    uid,
+                    gid,
+                    size,
+                    None,
+                    None,
+                    None,
+                    index,
+                    False,
+                    None,
+                    payload,
+                )
+                files += 1
+            parent.children[name] = ino  # type: ignore[index]
+            inodes[ino] = inode
+            added.append(inode)
+            index += 1
+        self.files += files
+        self.dirs += dirs
 
     # -- files created through the mount, logged once complete (famfs_py.fs.pending) --------
     def attach_unlogged(self, inode: Inode) -> None:

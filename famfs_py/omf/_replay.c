@@ -20,8 +20,9 @@
  * head is the path before its last '/' ("" at the top), name what follows; both decoded as
  * famfs_py.omf decodes paths (UTF-8, surrogateescape). mode, uid, gid as logged.
  *
- * mark(bits, alloc_unit, extents) sets a clean file's units in the allocation bitmap
- * (famfs_py.fs.alloc.Bitmap.mark_all), so that replay makes one call per file for it.
+ * mark(bits, alloc_unit, items, count) sets the units of every clean file among the first
+ * `count` items of a scan() in the allocation bitmap (famfs_py.fs.alloc.Bitmap.mark_clean):
+ * one call per replay pass.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -238,39 +239,54 @@ static PyObject *scan(PyObject *self, PyObject *args) {
     return out;
 }
 
-/* mark(bits, alloc_unit, extents) -> (newly used, already used): set the allocation units
- * of each (offset, length) pair of `extents` in the bytearray `bits` (one byte per unit;
- * the part inside it), as famfs_py.fs.alloc.Bitmap.mark does one extent. */
+/* Set the units of the extent off+len in bits[0:nbits]; count fresh and already set. */
+static void mark_one(unsigned char *b, uint64_t nbits, uint64_t au, uint64_t off, uint64_t len,
+                     uint64_t *fresh, uint64_t *already) {
+    uint64_t first = off / au;
+    uint64_t units = len / au + (len % au != 0);
+    uint64_t last = first > nbits || units > nbits - first ? nbits : first + units;
+    for (uint64_t u = first; u < last; u++) {
+        if (b[u])
+            (*already)++;
+        else
+            (*fresh)++;
+        b[u] = 1;
+    }
+}
+
+/* mark(bits, alloc_unit, items, count) -> (newly used, already used): for the first `count`
+ * items of a scan() result, set the allocation units of each clean file's extents in the
+ * bytearray `bits` (one byte per unit; the part inside it), as Bitmap.mark does one extent. */
 static PyObject *mark(PyObject *self, PyObject *args) {
     Py_buffer bits;
     unsigned long long au;
-    PyObject *extents;
-    if (!PyArg_ParseTuple(args, "w*KO!:mark", &bits, &au, &PyTuple_Type, &extents))
+    PyObject *items;
+    Py_ssize_t count;
+    if (!PyArg_ParseTuple(args, "w*KO!n:mark", &bits, &au, &PyList_Type, &items, &count))
         return NULL;
-    Py_ssize_t n = PyTuple_GET_SIZE(extents);
-    if (au == 0 || n % 2) {
+    if (au == 0 || count < 0 || count > PyList_GET_SIZE(items)) {
         PyBuffer_Release(&bits);
-        PyErr_SetString(PyExc_ValueError, "mark needs (offset, length) pairs and a unit");
+        PyErr_SetString(PyExc_ValueError, "mark needs a unit and at most len(items) items");
         return NULL;
     }
     unsigned char *b = bits.buf;
     uint64_t nbits = (uint64_t)bits.len, fresh = 0, already = 0;
-    for (Py_ssize_t i = 0; i < n; i += 2) {
-        uint64_t off = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(extents, i));
-        uint64_t len = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(extents, i + 1));
-        if (PyErr_Occurred()) {
-            PyBuffer_Release(&bits);
-            return NULL;
-        }
-        uint64_t first = off / au;
-        uint64_t units = len / au + (len % au != 0);
-        uint64_t last = first > nbits || units > nbits - first ? nbits : first + units;
-        for (uint64_t u = first; u < last; u++) {
-            if (b[u])
-                already++;
-            else
-                fresh++;
-            b[u] = 1;
+    for (Py_ssize_t i = 0; i < count; i++) {
+        PyObject *item = PyList_GET_ITEM(items, i);
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 8)
+            continue;
+        PyObject *extents = PyTuple_GET_ITEM(item, 7);
+        if (!PyTuple_Check(extents))
+            continue; /* a directory */
+        Py_ssize_t n = PyTuple_GET_SIZE(extents);
+        for (Py_ssize_t k = 0; k + 1 < n; k += 2) {
+            uint64_t off = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(extents, k));
+            uint64_t len = PyLong_AsUnsignedLongLong(PyTuple_GET_ITEM(extents, k + 1));
+            if (PyErr_Occurred()) {
+                PyBuffer_Release(&bits);
+                return NULL;
+            }
+            mark_one(b, nbits, au, off, len, &fresh, &already);
         }
     }
     PyBuffer_Release(&bits);
@@ -279,7 +295,7 @@ static PyObject *mark(PyObject *self, PyObject *args) {
 
 static PyMethodDef methods[] = {
     {"scan", scan, METH_VARARGS, "Decode a run of log entries; see the module's comment."},
-    {"mark", mark, METH_VARARGS, "Mark extents in an allocation bitmap (one byte per unit)."},
+    {"mark", mark, METH_VARARGS, "Mark clean files' extents in an allocation bitmap."},
     {NULL, NULL, 0, NULL},
 };
 
