@@ -196,16 +196,22 @@ def _namespace_facts(ns: Namespace) -> dict:
     return out
 
 
-def _replayed(cls: type[Log], device, **kwargs) -> tuple:
+def _replayed(cls: type[Log], device, fix: tuple[int, bytes] | None, **kwargs) -> tuple:
+    """What replaying the device's log builds; then, with `fix` (the corrupt entry made
+    whole), what a second replay adds."""
     mem = DeviceMemory.of_device(device, writable=False)
     try:
         sb = read_superblock(mem)
         log = cls(mem, sb, read_log_header(mem, sb))
         stats = log.replay(**kwargs)
-        later = log.replay(**kwargs)  # nothing new: nothing more
+        if fix is not None:
+            with DeviceMemory.of_device(device, writable=True) as writable:
+                writable.write(sb.log_offset + omf.entry_offset(fix[0]), fix[1])
+        later = log.replay(**kwargs)
         return (
             stats.files, stats.dirs, stats.sum_file_sizes, stats.bad, stats.stopped_at,
-            [i.ino for i in stats.new_inodes], later.bad, later.new_inodes, log.next_index,
+            [i.ino for i in stats.new_inodes], later.files, later.bad, later.stopped_at,
+            [i.ino for i in later.new_inodes], log.next_index,
             log.bitmap.used, log.bitmap.collisions, log.bitmap.find_free(1),
             _namespace_facts(log.namespace),
         )  # fmt: skip
@@ -223,8 +229,14 @@ def _write_log(device, au: int, entries: list[bytes]) -> None:
 
 
 @pytest.mark.parametrize("au", [omf.ALLOC_UNIT, omf.SMALL_ALLOC_UNIT], ids=["2m", "4k"])
-@pytest.mark.parametrize("corrupt", [False, True], ids=["whole", "crc-failure"])
-def test_replay_through_the_decoder_is_replay_entry_by_entry(tmp_path, au, corrupt):
+@pytest.mark.parametrize(
+    "count, corrupt_at",
+    [(900, None), (900, 450), (9000, 6000)],
+    ids=["whole", "crc-failure", "past-a-chunk"],
+)
+def test_replay_through_the_decoder_is_replay_entry_by_entry(tmp_path, au, count, corrupt_at):
+    """Also across the chunks replay reads at a time (Log.REPLAY_CHUNK entries), and when
+    the corrupt entry it stopped at is made whole and replay goes on."""
     device = emulated.create("dax0.0", DEV_SIZE, tmp_path / "root")
     try:
         mkfs(device, system_uuid=uuid.UUID(MASTER_UUID), alloc_unit=au)
@@ -232,29 +244,35 @@ def test_replay_through_the_decoder_is_replay_entry_by_entry(tmp_path, au, corru
         entries = []
         for index, path in enumerate(["d0", "d1", "d2"]):
             entries.append(Entry(index, omf.LOG_MKDIR, path, au).pack())
-        rest = _crafted_log(au, 900, seed=au, corrupt=False)
-        entries += [rest[i * 544 : (i + 1) * 544] for i in range(3, 900)]
-        dup = Entry(900, omf.LOG_FILE, "d0/f10", au)  # a name taken, space another's
+        rest = _crafted_log(au, count, seed=au, corrupt=False)
+        entries += [rest[i * 544 : (i + 1) * 544] for i in range(3, count)]
+        dup = Entry(count, omf.LOG_FILE, "d0/f10", au)  # a name taken, space another's
         dup.file(au, [(base, au)])
         entries.append(dup.pack())
-        if corrupt:
-            bad = Entry(450, omf.LOG_FILE, "d1/fresh", au)
+        fix = None
+        if corrupt_at is not None:
+            bad = Entry(corrupt_at, omf.LOG_FILE, "d1/fresh", au)
             bad.file(au, [(base + 4096 * au, au)])
-            entries[450] = bad.pack(crc_right=False)
+            entries[corrupt_at] = bad.pack(crc_right=False)
+            fix = (corrupt_at, bad.pack())
         _write_log(device, au, entries)
-        results = {
-            kwargs.get("stop_at_corrupt", True): [
-                _replayed(cls, device, **kwargs) for cls in (Log, ReferenceScanLog, OneByOneLog)
-            ]
-            for kwargs in ({}, {"stop_at_corrupt": False})
-        }
+        results = {}
+        for stop in (True, False):
+            results[stop] = []
+            for cls in (Log, ReferenceScanLog, OneByOneLog):
+                _write_log(device, au, entries)  # corrupt again
+                results[stop].append(_replayed(cls, device, fix, stop_at_corrupt=stop))
         for stop, (fast, reference, one_by_one) in results.items():
             assert fast == reference, f"stop_at_corrupt={stop}"
             assert fast == one_by_one, f"stop_at_corrupt={stop}"
             files, dirs, _, bad, stopped_at = fast[:5]
-            assert files > 100 and dirs > 3 and len(bad) > 100  # each kind of entry is there
-            assert stopped_at == (450 if corrupt and stop else None)
-            assert [b.index for b in bad if b.corrupt] == ([450] if corrupt else [])
-            assert fast[10] > 0  # the duplicate's extent collides
+            assert files > 100 and dirs > 3 and len(bad) > 100  # every kind of entry is there
+            assert stopped_at == (corrupt_at if stop else None)
+            assert [b.index for b in bad if b.corrupt] == (
+                [] if corrupt_at is None else [corrupt_at]
+            )
+            if corrupt_at is not None and stop:  # made whole: replay goes on from there
+                assert fast[6] > 10 and fast[8] is None
+            assert fast[12] > 0  # the duplicate's extent collides
     finally:
         emulated.remove(device)
