@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 RETRY_DELAY = 0.005  # seconds before re-reading an entry that failed its CRC
 GC_PAUSE_ENTRIES = 1000  # a replay of more entries runs with the cyclic GC paused
+REPLAY_CHUNK = 4096  # entries read and applied at a time (2.2 MiB)
 
 
 class LogFull(Exception):
@@ -106,7 +107,7 @@ class Log:
     writes_class: type[LogWrites] = LogWrites
     # decodes a run of raw entries for replay: the C decoder, or (tests) the reference
     # omf.scan_entries it must agree with
-    scan: Callable[[bytearray, int, int, int, int], list[omf.CleanEntry | None]] = staticmethod(
+    scan: Callable[[memoryview, int, int, int, int], list[omf.CleanEntry | None]] = staticmethod(
         _replay.scan
     )
 
@@ -200,13 +201,17 @@ class Log:
         next_index = int.from_bytes(raw[8:16], "little")
         return min(next_index, self.header.slots)
 
-    def _read_entries(self, start: int, stop: int) -> bytearray:
+    def _read_entries(self, start: int, stop: int) -> bytes:
         offset = self.sb.log_offset + omf.entry_offset(start)
         length = (stop - start) * omf.LOG_ENTRY_SIZE
         self._invalidate(offset, length)
-        buf = bytearray(length)  # not copied again into bytes: a full log is 256 MiB
+        return self.mem.read(offset, length)
+
+    def _read_entries_into(self, start: int, buf: memoryview) -> None:
+        """Entries from `start` on, as many as fill `buf`."""
+        offset = self.sb.log_offset + omf.entry_offset(start)
+        self._invalidate(offset, len(buf))
         self.mem.readinto(offset, buf)
-        return buf
 
     def _invalidate(self, offset: int, length: int) -> None:
         if self.coherency.enabled:
@@ -223,7 +228,7 @@ class Log:
                 raise MemoryFault(offset, length, exc) from exc
 
     def _read_entry(self, index: int) -> bytes:
-        return bytes(self._read_entries(index, index + 1))
+        return self._read_entries(index, index + 1)
 
     def _entry_or_none(self, index: int) -> bytes | None:
         """Entry `index`, or None if its memory cannot be read."""
@@ -232,9 +237,10 @@ class Log:
         except MemoryFault:
             return None
 
-    def _slot(self, raw: bytearray | None, start: int, index: int) -> bytes | None:
-        """Entry `index` from a bulk read starting at `start` (None: read it alone)."""
-        if raw is None:
+    def _slot(self, raw: bytes | memoryview | None, start: int, index: int) -> bytes | None:
+        """Entry `index` from a bulk read starting at `start` (None, or past it: read it
+        alone)."""
+        if raw is None or (index - start + 1) * omf.LOG_ENTRY_SIZE > len(raw):
             return self._entry_or_none(index)
         size = omf.LOG_ENTRY_SIZE
         return bytes(raw[(index - start) * size : (index - start + 1) * size])
@@ -253,48 +259,51 @@ class Log:
         start = self.next_index
         if start >= end:
             return stats
-        try:
-            raw: bytearray | None = self._read_entries(start, end)
-        except MemoryFault:
-            raw = None  # some entry's memory is bad: read them one by one
         gc_was_enabled = gc.isenabled()
         if end - start > GC_PAUSE_ENTRIES:
             gc.disable()  # many long-lived objects: the cyclic GC would walk them again and again
+        # read and applied a chunk at a time: a full log is 256 MiB, a chunk stays in cache
+        buf = bytearray(min(end - start, REPLAY_CHUNK) * omf.LOG_ENTRY_SIZE)
+        self._waited = False  # whether this pass waited once for an entry being written
         try:
-            self._replay_range(raw, start, end, stop_at_corrupt, stats)
+            for first in range(start, end, REPLAY_CHUNK):
+                stop = min(end, first + REPLAY_CHUNK)
+                window = memoryview(buf)[: (stop - first) * omf.LOG_ENTRY_SIZE]
+                raw: memoryview | None = window
+                try:
+                    self._read_entries_into(first, window)
+                except MemoryFault:
+                    raw = None  # some entry's memory is bad: read them one by one
+                if not self._replay_entries(raw, first, stop, end, stop_at_corrupt, stats):
+                    break  # stopped at a corrupt entry
         finally:
             if gc_was_enabled:
                 gc.enable()
         return stats
 
-    def _replay_range(
-        self, raw: bytearray | None, start: int, end: int, stop_at_corrupt: bool, stats: ReplayStats
-    ) -> None:
-        ns = self.namespace
-        files, dirs = ns.files, ns.dirs
-        try:
-            self._replay_entries(raw, start, end, stop_at_corrupt, stats)
-        finally:  # what the namespace gained is what this pass applied
-            stats.files += ns.files - files
-            stats.dirs += ns.dirs - dirs
-            stats.sum_file_sizes += sum(i.size for i in stats.new_inodes if not i.is_dir)
-
     def _replay_entries(
-        self, raw: bytearray | None, start: int, end: int, stop_at_corrupt: bool, stats: ReplayStats
-    ) -> None:
+        self,
+        raw: memoryview | None,
+        start: int,
+        end: int,
+        log_end: int,
+        stop_at_corrupt: bool,
+        stats: ReplayStats,
+    ) -> bool:
+        """Apply entries [start, end) (`raw`: their bytes, if they could be read at once).
+        False: replay stopped at a corrupt entry."""
         # the common case decoded and checked in C (famfs_py.omf._replay): a clean entry is a
         # tuple, applied in runs by the namespace; any other (None) is decoded here by
         # famfs_py.omf, the reference
         sb = self.sb
         reserved = sb.log_offset + sb.log_len
         count = end - start
-        clean = self.scan(raw, start, sb.dev_size, sb.alloc_unit, reserved) if raw else None
+        clean = None if raw is None else self.scan(raw, start, sb.dev_size, sb.alloc_unit, reserved)
         if clean is None:
             clean = [None] * count
         parents: dict[str, Inode] = {}
         refused: list[tuple[int, str]] = []  # (index, why the namespace refused it)
         ns_add_run = self.namespace.add_run
-        self._waited = False
         at = 0  # entries before start + at are applied
         try:
             while at < count:
@@ -303,16 +312,22 @@ class Log:
                 except ValueError:
                     other = count
                 if other > at:
-                    ns_add_run(clean, at, other, start, parents, stats.new_inodes, refused)
+                    files, dirs, sizes = ns_add_run(
+                        clean, at, other, start, parents, stats.new_inodes, refused
+                    )
+                    stats.files += files
+                    stats.dirs += dirs
+                    stats.sum_file_sizes += sizes
                     at = other
                     for index, reason in refused:
                         self._record_bad(BadEntry(index, (reason,), False), stats)
                     refused.clear()
                 if at == count:
                     break
-                if not self._replay_one(raw, start, start + at, end, stop_at_corrupt, stats):
-                    return  # stopped there
+                if not self._replay_one(raw, start, start + at, log_end, stop_at_corrupt, stats):
+                    return False  # stopped there
                 at += 1
+            return True
         finally:
             self.next_index = start + at
             # a clean file's extents are all inside the device: marked as _apply marks them
@@ -320,7 +335,7 @@ class Log:
 
     def _replay_one(
         self,
-        raw: bytearray | None,
+        raw: memoryview | None,
         start: int,
         index: int,
         end: int,
@@ -349,7 +364,7 @@ class Log:
             if stop_at_corrupt:
                 self.stopped_at = index
                 stats.stopped_at = index
-                self._mark_beyond(raw, start, index + 1, end)
+                self._mark_beyond(index + 1, end)
                 return False
             return True
         self._apply(index, entry, stats)
@@ -386,12 +401,23 @@ class Log:
                 problems = [str(exc)]
             else:
                 stats.new_inodes.append(inode)
+                if inode.is_dir:
+                    stats.dirs += 1
+                else:
+                    stats.files += 1
+                    stats.sum_file_sizes += inode.size
                 return
         self._record_bad(BadEntry(index, tuple(problems), False), stats)
 
-    def _mark_beyond(self, raw: bytearray | None, start: int, first: int, end: int) -> None:
+    def _mark_beyond(self, first: int, end: int) -> None:
         """Mark the extents of CRC-valid entries after a stop, so they are never reused."""
-        for index in range(max(first, self._marked_beyond), end):
+        first = max(first, self._marked_beyond)
+        try:
+            raw: bytes | None = self._read_entries(first, end) if first < end else None
+        except MemoryFault:
+            raw = None  # some entry's memory is bad: read them one by one
+        start = first
+        for index in range(first, end):
             chunk = self._slot(raw, start, index)
             if chunk is None or not omf.entry_crc_ok(chunk):
                 continue

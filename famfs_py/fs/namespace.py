@@ -274,14 +274,15 @@ class Namespace:
         parents: dict[str, Inode],
         added: list[Inode],
         refused: list[tuple[int, str]],
-    ) -> None:
+    ) -> tuple[int, int, int]:
         """Apply the logged entries clean[lo:hi] (entry first_index + i is clean[i]), all
         decoded and checked (famfs_py.omf._replay): a file (its payload bytes, decoded on
         first use) or a directory (payload None) at head/name. New inodes go to `added`,
         (index, reason) to `refused` for the entries `add` would refuse. `parents` remembers
-        directories by path for the caller's pass (one replay: nothing is removed meanwhile)."""
+        directories by path for the caller's pass (one replay: nothing is removed meanwhile).
+        Returns how many files and directories it added, and the files' total size."""
         inodes = self.inodes
-        files = dirs = 0
+        files = dirs = sizes = 0
         index = first_index + lo
         for item in clean[lo:hi]:
             head, name, mode, uid, gid, size, payload, _ = item  # type: ignore[misc]
@@ -319,12 +320,14 @@ class Namespace:
                     payload,
                 )
                 files += 1
+                sizes += size
             parent.children[name] = ino  # type: ignore[index]
             inodes[ino] = inode
             added.append(inode)
             index += 1
         self.files += files
         self.dirs += dirs
+        return files, dirs, sizes
 
     # -- files created through the mount, logged once complete (famfs_py.fs.pending) --------
     def attach_unlogged(self, inode: Inode) -> None:
