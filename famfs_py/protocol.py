@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Generic, TypeVar, cast
 from famfs_py import omf, wire
 from famfs_py.errors import ProtocolError
 from famfs_py.replies import (
+    CreatManyReply,
     DeviceReply,
     EmptyReply,
     FileMapReply,
@@ -149,6 +150,54 @@ class Creat(Request[FileMapReply]):
             None if self.nstrips is None else bounded(self.nstrips, "nstrips", 1 << 16),
             None if self.nbuckets is None else bounded(self.nbuckets, "nbuckets", 1 << 16),
             None if self.chunk_size is None else bounded(self.chunk_size, "chunk_size", 1 << 62),
+        )
+
+    @property
+    def interleaved(self) -> bool:
+        return bool(self.nstrips or self.nbuckets or self.chunk_size)
+
+
+@dataclass(frozen=True)
+class CreatMany(Request[CreatManyReply]):
+    """Many creats and one-level `mkdir -p`s, logged with one commit (cp's batches): items
+    `[path, size, mode]`, a size of null for a directory, taken in order, each as its own
+    request would be (famfs_py.fs.batch); the reply has each item's map or error. uid, gid
+    and the interleaving are the whole batch's."""
+
+    OP: ClassVar[str] = "creat_many"
+    REPLY: ClassVar[type[Reply]] = CreatManyReply
+    MAX_ITEMS: ClassVar[int] = 1024  # famfs_py.fs.batch.MAX_ITEMS
+    items: tuple[tuple[str, int | None, int], ...] = ()  # lists in JSON
+    uid: int | None = None
+    gid: int | None = None
+    nstrips: int | None = None
+    nbuckets: int | None = None
+    chunk_size: int | None = None
+
+    def validate(self) -> CreatMany:
+        if not isinstance(self.items, list | tuple) or len(self.items) > self.MAX_ITEMS:
+            raise ProtocolError(f"items must be a list of at most {self.MAX_ITEMS} items")
+        items = []
+        for item in self.items:
+            if not isinstance(item, list | tuple) or len(item) != 3:
+                raise ProtocolError("each item must be [path, size or null, mode]")
+            path, size, mode = item
+            items.append(
+                (
+                    clean_path(path),
+                    None if size is None else bounded(size, "size", (1 << 63) - 1),
+                    bounded(mode, "mode", 0o7777),
+                )
+            )
+        creat = Creat("", 0, 0, self.uid, self.gid, self.nstrips, self.nbuckets, self.chunk_size)
+        checked = creat.validate()
+        return CreatMany(
+            tuple(items),
+            checked.uid,
+            checked.gid,
+            checked.nstrips,
+            checked.nbuckets,
+            checked.chunk_size,
         )
 
     @property

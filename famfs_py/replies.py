@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar, Union
 
 from famfs_py import omf
-from famfs_py.errors import ProtocolError
+from famfs_py.errors import FamfsError, ProtocolError
 from famfs_py.fs.identity import Role
 from famfs_py.fs.status import FsStatus
 
@@ -217,6 +217,42 @@ def _flush_field(data: dict[str, Any]) -> bool | None:
     """A reply's "flush": True/False, or None from a daemon that does not say."""
     value = data.get("flush")
     return None if value is None else bool(value)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CreatManyReply(Reply):
+    """Each item's result in order (creat_many): a file's map, a directory's MkdirReply
+    (`created`: [its path] if made now), or the FamfsError that item met."""
+
+    results: list[FileMapReply | MkdirReply | FamfsError]
+
+    def to_fields(self) -> dict[str, Any]:
+        out: list[dict[str, Any]] = []
+        for result in self.results:
+            if isinstance(result, FamfsError):
+                out.append({"errno": result.errno or errno.EIO, "error": result.message})
+            elif isinstance(result, MkdirReply):
+                out.append({"dir": result.created})
+            else:
+                out.append(result.to_fields())
+        return {"results": out}
+
+    @classmethod
+    def from_fields(cls, data: dict[str, Any]) -> CreatManyReply:
+        raw = data.get("results")
+        if not isinstance(raw, list):
+            raise ProtocolError("malformed creat_many reply: no results", errno.EIO)
+        results: list[FileMapReply | MkdirReply | FamfsError] = []
+        for item in raw:
+            if not isinstance(item, dict):
+                raise ProtocolError("malformed creat_many reply: a result is not an object")
+            if "error" in item:
+                results.append(FamfsError(str(item["error"]), int(item.get("errno") or errno.EIO)))
+            elif "dir" in item:
+                results.append(MkdirReply(created=[str(p) for p in item["dir"]]))
+            else:
+                results.append(FileMapReply.from_fields(item))
+        return cls(results=results)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -34,7 +34,7 @@ from famfs_py.mapping import (
     first_difference,
     read_segments,
 )
-from famfs_py.replies import FileMapReply
+from famfs_py.replies import FileMapReply, MkdirReply
 
 EXIT_CODES = """
   0  everything was copied (with -c: compared equal)
@@ -46,6 +46,7 @@ EXIT_CODES = """
 """
 PROGRESS_MIN = 64 << 20  # show a progress bar on a terminal for copies at least this big
 INVALIDATE_BYTES = 32 << 10  # paths per InvalidateFiles: well within wire.MAX_REQUEST
+CREAT_BYTES = 48 << 10  # a CreatMany's items: within protocol.MAX_REQUEST (64 KiB)
 FILES_PER_BATCH = 128  # files of one directory created together (each holds a descriptor)
 
 
@@ -63,6 +64,29 @@ def invalidations(paths: list[str]) -> list[protocol.InvalidateFiles]:
         size += len(path.encode()) + 4
     if batch:
         requests.append(protocol.InvalidateFiles(tuple(batch)))
+    return requests
+
+
+def creat_batches(
+    items: list[tuple[str, int | None, int]],
+    uid: int | None,
+    gid: int | None,
+    interleave: dict[str, int],
+) -> list[protocol.CreatMany]:
+    """The CreatMany requests for these (path, size, mode) items, in order: each within
+    protocol.CreatMany.MAX_ITEMS and well within a request's size."""
+    requests: list[protocol.CreatMany] = []
+    batch: list[tuple[str, int | None, int]] = []
+    size = 0
+    for item in items:
+        cost = len(item[0].encode()) * 6 + 48  # a path's worst JSON escaping, the numbers
+        if batch and (size + cost > CREAT_BYTES or len(batch) >= protocol.CreatMany.MAX_ITEMS):
+            requests.append(protocol.CreatMany(tuple(batch), uid, gid, **interleave))
+            batch, size = [], 0
+        batch.append(item)
+        size += cost
+    if batch:
+        requests.append(protocol.CreatMany(tuple(batch), uid, gid, **interleave))
     return requests
 
 
@@ -187,6 +211,7 @@ class Copier:
         once the files asked for with it are done."""
         opened: list[tuple[int, int, str, str, str]] = []
         requests: list[protocol.Request[FileMapReply]] = []
+        items: list[tuple[str, int | None, int]] = []
         for src, dest, rel, mode in files:
             try:
                 fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
@@ -203,13 +228,9 @@ class Copier:
                 requests.append(protocol.Getmap(rel))
             else:
                 chosen: int = self.args.mode if self.args.mode is not None else mode or 0o644
-                requests.append(
-                    protocol.Creat(
-                        rel, size, chosen, self.args.uid, self.args.gid, **self.interleave
-                    )
-                )
+                items.append((rel, size, chosen))
         try:
-            replies = self.chan.call_many(requests) if requests else []
+            replies = self._create(items) if items else self.chan.call_many(requests)
         except BaseException:
             for fd, *_ in opened:
                 os.close(fd)
@@ -237,6 +258,21 @@ class Copier:
             stop = stop or f"cannot invalidate what was copied: {failed.message}"
         if stop:
             raise Abort(stop)
+
+    def _create(self, items: list[tuple[str, int | None, int]]) -> list[FileMapReply | FamfsError]:
+        """Create these files with one request per batch (one log commit each): each
+        file's map, or the error it met (as its own creat would have)."""
+        out: list[FileMapReply | FamfsError] = []
+        for batch in creat_batches(items, self.args.uid, self.args.gid, self.interleave):
+            try:
+                results = self.chan.call(batch).results
+            except FamfsError as exc:  # the whole batch's (a refused owner): each file's
+                results = [exc] * len(batch.items)
+            for result in results:
+                if isinstance(result, MkdirReply):
+                    result = FamfsError("the daemon answered a file with a directory")
+                out.append(result)
+        return out
 
     def _start(
         self, fd: int, src: str, dest: str, rel: str, filemap: FileMap, created: bool

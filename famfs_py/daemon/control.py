@@ -25,6 +25,7 @@ from famfs_py.daemon import access
 from famfs_py.daemon.access import Rule
 from famfs_py.dax.cache import CacheFault
 from famfs_py.errors import FamfsError, FsError
+from famfs_py.fs import batch
 from famfs_py.fs.alloc import Interleave
 from famfs_py.fs.filesystem import Famfs
 from famfs_py.fs.fsck import fsck_memory
@@ -90,6 +91,8 @@ class ControlServer:
             protocol.Flush: (Rule.READER, self.flush_file),  # upstream: who may mmap it to read
             protocol.Mkdir: (Rule.CREATOR, self.mkdir),
             protocol.Creat: (Rule.CREATOR, self.creat),  # an existing file: READER
+            # each item is authorized as its own Creat or Mkdir, by the handler
+            protocol.CreatMany: (Rule.ANYONE, self.creat_many),
             protocol.Logplay: (Rule.OWNER, self.logplay),
             protocol.Fsck: (Rule.OWNER, self.fsck),
             protocol.Clone: (Rule.OWNER, self.clone),
@@ -284,6 +287,46 @@ class ControlServer:
             request.path, request.size, request.mode, uid, gid, interleave
         )
         return Answer(self._map_reply(inode, created=created))
+
+    def creat_many(self, request: protocol.CreatMany, caller: Credentials) -> Answer:
+        """Many creats and mkdirs, logged with one commit (famfs_py.fs.batch): each item is
+        authorized as its own request would be, in order (so a directory made earlier in the
+        batch counts with its own mode), and answered alone."""
+        uid, gid = self._owner(request.uid, request.gid, caller)
+        interleave = None
+        if request.interleaved:
+            interleave = Interleave(
+                request.nstrips or 0, request.nbuckets or 0, request.chunk_size or omf.ALLOC_UNIT
+            )
+        items: list[batch.NewFile | batch.NewDir] = [
+            batch.NewDir(path, mode, uid, gid)
+            if size is None
+            else batch.NewFile(path, size, mode, uid, gid, interleave)
+            for path, size, mode in request.items
+        ]
+
+        def check(item: batch.NewFile | batch.NewDir) -> None:
+            single: protocol.Request[Any]
+            if isinstance(item, batch.NewDir):
+                single = protocol.Mkdir(item.relpath, item.mode, request.uid, request.gid, True)
+            else:
+                single = protocol.Creat(
+                    item.relpath, item.size, item.mode, request.uid, request.gid
+                )
+            self._authorize(Rule.CREATOR, single, caller)
+
+        results: list[replies.FileMapReply | replies.MkdirReply | FamfsError] = []
+        for item, outcome in zip(items, batch.create_many(self.fs, items, check), strict=True):
+            if outcome.error is not None:
+                results.append(outcome.error)
+            elif isinstance(item, batch.NewDir):
+                results.append(
+                    replies.MkdirReply(created=[item.relpath] if outcome.created else [])
+                )
+            else:
+                assert outcome.inode is not None
+                results.append(self._map_reply(outcome.inode, created=outcome.created))
+        return Answer(replies.CreatManyReply(results=results))
 
     def clone(self, request: protocol.Clone, caller: Credentials) -> Answer:
         inode = self.fs.clone(self._file(request.source), request.path)

@@ -346,6 +346,26 @@ class Log:
         self.writes.commit(counters_at, counters)
         return index
 
+    def append_many(self, payloads: list[omf.FileMeta | omf.MkdirMeta]) -> int:
+        """Write entries at the next slots, one after another, flush them once, then
+        commit them all by one write of the counters (a crash before it leaves none of them
+        in the log, after it all of them). Returns the first one's index."""
+        change = self.foreign_change(master=True)
+        if change is not None:
+            raise FsError(change.reason, errno.EROFS)
+        first = self.next_index
+        if first + len(payloads) > self.header.slots:
+            raise LogFull(f"the log is full ({self.header.slots} entries)")
+        if not payloads:
+            return first
+        raw = b"".join(
+            omf.LogEntry.new(first + k, payload).pack() for k, payload in enumerate(payloads)
+        )
+        end = first + len(payloads)
+        self.writes.entry(self.sb.log_offset + omf.entry_offset(first), raw)
+        self.writes.commit(self.sb.log_offset + omf.COUNTERS_OFFSET, omf.pack_counters(end, end))
+        return first
+
     @property
     def slots(self) -> int:
         return self.header.slots
