@@ -204,6 +204,9 @@ class CreatMany(Request[CreatManyReply]):
     def interleaved(self) -> bool:
         return bool(self.nstrips or self.nbuckets or self.chunk_size)
 
+    def decode_reply(self, data: dict[str, Any]) -> CreatManyReply:
+        return CreatManyReply.decode(data, [item[0] for item in self.items])
+
 
 @dataclass(frozen=True)
 class Clone(Request[FileMapReply]):

@@ -315,8 +315,10 @@ class ControlServer:
                 )
             self._authorize(Rule.CREATOR, single, caller)
 
+        privileged = access.is_privileged(caller)  # every item would pass: not asked
         results: list[replies.FileMapReply | replies.MkdirReply | FamfsError] = []
-        for item, outcome in zip(items, batch.create_many(self.fs, items, check), strict=True):
+        outcomes = batch.create_many(self.fs, items, None if privileged else check)
+        for item, outcome in zip(items, outcomes, strict=True):
             if outcome.error is not None:
                 results.append(outcome.error)
             elif isinstance(item, batch.NewDir):
@@ -324,8 +326,17 @@ class ControlServer:
                     replies.MkdirReply(created=[item.relpath] if outcome.created else [])
                 )
             else:
-                assert outcome.inode is not None
-                results.append(self._map_reply(outcome.inode, created=outcome.created))
+                inode = outcome.inode
+                assert inode is not None and inode.fmap is not None
+                results.append(
+                    replies.FileMapReply(
+                        path=item.relpath,
+                        size=inode.size,
+                        fmap=inode.fmap,
+                        ino=inode.ino,
+                        created=outcome.created,
+                    )
+                )
         return Answer(replies.CreatManyReply(results=results))
 
     def clone(self, request: protocol.Clone, caller: Credentials) -> Answer:
@@ -404,9 +415,11 @@ class ControlServer:
         error, as its own Invalidate would have said."""
         inodes: list[Inode] = []
         failure: FamfsError | None = None
+        privileged = access.is_privileged(caller)  # every path would pass: not asked
         for path in request.paths:
             try:
-                self._authorize(Rule.READER, protocol.Invalidate(path), caller)
+                if not privileged:
+                    self._authorize(Rule.READER, protocol.Invalidate(path), caller)
                 inodes.append(self._file(path))
             except FamfsError as exc:
                 failure = failure or exc

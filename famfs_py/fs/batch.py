@@ -66,10 +66,11 @@ class Outcome:
 def create_many(
     fs: Famfs,
     items: list[NewFile | NewDir],
-    check: Callable[[NewFile | NewDir], None] = lambda item: None,
+    check: Callable[[NewFile | NewDir], None] | None = None,
 ) -> list[Outcome]:
-    """Make `items` (see the module's docstring); `check(item)` runs right before each item
-    is planned (the daemon's permission rules) and refuses it by raising FamfsError."""
+    """Make `items` (see the module's docstring); `check(item)`, if given, runs right
+    before each item is planned (the daemon's permission rules) and refuses it by raising
+    FamfsError."""
     if len(items) > MAX_ITEMS:
         raise FsError(f"a batch holds at most {MAX_ITEMS} items, not {len(items)}", errno.E2BIG)
     outcomes = [Outcome() for _ in items]
@@ -85,7 +86,8 @@ def create_many(
             if outcome.error is not None:
                 continue
             try:
-                check(item)
+                if check is not None:
+                    check(item)
                 outcome.inode, outcome.created = batch.plan(item)
             except FamfsError as exc:
                 outcome.error = exc
