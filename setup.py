@@ -1,5 +1,6 @@
 """Build configuration beyond pyproject.toml: the C extensions, famfs_py.dax._region (device
-memory mappings) and famfs_py.dax._fcc (CPU cache flush and invalidate)."""
+memory mappings) famfs_py.dax._fcc (CPU cache flush and invalidate) and famfs_py.omf._replay (log entries
+decoded in bulk for replay)."""
 
 from setuptools import Extension, setup
 
@@ -13,6 +14,12 @@ setup(
         Extension(
             "famfs_py.dax._fcc",
             ["famfs_py/dax/_fcc.c"],
+            extra_compile_args=["-O2", "-Wall", "-Werror=implicit-function-declaration"],
+        ),
+        Extension(
+            "famfs_py.omf._replay",
+            ["famfs_py/omf/_replay.c"],
+            libraries=["z"],
             extra_compile_args=["-O2", "-Wall", "-Werror=implicit-function-declaration"],
         ),
     ]

@@ -159,15 +159,14 @@ class Creat(Request[FileMapReply]):
 
 @dataclass(frozen=True)
 class CreatMany(Request[CreatManyReply]):
-    """Many creats and one-level `mkdir -p`s, logged with one commit (cp's batches): items
-    `[path, size, mode]`, a size of null for a directory, taken in order, each as its own
-    request would be (famfs_py.fs.batch); the reply has each item's map or error. uid, gid
-    and the interleaving are the whole batch's."""
+    """Creat of many files in one request (cp of a directory): each file is checked, created
+    and answered exactly as its own Creat would be (`singles`), the others whatever its fate.
+    `files` are (path, size, mode); owner and interleaving are the batch's."""
 
     OP: ClassVar[str] = "creat_many"
     REPLY: ClassVar[type[Reply]] = CreatManyReply
-    MAX_ITEMS: ClassVar[int] = 1024  # famfs_py.fs.batch.MAX_ITEMS
-    items: tuple[tuple[str, int | None, int], ...] = ()  # lists in JSON
+    MAX_FILES: ClassVar[int] = 1024
+    files: tuple[tuple[str, int, int], ...] = ()  # lists in JSON
     uid: int | None = None
     gid: int | None = None
     nstrips: int | None = None
@@ -175,37 +174,30 @@ class CreatMany(Request[CreatManyReply]):
     chunk_size: int | None = None
 
     def validate(self) -> CreatMany:
-        if not isinstance(self.items, list | tuple) or len(self.items) > self.MAX_ITEMS:
-            raise ProtocolError(f"items must be a list of at most {self.MAX_ITEMS} items")
-        items = []
-        for item in self.items:
+        if not isinstance(self.files, list | tuple) or len(self.files) > self.MAX_FILES:
+            raise ProtocolError(f"files must be a list of at most {self.MAX_FILES} files")
+        for item in self.files:
             if not isinstance(item, list | tuple) or len(item) != 3:
-                raise ProtocolError("each item must be [path, size or null, mode]")
-            path, size, mode = item
-            items.append(
-                (
-                    clean_path(path),
-                    None if size is None else bounded(size, "size", (1 << 63) - 1),
-                    bounded(mode, "mode", 0o7777),
-                )
-            )
-        creat = Creat("", 0, 0, self.uid, self.gid, self.nstrips, self.nbuckets, self.chunk_size)
-        checked = creat.validate()
-        return CreatMany(
-            tuple(items),
-            checked.uid,
-            checked.gid,
-            checked.nstrips,
-            checked.nbuckets,
-            checked.chunk_size,
+                raise ProtocolError("each file must be [path, size, mode]")
+        batch = CreatMany(
+            tuple((p, s, m) for p, s, m in self.files),
+            self.uid,
+            self.gid,
+            self.nstrips,
+            self.nbuckets,
+            self.chunk_size,
         )
+        batch.singles()  # each file's fields, checked as its Creat's
+        return batch
 
-    @property
-    def interleaved(self) -> bool:
-        return bool(self.nstrips or self.nbuckets or self.chunk_size)
-
-    def decode_reply(self, data: dict[str, Any]) -> CreatManyReply:
-        return CreatManyReply.decode(data, [item[0] for item in self.items])
+    def singles(self) -> list[Creat]:
+        """The Creat of each file, checked."""
+        return [
+            Creat(
+                path, size, mode, self.uid, self.gid, self.nstrips, self.nbuckets, self.chunk_size
+            ).validate()
+            for path, size, mode in self.files
+        ]
 
 
 @dataclass(frozen=True)

@@ -213,77 +213,43 @@ class FileMapReply(Reply):
             raise ProtocolError(f"malformed map reply: {exc}", errno.EIO) from None
 
 
+@dataclass(frozen=True, kw_only=True)
+class CreatManyReply(Reply):
+    """Each file's answer to a batched creat, in request order: its map (as creat's reply)
+    or the error a creat of it alone would have answered."""
+
+    files: list[FileMapReply | FamfsError]
+
+    def to_fields(self) -> dict[str, Any]:
+        return {
+            "files": [
+                {"errno": r.errno or errno.EIO, "error": r.message}
+                if isinstance(r, FamfsError)
+                else r.to_fields()
+                for r in self.files
+            ]
+        }
+
+    @classmethod
+    def from_fields(cls, data: dict[str, Any]) -> CreatManyReply:
+        files = data.get("files")
+        if not isinstance(files, list):
+            raise ProtocolError("malformed batched creat reply: no files", errno.EIO)
+        out: list[FileMapReply | FamfsError] = []
+        for item in files:
+            if isinstance(item, dict) and "error" in item:
+                out.append(FamfsError(str(item["error"]), int(item.get("errno") or errno.EIO)))
+            elif isinstance(item, dict):
+                out.append(FileMapReply.from_fields(item))
+            else:
+                raise ProtocolError("malformed batched creat reply: not an object", errno.EIO)
+        return cls(files=out)
+
+
 def _flush_field(data: dict[str, Any]) -> bool | None:
     """A reply's "flush": True/False, or None from a daemon that does not say."""
     value = data.get("flush")
     return None if value is None else bool(value)
-
-
-@dataclass(frozen=True, kw_only=True)
-class CreatManyReply(Reply):
-    """Each item's result in order (creat_many): a file's map, a directory's MkdirReply
-    (`created`: [its path] if made now), or the FamfsError that item met."""
-
-    results: list[FileMapReply | MkdirReply | FamfsError]
-
-    def to_fields(self) -> dict[str, Any]:
-        """A file of one simple extent list travels as {"f": [ino, size, created, offset,
-        length, ...]} (thousands per reply: no path, no keys), any other file as its
-        FileMapReply's fields."""
-        out: list[dict[str, Any]] = []
-        for result in self.results:
-            if isinstance(result, FamfsError):
-                out.append({"errno": result.errno or errno.EIO, "error": result.message})
-            elif isinstance(result, MkdirReply):
-                out.append({"dir": result.created})
-            elif isinstance(result.fmap, omf.SimpleFmap):
-                flat = [result.ino, result.size, int(result.created)]
-                for extent in result.fmap.extents:
-                    flat += (extent.offset, extent.length)
-                out.append({"f": flat})
-            else:
-                out.append(result.to_fields())
-        return {"results": out}
-
-    @classmethod
-    def from_fields(cls, data: dict[str, Any]) -> CreatManyReply:
-        return cls.decode(data, None)
-
-    @classmethod
-    def decode(cls, data: dict[str, Any], paths: list[str] | None) -> CreatManyReply:
-        """The reply; `paths`: the request's item paths, the compact files' paths."""
-        raw = data.get("results")
-        if not isinstance(raw, list) or (paths is not None and len(raw) != len(paths)):
-            raise ProtocolError("malformed creat_many reply: not one result an item", errno.EIO)
-        results: list[FileMapReply | MkdirReply | FamfsError] = []
-        try:
-            for k, item in enumerate(raw):
-                if "f" in item:
-                    ino, size, created, *flat = item["f"]
-                    extents = tuple(
-                        omf.Extent(int(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)
-                    )
-                    path = paths[k] if paths is not None else ""
-                    fmap = omf.SimpleFmap(extents)
-                    results.append(
-                        FileMapReply(
-                            path=path,
-                            size=int(size),
-                            fmap=fmap,
-                            ino=int(ino),
-                            created=bool(created),
-                        )
-                    )
-                elif "error" in item:
-                    code = int(item.get("errno") or errno.EIO)
-                    results.append(FamfsError(str(item["error"]), code))
-                elif "dir" in item:
-                    results.append(MkdirReply(created=[str(p) for p in item["dir"]]))
-                else:
-                    results.append(FileMapReply.from_fields(item))
-        except (TypeError, ValueError, IndexError, KeyError) as exc:
-            raise ProtocolError(f"malformed creat_many reply: {exc}", errno.EIO) from None
-        return cls(results=results)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 apt_packages=(
   python3 python3-venv python3-dev # Debian's Python 3.11: .venv is made from it
   gcc libc6-dev pkg-config libfuse3-dev # pyfuse3 is built from source
+  zlib1g-dev                       # famfs_py.omf._replay checks CRCs with zlib
   fuse3                            # /dev/fuse's tools: fusermount3, mount.fuse3
   zstd                             # the reference images are zstd-compressed
   systemd                          # systemd-analyze and systemd-escape check the unit

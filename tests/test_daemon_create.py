@@ -1,5 +1,5 @@
 """Creating through the master's mount (issue 24): mkdir, and files that ordinary programs
-write, logged once complete (the commit rule: famfs_py/daemon/operations.py, README).
+write, logged once complete (the commit rule: famfs_py/daemon/creating.py, README).
 
 Each test mounts real filesystems and uses real system calls; the client is a second
 emulated host sharing the master's memory."""

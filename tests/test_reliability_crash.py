@@ -361,3 +361,34 @@ def test_a_master_killed_while_a_program_creates_a_file_leaves_it_whole_or_gone(
     assert result.returncode == 0 and report["collisions"] == 0, result.out
     host.ok("umount", mp)
     figures.add("kills survived, while a program created a file through the mount")
+
+
+@pytest.mark.parametrize("step,committed", [("after-entry", False), ("after-header", True)])
+def test_a_master_killed_inside_a_batched_copy_keeps_all_of_the_batch_or_none(
+    fresh, mounts, monkeypatch, tmp_path, step, committed
+):
+    """`famfs-py cp` creates a directory's files in one CreatMany, logged with one commit:
+    killed after the third file's entry (before the commit), none of the five is there;
+    killed right after the commit, all five are."""
+    src = tmp_path / "src"
+    src.mkdir()
+    sizes = {f"f{i}": 5000 + i for i in range(5)}
+    for name, size in sizes.items():
+        (src / name).write_bytes(os.urandom(size))
+    nth = 4 if step == "after-entry" else 6  # entry 1: cp's mkdir of dst; 2..6: the files
+    monkeypatch.setenv(CRASH_ENV, f"{step}:{nth}")
+    mp = mounts.mount(fresh)
+    monkeypatch.delenv(CRASH_ENV)
+    pid = _daemon_pid(fresh, mp)
+    killed = fresh.cli("cp", "-r", src, mp / "dst")
+    assert killed.returncode != 0, killed.out  # the daemon died before it answered
+    assert_no_traceback(killed)
+    wait_gone(pid)
+    _clean_stale_mount(fresh, mp)
+    _fsck_clean(fresh, 1 + (len(sizes) if committed else 0))
+    mounts.mount(fresh, mp)
+    found = {p.name: p.stat().st_size for p in (mp / "dst").iterdir()}
+    assert found == (sizes if committed else {}), (step, found)
+    fresh.ok("cp", "-r", src, mp / "dst")  # the copy, run again, completes
+    for name in sizes:
+        assert (mp / "dst" / name).read_bytes() == (src / name).read_bytes()

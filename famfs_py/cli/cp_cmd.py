@@ -14,7 +14,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 
-from famfs_py import channel, omf, protocol
+from famfs_py import channel, protocol
 from famfs_py.cli.common import (
     Parser,
     add_interleave_options,
@@ -34,7 +34,7 @@ from famfs_py.mapping import (
     first_difference,
     read_segments,
 )
-from famfs_py.replies import FileMapReply, MkdirReply
+from famfs_py.replies import FileMapReply
 
 EXIT_CODES = """
   0  everything was copied (with -c: compared equal)
@@ -46,8 +46,8 @@ EXIT_CODES = """
 """
 PROGRESS_MIN = 64 << 20  # show a progress bar on a terminal for copies at least this big
 INVALIDATE_BYTES = 32 << 10  # paths per InvalidateFiles: well within wire.MAX_REQUEST
-CREAT_BYTES = 48 << 10  # a CreatMany's items: within protocol.MAX_REQUEST (64 KiB)
-FILES_PER_BATCH = 128  # files of one directory created together (each holds a descriptor)
+FILES_PER_BATCH = 128  # files of one directory created together (each holds a descriptor;
+# well within protocol.CreatMany.MAX_FILES and, at 80-byte paths, wire.MAX_REQUEST)
 
 
 def invalidations(paths: list[str]) -> list[protocol.InvalidateFiles]:
@@ -64,38 +64,6 @@ def invalidations(paths: list[str]) -> list[protocol.InvalidateFiles]:
         size += len(path.encode()) + 4
     if batch:
         requests.append(protocol.InvalidateFiles(tuple(batch)))
-    return requests
-
-
-def _one_extent(fmap: omf.Fmap, size: int) -> int | None:
-    """The device offset of a file held by one extent (small files), else None."""
-    if isinstance(fmap, omf.SimpleFmap) and len(fmap.extents) == 1:
-        extent = fmap.extents[0]
-        if extent.length >= size:
-            return extent.offset
-    return None
-
-
-def creat_batches(
-    items: list[tuple[str, int | None, int]],
-    uid: int | None,
-    gid: int | None,
-    interleave: dict[str, int],
-) -> list[protocol.CreatMany]:
-    """The CreatMany requests for these (path, size, mode) items, in order: each within
-    protocol.CreatMany.MAX_ITEMS and well within a request's size."""
-    requests: list[protocol.CreatMany] = []
-    batch: list[tuple[str, int | None, int]] = []
-    size = 0
-    for item in items:
-        cost = len(item[0].encode()) * 6 + 48  # a path's worst JSON escaping, the numbers
-        if batch and (size + cost > CREAT_BYTES or len(batch) >= protocol.CreatMany.MAX_ITEMS):
-            requests.append(protocol.CreatMany(tuple(batch), uid, gid, **interleave))
-            batch, size = [], 0
-        batch.append(item)
-        size += cost
-    if batch:
-        requests.append(protocol.CreatMany(tuple(batch), uid, gid, **interleave))
     return requests
 
 
@@ -198,10 +166,6 @@ class Copier:
         self.progress = Progress(0)  # run() replaces it with one for the whole copy
         self._local = threading.local()  # one channel per copying thread
         self._copied: list[str] = []  # copied without threads: invalidated per batch
-        self._filled: list[tuple[int, int]] = []  # device ranges _fill copied: to flush
-        # the whole device, for copies of files of one extent (None: through the mount)
-        mem = self.mem
-        self._device = mem.view(0, mem.size) if mem is not None and mem.writable else None
 
     def fail(self, message: str) -> None:
         print(f"famfs-py cp: {message}", file=sys.stderr)
@@ -223,8 +187,8 @@ class Copier:
         each file's bytes are moved. A destination that cannot be created stops the copy
         once the files asked for with it are done."""
         opened: list[tuple[int, int, str, str, str]] = []
-        requests: list[protocol.Request[FileMapReply]] = []
-        items: list[tuple[str, int | None, int]] = []
+        getmaps: list[protocol.Request[FileMapReply]] = []  # -c
+        creations: list[tuple[str, int, int]] = []
         for src, dest, rel, mode in files:
             try:
                 fd = os.open(src, os.O_RDONLY | os.O_CLOEXEC)
@@ -238,12 +202,12 @@ class Copier:
                 continue
             opened.append((fd, size, src, dest, rel))
             if self.args.compare:
-                requests.append(protocol.Getmap(rel))
+                getmaps.append(protocol.Getmap(rel))
             else:
                 chosen: int = self.args.mode if self.args.mode is not None else mode or 0o644
-                items.append((rel, size, chosen))
+                creations.append((rel, size, chosen))
         try:
-            replies = self._create(items) if items else self.chan.call_many(requests)
+            replies = self._ask(getmaps, creations)
         except BaseException:
             for fd, *_ in opened:
                 os.close(fd)
@@ -262,13 +226,8 @@ class Copier:
                     os.close(fd)
                     stop = stop or str(exc)
                     continue
-                start = None if self.args.compare else _one_extent(grant.fmap, size)
-                if start is not None and self._device is not None and self.pool is None:
-                    self._fill(fd, src, dest, rel, start, size)
-                else:
-                    self._start(fd, src, dest, rel, FileMap(grant.fmap, size), grant.created)
-        finally:  # what landed is flushed and invalidated, even if a copy failed on the way
-            self._flush_filled()
+                self._start(fd, src, dest, rel, FileMap(grant.fmap, size), grant.created)
+        finally:  # what landed is invalidated, even if a copy failed on the way
             copied, self._copied = self._copied, []
             answers = self.chan.call_many(invalidations(copied)) if copied else []
         failed = next((a for a in answers if isinstance(a, FamfsError)), None)
@@ -277,57 +236,20 @@ class Copier:
         if stop:
             raise Abort(stop)
 
-    def _create(self, items: list[tuple[str, int | None, int]]) -> list[FileMapReply | FamfsError]:
-        """Create these files with one request per batch (one log commit each): each
-        file's map, or the error it met (as its own creat would have)."""
-        out: list[FileMapReply | FamfsError] = []
-        for batch in creat_batches(items, self.args.uid, self.args.gid, self.interleave):
-            try:
-                results = self.chan.call(batch).results
-            except FamfsError as exc:  # the whole batch's (a refused owner): each file's
-                results = [exc] * len(batch.items)
-            for result in results:
-                if isinstance(result, MkdirReply):
-                    result = FamfsError("the daemon answered a file with a directory")
-                out.append(result)
-        return out
-
-    def _fill(self, fd: int, src: str, dest: str, rel: str, start: int, size: int) -> None:
-        """Copy a file of one extent (a small file's case) straight into the device's
-        memory, the kernel copying; its CPU cache lines are flushed with the batch's
-        (_flush_filled), once per run of adjacent files."""
-        assert self._device is not None
-        view = self._device[start : start + size]
-        filled = 0
-        try:
-            while filled < size:
-                n = os.preadv(fd, [view[filled:]], filled)
-                if n <= 0:
-                    raise Abort(f"{src} -> {dest}: the source ended at byte {filled}")
-                filled += n
-        except OSError as exc:
-            raise Abort(f"{src} -> {dest}: {exc.strerror or exc}") from None
-        finally:
-            os.close(fd)
-            if filled:
-                self._filled.append((start, filled))
-        self.progress.add(size)
-        self._copied.append(rel)
-        if self.args.verbose:
-            print(f"famfs-py cp: copied {src} -> {dest}")
-
-    def _flush_filled(self) -> None:
-        """Flush the CPU cache lines of what _fill copied, by runs of adjacent ranges."""
-        filled, self._filled = sorted(self._filled), []
-        if not filled or self._device is None or not self.coherency.enabled:
-            return
-        run_start, run_end = filled[0][0], filled[0][0]
-        for start, length in filled:
-            if start > run_end:
-                self.coherency.flush(self._device, run_start, run_end - run_start)
-                run_start = start
-            run_end = max(run_end, start + length)
-        self.coherency.flush(self._device, run_start, run_end - run_start)
+    def _ask(
+        self,
+        getmaps: list[protocol.Request[FileMapReply]],
+        creations: list[tuple[str, int, int]],
+    ) -> list[FileMapReply | FamfsError]:
+        """The maps of files to compare, or the creations of files to copy (one request)."""
+        if getmaps:
+            return self.chan.call_many(getmaps)
+        if not creations:
+            return []
+        request = protocol.CreatMany(
+            tuple(creations), self.args.uid, self.args.gid, **self.interleave
+        )
+        return self.chan.call(request).files
 
     def _start(
         self, fd: int, src: str, dest: str, rel: str, filemap: FileMap, created: bool
@@ -441,8 +363,6 @@ class Copier:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
         self.chan.close()
-        if self._device is not None:
-            self._device.release()
         if self.mem is not None:
             self.mem.close()
 

@@ -25,7 +25,6 @@ from famfs_py.daemon import access
 from famfs_py.daemon.access import Rule
 from famfs_py.dax.cache import CacheFault
 from famfs_py.errors import FamfsError, FsError
-from famfs_py.fs import batch
 from famfs_py.fs.alloc import Interleave
 from famfs_py.fs.filesystem import Famfs
 from famfs_py.fs.fsck import fsck_memory
@@ -91,7 +90,7 @@ class ControlServer:
             protocol.Flush: (Rule.READER, self.flush_file),  # upstream: who may mmap it to read
             protocol.Mkdir: (Rule.CREATOR, self.mkdir),
             protocol.Creat: (Rule.CREATOR, self.creat),  # an existing file: READER
-            # each item is authorized as its own Creat or Mkdir, by the handler
+            # each file is authorized as a Creat of it, by the handler
             protocol.CreatMany: (Rule.ANYONE, self.creat_many),
             protocol.Logplay: (Rule.OWNER, self.logplay),
             protocol.Fsck: (Rule.OWNER, self.fsck),
@@ -277,6 +276,9 @@ class ControlServer:
         return Answer(replies.MkdirReply(created=created))
 
     def creat(self, request: protocol.Creat, caller: Credentials) -> Answer:
+        return Answer(self._create(request, caller))
+
+    def _create(self, request: protocol.Creat, caller: Credentials) -> replies.FileMapReply:
         uid, gid = self._owner(request.uid, request.gid, caller)
         interleave = None
         if request.interleaved:
@@ -286,58 +288,28 @@ class ControlServer:
         inode, created = self.fs.create_file(
             request.path, request.size, request.mode, uid, gid, interleave
         )
-        return Answer(self._map_reply(inode, created=created))
+        return self._map_reply(inode, created=created)
 
     def creat_many(self, request: protocol.CreatMany, caller: Credentials) -> Answer:
-        """Many creats and mkdirs, logged with one commit (famfs_py.fs.batch): each item is
-        authorized as its own request would be, in order (so a directory made earlier in the
-        batch counts with its own mode), and answered alone."""
-        uid, gid = self._owner(request.uid, request.gid, caller)
-        interleave = None
-        if request.interleaved:
-            interleave = Interleave(
-                request.nstrips or 0, request.nbuckets or 0, request.chunk_size or omf.ALLOC_UNIT
-            )
-        items: list[batch.NewFile | batch.NewDir] = [
-            batch.NewDir(path, mode, uid, gid)
-            if size is None
-            else batch.NewFile(path, size, mode, uid, gid, interleave)
-            for path, size, mode in request.items
-        ]
-
-        def check(item: batch.NewFile | batch.NewDir) -> None:
-            single: protocol.Request[Any]
-            if isinstance(item, batch.NewDir):
-                single = protocol.Mkdir(item.relpath, item.mode, request.uid, request.gid, True)
-            else:
-                single = protocol.Creat(
-                    item.relpath, item.size, item.mode, request.uid, request.gid
-                )
-            self._authorize(Rule.CREATOR, single, caller)
-
-        privileged = access.is_privileged(caller)  # every item would pass: not asked
-        results: list[replies.FileMapReply | replies.MkdirReply | FamfsError] = []
-        outcomes = batch.create_many(self.fs, items, None if privileged else check)
-        for item, outcome in zip(items, outcomes, strict=True):
-            if outcome.error is not None:
-                results.append(outcome.error)
-            elif isinstance(item, batch.NewDir):
-                results.append(
-                    replies.MkdirReply(created=[item.relpath] if outcome.created else [])
-                )
-            else:
-                inode = outcome.inode
-                assert inode is not None and inode.fmap is not None
-                results.append(
-                    replies.FileMapReply(
-                        path=item.relpath,
-                        size=inode.size,
-                        fmap=inode.fmap,
-                        ino=inode.ino,
-                        created=outcome.created,
-                    )
-                )
-        return Answer(replies.CreatManyReply(results=results))
+        """Each file exactly as its own Creat: the same rule, checks and answer. Those
+        created are logged with one commit (Famfs.one_log_commit): if it fails, none of them
+        is created, and each says why."""
+        answers: list[replies.FileMapReply | FamfsError] = []
+        try:
+            with self.fs.one_log_commit():
+                for single in request.singles():
+                    try:
+                        self._authorize(Rule.CREATOR, single, caller)
+                        answers.append(self._create(single, caller))
+                    except FamfsError as exc:
+                        answers.append(exc)
+        except FamfsError as exc:  # another writer seen first, or the commit failed
+            if not answers:
+                raise
+            answers = [
+                exc if isinstance(a, replies.FileMapReply) and a.created else a for a in answers
+            ]
+        return Answer(replies.CreatManyReply(files=answers))
 
     def clone(self, request: protocol.Clone, caller: Credentials) -> Answer:
         inode = self.fs.clone(self._file(request.source), request.path)
@@ -415,11 +387,9 @@ class ControlServer:
         error, as its own Invalidate would have said."""
         inodes: list[Inode] = []
         failure: FamfsError | None = None
-        privileged = access.is_privileged(caller)  # every path would pass: not asked
         for path in request.paths:
             try:
-                if not privileged:
-                    self._authorize(Rule.READER, protocol.Invalidate(path), caller)
+                self._authorize(Rule.READER, protocol.Invalidate(path), caller)
                 inodes.append(self._file(path))
             except FamfsError as exc:
                 failure = failure or exc

@@ -197,9 +197,9 @@ class Daemon:
                 nursery.start_soon(supervise, self.summary)
             nursery.start_soon(self._follow_log)  # the master: only watching for others
             if self.fs.role == Role.MASTER and self.ops is not None:
-                nursery.start_soon(self.ops.commit_loop)
+                nursery.start_soon(self.ops.creating.commit_loop)
         if self.ops is not None:  # unmounted: files closed and waiting are complete
-            self.ops.commit_due(everything=True)
+            self.ops.creating.commit_due(everything=True)
 
     async def _fuse_loop(self, scope: trio.CancelScope) -> None:
         try:

@@ -74,8 +74,12 @@ class Bitmap:
     def mark(self, extent: Extent) -> int:
         """Mark an extent's AUs used (the part inside the device); returns how many were
         used already (collisions, also added to `collisions`)."""
-        first = extent.offset // self.alloc_unit
-        last = min(first + -(-extent.length // self.alloc_unit), self.nbits)
+        return self.mark_range(extent.offset, extent.length)
+
+    def mark_range(self, offset: int, length: int) -> int:
+        """`mark` for the extent at `offset` of `length` bytes."""
+        first = offset // self.alloc_unit
+        last = min(first + -(-length // self.alloc_unit), self.nbits)
         if first >= last:
             return 0
         already = (last - first) - self._bits.count(FREE, first, last)

@@ -9,12 +9,13 @@ recorded in its `Health` (famfs_py.fs.health).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gc
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from famfs_py import omf
@@ -218,6 +219,18 @@ class Famfs:
             raise FsError(f"the log cannot be written: {exc}", errno.EIO) from None
         self.log.next_index = index + 1
         return index
+
+    @contextlib.contextmanager
+    def one_log_commit(self) -> Iterator[None]:
+        """Files and directories created inside are logged with one commit (Log.one_commit):
+        a batch of creations (cp of a directory) costs one look for another writer and one
+        commit, and a crash leaves all of the batch or none of it."""
+        try:
+            with self.log.one_commit():
+                yield
+        except MemoryFault as exc:
+            self.health.go_failsafe(f"the log cannot be written ({exc})")
+            raise FsError(f"the log cannot be written: {exc}", errno.EIO) from None
 
     def mkdir(
         self, relpath: str, mode: int, uid: int, gid: int, *, parents: bool = False

@@ -15,10 +15,12 @@ counters that commit it, in that order, so that no host sees the count before th
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import gc
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from famfs_py import omf
@@ -27,10 +29,12 @@ from famfs_py.dax.memory import DeviceMemory, MemoryFault, MemoryRevoked
 from famfs_py.errors import FsError, NamespaceError
 from famfs_py.fs.alloc import Bitmap
 from famfs_py.fs.namespace import Inode, Namespace
+from famfs_py.omf import _replay
 
 log = logging.getLogger(__name__)
 
 RETRY_DELAY = 0.005  # seconds before re-reading an entry that failed its CRC
+GC_PAUSE_ENTRIES = 1000  # a replay of more entries runs with the cyclic GC paused
 
 
 class LogFull(Exception):
@@ -100,6 +104,11 @@ class Log:
     """The log of one mounted (or checked) filesystem and what replaying it built."""
 
     writes_class: type[LogWrites] = LogWrites
+    # decodes a run of raw entries for replay: the C decoder, or (tests) the reference
+    # omf.scan_entries it must agree with
+    scan: Callable[[bytes, int, int, int, int], list[omf.CleanEntry | None]] = staticmethod(
+        _replay.scan
+    )
 
     def __init__(
         self,
@@ -118,6 +127,7 @@ class Log:
         self.stopped_at: int | None = None
         self.bad: dict[int, BadEntry] = {}
         self._marked_beyond = 0  # entries past a stop whose extents are already marked
+        self._uncommitted: int | None = None  # in one_commit: the count its commit writes
         self.writes = self.writes_class(mem, self._flush)
         self.foreign: ForeignChange | None = None  # what another writer did, once seen
         # told (reason, remade) once, when another writer's change is first seen
@@ -245,8 +255,51 @@ class Log:
             raw: bytes | None = self._read_entries(start, end)
         except MemoryFault:
             raw = None  # some entry's memory is bad: read them one by one
+        gc_was_enabled = gc.isenabled()
+        if end - start > GC_PAUSE_ENTRIES:
+            gc.disable()  # many long-lived objects: the cyclic GC would walk them again and again
+        try:
+            self._replay_range(raw, start, end, stop_at_corrupt, stats)
+        finally:
+            if gc_was_enabled:
+                gc.enable()
+        return stats
+
+    def _replay_range(
+        self, raw: bytes | None, start: int, end: int, stop_at_corrupt: bool, stats: ReplayStats
+    ) -> None:
+        # the common case decoded and checked in C (famfs_py.omf._replay): a clean entry is a
+        # tuple; any other (None) is decoded here by famfs_py.omf, the reference
+        sb = self.sb
+        reserved = sb.log_offset + sb.log_len
+        clean = self.scan(raw, start, sb.dev_size, sb.alloc_unit, reserved) if raw else None
+        add = self.namespace.add_checked
+        mark = self.bitmap.mark_range
+        dev_size = sb.dev_size
+        parents: dict[str, Inode] = {}
+        new_inodes = stats.new_inodes
         waited = False
         for index in range(start, end):
+            item = clean[index - start] if clean is not None else None
+            if item is not None:
+                head, name, mode, uid, gid, size, payload, extents = item
+                if extents is not None:
+                    for k in range(0, len(extents), 2):
+                        if extents[k] + extents[k + 1] <= dev_size:
+                            mark(extents[k], extents[k + 1])
+                try:
+                    inode = add(index, head, name, mode, uid, gid, size, payload, parents)
+                except NamespaceError as exc:
+                    self._record_bad(BadEntry(index, (str(exc),), False), stats)
+                else:
+                    new_inodes.append(inode)
+                    if payload is None:
+                        stats.dirs += 1
+                    else:
+                        stats.files += 1
+                        stats.sum_file_sizes += size
+                self.next_index = index + 1
+                continue
             chunk = self._slot(raw, start, index)
             crc_ok = chunk is not None and omf.entry_crc_ok(chunk)
             if chunk is not None and not crc_ok:
@@ -269,12 +322,11 @@ class Log:
                     self.stopped_at = index
                     stats.stopped_at = index
                     self._mark_beyond(raw, start, index + 1, end)
-                    return stats
+                    return
                 self.next_index = index + 1
                 continue
             self._apply(index, entry, stats)
             self.next_index = index + 1
-        return stats
 
     def _record_bad(self, bad: BadEntry, stats: ReplayStats) -> None:
         if bad.index not in self.bad:
@@ -331,40 +383,46 @@ class Log:
     # -- appending (master) ----------------------------------------------------------------
     def append(self, payload: omf.FileMeta | omf.MkdirMeta) -> int:
         """Write one entry at the next slot, then commit it by bumping the header counters
-        (a crash in between leaves a valid log without the entry). Returns its index."""
-        change = self.foreign_change(master=True)
-        if change is not None:
-            raise FsError(change.reason, errno.EROFS)
+        (a crash in between leaves a valid log without the entry); inside `one_commit`, the
+        commit is the batch's. Returns its index."""
+        if self._uncommitted is None:
+            self._refuse_after_another_writer()
         index = self.next_index
         if index >= self.header.slots:
             raise LogFull(f"the log is full ({self.header.slots} entries)")
         raw = omf.LogEntry.new(index, payload).pack()
-        where = self.sb.log_offset + omf.entry_offset(index)
-        counters = omf.pack_counters(index + 1, index + 1)
-        counters_at = self.sb.log_offset + omf.COUNTERS_OFFSET
-        self.writes.entry(where, raw)
-        self.writes.commit(counters_at, counters)
+        self.writes.entry(self.sb.log_offset + omf.entry_offset(index), raw)
+        if self._uncommitted is None:
+            self._commit(index + 1)
+        else:
+            self._uncommitted = index + 1
         return index
 
-    def append_many(self, payloads: list[omf.FileMeta | omf.MkdirMeta]) -> int:
-        """Write entries at the next slots, one after another, flush them once, then
-        commit them all by one write of the counters (a crash before it leaves none of them
-        in the log, after it all of them). Returns the first one's index."""
+    @contextlib.contextmanager
+    def one_commit(self) -> Iterator[None]:
+        """Appends made inside share one look for another writer (before the first) and
+        one commit (after the last): a crash before that commit leaves none of them in the
+        log, and after it all of them. Its MemoryFault is raised as an append's would be."""
+        if self._uncommitted is not None:
+            raise RuntimeError("one_commit does not nest")
+        self._refuse_after_another_writer()
+        start = self._uncommitted = self.next_index
+        try:
+            yield
+        finally:
+            count, self._uncommitted = self._uncommitted, None
+            if count > start:
+                self._commit(count)
+
+    def _refuse_after_another_writer(self) -> None:
         change = self.foreign_change(master=True)
         if change is not None:
             raise FsError(change.reason, errno.EROFS)
-        first = self.next_index
-        if first + len(payloads) > self.header.slots:
-            raise LogFull(f"the log is full ({self.header.slots} entries)")
-        if not payloads:
-            return first
-        raw = b"".join(
-            omf.LogEntry.new(first + k, payload).pack() for k, payload in enumerate(payloads)
-        )
-        end = first + len(payloads)
-        self.writes.entry(self.sb.log_offset + omf.entry_offset(first), raw)
-        self.writes.commit(self.sb.log_offset + omf.COUNTERS_OFFSET, omf.pack_counters(end, end))
-        return first
+
+    def _commit(self, count: int) -> None:
+        """The header's counters say `count` entries: those before it are in the log."""
+        counters = omf.pack_counters(count, count)
+        self.writes.commit(self.sb.log_offset + omf.COUNTERS_OFFSET, counters)
 
     @property
     def slots(self) -> int:

@@ -24,27 +24,100 @@ FIRST_ENTRY_INO = 16
 META_DIR = ".meta"
 
 
-@dataclass(eq=False)
 class Inode:
-    ino: int
-    name: str
-    parent: int
-    is_dir: bool
-    mode: int  # permission bits only
-    uid: int
-    gid: int
-    size: int = 0
-    filemap: FileMap | None = None
-    meta: omf.FileMeta | None = None  # the logged file (None for directories, .meta files)
-    children: dict[str, int] | None = None
-    entry_index: int | None = None
-    read_only: bool = False  # .meta files: never writable
-    meta_fmap: omf.Fmap | None = None  # .meta files: the raw region they show
+    """A file or directory. A file replayed from the log keeps its entry's payload bytes
+    and decodes them (`meta`, `filemap`) on first use: replay builds hundreds of thousands
+    of inodes at mount, most of which are never opened."""
+
+    __slots__ = (
+        "_filemap",
+        "_meta",
+        "_payload",
+        "children",
+        "entry_index",
+        "gid",
+        "ino",
+        "is_dir",
+        "meta_fmap",
+        "mode",
+        "name",
+        "parent",
+        "read_only",
+        "size",
+        "uid",
+    )
+
+    def __init__(
+        self,
+        ino: int,
+        name: str,
+        parent: int,
+        is_dir: bool,
+        mode: int,  # permission bits only
+        uid: int,
+        gid: int,
+        size: int = 0,
+        filemap: FileMap | None = None,
+        meta: omf.FileMeta | None = None,  # the logged file (None: directories, .meta files)
+        children: dict[str, int] | None = None,
+        entry_index: int | None = None,
+        read_only: bool = False,  # .meta files: never writable
+        meta_fmap: omf.Fmap | None = None,  # .meta files: the raw region they show
+        payload: bytes | None = None,  # a logged file's payload bytes, decoded into `meta`
+    ) -> None:
+        self.ino = ino
+        self.name = name
+        self.parent = parent
+        self.is_dir = is_dir
+        self.mode = mode
+        self.uid = uid
+        self.gid = gid
+        self.size = size
+        self.children = children
+        self.entry_index = entry_index
+        self.read_only = read_only
+        self.meta_fmap = meta_fmap
+        self._filemap = filemap
+        self._meta = meta
+        self._payload = payload
+
+    def __repr__(self) -> str:
+        kind = "dir" if self.is_dir else "file"
+        return f"Inode({self.ino}, {self.name!r}, parent={self.parent}, {kind})"
+
+    @property
+    def meta(self) -> omf.FileMeta | None:
+        """The logged file (None for directories, .meta files and files not logged yet)."""
+        if self._meta is None and self._payload is not None:
+            self._meta = omf.FileMeta.unpack(self._payload)
+        return self._meta
+
+    @meta.setter
+    def meta(self, meta: omf.FileMeta | None) -> None:
+        self._meta, self._payload = meta, None
+
+    @property
+    def filemap(self) -> FileMap | None:
+        if self._filemap is None and self._payload is not None:
+            meta = self.meta
+            assert meta is not None
+            self._filemap = FileMap(meta.fmap, meta.size)
+        return self._filemap
+
+    @filemap.setter
+    def filemap(self, filemap: FileMap | None) -> None:
+        self._filemap = filemap
+
+    @property
+    def logged_file(self) -> bool:
+        """Whether this is a file with a log entry (checked without decoding it)."""
+        return self._meta is not None or self._payload is not None
 
     @property
     def fmap(self) -> omf.Fmap | None:
         """The device ranges of a file (logged or .meta); None for directories."""
-        return self.meta.fmap if self.meta is not None else self.meta_fmap
+        meta = self.meta
+        return meta.fmap if meta is not None else self.meta_fmap
 
     @property
     def st_mode(self) -> int:
@@ -192,6 +265,55 @@ class Namespace:
         self._attach(inode)
         return inode
 
+    def add_checked(
+        self,
+        index: int,
+        head: str,
+        name: str,
+        mode: int,
+        uid: int,
+        gid: int,
+        size: int,
+        payload: bytes | None,
+        parents: dict[str, Inode],
+    ) -> Inode:
+        """Apply logged entry `index`, already decoded and checked (famfs_py.omf._replay):
+        a file (`payload`: its payload bytes, decoded on first use) or a directory (None) at
+        `head`/`name`. `parents` remembers directories by path for the caller's pass (one
+        replay: nothing is removed meanwhile). NamespaceError as `add` raises it."""
+        parent = parents.get(head)
+        if parent is None or name in parent.children or (not head and name == META_DIR):  # type: ignore[operator]
+            parent, name = self._parent_for(f"{head}/{name}" if head else name)
+            parents[head] = parent
+        ino = FIRST_ENTRY_INO + index
+        if payload is None:
+            inode = Inode(
+                ino, name, parent.ino, True, mode & 0o7777, uid, gid, 0, None, None, {}, index
+            )
+            self.dirs += 1
+        else:
+            inode = Inode(
+                ino,
+                name,
+                parent.ino,
+                False,
+                mode & 0o7777,
+                uid,
+                gid,
+                size,
+                None,
+                None,
+                None,
+                index,
+                False,
+                None,
+                payload,
+            )
+            self.files += 1
+        parent.children[name] = ino  # type: ignore[index]
+        self.inodes[ino] = inode
+        return inode
+
     # -- files created through the mount, logged once complete (famfs_py.fs.pending) --------
     def attach_unlogged(self, inode: Inode) -> None:
         """Show a file that is not in the log yet under its parent (this host only)."""
@@ -222,4 +344,4 @@ class Namespace:
         self.files += 1
 
     def logged_files(self) -> list[Inode]:
-        return [i for i in self.inodes.values() if i.meta is not None]
+        return [i for i in self.inodes.values() if i.logged_file]

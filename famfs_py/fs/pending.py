@@ -22,7 +22,7 @@ it is due and nothing pending beneath it is open or waiting, and a file only aft
 directory: a tree is committed parents first, once it is quiet. Anything logged under a
 pending directory (an fsync, `famfs-py creat`) logs the directories above it first.
 
-When to commit files is the daemon's rule (famfs_py.daemon.operations); this module does
+When to commit files is the daemon's rule (famfs_py.daemon.creating); this module does
 the allocation, the bytes, the changes a pending entry takes, and the commit itself.
 """
 

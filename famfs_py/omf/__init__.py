@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 
     from famfs_py.omf.entries import (
         AddDaxdevMeta,
+        CleanEntry,
         FileMeta,
         LogEntry,
         MkdirMeta,
@@ -65,6 +66,7 @@ if TYPE_CHECKING:
         entry_problems,
         fmap_problems,
         path_problem,
+        scan_entries,
     )
     from famfs_py.omf.fmap import (
         Extent,
@@ -87,6 +89,7 @@ if TYPE_CHECKING:
 # name -> the submodule defining it, imported on first use
 _LAZY: dict[str, str] = {
     "AddDaxdevMeta": "entries",
+    "CleanEntry": "entries",
     "FileMeta": "entries",
     "LogEntry": "entries",
     "MkdirMeta": "entries",
@@ -96,6 +99,7 @@ _LAZY: dict[str, str] = {
     "entry_problems": "entries",
     "fmap_problems": "entries",
     "path_problem": "entries",
+    "scan_entries": "entries",
     "Extent": "fmap",
     "Fmap": "fmap",
     "InterleavedFmap": "fmap",
@@ -159,6 +163,7 @@ __all__ = [
     "SUPERBLOCK_STRUCT_SIZE",
     "SUPER_MAGIC",
     "AddDaxdevMeta",
+    "CleanEntry",
     "Extent",
     "FileMeta",
     "Fmap",
@@ -181,6 +186,7 @@ __all__ = [
     "pack_counters",
     "pack_fmap",
     "path_problem",
+    "scan_entries",
     "unpack_fmap",
     "valid_log_len",
 ]

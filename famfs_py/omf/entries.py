@@ -274,3 +274,38 @@ def fmap_problems(meta: FileMeta, dev_size: int, alloc_unit: int, reserved: int 
     if capacity < meta.size:
         out.append(f"extents hold {capacity} bytes, less than the file size {meta.size}")
     return out
+
+
+# what replay's bulk decoder (famfs_py/omf/_replay.c) gives per entry, and its reference
+CleanEntry = tuple[str, str, int, int, int, int, bytes | None, tuple[int, ...] | None]
+
+
+def scan_entries(
+    buf: bytes | memoryview, first_index: int, dev_size: int, alloc_unit: int, reserved: int
+) -> list[CleanEntry | None]:
+    """What `famfs_py.omf._replay.scan` returns, by the checks above: per entry, None unless
+    it is a clean file or directory (its CRC and seqnum right, no `entry_problems`), and
+    for a clean one (head, name, mode, uid, gid, size, payload bytes or None for a
+    directory, extents flattened as offset, length, ... or None for a directory). The C
+    decoder must agree with it entry for entry (tests/test_model_replay.py)."""
+    out: list[CleanEntry | None] = []
+    for i in range(len(buf) // LOG_ENTRY_SIZE):
+        chunk = buf[i * LOG_ENTRY_SIZE : (i + 1) * LOG_ENTRY_SIZE]
+        index = first_index + i
+        entry = LogEntry.unpack(chunk)
+        payload = entry.payload
+        if (
+            not entry_crc_ok(chunk)
+            or not isinstance(payload, FileMeta | MkdirMeta)
+            or entry_problems(entry, index, dev_size, alloc_unit, reserved)
+        ):
+            out.append(None)
+            continue
+        head, _, name = payload.relpath.rpartition("/")
+        if isinstance(payload, MkdirMeta):
+            out.append((head, name, payload.mode, payload.uid, payload.gid, 0, None, None))
+            continue
+        extents = tuple(n for e in fmap_extents(payload.fmap) for n in (e.offset, e.length))
+        row = (head, name, payload.mode, payload.uid, payload.gid, payload.size)
+        out.append((*row, entry._raw_payload, extents))
+    return out
