@@ -90,3 +90,24 @@ def test_cp_of_a_tree_of_small_files_reads_back_exactly_on_a_client(host_factory
     client.ok("logplay", cmp)
     for name, data in contents.items():
         assert (cmp / "t" / name).read_bytes() == data, name
+
+
+def test_creat_multi_sends_its_files_in_batches_and_answers_each_in_order(fresh, mounts, tmp_path):
+    """creat -M: more files than one CreatMany holds, an error amid them, an entry without
+    a size that adopts a file made earlier in the same command, one outside the mount."""
+    host = fresh
+    mp = mounts.mount(host)
+    host.ok("creat", "-s", "4k", mp / "exists")
+    count = 1100  # over protocol.CreatMany.MAX_FILES (1024): two requests
+    args = [a for i in range(count) for a in ("-M", f"{mp}/m{i:04d},4096")]
+    args[1000:1000] = ["-M", f"{mp}/exists,8k", "-M", f"{mp}/m0003,0", "-M", f"{tmp_path}/out,4k"]
+    before = _log_header(host).next_index
+    result = host.cli("creat", "-v", *args)
+    assert result.returncode == 2, result.out
+    assert f"Create complete for {count + 1} of {count + 3} files with 2 errs" in result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("famfs-py creat: ")]
+    assert [e.split(": ")[1] for e in errors] == [f"{mp}/exists", f"{tmp_path}/out"], errors
+    assert "exists with size 4096, not 8192" in errors[0]
+    assert f"{mp}/m0003: exists, 4096 bytes" in result.stdout
+    assert len(os.listdir(mp)) == count + 2  # .meta and exists too
+    assert _log_header(host).next_index == before + count
