@@ -154,6 +154,7 @@ def create_all(
             out[k] = answer
         batch, cost = [], 0
 
+    mounts = channel.famfs_mounts()  # read once, not once an entry
     for k, (name, size, _) in enumerate(entries):
         if not size:  # adopts an existing file's size: asked alone, in its turn
             send()
@@ -163,7 +164,7 @@ def create_all(
                 out[k] = exc
             continue
         try:
-            where = channel.locate(name)
+            where = channel.locate(name, mounts)
         except FamfsError as exc:
             out[k] = exc
             continue
