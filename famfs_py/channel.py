@@ -121,12 +121,13 @@ class Located:
         self.relpath = relpath  # "" for the mount's root
 
 
-def locate(path: str) -> Located:
-    """The famfs-py mount holding `path` (which need not exist yet) and the path inside it."""
+def locate(path: str, mounts: list[MountEntry] | None = None) -> Located:
+    """The famfs-py mount holding `path` (which need not exist yet) and the path inside it;
+    `mounts`: famfs_mounts() read once by a caller locating many paths."""
     absolute = os.path.abspath(path)
     real = os.path.realpath(absolute)
     best: str | None = None
-    for entry in famfs_mounts():
+    for entry in famfs_mounts() if mounts is None else mounts:
         mp = entry.mountpoint
         if (real == mp or real.startswith(mp.rstrip("/") + "/")) and (
             best is None or len(mp) > len(best)

@@ -14,7 +14,7 @@ import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from functools import partial
 
-from famfs_py import channel, protocol
+from famfs_py import channel, omf, protocol
 from famfs_py.cli.common import (
     Parser,
     add_interleave_options,
@@ -65,6 +65,15 @@ def invalidations(paths: list[str]) -> list[protocol.InvalidateFiles]:
     if batch:
         requests.append(protocol.InvalidateFiles(tuple(batch)))
     return requests
+
+
+def _one_extent(fmap: omf.Fmap, size: int) -> int | None:
+    """The device offset of a file held by one extent (small files), else None."""
+    if isinstance(fmap, omf.SimpleFmap) and len(fmap.extents) == 1:
+        extent = fmap.extents[0]
+        if extent.length >= size:
+            return extent.offset
+    return None
 
 
 class Abort(Exception):
@@ -166,6 +175,10 @@ class Copier:
         self.progress = Progress(0)  # run() replaces it with one for the whole copy
         self._local = threading.local()  # one channel per copying thread
         self._copied: list[str] = []  # copied without threads: invalidated per batch
+        self._filled: list[tuple[int, int]] = []  # device ranges _fill copied: to flush
+        # the whole device, for copies of files of one extent (None: through the mount)
+        mem = self.mem
+        self._device = mem.view(0, mem.size) if mem is not None and mem.writable else None
 
     def fail(self, message: str) -> None:
         print(f"famfs-py cp: {message}", file=sys.stderr)
@@ -226,8 +239,13 @@ class Copier:
                     os.close(fd)
                     stop = stop or str(exc)
                     continue
-                self._start(fd, src, dest, rel, FileMap(grant.fmap, size), grant.created)
-        finally:  # what landed is invalidated, even if a copy failed on the way
+                start = None if self.args.compare else _one_extent(grant.fmap, size)
+                if start is not None and self._device is not None and self.pool is None:
+                    self._fill(fd, src, dest, rel, start, size)
+                else:
+                    self._start(fd, src, dest, rel, FileMap(grant.fmap, size), grant.created)
+        finally:  # what landed is flushed and invalidated, even if a copy failed on the way
+            self._flush_filled()
             copied, self._copied = self._copied, []
             answers = self.chan.call_many(invalidations(copied)) if copied else []
         failed = next((a for a in answers if isinstance(a, FamfsError)), None)
@@ -250,6 +268,43 @@ class Copier:
             tuple(creations), self.args.uid, self.args.gid, **self.interleave
         )
         return self.chan.call(request).files
+
+    def _fill(self, fd: int, src: str, dest: str, rel: str, start: int, size: int) -> None:
+        """Copy a file of one extent (a small file's case) straight into the device's
+        memory, the kernel copying; its CPU cache lines are flushed with the batch's
+        (_flush_filled), once per run of adjacent files."""
+        assert self._device is not None
+        view = self._device[start : start + size]
+        filled = 0
+        try:
+            while filled < size:
+                n = os.preadv(fd, [view[filled:]], filled)
+                if n <= 0:
+                    raise Abort(f"{src} -> {dest}: the source ended at byte {filled}")
+                filled += n
+        except OSError as exc:
+            raise Abort(f"{src} -> {dest}: {exc.strerror or exc}") from None
+        finally:
+            os.close(fd)
+            if filled:
+                self._filled.append((start, filled))
+        self.progress.add(size)
+        self._copied.append(rel)
+        if self.args.verbose:
+            print(f"famfs-py cp: copied {src} -> {dest}")
+
+    def _flush_filled(self) -> None:
+        """Flush the CPU cache lines of what _fill copied, by runs of adjacent ranges."""
+        filled, self._filled = sorted(self._filled), []
+        if not filled or self._device is None or not self.coherency.enabled:
+            return
+        run_start, run_end = filled[0][0], filled[0][0]
+        for start, length in filled:
+            if start > run_end:
+                self.coherency.flush(self._device, run_start, run_end - run_start)
+                run_start = start
+            run_end = max(run_end, start + length)
+        self.coherency.flush(self._device, run_start, run_end - run_start)
 
     def _start(
         self, fd: int, src: str, dest: str, rel: str, filemap: FileMap, created: bool
@@ -363,6 +418,8 @@ class Copier:
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
         self.chan.close()
+        if self._device is not None:
+            self._device.release()
         if self.mem is not None:
             self.mem.close()
 

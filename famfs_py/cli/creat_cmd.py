@@ -128,6 +128,58 @@ def create(
     )
 
 
+BATCH_BYTES = 48 << 10  # a CreatMany's files: well within wire.MAX_REQUEST (64 KiB)
+
+
+def create_all(
+    chan: channel.Channel, entries: list[tuple[str, int | None, int]], args: argparse.Namespace
+) -> list[FileMapReply | FamfsError]:
+    """-M: each entry's reply or error, in order, as `create` would give it; entries with
+    a size go to the daemon together (CreatMany: one request and one log commit a batch)."""
+    out: list[FileMapReply | FamfsError | None] = [None] * len(entries)
+    batch: list[tuple[int, str, int]] = []
+    cost = 0
+
+    def send() -> None:
+        nonlocal batch, cost
+        if not batch:
+            return
+        files = tuple((rel, size, args.mode) for _, rel, size in batch)
+        request = protocol.CreatMany(files, args.uid, args.gid, **interleave_fields(args))
+        try:
+            answers: list[FileMapReply | FamfsError] = chan.call(request).files
+        except FamfsError as exc:  # the whole batch's (a refused owner): each entry's
+            answers = [exc] * len(batch)
+        for (k, _, _), answer in zip(batch, answers, strict=True):
+            out[k] = answer
+        batch, cost = [], 0
+
+    mounts = channel.famfs_mounts()  # read once, not once an entry
+    for k, (name, size, _) in enumerate(entries):
+        if not size:  # adopts an existing file's size: asked alone, in its turn
+            send()
+            try:
+                out[k] = create(chan, name, size, args)
+            except FamfsError as exc:
+                out[k] = exc
+            continue
+        try:
+            where = channel.locate(name, mounts)
+        except FamfsError as exc:
+            out[k] = exc
+            continue
+        if where.mountpoint != chan.mountpoint:
+            out[k] = FamfsError(f"{name} is not in the same famfs mount as the first file")
+            continue
+        need = len(where.relpath.encode()) * 6 + 48  # a path's worst JSON escaping
+        if batch and (cost + need > BATCH_BYTES or len(batch) >= protocol.CreatMany.MAX_FILES):
+            send()
+        batch.append((k, where.relpath, size))
+        cost += need
+    send()
+    return [r if r is not None else FamfsError("no answer") for r in out]
+
+
 def run(args: argparse.Namespace) -> int:
     apply_config(args)
     _check_args(args)
@@ -136,9 +188,12 @@ def run(args: argparse.Namespace) -> int:
     failures = 0
     jobs = []
     with channel.Channel(first.mountpoint) as chan:
-        for name, size, seed in entries:
+        answers = create_all(chan, entries, args) if args.multi else [None]
+        for (name, size, seed), answer in zip(entries, answers, strict=True):
             try:
-                reply = create(chan, name, size, args)
+                if isinstance(answer, FamfsError):
+                    raise answer
+                reply = answer or create(chan, name, size, args)
             except FamfsError as exc:
                 if not args.multi:
                     raise

@@ -387,9 +387,11 @@ class ControlServer:
         error, as its own Invalidate would have said."""
         inodes: list[Inode] = []
         failure: FamfsError | None = None
+        privileged = access.is_privileged(caller)  # every path would pass: not asked
         for path in request.paths:
             try:
-                self._authorize(Rule.READER, protocol.Invalidate(path), caller)
+                if not privileged:
+                    self._authorize(Rule.READER, protocol.Invalidate(path), caller)
                 inodes.append(self._file(path))
             except FamfsError as exc:
                 failure = failure or exc
