@@ -189,7 +189,9 @@ class OneByOneLog(Log):
 def _namespace_facts(ns: Namespace) -> dict:
     out = {}
     for ino, inode in ns.inodes.items():
+        allocated = inode.allocated  # before anything decodes the entry: from its extents
         out[ino] = (ns.path_of(ino), inode.is_dir, inode.mode, inode.uid, inode.gid, inode.size)
+        out[ino] += (allocated,)
         out[ino] += (inode.entry_index, inode.meta, inode.children)
         if inode.filemap is not None:
             out[ino] += (inode.filemap.pieces,)

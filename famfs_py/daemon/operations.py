@@ -185,11 +185,10 @@ class FamfsOperations(pyfuse3.Operations):
         attr.st_size = inode.size
         attr.st_blksize = omf.ALLOC_UNIT
         attr.st_atime_ns = attr.st_mtime_ns = attr.st_ctime_ns = self._times
-        if inode.meta is None:  # a directory, a .meta file, a pending file: may change
+        if not inode.logged_file:  # a directory, a .meta file, a pending file: may change
             attr.st_blocks = 0
             return attr
-        allocated = sum(e.length for e in omf.fmap_extents(inode.meta.fmap))
-        attr.st_blocks = allocated // 512
+        attr.st_blocks = inode.allocated // 512
         self._attrs[inode.ino] = attr
         return attr
 

@@ -30,6 +30,7 @@ class Inode:
     of inodes at mount, most of which are never opened."""
 
     __slots__ = (
+        "_extents",
         "_filemap",
         "_meta",
         "_payload",
@@ -64,6 +65,7 @@ class Inode:
         read_only: bool = False,  # .meta files: never writable
         meta_fmap: omf.Fmap | None = None,  # .meta files: the raw region they show
         payload: bytes | None = None,  # a logged file's payload bytes, decoded into `meta`
+        extents: tuple[int, ...] | None = None,  # its extents, flattened (offset, length, ...)
     ) -> None:
         self.ino = ino
         self.name = name
@@ -80,6 +82,7 @@ class Inode:
         self._filemap = filemap
         self._meta = meta
         self._payload = payload
+        self._extents = extents
 
     def __repr__(self) -> str:
         kind = "dir" if self.is_dir else "file"
@@ -94,7 +97,16 @@ class Inode:
 
     @meta.setter
     def meta(self, meta: omf.FileMeta | None) -> None:
-        self._meta, self._payload = meta, None
+        self._meta, self._payload, self._extents = meta, None, None
+
+    @property
+    def allocated(self) -> int:
+        """Bytes of device memory a logged file holds (its extents' lengths): from the
+        extents replay found, without decoding the entry (a cold stat asks for it)."""
+        if self._extents is not None:
+            return sum(self._extents[1::2])
+        meta = self.meta
+        return 0 if meta is None else sum(e.length for e in omf.fmap_extents(meta.fmap))
 
     @property
     def filemap(self) -> FileMap | None:
@@ -285,7 +297,7 @@ class Namespace:
         files = dirs = sizes = 0
         index = first_index + lo
         for item in clean[lo:hi]:
-            head, name, mode, uid, gid, size, payload, _ = item  # type: ignore[misc]
+            head, name, mode, uid, gid, size, payload, extents = item  # type: ignore[misc]
             parent = parents.get(head)
             if parent is None or name in parent.children or (not head and name == META_DIR):  # type: ignore[operator]
                 try:
@@ -318,6 +330,7 @@ class Namespace:
                     False,
                     None,
                     payload,
+                    extents,
                 )
                 files += 1
                 sizes += size
