@@ -1,6 +1,6 @@
 """Build configuration beyond pyproject.toml: the C extensions, famfs_py.dax._region (device
-memory mappings) famfs_py.dax._fcc (CPU cache flush and invalidate) and famfs_py.omf._replay (log entries
-decoded in bulk for replay)."""
+memory mappings), famfs_py.dax._fcc (CPU cache flush and invalidate) and famfs_py.omf._replay
+(log entries decoded in bulk for replay)."""
 
 from setuptools import Extension, setup
 
