@@ -59,12 +59,8 @@ def guarded(handler: Callable[..., Any]) -> Callable[..., Any]:
                 return handler(*args, **kwargs)
             except pyfuse3.FUSEError:
                 raise
-            except FsError as exc:
-                log.debug("%s: %s", name, exc)
-                raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
-            except Exception:
-                log.exception("bug in the %s handler; answering EIO", name)
-                raise pyfuse3.FUSEError(errno.EIO) from None
+            except Exception as exc:
+                raise _answer_for(name, exc) from None
 
         return plain
 
@@ -74,14 +70,20 @@ def guarded(handler: Callable[..., Any]) -> Callable[..., Any]:
             return await handler(*args, **kwargs)
         except pyfuse3.FUSEError:
             raise
-        except FsError as exc:
-            log.debug("%s: %s", name, exc)
-            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from None
-        except Exception:
-            log.exception("bug in the %s handler; answering EIO", name)
-            raise pyfuse3.FUSEError(errno.EIO) from None
+        except Exception as exc:
+            raise _answer_for(name, exc) from None
 
     return wrapper
+
+
+def _answer_for(name: str, exc: Exception) -> pyfuse3.FUSEError:
+    """What a handler's exception answers (called while handling it): an FsError its
+    errno; anything else, a bug, is logged with its traceback and answers EIO."""
+    if isinstance(exc, FsError):
+        log.debug("%s: %s", name, exc)
+        return pyfuse3.FUSEError(exc.errno or errno.EIO)
+    log.exception("bug in the %s handler; answering EIO", name)
+    return pyfuse3.FUSEError(errno.EIO)
 
 
 def refuse(name: str, code: int = errno.EPERM) -> Callable[..., Any]:
