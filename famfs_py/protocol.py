@@ -336,7 +336,7 @@ def decode_request(data: bytes) -> Request[Any]:
     op = body.pop("op", None)
     cls = REQUESTS.get(op) if isinstance(op, str) else None
     if cls is None:
-        raise ProtocolError(f"unknown request {op!r}")
+        raise ProtocolError(f"{wire.UNKNOWN_REQUEST}{op!r}")
     known = {f.name for f in fields(cls)}
     unknown = sorted(set(body) - known)
     if unknown:

@@ -30,6 +30,7 @@ MAX_FDS = 4  # descriptors one reply may carry
 REPLY_PART = 32 << 10  # bytes of one message of a long answer (a socket buffer holds several)
 MAX_PARTS = 4096  # parts a command accepts in one answer (128 MiB)
 
+UNKNOWN_REQUEST = "unknown request "  # how a daemon answers an op it does not know
 EVENT_REVOKE = "revoke"  # the device is going away: withdraw the mapping now
 
 
@@ -142,7 +143,13 @@ def decode_answer(data: bytes) -> dict[str, Any]:
     except (ValueError, RecursionError) as exc:
         raise ProtocolError(f"malformed reply from the daemon: {exc}", errno.EIO) from None
     if not reply.pop("ok", False):
-        raise FamfsError(str(reply.get("error")), int(reply.get("errno") or errno.EIO))
+        message = str(reply.get("error"))
+        if message.startswith(UNKNOWN_REQUEST):  # a daemon started before an upgrade
+            message += (
+                " (the mount's daemon is older than this command: unmount and mount again "
+                "to run the installed famfs-py)"
+            )
+        raise FamfsError(message, int(reply.get("errno") or errno.EIO))
     return reply
 
 

@@ -109,3 +109,15 @@ def test_a_batch_is_bounded_and_checked_as_a_whole(fs):
                 wire.decode_answer(answer)
             assert info.value.errno == errno.EINVAL, bad
     assert _log_entries(host) == before  # nothing of a malformed batch is made
+
+
+def test_an_op_the_daemon_does_not_know_says_to_remount(fs):
+    """A command newer than the mount's daemon (famfs-py upgraded under a running mount)."""
+    host, mp = fs
+    with Channel(str(mp)) as chan:
+        answer, _fds = chan.exchange(b'{"op": "creat_many_v9", "files": []}')
+    with pytest.raises(FamfsError) as info:
+        wire.decode_answer(answer)
+    assert info.value.errno == errno.EINVAL
+    assert "unknown request 'creat_many_v9'" in info.value.message
+    assert "unmount and mount again" in info.value.message
