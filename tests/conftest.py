@@ -43,6 +43,22 @@ def _cleanup_root(root: Path) -> None:
 
 
 @pytest.fixture
+def master_famfs(tmp_path: Path) -> Iterator:
+    """The model tier's filesystem: a 4 GiB emulated device, made and opened in this process
+    as the master (no daemon, no mount)."""
+    from famfs_py.dax import emulated
+    from famfs_py.fs.filesystem import Famfs
+    from famfs_py.fs.mkfs import mkfs
+
+    device = emulated.create("dax0.0", 4 << 30, tmp_path)
+    mkfs(device, system_uuid=uuid.UUID(MASTER_UUID))
+    famfs = Famfs.open(device, this_host=uuid.UUID(MASTER_UUID))
+    yield famfs
+    famfs.close()
+    emulated.remove(device)
+
+
+@pytest.fixture
 def host_factory(tmp_path: Path) -> Iterator:
     made: list[Host] = []
 

@@ -11,20 +11,17 @@ import socket
 import stat
 import tracemalloc
 import types
-import uuid
 
 import pyfuse3
 import pytest
 import trio
-from helpers import MASTER_UUID, GiB, MiB
+from helpers import MiB
 
 from famfs_py import protocol, replies
 from famfs_py.credentials import Credentials
 from famfs_py.daemon.control import ControlServer, DaemonFacts, Rule
 from famfs_py.daemon.operations import FamfsOperations
-from famfs_py.dax import cache, emulated
-from famfs_py.fs.filesystem import Famfs
-from famfs_py.fs.mkfs import mkfs
+from famfs_py.dax import cache
 from famfs_py.fs.namespace import META_INO, ROOT_INO
 
 pytestmark = pytest.mark.model
@@ -36,13 +33,8 @@ FLUSHING_ON = "on (flush=auto: the emulated device dax0.0 is not known coherent)
 
 
 @pytest.fixture
-def fs(tmp_path):
-    device = emulated.create("dax0.0", 4 * GiB, tmp_path)
-    mkfs(device, system_uuid=uuid.UUID(MASTER_UUID))
-    famfs = Famfs.open(device, this_host=uuid.UUID(MASTER_UUID))
-    yield famfs
-    famfs.close()
-    emulated.remove(device)
+def fs(master_famfs):
+    return master_famfs
 
 
 @pytest.fixture

@@ -4,16 +4,12 @@ allocation in growing runs, the tail given back, limits, the commit, parents fir
 from __future__ import annotations
 
 import errno
-import uuid
 
 import pytest
-from helpers import MASTER_UUID, MiB
+from helpers import MiB
 
 from famfs_py import omf
-from famfs_py.dax import emulated
 from famfs_py.errors import FsError
-from famfs_py.fs.filesystem import Famfs
-from famfs_py.fs.mkfs import mkfs
 from famfs_py.fs.namespace import ROOT_INO
 from famfs_py.fs.pending import PendingFiles
 
@@ -24,13 +20,8 @@ AU = omf.ALLOC_UNIT
 
 
 @pytest.fixture
-def fs(tmp_path):
-    device = emulated.create("dax0.0", 4 * GiB, tmp_path)
-    mkfs(device, system_uuid=uuid.UUID(MASTER_UUID))
-    famfs = Famfs.open(device, this_host=uuid.UUID(MASTER_UUID))
-    yield famfs
-    famfs.close()
-    emulated.remove(device)
+def fs(master_famfs):
+    return master_famfs
 
 
 @pytest.fixture
